@@ -1,0 +1,139 @@
+"""The HTTP API of an engine (aiohttp).
+
+Open: ``/healthz`` (the decision loop is ticking), ``/readyz``, ``/metrics``. Read-only views:
+``GET /v1/status``, ``GET /v1/services/{name}``, ``GET /v1/events``. Every error is JSON
+(``{"error": ..., "detail": ...}``); bad input is a 4xx, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from engine.daemon import Engine
+
+log = structlog.get_logger("engine.api")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ENGINE: web.AppKey[Engine] = web.AppKey("engine")
+MAX_BODY = 64 * 1024
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data, default=str), status=status, content_type="application/json")
+
+
+def error(status: int, code: str, detail: str) -> web.Response:
+    return _json({"error": code, "detail": detail}, status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+    except Exception:
+        log.exception("api handler failed", path=request.path)
+        return error(500, "internal_error", "the engine failed to answer; see its log")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ok, why = request.app[ENGINE].healthy()
+    return _json({"ok": ok, "detail": why}, 200 if ok else 503)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ok, reasons = request.app[ENGINE].ready()
+    return _json({"ready": ok, "reasons": reasons}, 200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    if not engine.config.metrics.enabled:
+        return error(404, "not_found", "metrics are disabled in the config")
+    return web.Response(body=engine.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def status(request: web.Request) -> web.Response:
+    return _json(request.app[ENGINE].status())
+
+
+async def service(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    services = request.app[ENGINE].status()["services"]
+    if name not in services:
+        return error(404, "unknown_service", f"no service named {name!r}; known: {sorted(services)}")
+    return _json({"name": name, **services[name]})
+
+
+def _number(request: web.Request, name: str, kind: type[int] | type[float]) -> Any:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"query parameter {name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise web.HTTPBadRequest(text=f"query parameter {name} must be finite")
+    return value
+
+
+async def events(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    assert engine.journal is not None
+    limit = _number(request, "limit", int)
+    if limit is not None and not 1 <= limit <= 1000:
+        return error(400, "bad_request", "limit must be between 1 and 1000")
+    svc = request.query.get("service")
+    if svc is not None and svc not in engine.services:
+        return error(404, "unknown_service", f"no service named {svc!r}")
+    rows = engine.journal.events(
+        service=svc, kind=request.query.get("kind"), since=_number(request, "since", float),
+        until=_number(request, "until", float), before_id=_number(request, "before_id", int),
+        limit=limit or 100)
+    body: dict[str, Any] = {"events": [e.to_dict() for e in rows]}
+    if rows and len(rows) == (limit or 100):
+        body["next_before_id"] = rows[-1].id
+    return _json(body)
+
+
+def build_app(engine: Engine) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    app[ENGINE] = engine
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/status", status)
+    app.router.add_get("/v1/services/{name}", service)
+    app.router.add_get("/v1/events", events)
+    return app
+
+
+class ApiServer:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, listen: str) -> str:
+        host, _, port = listen.rpartition(":")
+        self._runner = web.AppRunner(build_app(self.engine), access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, int(port))
+        await site.start()
+        bound = self._runner.addresses[0]
+        return f"http://{host}:{bound[1]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,56 @@
+"""Core subcommands: ``run``, ``check-config``, ``schema``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from engine.cli.common import load_or_report
+from engine.config.model import EngineConfig
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    run = sub.add_parser("run", help="run the engine")
+    run.add_argument("--config", "-c", help="the instance's YAML config (default: the built-in demo)")
+    run.add_argument("--seconds", type=float, help="demo only: stop after this many seconds")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and list every problem")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the config file")
+    schema.set_defaults(func=cmd_schema)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_or_report(args.file)
+    if config is None:
+        return 2
+    signals = sum(len(site.probes) for svc in config.services.values() for site in svc.sites.values())
+    print(f"{args.file}: ok ({config.instance.id} in {config.instance.site}, "
+          f"{len(config.services)} service(s), {signals} signal(s), {len(config.peers)} peer(s))")
+    return 0
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    print(json.dumps(EngineConfig.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine import logs
+    from engine.daemon import Engine
+
+    if args.config is None:
+        from engine.demo import run_demo
+
+        return run_demo(args.seconds)
+    config = load_or_report(args.config)
+    if config is None:
+        return 2
+    logs.configure(config.logging.level, config.logging.format)
+    asyncio.run(Engine(config).run_forever())
+    return 0

@@ -1,0 +1,10 @@
+"""`failover-engine dns ...` subcommands (owned by its issue's work)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add this module's subcommands."""

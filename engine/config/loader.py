@@ -1,0 +1,208 @@
+"""Turning YAML bytes into an :class:`EngineConfig`, or into every problem with its path and line.
+
+Loading is split like Gatus does it: :func:`parse_config` is pure (text in, config or problems
+out) and :func:`load_config` reads the file. ``${VAR}`` and ``${VAR:-default}`` are expanded in
+every string; a missing variable is a problem at the path where it was used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from engine.config.model import EngineConfig
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+PathPart = str | int
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path or '(top level)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config is unusable; ``problems`` lists every reason."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        head = f"{self.source}: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
+        return "\n".join([head, *(f"  {p}" for p in self.problems)])
+
+
+def format_path(parts: tuple[PathPart, ...]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _split_field(field: str) -> list[PathPart]:
+    parts: list[PathPart] = []
+    for piece in field.split("."):
+        name, *indices = re.split(r"\[(\d+)\]", piece)
+        if name:
+            parts.append(name)
+        parts.extend(int(i) for i in indices if i)
+    return parts
+
+
+def _line_map(node: yaml.Node | None, prefix: tuple[PathPart, ...] = (),
+              out: dict[tuple[PathPart, ...], int] | None = None) -> dict[tuple[PathPart, ...], int]:
+    out = {} if out is None else out
+    if node is None:
+        return out
+    out.setdefault(prefix, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, key.value)
+            out[path] = key.start_mark.line + 1
+            _line_map(value, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _line_map(item, (*prefix, index), out)
+    return out
+
+
+def _expand_env(data: Any, env: Mapping[str, str], path: tuple[PathPart, ...],
+                problems: list[tuple[tuple[PathPart, ...], str]]) -> Any:
+    if isinstance(data, str):
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append((path, f"environment variable {name} is not set"))
+            return ""
+        return _ENV.sub(sub, data)
+    if isinstance(data, dict):
+        return {k: _expand_env(v, env, (*path, str(k)), problems) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_expand_env(v, env, (*path, i), problems) for i, v in enumerate(data)]
+    return data
+
+
+def _real_path(loc: tuple[Any, ...], data: Any) -> tuple[PathPart, ...]:
+    """Drop the parts of a pydantic error location that are not in the data (union tags)."""
+    out: list[PathPart] = []
+    node = data
+    for part in loc:
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+            out.append(part)
+        elif isinstance(part, str) and isinstance(node, dict) and not _is_tag(part, node):
+            out.append(part)  # a missing key: name it
+            node = None
+        # otherwise a discriminator tag (or beyond the data): skip
+    return tuple(out)
+
+
+def _is_tag(part: str, node: dict[str, Any]) -> bool:
+    return node.get("type") == part
+
+
+_FRIENDLY = {
+    "missing": "required key is missing",
+    "extra_forbidden": "unknown key",
+}
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "rule":
+        return str(err["ctx"]["message"])
+    if kind in _FRIENDLY:
+        return _FRIENDLY[kind]
+    msg = str(err.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg
+
+
+def parse_config(text: str, *, source: str = "<config>",
+                 env: Mapping[str, str] | None = None) -> EngineConfig:
+    """Parse YAML text into a config, or raise :class:`ConfigError` listing every problem."""
+    env = os.environ if env is None else env
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [Problem("", f"not valid YAML: {reason}", line)]) from None
+    lines = _line_map(node)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [Problem("", "the file must hold a mapping (key: value) at the top", 1)])
+    env_problems: list[tuple[tuple[PathPart, ...], str]] = []
+    data = _expand_env(data, env, (), env_problems)
+    problems = [Problem(format_path(p), m, _line_for(lines, p)) for p, m in env_problems]
+    try:
+        config = EngineConfig.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            parts = list(_real_path(tuple(err["loc"]), data))
+            if err.get("type") == "rule":
+                parts.extend(_split_field(str(err["ctx"]["field"])))
+            path = tuple(parts)
+            problems.append(Problem(format_path(path), _message(err), _line_for(lines, path)))
+    if problems:
+        raise ConfigError(source, sorted(_dedupe(problems), key=lambda p: p.line or 0))
+    return config
+
+
+def _line_for(lines: dict[tuple[PathPart, ...], int], path: tuple[PathPart, ...]) -> int | None:
+    while True:
+        if path in lines:
+            return lines[path]
+        if not path:
+            return None
+        path = path[:-1]
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for p in problems:
+        if (p.path, p.message) not in seen:
+            seen.add((p.path, p.message))
+            out.append(p)
+    return out
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> EngineConfig:
+    """Read and parse a config file."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(str(file), [Problem("", f"cannot read file: {exc.strerror or exc}")]) from None
+    return parse_config(text, source=str(file), env=env)

@@ -1,0 +1,166 @@
+"""The config of one instance: who it is, its peers, its journal and the services it watches.
+
+Rules that span fields live in validators next to the fields they judge and raise
+:func:`~engine.config.base.rule_error`, so every message carries the exact path.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from engine.config.base import Duration, Model, Secret, rule_error
+from engine.config.database import DatabaseConfig
+from engine.config.dns import DnsConfig
+from engine.config.probes import ProbeConfig
+
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
+    return value
+
+
+class InstanceConfig(Model):
+    """This process: its id, the site it runs in, its role and where its API listens."""
+
+    id: str = Field(pattern=NAME_PATTERN)
+    site: str = Field(pattern=NAME_PATTERN, description="the site this instance runs in (witness: any label)")
+    role: Literal["engine", "witness"] = "engine"
+    listen: str = Field("127.0.0.1:8080", description="host:port of the HTTP API")
+    tick: Duration = Field(1.0, description="how often the decision loop runs")
+
+    _listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
+
+
+class PeerConfig(Model):
+    """Another voter: an engine in another site, or the witness."""
+
+    id: str = Field(pattern=NAME_PATTERN)
+    url: str = Field(description="base URL of the peer's API, e.g. https://engine.azure.example:8080")
+    site: str = Field(pattern=NAME_PATTERN)
+    role: Literal["engine", "witness"] = "engine"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class PeeringConfig(Model):
+    """How instances authenticate each other's verdicts."""
+
+    hmac_key: Secret | None = Field(None, description="shared key for HMAC-signed verdicts")
+    replay_window: Duration = Field(30.0, description="reject messages older or newer than this")
+
+
+class PolicyConfig(Model):
+    """When a service may move."""
+
+    failure_threshold: int = Field(3, ge=1, le=100, description="consecutive failures before DOWN")
+    success_threshold: int = Field(2, ge=1, le=100, description="consecutive successes before UP")
+    rpo: Duration = Field(60.0, description="most data-loss window a failover may accept")
+    rto_slo: Duration = Field(300.0, description="target time from outage to traffic moved")
+    cooldown: Duration = Field(1800.0, description="no automatic move within this time after the last one")
+    auto_failover: bool = Field(True, description="false: detect and page, never move by itself")
+
+
+class SiteConfig(Model):
+    """One place a service can be active, and the probes that judge it."""
+
+    probes: list[ProbeConfig] = Field(default_factory=list)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        seen: dict[str, int] = {}
+        for index, probe in enumerate(self.probes):
+            name = probe.signal_name
+            if name in seen:
+                raise rule_error(f"probes[{index}].name",
+                                 f"'{name}' is already used by probes[{seen[name]}]; give each probe a name")
+            seen[name] = index
+        return self
+
+
+class ServiceConfig(Model):
+    """What fails over as a unit."""
+
+    active: str = Field(description="the site that serves at first start (later the journal knows)")
+    sites: dict[str, SiteConfig] = Field(min_length=2)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    dns: DnsConfig | None = None
+    database: DatabaseConfig | None = None
+
+    @field_validator("sites")
+    @classmethod
+    def _site_names(cls, value: dict[str, SiteConfig]) -> dict[str, SiteConfig]:
+        import re
+
+        bad = [name for name in value if not re.match(NAME_PATTERN, name)]
+        if bad:
+            raise ValueError(f"site names must match {NAME_PATTERN}: {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _active_is_a_site(self) -> Self:
+        if self.active not in self.sites:
+            raise rule_error("active", f"'{self.active}' is not one of the sites {sorted(self.sites)}")
+        return self
+
+
+class JournalConfig(Model):
+    """Where the SQLite journal lives."""
+
+    path: str = Field("failover-engine.db", description="SQLite file; WAL mode, fsync on every step")
+
+
+class LoggingConfig(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = Field("auto", description="auto: JSON unless on a TTY")
+
+
+class MetricsConfig(Model):
+    enabled: bool = True
+
+
+class EngineConfig(Model):
+    """The whole file."""
+
+    instance: InstanceConfig
+    peers: list[PeerConfig] = Field(default_factory=list)
+    peering: PeeringConfig = Field(default_factory=PeeringConfig)
+    journal: JournalConfig = Field(default_factory=JournalConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, value: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
+        import re
+
+        bad = [name for name in value if not re.match(NAME_PATTERN, name)]
+        if bad:
+            raise ValueError(f"service names must match {NAME_PATTERN}: {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _peers_unique(self) -> Self:
+        ids = [self.instance.id] + [p.id for p in self.peers]
+        for index, peer in enumerate(self.peers):
+            if ids.count(peer.id) > 1:
+                raise rule_error(f"peers[{index}].id", f"'{peer.id}' is used twice (instance or peers)")
+        if self.instance.role == "engine":
+            for name, svc in self.services.items():
+                if self.instance.site not in svc.sites:
+                    raise rule_error(
+                        f"services.{name}.sites",
+                        f"this instance's site '{self.instance.site}' is not a site of the service")
+        return self

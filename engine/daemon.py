@@ -1,0 +1,311 @@
+"""The daemon: wires config, probes, health machines, decisions, journal, metrics and the API.
+
+One :class:`Engine` per process. Probes report observations into health machines; a tick loop
+builds a frozen :class:`~engine.decide.Snapshot` per service, asks :func:`~engine.decide.decide`
+and records every change of decision in the journal. This engine decides and records; acting on a
+decision (quorum, runbook) is layered on top of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+
+from engine import __version__
+from engine.clock import Clock, SystemClock
+from engine.config.model import EngineConfig, ServiceConfig
+from engine.decide import Decision, ServiceState, SignalView, SiteView, Snapshot, decide
+from engine.health import Change, HealthMachine
+from engine.journal import Journal
+from engine.metrics import STATE_VALUE, Metrics
+from engine.model import Observation, SignalKey
+from engine.scheduler import Scheduler
+from probes.base import Probe
+from probes.http import new_session
+from probes.registry import build_probe
+
+log = structlog.get_logger("engine")
+
+
+@dataclass
+class SignalRuntime:
+    key: SignalKey
+    interval: float
+    machine: HealthMachine
+    last: Observation | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.machine
+        last = self.last
+        return {
+            "name": self.key.name,
+            "state": str(m.state),
+            "since": m.since,
+            "consecutive_failures": m.consecutive_failures,
+            "consecutive_successes": m.consecutive_successes,
+            "failure_threshold": m.failure_threshold,
+            "success_threshold": m.success_threshold,
+            "interval_s": self.interval,
+            "last": None if last is None else {
+                "ok": last.ok, "reason": last.reason, "at": last.at,
+                "latency_ms": round(last.latency_s * 1000, 1), "value": last.value},
+        }
+
+
+@dataclass
+class ServiceRuntime:
+    name: str
+    config: ServiceConfig
+    state: ServiceState
+    decision: Decision | None = None
+    decided_at: float | None = None
+    decision_key: tuple[Any, ...] | None = None
+    signals: dict[str, list[SignalRuntime]] = field(default_factory=dict)
+
+    def snapshot(self, now: float) -> Snapshot:
+        sites = {
+            site: SiteView(site, tuple(
+                SignalView(s.key.name, s.machine.state, s.machine.describe()) for s in signals))
+            for site, signals in self.signals.items()
+        }
+        return Snapshot(self.name, now, sites)
+
+
+class Engine:
+    """A running instance. ``await start()``, then ``await stop()`` (or ``await run_forever()``)."""
+
+    def __init__(self, config: EngineConfig, *, clock: Clock | None = None,
+                 probe_factory: Any = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.journal: Journal | None = None
+        self.services: dict[str, ServiceRuntime] = {}
+        self.signals: dict[SignalKey, SignalRuntime] = {}
+        self._probe_factory = probe_factory or build_probe
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        self.scheduler = Scheduler(self._on_observation, clock=self.clock,
+                                   on_lateness=self._on_lateness, on_skip=self._on_skip)
+        self.started_at: float | None = None
+        self.last_tick: float | None = None
+        self.ticks = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = asyncio.Event()
+        self._api: Any = None
+        self.api_url: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self, *, serve_api: bool = True) -> None:
+        cfg = self.config
+        self.started_at = self.clock.now()
+        self.journal = Journal.open(cfg.journal.path)
+        for name, svc in cfg.services.items():
+            self.services[name] = ServiceRuntime(name, svc, self._load_state(name, svc))
+            self.metrics.active_site.labels(name, self.services[name].state.active).set(1)
+        self._build_signals()
+        if serve_api:
+            from engine.api import ApiServer
+
+            self._api = ApiServer(self)
+            self.api_url = await self._api.start(cfg.instance.listen)
+        await self.record("engine", f"engine {cfg.instance.id} started in {cfg.instance.site} "
+                          f"({cfg.instance.role}, {len(self.signals)} signals)",
+                          data={"version": __version__, "listen": self.api_url})
+        self._tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
+                       asyncio.create_task(self._tick_loop(), name="tick")]
+        log.info("engine started", instance=cfg.instance.id, site=cfg.instance.site,
+                 signals=len(self.signals), api=self.api_url)
+
+    def _load_state(self, name: str, svc: ServiceConfig) -> ServiceState:
+        assert self.journal is not None
+        saved = self.journal.all_state(name)
+        active = saved.get("active", svc.active)
+        if active not in svc.sites:
+            active = svc.active
+        return ServiceState(active=active, epoch=int(saved.get("epoch", 0)),
+                            paused=bool(saved.get("paused", False)), last_move_at=saved.get("last_move_at"))
+
+    def _session(self, new_connection: bool) -> aiohttp.ClientSession:
+        if new_connection not in self._sessions:
+            self._sessions[new_connection] = new_session(keep_alive=not new_connection)
+        return self._sessions[new_connection]
+
+    def _build_signals(self) -> None:
+        for name, svc in self.config.services.items():
+            runtime = self.services[name]
+            for site, site_cfg in svc.sites.items():
+                runtime.signals[site] = []
+                for probe_cfg in site_cfg.probes:
+                    key = SignalKey(name, site, probe_cfg.signal_name)
+                    machine = HealthMachine(probe_cfg.failure_threshold or svc.policy.failure_threshold,
+                                            probe_cfg.success_threshold or svc.policy.success_threshold)
+                    sig = SignalRuntime(key, probe_cfg.interval, machine)
+                    runtime.signals[site].append(sig)
+                    self.signals[key] = sig
+                    session = (self._session(getattr(probe_cfg, "new_connection", True))
+                               if probe_cfg.type == "http" else None)
+                    probe: Probe = self._probe_factory(probe_cfg, clock=self.clock, http_session=session)
+                    self.scheduler.add(key, probe, probe_cfg.interval)
+                    self.metrics.signal_state.labels(name, site, key.name).set(STATE_VALUE["unknown"])
+
+    async def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.scheduler.stop()
+        for task in self._tasks:
+            if task.get_name() == "tick":
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._api is not None:
+            await self._api.stop()
+        for session in self._sessions.values():
+            await session.close()
+        if self.journal is not None:
+            with contextlib.suppress(Exception):
+                await self.record("engine", f"engine {self.config.instance.id} stopped")
+            await self.journal.close()
+        log.info("engine stopped", instance=self.config.instance.id)
+
+    async def run_forever(self) -> None:
+        """Start, then run until SIGTERM or SIGINT; stop cleanly."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    # -- observations ----------------------------------------------------------------------------
+    async def _on_observation(self, key: SignalKey, obs: Observation) -> None:
+        sig = self.signals[key]
+        sig.last = obs
+        site = key.site or "*"
+        self.metrics.probe_results.labels(key.service, site, "ok" if obs.ok else "fail").inc()
+        self.metrics.probe_latency.labels(key.service, site).observe(obs.latency_s)
+        self.metrics.signal_failures.labels(key.service, site, key.name).set(
+            sig.machine.consecutive_failures if obs.ok else sig.machine.consecutive_failures + 1)
+        change = sig.machine.observe(obs.ok, obs.at, obs.reason)
+        if change is not None:
+            await self._on_change(key, change)
+
+    async def _on_change(self, key: SignalKey, change: Change) -> None:
+        self.metrics.signal_state.labels(key.service, key.site or "*", key.name).set(
+            STATE_VALUE[str(change.current)])
+        message = f"{key}: {change.previous} -> {change.current} ({self.signals[key].machine.describe()})"
+        log.info("signal changed", signal=str(key), previous=str(change.previous),
+                 current=str(change.current), reason=change.reason)
+        await self.record("signal", message, service=key.service, at=change.at,
+                          data={"signal": str(key), "previous": str(change.previous),
+                                "current": str(change.current), "reason": change.reason})
+
+    def _on_lateness(self, _key: SignalKey, lateness: float) -> None:
+        self.metrics.lateness.observe(max(0.0, lateness))
+
+    def _on_skip(self, key: SignalKey) -> None:
+        self.metrics.skipped.labels(key.service).inc()
+
+    # -- decisions -------------------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        interval = self.config.instance.tick
+        while True:
+            started = self.clock.monotonic()
+            try:
+                await self.tick()
+            except Exception:  # the loop must keep ticking; the failure is logged
+                log.exception("decision tick failed")
+            await asyncio.sleep(max(0.0, interval - (self.clock.monotonic() - started)))
+
+    async def tick(self) -> None:
+        now = self.clock.now()
+        for runtime in self.services.values():
+            snapshot = runtime.snapshot(now)
+            for site, view in snapshot.sites.items():
+                self.metrics.site_state.labels(runtime.name, site).set(STATE_VALUE[str(view.health)])
+            decision = decide(runtime.state, snapshot, now, runtime.config.policy)
+            key = (decision.verdict, decision.target, runtime.state.paused,
+                   tuple((s, v.health) for s, v in snapshot.sites.items()))
+            runtime.decision = decision
+            if key != runtime.decision_key:
+                runtime.decision_key = key
+                runtime.decided_at = now
+                self.metrics.decisions.labels(runtime.name, str(decision.verdict)).inc()
+                log.info("decision", service=runtime.name, verdict=str(decision.verdict),
+                         message=decision.message)
+                await self.record("decision", decision.message, service=runtime.name, at=now,
+                                  data={"verdict": str(decision.verdict), "target": decision.target,
+                                        "reasons": list(decision.reasons)})
+        self.last_tick = self.clock.monotonic()
+        self.ticks += 1
+        self.metrics.loop_tick.set(now)
+
+    async def record(self, kind: str, message: str, *, service: str | None = None, at: float | None = None,
+                     actor: str | None = None, data: dict[str, Any] | None = None) -> int:
+        assert self.journal is not None
+        self.metrics.journal_events.labels(kind).inc()
+        return await self.journal.append(kind, message, service=service,
+                                         at=self.clock.now() if at is None else at, actor=actor, data=data)
+
+    # -- views -----------------------------------------------------------------------------------
+    def healthy(self) -> tuple[bool, str]:
+        """Liveness: the decision loop has ticked recently."""
+        if self.last_tick is None:
+            return False, "decision loop has not ticked yet"
+        age = self.clock.monotonic() - self.last_tick
+        limit = 3 * self.config.instance.tick + 2.0
+        if age > limit:
+            return False, f"decision loop last ticked {age:.1f}s ago (limit {limit:.0f}s)"
+        return True, f"ticked {age:.1f}s ago"
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Readiness: live, journal open, and every signal observed at least once."""
+        reasons = []
+        ok, why = self.healthy()
+        if not ok:
+            reasons.append(why)
+        if self.journal is None:
+            reasons.append("journal not open")
+        waiting = [str(k) for k, s in self.signals.items() if s.last is None]
+        if waiting:
+            reasons.append(f"{len(waiting)} signal(s) not observed yet, e.g. {waiting[0]}")
+        return not reasons, reasons
+
+    def status(self) -> dict[str, Any]:
+        inst = self.config.instance
+        services = {}
+        for name, rt in self.services.items():
+            snapshot = rt.snapshot(self.clock.now())
+            services[name] = {
+                "active": rt.state.active,
+                "epoch": rt.state.epoch,
+                "paused": rt.state.paused,
+                "last_move_at": rt.state.last_move_at,
+                "decision": None if rt.decision is None else {
+                    "verdict": str(rt.decision.verdict), "message": rt.decision.message,
+                    "target": rt.decision.target, "since": rt.decided_at},
+                "sites": {
+                    site: {"health": str(snapshot.sites[site].health),
+                           "role": "active" if site == rt.state.active else "standby",
+                           "signals": [s.to_dict() for s in sigs]}
+                    for site, sigs in rt.signals.items()},
+            }
+        return {
+            "instance": {"id": inst.id, "site": inst.site, "role": inst.role, "version": __version__,
+                         "started_at": self.started_at},
+            "time": self.clock.now(),
+            "healthy": self.healthy()[0],
+            "services": services,
+        }
+
+

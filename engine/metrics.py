@@ -1,0 +1,53 @@
+"""Prometheus metrics of one engine, in a registry of its own (several engines can share a process).
+
+Per-signal series are kept to the ones an operator alerts on (state, consecutive failures);
+latency and lateness are histograms per service and site, so 10,000 signals stay cheap.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+STATE_VALUE = {"unknown": -1, "down": 0, "up": 1}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.probe_results = Counter(
+            "failover_engine_probe_results", "Probe results by outcome.",
+            ["service", "site", "result"], registry=r)
+        self.probe_latency = Histogram(
+            "failover_engine_probe_latency_seconds", "Probe latency.", ["service", "site"],
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.signal_state = Gauge(
+            "failover_engine_signal_state", "Signal health: 1 up, 0 down, -1 unknown.",
+            ["service", "site", "signal"], registry=r)
+        self.signal_failures = Gauge(
+            "failover_engine_signal_consecutive_failures", "Consecutive failures of a signal.",
+            ["service", "site", "signal"], registry=r)
+        self.site_state = Gauge(
+            "failover_engine_site_state", "Site health: 1 up, 0 down, -1 unknown.",
+            ["service", "site"], registry=r)
+        self.active_site = Gauge(
+            "failover_engine_active_site", "1 for the site a service is active in.",
+            ["service", "site"], registry=r)
+        self.lateness = Histogram(
+            "failover_engine_probe_lateness_seconds", "How late a check started against its due time.",
+            buckets=_LATENESS_BUCKETS, registry=r)
+        self.skipped = Counter(
+            "failover_engine_probe_skipped", "Check slots skipped because the previous check still ran.",
+            ["service"], registry=r)
+        self.decisions = Counter(
+            "failover_engine_decisions", "Decision changes by verdict.", ["service", "verdict"], registry=r)
+        self.loop_tick = Gauge(
+            "failover_engine_loop_last_tick_timestamp_seconds", "Wall time of the last decision loop tick.",
+            registry=r)
+        self.journal_events = Counter(
+            "failover_engine_journal_events", "Events written to the journal.", ["kind"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
