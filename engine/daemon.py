@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +23,7 @@ from engine import __version__
 from engine.clock import Clock, SystemClock
 from engine.config.model import EngineConfig, ServiceConfig
 from engine.decide import Decision, ServiceState, SignalView, SiteView, Snapshot, decide
-from engine.health import Change, HealthMachine
+from engine.health import Change, Health, HealthMachine
 from engine.journal import Journal
 from engine.metrics import STATE_VALUE, Metrics
 from engine.model import Observation, SignalKey
@@ -39,6 +41,7 @@ class SignalRuntime:
     interval: float
     machine: HealthMachine
     last: Observation | None = None
+    meters: Any = None  # metric children resolved once: labels() per check is costly at scale
 
     def to_dict(self) -> dict[str, Any]:
         m = self.machine
@@ -69,11 +72,12 @@ class ServiceRuntime:
     signals: dict[str, list[SignalRuntime]] = field(default_factory=dict)
 
     def snapshot(self, now: float) -> Snapshot:
-        sites = {
-            site: SiteView(site, tuple(
-                SignalView(s.key.name, s.machine.state, s.machine.describe()) for s in signals))
-            for site, signals in self.signals.items()
-        }
+        """Freeze the health of every signal; healthy signals are counted, not described."""
+        sites = {}
+        for site, signals in self.signals.items():
+            views = tuple(SignalView(s.key.name, s.machine.state, s.machine.describe())
+                          for s in signals if s.machine.state is not Health.UP)
+            sites[site] = SiteView(site, views, len(signals) - len(views))
         return Snapshot(self.name, now, sites)
 
 
@@ -117,6 +121,10 @@ class Engine:
         await self.record("engine", f"engine {cfg.instance.id} started in {cfg.instance.site} "
                           f"({cfg.instance.role}, {len(self.signals)} signals)",
                           data={"version": __version__, "listen": self.api_url})
+        # Everything built so far (config, probes, machines) lives as long as the process: move it
+        # out of the collector's sight so a full collection does not stall the probe loop.
+        gc.collect()
+        gc.freeze()
         self._tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
                        asyncio.create_task(self._tick_loop(), name="tick")]
         log.info("engine started", instance=cfg.instance.id, site=cfg.instance.site,
@@ -145,7 +153,8 @@ class Engine:
                     key = SignalKey(name, site, probe_cfg.signal_name)
                     machine = HealthMachine(probe_cfg.failure_threshold or svc.policy.failure_threshold,
                                             probe_cfg.success_threshold or svc.policy.success_threshold)
-                    sig = SignalRuntime(key, probe_cfg.interval, machine)
+                    meters = self._meters(name, site, key.name)
+                    sig = SignalRuntime(key, probe_cfg.interval, machine, meters=meters)
                     runtime.signals[site].append(sig)
                     self.signals[key] = sig
                     session = (self._session(getattr(probe_cfg, "new_connection", True))
@@ -153,6 +162,11 @@ class Engine:
                     probe: Probe = self._probe_factory(probe_cfg, clock=self.clock, http_session=session)
                     self.scheduler.add(key, probe, probe_cfg.interval)
                     self.metrics.signal_state.labels(name, site, key.name).set(STATE_VALUE["unknown"])
+
+    def _meters(self, service: str, site: str, signal: str) -> tuple[Any, ...]:
+        m = self.metrics
+        return (m.probe_results.labels(service, site, "ok"), m.probe_results.labels(service, site, "fail"),
+                m.probe_latency.labels(service, site), m.signal_failures.labels(service, site, signal))
 
     async def stop(self) -> None:
         if self._stopped.is_set():
@@ -188,17 +202,18 @@ class Engine:
             await self.stop()
 
     # -- observations ----------------------------------------------------------------------------
-    async def _on_observation(self, key: SignalKey, obs: Observation) -> None:
+    def _on_observation(self, key: SignalKey, obs: Observation) -> Awaitable[None] | None:
+        """Feed a health machine; only a state change costs a journal write (returned to await)."""
         sig = self.signals[key]
         sig.last = obs
-        site = key.site or "*"
-        self.metrics.probe_results.labels(key.service, site, "ok" if obs.ok else "fail").inc()
-        self.metrics.probe_latency.labels(key.service, site).observe(obs.latency_s)
-        self.metrics.signal_failures.labels(key.service, site, key.name).set(
-            sig.machine.consecutive_failures if obs.ok else sig.machine.consecutive_failures + 1)
+        ok_count, fail_count, latency, failures = sig.meters
+        (ok_count if obs.ok else fail_count).inc()
+        latency.observe(obs.latency_s)
         change = sig.machine.observe(obs.ok, obs.at, obs.reason)
+        failures.set(sig.machine.consecutive_failures)
         if change is not None:
-            await self._on_change(key, change)
+            return self._on_change(key, change)
+        return None
 
     async def _on_change(self, key: SignalKey, change: Change) -> None:
         self.metrics.signal_state.labels(key.service, key.site or "*", key.name).set(

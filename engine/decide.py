@@ -35,14 +35,19 @@ class SignalView:
 
 @dataclass(frozen=True, slots=True)
 class SiteView:
-    """A site's signals; its health is derived from them."""
+    """A site's signals; its health is derived from them.
+
+    ``signals`` may list only the signals that are not UP, with ``up`` counting the others: at
+    10,000 signals a snapshot per second must not rebuild a view of every healthy one.
+    """
 
     site: str
     signals: tuple[SignalView, ...] = ()
+    up: int = 0
 
     @property
     def health(self) -> Health:
-        return site_health(self.signals)
+        return site_health(self.signals, self.up)
 
     def why(self) -> str:
         """The signals that explain the site's health, for sentences."""
@@ -80,13 +85,14 @@ class Decision:
     reasons: tuple[str, ...] = field(default=())
 
 
-def site_health(signals: Sequence[SignalView]) -> Health:
+def site_health(signals: Sequence[SignalView], up: int = 0) -> Health:
     """DOWN if any signal is DOWN; UP if every signal is UP; otherwise UNKNOWN.
 
-    A site with no signals is UNKNOWN: the engine cannot vouch for what it does not probe.
+    ``up`` counts further UP signals not listed. A site with no signals is UNKNOWN: the engine
+    cannot vouch for what it does not probe.
     """
     if not signals:
-        return Health.UNKNOWN
+        return Health.UP if up else Health.UNKNOWN
     if any(s.health is Health.DOWN for s in signals):
         return Health.DOWN
     if all(s.health is Health.UP for s in signals):

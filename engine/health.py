@@ -77,7 +77,7 @@ class HealthMachine:
     """Consecutive-count state machine for one signal."""
 
     def __init__(self, failure_threshold: int = 3, success_threshold: int = 2, *,
-                 history: int = 64) -> None:
+                 history: int = 16) -> None:
         if failure_threshold < 1 or success_threshold < 1:
             raise ValueError("thresholds must be >= 1")
         self.failure_threshold = failure_threshold
@@ -132,7 +132,7 @@ class HealthMachine:
 def replay(steps: list[Step] | tuple[Step, ...], failure_threshold: int = 3,
            success_threshold: int = 2) -> HealthMachine:
     """Rebuild a machine from its recorded inputs."""
-    machine = HealthMachine(failure_threshold, success_threshold, history=max(64, len(steps)))
+    machine = HealthMachine(failure_threshold, success_threshold, history=max(16, len(steps)))
     for step in steps:
         machine.observe(step.ok, step.at, step.reason)
     return machine

@@ -17,6 +17,10 @@ from engine.clock import Clock
 from engine.config.probes import HttpProbeConfig, JsonCondition
 from probes.base import BaseProbe, describe_exception
 
+# The probe's own deadline (BaseProbe.observe) bounds every check; a second timer per request in
+# aiohttp would only cost CPU at 1,000 checks a second.
+_NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
+
 
 def new_session(*, keep_alive: bool, limit: int = 0) -> aiohttp.ClientSession:
     """A client session for probes: ``keep_alive=False`` closes every connection after its check."""
@@ -49,7 +53,7 @@ class HttpProbe(BaseProbe):
         started = time.perf_counter()
         async with self._get_session().request(
             cfg.method, cfg.url, headers=cfg.headers, data=cfg.body, ssl=self._ssl,
-            allow_redirects=False, timeout=aiohttp.ClientTimeout(total=cfg.timeout),
+            allow_redirects=False, timeout=_NO_CLIENT_TIMEOUT,
         ) as response:
             status = response.status
             body = b""

@@ -1,10 +1,93 @@
-"""`failover-engine db ...` subcommands (owned by its issue's work)."""
+"""`failover-engine db init` and `failover-engine reconcile`: the database commands an operator runs.
+
+- ``db init --config FILE SERVICE``: create the heartbeat table on both sites, add it to the
+  publication, refresh the subscription (idempotent).
+- ``reconcile --config FILE SERVICE``: compare the two databases now and print the differences.
+
+``--primary SITE`` says which site is the primary (default: the service's ``active`` site). Exit
+codes: 0 done and equal, 1 failed or different, 2 bad config or arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import sys
+import time
 from typing import Any
+
+from engine.cli.common import load_or_report
+from engine.config.database import DatabaseConfig
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's subcommands."""
+    """Add ``db init`` and ``reconcile``."""
+    db = sub.add_parser("db", help="database set-up commands")
+    db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND")
+    init = db_sub.add_parser("init", help="create the heartbeat table and add it to the publication")
+    _common(init)
+    init.set_defaults(func=run_init)
+    db.set_defaults(func=lambda _args: _usage(db))
+
+    rec = sub.add_parser("reconcile", help="compare the two databases of a service and print the differences")
+    _common(rec)
+    rec.add_argument("--no-watermark", action="store_true",
+                     help="report rows newer than the replication watermark too (after a failover)")
+    rec.add_argument("--json", action="store_true", help="print the result as JSON")
+    rec.set_defaults(func=run_reconcile)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="the engine's YAML config")
+    parser.add_argument("service", help="the service whose database to use")
+    parser.add_argument("--primary", help="the site that is primary now (default: the service's active site)")
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _database(args: argparse.Namespace) -> tuple[DatabaseConfig, str] | None:
+    config = load_or_report(args.config)
+    if config is None:
+        return None
+    service = config.services.get(args.service)
+    if service is None:
+        print(f"unknown service {args.service!r} (known: {', '.join(sorted(config.services)) or 'none'})",
+              file=sys.stderr)
+        return None
+    if service.database is None:
+        print(f"service {args.service!r} has no database section", file=sys.stderr)
+        return None
+    primary = args.primary or service.active
+    if primary not in service.database.sites:
+        print(f"--primary {primary!r} is not a database site ({', '.join(sorted(service.database.sites))})",
+              file=sys.stderr)
+        return None
+    return service.database, primary
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from actions.database.heartbeat import init_database
+
+    found = _database(args)
+    if found is None:
+        return 2
+    result = asyncio.run(init_database(*found))
+    print(result.sentence)
+    return 0 if result.ok else 1
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    from actions.reconcile import reconcile
+
+    found = _database(args)
+    if found is None:
+        return 2
+    database, primary = found
+    result = asyncio.run(reconcile(database, service=args.service, primary=primary, now=time.time(),
+                                   watermark=None if args.no_watermark else "auto"))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.render())
+    return 0 if result.identical else 1

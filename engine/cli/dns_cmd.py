@@ -1,10 +1,94 @@
-"""`failover-engine dns ...` subcommands (owned by its issue's work)."""
+"""`failover-engine dns show --config FILE SERVICE`: the records of a service as the provider has them.
+
+Prints a table (name, type, TTL, current values, the site they point to) and the epoch stored
+beside them; ``--json`` prints the same as one JSON object. Exit codes: 0 shown, 1 the provider
+failed (auth, unavailable, records not as configured), 2 bad config or arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import asyncio
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from engine.cli.common import load_or_report
+
+if TYPE_CHECKING:
+    from actions.dns.state import DnsState
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's subcommands."""
+    """Add ``dns show``."""
+    dns = sub.add_parser("dns", help="DNS records of a service")
+    dns_sub = dns.add_subparsers(dest="dns_command", metavar="DNS_COMMAND")
+    show = dns_sub.add_parser("show", help="print the current records, epoch and the site they point to")
+    show.add_argument("--config", required=True, help="the engine's YAML config")
+    show.add_argument("service", help="the service whose records to show")
+    show.add_argument("--json", action="store_true", help="print the result as JSON")
+    show.set_defaults(func=run_show)
+    dns.set_defaults(func=lambda _args: _usage(dns))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def run_show(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return 2
+    service = config.services.get(args.service)
+    if service is None:
+        print(f"unknown service {args.service!r} (known: {', '.join(sorted(config.services)) or 'none'})",
+              file=sys.stderr)
+        return 2
+    dns_config = service.dns
+    if dns_config is None:
+        print(f"service {args.service!r} has no dns section", file=sys.stderr)
+        return 2
+    from actions.dns.errors import DnsError
+    from actions.dns.provider import build_provider
+
+    async def read() -> DnsState:
+        provider = build_provider(dns_config, args.service)
+        try:
+            return await provider.read()
+        finally:
+            await provider.aclose()
+
+    try:
+        state = asyncio.run(read())
+    except DnsError as exc:
+        print(f"dns show {args.service}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(as_dict(args.service, state)) if args.json else render(args.service, state))
+    return 0
+
+
+def as_dict(service: str, state: DnsState) -> dict[str, Any]:
+    return {
+        "service": service, "zone": state.zone, "site": state.site,
+        "epoch": {"number": state.epoch.number, "site": state.epoch.site, "op": state.epoch.op,
+                  "record": state.epoch_name.rstrip(".")},
+        "records": [{"name": r.name.rstrip("."), "type": r.rtype, "ttl": r.ttl, "values": list(r.values),
+                     "site": r.site} for r in state.records],
+    }
+
+
+def render(service: str, state: DnsState) -> str:
+    """A readable table plus the epoch line."""
+    rows = [("NAME", "TYPE", "TTL", "VALUES", "POINTS TO")]
+    rows += [(r.name.rstrip("."), r.rtype, str(r.ttl), ", ".join(r.values), r.site) for r in state.records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    epoch = state.epoch
+    if epoch.text is None:
+        epoch_line = f"epoch: 0 (no record at {state.epoch_name.rstrip('.')} yet)"
+    else:
+        epoch_line = (f"epoch: {epoch.number} (site {epoch.site or '?'}, op {epoch.op or '-'}, "
+                      f"record {state.epoch_name.rstrip('.')})")
+    return "\n".join([f"service {service}: zone {state.zone}, points to {state.site}", *lines, epoch_line])

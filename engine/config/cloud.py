@@ -65,7 +65,8 @@ class _CloudSignal(ProbeCommon):
     condition: Condition
     label: str | None = Field(None, description="what the value is, in reasons (default: the probe name)")
     window: Duration = Field(300.0, description="how far back the query looks")
-    staleness: Duration | None = Field(None, description="newest point older than this fails (default: window)")
+    staleness: Duration | None = Field(
+        None, description="a newest point older than this fails (default: window)")
     retry: CloudRetry = Field(default_factory=CloudRetry)
     endpoint: str | None = Field(None, description="override the API endpoint (sovereign clouds, tests)")
     insecure_endpoint_for_tests: bool = Field(
@@ -95,13 +96,13 @@ class _CloudSignal(ProbeCommon):
 class GcpAdc(Model):
     """Application Default Credentials (metadata server, ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud)."""
 
-    kind: Literal["adc"]
+    type: Literal["adc"]
 
 
 class GcpServiceAccountFile(Model):
     """A service-account key file (a long-lived key: prefer ADC or workload identity federation)."""
 
-    kind: Literal["service_account_file"]
+    type: Literal["service_account_file"]
     path: str = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -117,10 +118,10 @@ class GcpExternalAccount(Model):
     writes) or ``audience`` + ``token_file`` (+ ``service_account`` to impersonate).
     """
 
-    kind: Literal["external_account"]
+    type: Literal["external_account"]
     config_file: str | None = None
-    audience: str | None = Field(
-        None, description="//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/R")
+    audience: str | None = Field(None, description=(
+        "//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/R"))
     token_file: str | None = Field(
         None, description="the Azure-issued token, e.g. /var/run/secrets/azure/tokens/azure-identity-token")
     service_account: str | None = Field(None, description="e-mail of the service account to impersonate")
@@ -142,7 +143,7 @@ class GcpExternalAccount(Model):
         return self
 
 
-GcpCredentials = Annotated[GcpAdc | GcpServiceAccountFile | GcpExternalAccount, Field(discriminator="kind")]
+GcpCredentials = Annotated[GcpAdc | GcpServiceAccountFile | GcpExternalAccount, Field(discriminator="type")]
 
 GCP_ALIGNERS = ("ALIGN_NONE", "ALIGN_DELTA", "ALIGN_RATE", "ALIGN_INTERPOLATE", "ALIGN_NEXT_OLDER",
                 "ALIGN_MIN", "ALIGN_MAX", "ALIGN_MEAN", "ALIGN_COUNT", "ALIGN_SUM", "ALIGN_STDDEV",
@@ -150,7 +151,8 @@ GCP_ALIGNERS = ("ALIGN_NONE", "ALIGN_DELTA", "ALIGN_RATE", "ALIGN_INTERPOLATE", 
                 "ALIGN_PERCENTILE_95", "ALIGN_PERCENTILE_50", "ALIGN_PERCENTILE_05", "ALIGN_PERCENT_CHANGE")
 GCP_REDUCERS = ("REDUCE_NONE", "REDUCE_MEAN", "REDUCE_MIN", "REDUCE_MAX", "REDUCE_SUM", "REDUCE_STDDEV",
                 "REDUCE_COUNT", "REDUCE_COUNT_TRUE", "REDUCE_COUNT_FALSE", "REDUCE_FRACTION_TRUE",
-                "REDUCE_PERCENTILE_99", "REDUCE_PERCENTILE_95", "REDUCE_PERCENTILE_50", "REDUCE_PERCENTILE_05")
+                "REDUCE_PERCENTILE_99", "REDUCE_PERCENTILE_95", "REDUCE_PERCENTILE_50",
+                "REDUCE_PERCENTILE_05")
 GCP_MODULES = ("google.cloud.monitoring_v3", "google.auth")
 
 
@@ -165,7 +167,7 @@ class GcpMonitoringProbeConfig(_CloudSignal):
     alignment_period: Duration | None = None
     reducer: str | None = Field(None, description="cross-series reducer, e.g. REDUCE_MAX")
     group_by: list[str] = Field(default_factory=list)
-    credentials: GcpCredentials = Field(default_factory=lambda: GcpAdc(kind="adc"))
+    credentials: GcpCredentials = Field(default_factory=lambda: GcpAdc(type="adc"))
 
     @field_validator("filter")
     @classmethod
@@ -202,13 +204,13 @@ class GcpMonitoringProbeConfig(_CloudSignal):
 class AzureDefault(Model):
     """``DefaultAzureCredential``: environment, workload identity, managed identity, Azure CLI."""
 
-    kind: Literal["default"]
+    type: Literal["default"]
 
 
 class AzureWorkloadIdentity(Model):
     """``WorkloadIdentityCredential``; fields left out come from ``AZURE_TENANT_ID`` and friends."""
 
-    kind: Literal["workload_identity"]
+    type: Literal["workload_identity"]
     tenant_id: str | None = None
     client_id: str | None = None
     token_file: str | None = Field(None, description="default: $AZURE_FEDERATED_TOKEN_FILE")
@@ -217,15 +219,15 @@ class AzureWorkloadIdentity(Model):
 class AzureClientSecret(Model):
     """An app registration's client secret (give it as ``${ENV}`` or ``file:/path``)."""
 
-    kind: Literal["client_secret"]
+    type: Literal["client_secret"]
     tenant_id: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
-    client_secret: Secret
+    secret: Secret
     authority: str | None = Field(None, description="e.g. login.microsoftonline.us for sovereign clouds")
 
 
 AzureCredentials = Annotated[AzureDefault | AzureWorkloadIdentity | AzureClientSecret,
-                             Field(discriminator="kind")]
+                             Field(discriminator="type")]
 
 _RESOURCE_ID = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/[^/]+/providers/.+", re.IGNORECASE)
 AZURE_METRICS_MODULES = ("azure.monitor.querymetrics", "azure.identity")
@@ -233,7 +235,7 @@ AZURE_LOGS_MODULES = ("azure.monitor.query", "azure.identity")
 
 
 class _AzureSignal(_CloudSignal):
-    credentials: AzureCredentials = Field(default_factory=lambda: AzureDefault(kind="default"))
+    credentials: AzureCredentials = Field(default_factory=lambda: AzureDefault(type="default"))
     audience: str | None = Field(None, description="token audience for sovereign clouds")
 
     @field_validator("endpoint")
@@ -246,7 +248,8 @@ class _AzureSignal(_CloudSignal):
     @model_validator(mode="after")
     def _plain_http(self) -> Self:
         if self.endpoint and self.endpoint.startswith("http://") and not self.insecure_endpoint_for_tests:
-            raise rule_error("endpoint", "must be https:// (plain http only with insecure_endpoint_for_tests)")
+            raise rule_error("endpoint",
+                             "must be https:// (plain http only with insecure_endpoint_for_tests)")
         return self
 
 
@@ -269,7 +272,8 @@ class AzureMetricsProbeConfig(_AzureSignal):
         for index, rid in enumerate(value):
             match = _RESOURCE_ID.match(rid)
             if match is None:
-                raise ValueError(f"[{index}] is not a resource id (/subscriptions/…/resourceGroups/…/providers/…)")
+                raise ValueError(
+                    f"[{index}] is not a resource id (/subscriptions/…/resourceGroups/…/providers/…)")
             subscriptions.add(match.group(1).lower())
         if len(subscriptions) > 1:
             raise ValueError("all resources must be in one subscription (one getBatch call)")

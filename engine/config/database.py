@@ -146,6 +146,8 @@ class ReconcileConfig(Model):
     in_flight_margin: Duration = Field(
         5.0, description="without a heartbeat, rows newer than standby now() minus this are in flight")
     max_reported_rows: int = Field(100, ge=1, description="differing rows listed per table")
+    hash: Literal["auto", "native", "portable"] = Field(
+        "auto", description="native row hashes need equal major versions; portable = md5 of canonical text")
     tables: list[ReconcileTable] = Field(default_factory=list)
     metrics: list[BusinessMetric] = Field(default_factory=list)
 

@@ -100,7 +100,8 @@ def test_missing_required_keys() -> None:
 def test_yaml_syntax_error() -> None:
     """Malformed YAML is one problem with its line, never a traceback."""
     got = problems("instance:\n  id: [unclosed\n")
-    assert got == ["line 3: (top level): not valid YAML: expected ',' or ']', but got '<stream end>'"]
+    assert len(got) == 1
+    assert got[0].startswith("line 3: (top level): not valid YAML: ") and "expected ',' or ']'" in got[0]
 
 
 def test_top_level_must_be_a_mapping() -> None:

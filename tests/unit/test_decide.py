@@ -93,3 +93,13 @@ def test_site_health_rules() -> None:
     assert site_health([SignalView("a", UP), SignalView("b", DOWN)]) is DOWN
     assert site_health([SignalView("a", UP), SignalView("b", UNKNOWN)]) is UNKNOWN
     assert site_health([SignalView("a", UP), SignalView("b", UP)]) is UP
+
+
+def test_site_view_counts_healthy_signals() -> None:
+    """A view listing only unhealthy signals plus a count of healthy ones derives the same health."""
+    from engine.decide import SiteView
+
+    assert SiteView("a", (), up=5000).health is UP
+    assert SiteView("a", (SignalView("x", DOWN, "3/3 failures: reset"),), up=4999).health is DOWN
+    assert SiteView("a", (SignalView("x", UNKNOWN),), up=3).health is UNKNOWN
+    assert SiteView("a").health is UNKNOWN
