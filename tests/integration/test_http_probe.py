@@ -147,3 +147,49 @@ async def test_shared_session_connection_policy(sample_site: SiteFactory, new_co
         assert pooled == (0 if new_connection else 1)
     finally:
         await session.close()
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 made with openssl."""
+    import shutil
+    import subprocess
+
+    from tests.support import require_part
+
+    require_part("openssl", shutil.which("openssl") is not None, "apt-get install openssl")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+async def test_tls_verification(tls_files: tuple[str, str]) -> None:
+    """A self-signed target fails verification, passes with its CA file, and passes with verify off."""
+    import ssl
+
+    from aiohttp import web
+
+    cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+    url = f"https://127.0.0.1:{port}/health"
+    try:
+        assert await observe(http(url)) == (False, "TLS certificate rejected")
+        ok, reason = await observe(http(url, ca_file=cert))
+        assert ok, reason
+        ok, reason = await observe(http(url, tls_verify=False))
+        assert ok, reason
+    finally:
+        await runner.cleanup()
