@@ -110,16 +110,19 @@ def _real_path(loc: tuple[Any, ...], data: Any) -> tuple[PathPart, ...]:
     """Drop the parts of a pydantic error location that are not in the data (union tags)."""
     out: list[PathPart] = []
     node = data
+    tag_skipped = False  # a union tag appears at most once per level; a later equal name is a real key
     for part in loc:
         in_dict = isinstance(node, dict) and part in node
         in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         if in_dict or in_list:
             node = node[part]
             out.append(part)
-        elif isinstance(part, str) and isinstance(node, dict) and not _is_tag(part, node):
+            tag_skipped = False
+        elif isinstance(part, str) and isinstance(node, dict) and (tag_skipped or not _is_tag(part, node)):
             out.append(part)  # a missing key: name it
             node = None
-        # otherwise a discriminator tag (or beyond the data): skip
+        else:
+            tag_skipped = True  # a discriminator tag (or beyond the data): skip it
     return tuple(out)
 
 

@@ -14,6 +14,7 @@ works. Every request is recorded (path, query, JSON body, headers) in ``calls``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -108,6 +109,7 @@ class AzureMonitorFake:
         self.metrics = Script(default=[])
         self.logs = Script(default=Table([("value", "real")], []))
         self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
         self.base_url = ""
 
     async def _record(self, request: web.Request) -> Any:
@@ -115,10 +117,10 @@ class AzureMonitorFake:
         self.calls.append(ReceivedRequest(request.path, dict(request.query), body, dict(request.headers)))
         return body
 
-    @staticmethod
-    async def _resolve(reply: Any) -> Any:
+    async def _resolve(self, reply: Any) -> Any:
         while isinstance(reply, Slow):
-            await asyncio.sleep(reply.delay)
+            with contextlib.suppress(TimeoutError):  # stop() cuts the delay short
+                await asyncio.wait_for(self._stopping.wait(), reply.delay)
             reply = reply.then
         return reply
 
@@ -143,7 +145,8 @@ class AzureMonitorFake:
                 "starttime": query["starttime"], "endtime": query["endtime"],
                 "interval": query.get("interval", "PT1M"), "namespace": query["metricnamespace"],
                 "resourceregion": "westeurope", "resourceid": rid,
-                "value": [{"id": f"{rid}/providers/Microsoft.Insights/metrics/{name}", "type": "Microsoft.Insights/metrics",
+                "value": [{"id": f"{rid}/providers/Microsoft.Insights/metrics/{name}",
+                           "type": "Microsoft.Insights/metrics",
                            "name": {"value": name, "localizedValue": name}, "unit": "Percent",
                            "timeseries": series}]})
         return web.json_response({"values": values})
@@ -174,6 +177,7 @@ class AzureMonitorFake:
         self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -193,11 +197,12 @@ async def running_azure_fake() -> AsyncIterator[AzureMonitorFake]:
 class FakeCredential:
     """An async token credential that hands out a fixed token and counts the scopes asked for."""
 
-    def __init__(self, token: str = "fake-token") -> None:
+    def __init__(self, token: str = "fake-token", *, fail: str | None = None) -> None:
         from azure.core.credentials import AccessToken
 
         self._access = AccessToken
         self.token = token
+        self.fail = fail  # raise ClientAuthenticationError(fail) instead of answering
         self.scopes: list[tuple[str, ...]] = []
         self.closed = False
 
@@ -205,6 +210,10 @@ class FakeCredential:
         import time
 
         self.scopes.append(scopes)
+        if self.fail is not None:
+            from azure.core.exceptions import ClientAuthenticationError
+
+            raise ClientAuthenticationError(message=self.fail)
         return self._access(self.token, int(time.time()) + 3600)
 
     async def close(self) -> None:

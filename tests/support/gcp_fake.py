@@ -149,6 +149,7 @@ class TokenFake:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, str]] = []
+        self.refuse = False  # answer 400 invalid_grant, as STS does for a rejected subject token
         self._counter = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -156,6 +157,9 @@ class TokenFake:
     async def _token(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
         self.requests.append({"path": request.path, **form})
+        if self.refuse:
+            return web.json_response({"error": "invalid_grant",
+                                      "error_description": "the subject token was rejected"}, status=400)
         number = next(self._counter)
         if request.path == "/v1/token":  # STS: RFC 8693 token exchange
             return web.json_response({"access_token": f"sts-token-{number}", "token_type": "Bearer",
