@@ -33,6 +33,15 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_service_at ON events(service, at);
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
+CREATE TABLE IF NOT EXISTS operations (
+    id TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS operations_service ON operations(service, created_at);
 CREATE TABLE IF NOT EXISTS state (
     service TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -170,6 +179,35 @@ class Journal:
             "INSERT INTO state(service, key, value, updated_at) VALUES (?,?,?,?) "
             "ON CONFLICT(service, key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
             (service, key, payload, at)))
+
+    async def save_operation(self, op: Any) -> None:
+        """Store a runbook operation (its steps included) durably; see :mod:`engine.runbook`."""
+        body = json.dumps(op.to_dict(), default=str, sort_keys=True)
+        now = op.finished_at or op.created_at
+        await self.write(lambda conn: conn.execute(
+            "INSERT INTO operations(id, service, state, created_at, updated_at, body) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET state=excluded.state, updated_at=excluded.updated_at, "
+            "body=excluded.body", (op.id, op.service, str(op.state), op.created_at, now, body)))
+
+    async def save_step(self, op: Any, _name: str, _record: dict[str, Any]) -> None:
+        """A step changed: the whole operation is rewritten in one durable transaction."""
+        await self.save_operation(op)
+
+    def operation(self, op_id: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT body FROM operations WHERE id=?", (op_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def operations(self, *, service: str | None = None, state: str | None = None,
+                   limit: int = 50) -> list[dict[str, Any]]:
+        where, params = [], []
+        for clause, value in (("service = ?", service), ("state = ?", state)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT body FROM operations" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        params.append(limit)
+        return [json.loads(r[0]) for r in self._read(sql, params)]
 
     # -- reading ---------------------------------------------------------------------------------
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:

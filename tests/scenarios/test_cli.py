@@ -14,7 +14,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     import os
 
     return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=60)
+                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=60)
 
 
 def test_check_config_reports_every_problem(tmp_path: Path) -> None:
@@ -52,7 +52,8 @@ def test_check_config_ok_and_missing_secret() -> None:
 
     env = {k: v for k, v in os.environ.items() if k != "FAILOVER_PEER_KEY"}
     result = subprocess.run([sys.executable, "-m", "engine", "check-config", "config/gcp.yaml"], cwd=ROOT,
-                            capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)}, timeout=60)
+                            capture_output=True, text=True, check=False, env={**env, "PYTHONPATH": str(ROOT)},
+                            timeout=60)
     assert result.returncode == 2
     assert "peering.hmac_key: environment variable FAILOVER_PEER_KEY is not set" in result.stderr
 

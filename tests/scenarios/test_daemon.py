@@ -164,7 +164,7 @@ async def test_restart_keeps_the_journal(daemon: tuple[Daemon, SampleSite], tmp_
     try:
         d2 = Daemon(proc, d.url, d.journal)
         await d2.wait_for(lambda s: True)
-        code, body = await d2.get("/v1/events?kind=engine&limit=10")
+        _, body = await d2.get("/v1/events?kind=engine&limit=10")
         messages = [e["message"] for e in body["events"]]
         assert messages[:3] == ["engine gcp-1 started in gcp (engine, 3 signals)", "engine gcp-1 stopped",
                                 "engine gcp-1 started in gcp (engine, 3 signals)"]

@@ -1,0 +1,239 @@
+"""Runbooks: ordered, journaled, idempotent steps that carry out a failover (or failback).
+
+Theory of operation
+-------------------
+An :class:`Operation` names a move of one service from one site to another at a given epoch.
+The :class:`RunbookRunner` executes its steps in order. Before a step it journals "started" (with
+the attempt number); after it, "done" with the result and timing, or "failed" with the error.
+Journal writes are durable before the next action starts, so after ``kill -9`` the journal shows
+exactly which step may have been interrupted, and :meth:`RunbookRunner.resume` runs it again.
+That is safe because every step is idempotent: it first reads the world (DNS records and epoch,
+database state) and does only what is still missing. The DNS shift in particular is a
+compare-and-set on the epoch: re-running it after a crash finds the new records in place and does
+not change them again.
+
+A step has a timeout and bounded retries with backoff. A *best-effort* step (fencing an old
+primary that may be gone) that fails is recorded as skipped and the runbook continues. Any other
+step that fails for good halts the operation with a sentence naming the step and the reason
+("failover of api stuck at verify_dns: ns2 still answers gcp after 120s"). A step may also end
+the operation early: ``Outcome.stand_down`` when another executor won the epoch race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from engine.clock import Clock, SystemClock
+
+log = structlog.get_logger("engine.runbook")
+
+FAILOVER_STEPS = ("precheck", "fence", "promote", "shift_dns", "verify_dns", "consistency", "reconcile",
+                  "report")
+
+
+class OpState(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    HALTED = "halted"
+    STOOD_DOWN = "stood_down"
+    ABORTED = "aborted"
+
+
+class StepState(StrEnum):
+    PENDING = "pending"
+    STARTED = "started"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a step function returns: a sentence, data for the record, and how the runbook goes on."""
+
+    summary: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+    stand_down: bool = False
+
+    @classmethod
+    def skip(cls, summary: str, **data: Any) -> Outcome:
+        return cls(summary, data, skipped=True)
+
+
+class StepFailed(Exception):
+    """A step failed; ``retry`` False means retrying cannot help (e.g. bad credentials)."""
+
+    def __init__(self, reason: str, *, retry: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    name: str
+    timeout: float = 30.0
+    attempts: int = 3
+    backoff: float = 0.5
+    best_effort: bool = False
+
+
+@dataclass
+class Operation:
+    id: str
+    service: str
+    kind: str
+    source: str
+    target: str
+    epoch_from: int
+    epoch_to: int
+    trigger: str
+    state: OpState = OpState.RUNNING
+    created_at: float = 0.0
+    finished_at: float | None = None
+    message: str = ""
+    actor: str | None = None
+    reason: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "service": self.service, "kind": self.kind, "source": self.source,
+            "target": self.target, "epoch_from": self.epoch_from, "epoch_to": self.epoch_to,
+            "trigger": self.trigger, "state": str(self.state), "created_at": self.created_at,
+            "finished_at": self.finished_at, "message": self.message, "actor": self.actor,
+            "reason": self.reason, "evidence": self.evidence, "steps": self.steps,
+        }
+
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Operation:
+        fields = dict(data)
+        fields["state"] = OpState(fields["state"])
+        return cls(**fields)
+
+
+StepFn = Callable[[Operation], Awaitable[Outcome]]
+
+
+class OperationStore:
+    """Where operations live: the journal implements this (``engine.journal.Journal``)."""
+
+    async def save_operation(self, op: Operation) -> None: ...
+
+    async def save_step(self, op: Operation, name: str, record: dict[str, Any]) -> None: ...
+
+
+class RunbookRunner:
+    """Runs an operation's steps with journaling, timeouts, retries, and resume after a crash."""
+
+    def __init__(self, store: OperationStore, specs: Sequence[StepSpec], steps: Mapping[str, StepFn], *,
+                 clock: Clock | None = None,
+                 on_event: Callable[[Operation, str, str], Awaitable[None]] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        missing = [s.name for s in specs if s.name not in steps]
+        if missing:
+            raise ValueError(f"no step function for {missing}")
+        self.store = store
+        self.specs = list(specs)
+        self.steps = steps
+        self.clock = clock or SystemClock()
+        self.on_event = on_event
+        self.sleep = sleep
+
+    async def _event(self, op: Operation, kind: str, message: str) -> None:
+        if self.on_event is not None:
+            await self.on_event(op, kind, message)
+
+    async def run(self, op: Operation) -> Operation:
+        """Run (or resume) ``op`` until it is done, halted or stood down."""
+        if op.state is not OpState.RUNNING:
+            return op
+        for spec in self.specs:
+            record = op.steps.get(spec.name, {})
+            if record.get("state") in (StepState.DONE, StepState.SKIPPED):
+                continue
+            if record.get("state") == StepState.STARTED:
+                log.info("resuming interrupted step", operation=op.id, step=spec.name)
+                await self._event(op, "runbook", f"{op.kind} of {op.service}: resuming {spec.name} "
+                                  "after an interruption")
+            finished = await self._run_step(op, spec)
+            if not finished:
+                break
+        else:
+            op.state = OpState.DONE
+            op.finished_at = self.clock.now()
+            op.message = op.message or f"{op.kind} of {op.service} to {op.target} done"
+            await self.store.save_operation(op)
+            await self._event(op, "runbook", op.message)
+        return op
+
+    async def _run_step(self, op: Operation, spec: StepSpec) -> bool:
+        """Run one step with retries; return False when the operation must stop here."""
+        previous = op.steps.get(spec.name, {})
+        attempt = int(previous.get("attempts", 0))
+        error = ""
+        for _ in range(spec.attempts):
+            attempt += 1
+            started = self.clock.now()
+            record = {"state": StepState.STARTED, "started_at": started, "attempts": attempt,
+                      "finished_at": None, "summary": "", "error": None, "data": {}}
+            op.steps[spec.name] = record
+            await self.store.save_step(op, spec.name, record)
+            t0 = time.monotonic()
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    outcome = await self.steps[spec.name](op)
+            except TimeoutError:
+                error, retry = f"timed out after {spec.timeout:g}s", True
+            except StepFailed as exc:
+                error, retry = exc.reason, exc.retry
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug in a step: record it, do not retry blindly
+                log.exception("runbook step raised", operation=op.id, step=spec.name)
+                error, retry = f"{type(exc).__name__}: {exc}", False
+            else:
+                record.update(state=StepState.SKIPPED if outcome.skipped else StepState.DONE,
+                              finished_at=self.clock.now(), duration_s=round(time.monotonic() - t0, 4),
+                              summary=outcome.summary, data=dict(outcome.data))
+                await self.store.save_step(op, spec.name, record)
+                await self._event(op, "runbook", f"{op.kind} of {op.service}: {spec.name} "
+                                  f"{'skipped' if outcome.skipped else 'done'}: {outcome.summary}")
+                if outcome.stand_down:
+                    op.state = OpState.STOOD_DOWN
+                    op.finished_at = self.clock.now()
+                    op.message = f"{op.kind} of {op.service} stood down at {spec.name}: {outcome.summary}"
+                    await self.store.save_operation(op)
+                    await self._event(op, "runbook", op.message)
+                    return False
+                return True
+            record.update(state=StepState.FAILED, finished_at=self.clock.now(),
+                          duration_s=round(time.monotonic() - t0, 4), error=error)
+            await self.store.save_step(op, spec.name, record)
+            await self._event(op, "runbook", f"{op.kind} of {op.service}: {spec.name} attempt {attempt} "
+                              f"failed: {error}")
+            if not retry:
+                break
+            await self.sleep(spec.backoff * (2 ** (attempt - 1)))
+        if spec.best_effort:
+            record = op.steps[spec.name]
+            record.update(state=StepState.SKIPPED, summary=f"best effort, skipped: {error}")
+            await self.store.save_step(op, spec.name, record)
+            await self._event(op, "runbook", f"{op.kind} of {op.service}: {spec.name} skipped (best effort): "
+                              f"{error}")
+            return True
+        op.state = OpState.HALTED
+        op.message = f"{op.kind} of {op.service} stuck at {spec.name}: {error}"
+        await self.store.save_operation(op)
+        await self._event(op, "alert", op.message)
+        return False

@@ -1,0 +1,42 @@
+"""Verdicts: one voter's view of every service at one moment, as exchanged between instances.
+
+A verdict is what a voter saw through its *own* health machines: the health of each site, the
+replication lag it knows, the shared dependencies it sees down, and the epoch and active site it
+believes in. Verdicts are plain data (pydantic, strict, ``extra="forbid"``): a malformed one is
+rejected before anything reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HealthName = Literal["up", "down", "unknown"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class ServiceVerdict(_Strict):
+    active: str = Field(max_length=64)
+    epoch: int = Field(ge=0)
+    sites: dict[str, HealthName] = Field(max_length=16)
+    lag_s: float | None = Field(None, ge=0)
+    shared_down: list[str] = Field(default_factory=list, max_length=64)
+    paused: bool = False
+    drill: str | None = Field(None, max_length=128, description="a full drill under way, announced")
+    runbook: str | None = Field(None, max_length=128, description="an operation this voter is running")
+
+
+class Verdict(_Strict):
+    v: Literal[1] = 1
+    sender: str = Field(max_length=64)
+    site: str = Field(max_length=64)
+    role: Literal["engine", "witness"]
+    boot: str = Field(max_length=64, description="random per process start")
+    seq: int = Field(ge=0)
+    at: float = Field(description="sender's wall time when it made the verdict")
+    interval: float = Field(gt=0, le=3600, description="how often the sender sends")
+    services: dict[str, ServiceVerdict] = Field(max_length=256)

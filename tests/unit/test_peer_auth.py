@@ -1,0 +1,86 @@
+"""Peer message authentication: forged, altered, stale, replayed and malformed verdicts are rejected."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.peer_auth import MAX_BODY, SIGNATURE_HEADER, TIMESTAMP_HEADER, Rejected, Verifier, sign
+from engine.verdict import Verdict
+
+KEY = b"k" * 32
+
+
+def body(seq: int = 1, at: float = 1000.0, sender: str = "engine-azure", boot: str = "b1") -> bytes:
+    verdict = {"sender": sender, "site": "azure", "role": "engine", "boot": boot, "seq": seq, "at": at,
+               "interval": 1.0, "services": {"api": {"active": "gcp", "epoch": 2,
+                                                      "sites": {"gcp": "down", "azure": "up"}, "lag_s": 0.5}}}
+    return json.dumps(verdict).encode()
+
+
+def verifier() -> Verifier:
+    return Verifier(KEY, 30.0, frozenset({"engine-azure", "witness"}))
+
+
+def test_valid_message_is_accepted() -> None:
+    """A signed, fresh, well-formed verdict parses."""
+    b = body()
+    v = verifier().verify(sign(KEY, 1000.0, b), b, now=1001.0)
+    assert isinstance(v, Verdict) and v.services["api"].sites["gcp"] == "down"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda h, b: (sign(b"x" * 32, 1000.0, b), b), "bad signature (wrong key or altered body)"),
+        (lambda h, b: (h, b.replace(b'"down"', b'"up"  ')), "bad signature (wrong key or altered body)"),
+        (lambda h, b: ({}, b), "missing or malformed signature headers"),
+        (lambda h, b: ({**h, TIMESTAMP_HEADER: "soon"}, b), "malformed timestamp"),
+        (lambda h, b: ({**h, SIGNATURE_HEADER: "md5=abc"}, b), "missing or malformed signature headers"),
+    ],
+)
+def test_forged_or_altered_is_rejected(mutate, reason) -> None:  # type: ignore[no-untyped-def]
+    """A wrong key, an altered body or missing headers are rejected with a reason."""
+    b = body()
+    headers, payload = mutate(sign(KEY, 1000.0, b), b)
+    with pytest.raises(Rejected, match="^" + reason.replace("(", r"\(").replace(")", r"\)")):
+        verifier().verify(headers, payload, now=1000.0)
+
+
+def test_stale_and_future_messages_are_rejected() -> None:
+    """Outside the replay window either way is refused."""
+    b = body()
+    with pytest.raises(Rejected, match=r"timestamp \+31.0s from our clock, outside the 30s window"):
+        verifier().verify(sign(KEY, 1000.0, b), b, now=1031.0)
+    with pytest.raises(Rejected, match=r"-31.0s"):
+        verifier().verify(sign(KEY, 1000.0, b), b, now=969.0)
+
+
+def test_replay_is_rejected() -> None:
+    """The same message twice, or an older sequence number, is a replay."""
+    v = verifier()
+    b1, b2 = body(seq=1), body(seq=2, at=1000.5)
+    v.verify(sign(KEY, 1000.0, b1), b1, now=1000.0)
+    v.verify(sign(KEY, 1000.5, b2), b2, now=1000.6)
+    with pytest.raises(Rejected, match="replayed or reordered message from engine-azure"):
+        v.verify(sign(KEY, 1000.0, b1), b1, now=1001.0)
+    b3 = body(seq=0, at=1002.0, boot="b2")  # the sender restarted: a new boot starts again at 0
+    v.verify(sign(KEY, 1002.0, b3), b3, now=1002.0)
+
+
+def test_malformed_and_unknown_sender() -> None:
+    """Validly signed garbage, a mismatched time and unknown senders are rejected."""
+    v = verifier()
+    junk = b'{"sender": "engine-azure"}'
+    with pytest.raises(Rejected, match="malformed verdict"):
+        v.verify(sign(KEY, 1000.0, junk), junk, now=1000.0)
+    b = body(at=990.0)
+    with pytest.raises(Rejected, match="verdict time does not match the signed timestamp"):
+        v.verify(sign(KEY, 1000.0, b), b, now=1000.0)
+    b = body(sender="mallory")
+    with pytest.raises(Rejected, match="unknown sender 'mallory'"):
+        v.verify(sign(KEY, 1000.0, b), b, now=1000.0)
+    big = b" " * (MAX_BODY + 1)
+    with pytest.raises(Rejected, match="exceeds"):
+        v.verify(sign(KEY, 1000.0, big), big, now=1000.0)
