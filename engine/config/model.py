@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from engine.config.base import Duration, Model, Secret, rule_error
 from engine.config.database import DatabaseConfig
@@ -69,6 +69,8 @@ class PolicyConfig(Model):
     rto_slo: Duration = Field(300.0, description="target time from outage to traffic moved")
     cooldown: Duration = Field(1800.0, description="no automatic move within this time after the last one")
     auto_failover: bool = Field(True, description="false: detect and page, never move by itself")
+    executors: list[str] = Field(default_factory=list, description=(
+        "instance ids in the order they should act; default: the engines of the target site first"))
 
 
 class SiteConfig(Model):
@@ -92,7 +94,9 @@ class SiteConfig(Model):
 class ServiceConfig(Model):
     """What fails over as a unit."""
 
-    active: str = Field(description="the site that serves at first start (later the journal knows)")
+    active: str = Field(description=(
+        "the home site: active at first start (later the journal knows); automatic failover only moves "
+        "away from it, failback is a human decision"))
     sites: dict[str, SiteConfig] = Field(min_length=2)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     dns: DnsConfig | None = None
@@ -112,6 +116,9 @@ class ServiceConfig(Model):
     def _active_is_a_site(self) -> Self:
         if self.active not in self.sites:
             raise rule_error("active", f"'{self.active}' is not one of the sites {sorted(self.sites)}")
+        if self.dns is not None:
+            for field, message in self.dns.site_problems(list(self.sites)):
+                raise rule_error(f"dns.{field}", message)
         return self
 
 
@@ -130,6 +137,30 @@ class MetricsConfig(Model):
     enabled: bool = True
 
 
+class WebhookConfig(Model):
+    """Where notifications go. The URL is a secret: chat webhooks carry their credential in it."""
+
+    url: Secret
+    format: Literal["json", "slack"] = Field("json", description="generic JSON, or Slack-compatible text")
+    kinds: list[Literal["decision", "runbook", "alert", "page", "quorum", "rpo", "state", "drill"]] = Field(
+        default_factory=lambda: ["decision", "runbook", "alert", "page", "quorum", "rpo"])
+    timeout: Duration = 5.0
+    attempts: int = Field(4, ge=1, le=20)
+    backoff: Duration = Field(1.0, description="first retry delay; doubles each time")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class NotificationsConfig(Model):
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    queue: int = Field(1000, ge=10, le=100_000, description="notifications kept while webhooks are slow")
+
+
 class EngineConfig(Model):
     """The whole file."""
 
@@ -139,6 +170,7 @@ class EngineConfig(Model):
     journal: JournalConfig = Field(default_factory=JournalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
 
     @field_validator("services")
@@ -157,6 +189,16 @@ class EngineConfig(Model):
         for index, peer in enumerate(self.peers):
             if ids.count(peer.id) > 1:
                 raise rule_error(f"peers[{index}].id", f"'{peer.id}' is used twice (instance or peers)")
+        if self.peers and self.peering.hmac_key is None:
+            raise rule_error("peering.hmac_key", "required when peers are configured (verdicts are signed)")
+        engines = {self.instance.id} | {p.id for p in self.peers if p.role == "engine"}
+        if self.instance.role != "engine":
+            engines.discard(self.instance.id)
+        for name, svc in self.services.items():
+            for index, executor in enumerate(svc.policy.executors):
+                if executor not in engines:
+                    raise rule_error(f"services.{name}.policy.executors[{index}]",
+                                     f"'{executor}' is not an engine instance (known: {sorted(engines)})")
         if self.instance.role == "engine":
             for name, svc in self.services.items():
                 if self.instance.site not in svc.sites:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
@@ -92,13 +93,23 @@ class NamedServer:
     def write(self, records: tuple[tuple[str, str, int, tuple[str, ...]], ...]) -> None:
         """Unconditionally replace the given RRsets (a signed update), e.g. to restore the baseline."""
         update = dns.update.UpdateMessage(f"{self.zone}.", keyring=self.keyring(),
-                                          keyname=f"{self.key_name}.")
+                                          keyname=dns.name.from_text(self.key_name))
         for name, rdtype, ttl, values in records:
             update.delete(name)
             update.add(name, ttl, rdtype, *values)
         response = dns.query.tcp(update, self.host, port=self.port, timeout=2)
         if response.rcode() != dns.rcode.NOERROR:
             raise RuntimeError(f"restoring the zone failed: {dns.rcode.to_text(response.rcode())}")
+
+    def remove(self, *names: str) -> None:
+        """Delete every record at ``names`` (relative to the zone), e.g. ones a test created."""
+        update = dns.update.UpdateMessage(f"{self.zone}.", keyring=self.keyring(),
+                                          keyname=dns.name.from_text(self.key_name))
+        for name in names:
+            update.delete(name)
+        response = dns.query.tcp(update, self.host, port=self.port, timeout=2)
+        if response.rcode() != dns.rcode.NOERROR:
+            raise RuntimeError(f"removing {names} failed: {dns.rcode.to_text(response.rcode())}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -143,11 +154,11 @@ def start_named(*, zone: str = ZONE,
                 host: str = "127.0.0.1", port: int | None = None,
                 nameservers: tuple[tuple[str, str], ...] = (("ns1", "127.0.0.1"),),
                 algorithm: str = ALGORITHM, secret: str | None = None,
-                allow_update: bool = True, notify: tuple[str, ...] = (),
+                allow_update: bool = True, notify: tuple[tuple[str, int], ...] = (),
                 primary: NamedServer | None = None) -> NamedServer:
     """Start a fresh ``named`` serving ``zone``; fails or skips when BIND is not installed.
 
-    ``notify`` lists addresses of secondaries (same port) to NOTIFY after each change; with
+    ``notify`` lists (address, port) of secondaries to NOTIFY after each change; with
     ``primary`` the server is a secondary that transfers the zone from that primary.
     """
     named = require_binary("named", hint=_HINT, extra_dirs=("/usr/sbin",))
@@ -166,7 +177,7 @@ def start_named(*, zone: str = ZONE,
         if allow_update:
             zone_clause += f' allow-update {{ key "{KEY_NAME}"; }};'
         if notify:
-            zone_clause += f" also-notify {{ {' '.join(f'{a} port {port};' for a in notify)} }};"
+            zone_clause += f" also-notify {{ {' '.join(f'{a} port {p};' for a, p in notify)} }};"
     (directory / "named.conf").write_text(f"""
 include "{directory}/tsig.key";
 options {{
@@ -179,6 +190,7 @@ options {{
     dnssec-validation no;
     allow-query {{ any; }};
     notify {"explicit" if notify else "no"};
+    notify-delay 0;
     allow-notify {{ any; }};
 }};
 controls {{ }};
@@ -200,8 +212,9 @@ zone "{zone}" {{ {zone_clause} }};
             if dns.query.tcp(query, host, port=port, timeout=0.2).answer:
                 break
         if time.monotonic() > deadline:
+            err = log_path.read_text(errors="replace")
             server.stop()
-            raise RuntimeError("named did not answer within 10 s")
+            raise RuntimeError(f"named did not answer within 10 s:\n{err[-2000:]}")
         time.sleep(0.01)  # polling a starting server, not a unit test
     return server
 

@@ -1,0 +1,1 @@
+"""Actions the runbook takes: DNS shifts (``actions.dns``), database steps, consistency, notify."""

@@ -1,0 +1,56 @@
+"""The DNS provider protocol, and the one place that picks a provider from a service's config.
+
+A provider reads a service's records with the epoch stored beside them, and shifts them
+*conditionally*: from exactly what was read at epoch N to the target site at epoch N+1 in one
+atomic operation, or :class:`~actions.dns.errors.DnsConflict` carrying what is there now.
+Providers are imported lazily so the core runs without the Cloudflare SDK;
+:func:`build_verifier` makes the matching :class:`~actions.dns.verify.Verifier`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from actions.dns.state import DnsState
+from actions.dns.verify import Verifier
+from engine.clock import Clock
+from engine.config.dns import DnsConfig, RecordConfig, split_server
+
+
+class DnsProvider(Protocol):
+    """Read and conditionally shift the records of one service."""
+
+    async def read(self, records: Sequence[RecordConfig] | None = None) -> DnsState:
+        """The current values of ``records`` (default: all configured), their sites and the epoch."""
+        ...
+
+    async def shift(self, expected: DnsState, target_site: str, new_epoch: int) -> DnsState:
+        """Change from ``expected`` to ``target_site`` at ``new_epoch`` atomically; return the new state.
+
+        Raises DnsConflict (with the current state) when the zone is not ``expected`` any more.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients and connections."""
+        ...
+
+
+def build_provider(config: DnsConfig, service: str) -> DnsProvider:
+    """The provider for ``config`` (the ``dns:`` section of service ``service``)."""
+    if config.provider.type == "rfc2136":
+        from actions.dns.rfc2136 import Rfc2136Provider
+
+        return Rfc2136Provider(config, service)
+    from actions.dns.cloudflare import CloudflareProvider
+
+    return CloudflareProvider(config, service)
+
+
+def build_verifier(config: DnsConfig, *, clock: Clock | None = None) -> Verifier:
+    """The verifier for ``config``: with RFC 2136, NS discovery asks the primary update server."""
+    discover_from = None
+    if config.provider.type == "rfc2136":
+        discover_from = split_server(config.provider.servers[0], config.provider.port)
+    return Verifier(config, discover_from=discover_from, clock=clock)

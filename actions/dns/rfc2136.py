@@ -1,0 +1,202 @@
+"""RFC 2136 dynamic updates with TSIG, over TCP: the conditional shift as one update message.
+
+A shift is a single UPDATE whose prerequisite section says "every record RRset equals what was
+read, and the epoch TXT equals what was read (or is absent)" and whose update section replaces
+them all. The server applies prerequisites and updates atomically, so two racing shifts cannot
+both win: the loser gets NXRRSET/YXRRSET, reads the zone back and raises DnsConflict with it.
+
+Every request (reads too) is signed with the configured TSIG key, has a deadline, and is retried
+on timeout or a lost connection with bounded, doubling backoff across the configured servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.rrset
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+
+from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict, DnsError, DnsUnavailable
+from actions.dns.state import DnsState, RecordState, new_op, parse_epoch, planned_state, site_of
+from engine.config.dns import DnsConfig, RecordConfig, Rfc2136Config, canonical_value, split_server
+
+_CONFLICT = {dns.rcode.NXRRSET, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.YXDOMAIN}
+_TSIG_ERRORS = (dns.tsig.PeerError, dns.tsig.BadSignature, dns.tsig.BadTime)
+_MAX_BACKOFF = 2.0
+
+
+def find_rrset(response: dns.message.Message, name: str, rdtype: str) -> dns.rrset.RRset | None:
+    """The answer RRset owned by ``name`` with type ``rdtype``, if any."""
+    qname = dns.name.from_text(name)
+    wanted = dns.rdatatype.from_text(rdtype)
+    for rrset in response.answer:
+        if rrset.name == qname and rrset.rdtype == wanted:
+            return rrset
+    return None
+
+
+class Rfc2136Provider:
+    """Reads and shifts a service's records on a server that speaks RFC 2136 with TSIG."""
+
+    def __init__(self, config: DnsConfig, service: str,
+                 *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        if not isinstance(config.provider, Rfc2136Config):
+            raise TypeError("Rfc2136Provider needs an rfc2136 provider config")
+        self._config = config
+        self._p: Rfc2136Config = config.provider
+        self._sleep = sleep
+        self._zone = dns.name.from_text(self._p.zone)
+        self._keyname = dns.name.from_text(self._p.tsig.name)
+        self._algorithm = dns.name.from_text(self._p.tsig.algorithm)
+        self._keyring = dns.tsigkeyring.from_text(
+            {self._p.tsig.name: (self._p.tsig.algorithm, self._p.tsig.secret.get_secret_value())})
+        self._servers = [split_server(s, self._p.port) for s in self._p.servers]
+        self.epoch_name = config.epoch_fqdn(service)
+        self._configs = {config.fqdn(r.name): r for r in config.records}
+
+    def __repr__(self) -> str:
+        return (f"Rfc2136Provider(zone={self._p.zone!r}, servers={self._p.servers!r}, "
+                f"key={self._p.tsig.name!r})")
+
+    @property
+    def primary(self) -> tuple[str, int]:
+        return self._servers[0]
+
+    async def aclose(self) -> None:
+        return None
+
+    def _sign(self, message: dns.message.Message) -> dns.message.Message:
+        message.use_tsig(self._keyring, keyname=self._keyname, algorithm=self._algorithm)
+        return message
+
+    def _key_words(self) -> str:
+        return f"TSIG key '{self._p.tsig.name}' ({self._p.tsig.algorithm}) for zone {self._p.zone}"
+
+    async def _exchange(self, build: Callable[[], dns.message.Message], what: str) -> dns.message.Message:
+        """Send a freshly built (and signed) message; retry timeouts and lost connections."""
+        delay = self._p.backoff
+        last = ""
+        for attempt in range(self._p.attempts):
+            host, port = self._servers[attempt % len(self._servers)]
+            try:
+                async with asyncio.timeout(self._p.timeout + 0.5):
+                    return await dns.asyncquery.tcp(build(), host, port=port, timeout=self._p.timeout)
+            except _TSIG_ERRORS as exc:
+                reason = str(exc) or type(exc).__name__
+                raise DnsAuthError(f"{host}:{port} rejected {self._key_words()}: {reason}") from None
+            except (dns.exception.Timeout, TimeoutError):
+                last = f"timeout after {self._p.timeout:g}s from {host}:{port}"
+            except ConnectionRefusedError:
+                last = f"connect refused by {host}:{port}"
+            except (OSError, EOFError, dns.exception.FormError) as exc:
+                last = f"{type(exc).__name__} from {host}:{port}"
+            if attempt + 1 < self._p.attempts:
+                await self._sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+        raise DnsUnavailable(f"{what}: no answer after {self._p.attempts} tries ({last})")
+
+    async def _query(self, name: str, rdtype: str) -> dns.message.Message:
+        response = await self._exchange(lambda: self._sign(dns.message.make_query(name, rdtype)),
+                                        f"query {name.rstrip('.')} {rdtype}")
+        rcode = response.rcode()
+        if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+            host, port = self.primary
+            raise DnsConfigError(f"{host}:{port} does not serve zone {self._p.zone} "
+                                 f"({dns.rcode.to_text(rcode)} for {name.rstrip('.')})")
+        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            raise DnsUnavailable(f"query {name.rstrip('.')} {rdtype}: {dns.rcode.to_text(rcode)}")
+        return response
+
+    def _record(self, fqdn: str, config: RecordConfig, response: dns.message.Message) -> RecordState:
+        rrset = find_rrset(response, fqdn, config.type)
+        if rrset is None:
+            cname = find_rrset(response, fqdn, "CNAME") if config.type != "CNAME" else None
+            if cname is not None:
+                raise DnsConfigError(f"{fqdn.rstrip('.')} is a CNAME (to {cname[0].to_text()}), "
+                                     f"expected {config.type}")
+            raise DnsConfigError(f"record missing: no {config.type} record at {fqdn.rstrip('.')} "
+                                 f"in zone {self._p.zone}")
+        values = tuple(sorted(canonical_value(config.type, rdata.to_text()) for rdata in rrset))
+        return RecordState(fqdn, config.type, int(rrset.ttl), values, site_of(values, config.targets))
+
+    async def read(self, records: Sequence[RecordConfig] | None = None) -> DnsState:
+        """Query every record and the epoch TXT at the primary (signed, concurrently)."""
+        chosen = list(records or self._config.records)
+        names = [self._config.fqdn(r.name) for r in chosen]
+        queries = [self._query(n, r.type) for n, r in zip(names, chosen, strict=True)]
+        results = await asyncio.gather(*queries, self._query(self.epoch_name, "TXT"), return_exceptions=True)
+        for result in results:  # every query has finished (each has a deadline); report the first error
+            if isinstance(result, BaseException):
+                raise result
+        responses = [r for r in results if isinstance(r, dns.message.Message)]
+        states = tuple(self._record(n, r, resp) for n, r, resp in zip(names, chosen, responses, strict=False))
+        txt = find_rrset(responses[-1], self.epoch_name, "TXT")
+        if txt is not None and len(txt) != 1:
+            raise DnsConfigError(f"epoch record {self.epoch_name.rstrip('.')} has {len(txt)} TXT values, "
+                                 f"expected one")
+        if txt is None:
+            epoch = parse_epoch(None, self.epoch_name)
+        else:
+            rdata = txt[0]
+            text = b"".join(rdata.strings).decode(errors="replace")
+            epoch = parse_epoch(text, self.epoch_name)
+            epoch = replace(epoch, ref=rdata.to_text())
+        return DnsState(self._p.zone, states, epoch, self.epoch_name)
+
+    def _update(self, expected: DnsState, planned: DnsState) -> dns.update.UpdateMessage:
+        update = dns.update.UpdateMessage(self._zone, keyring=self._keyring, keyname=self._keyname,
+                                          keyalgorithm=self._algorithm)
+        for record in expected.records:
+            update.present(dns.name.from_text(record.name),
+                           dns.rdataset.from_text_list("IN", record.rtype, 0, list(record.values)))
+        epoch_name = dns.name.from_text(expected.epoch_name)
+        if expected.epoch.text is None:
+            update.absent(epoch_name, "TXT")
+        else:
+            ref = expected.epoch.ref or _quote(expected.epoch.text)
+            update.present(epoch_name, dns.rdataset.from_text_list("IN", "TXT", 0, [ref]))
+        for record in planned.records:
+            update.replace(dns.name.from_text(record.name), record.ttl, record.rtype, *record.values)
+        epoch_ttl = min(r.ttl for r in planned.records)
+        update.replace(epoch_name, epoch_ttl, "TXT", _quote(planned.epoch.text or ""))
+        return update
+
+    async def shift(self, expected: DnsState, target_site: str, new_epoch: int) -> DnsState:
+        """One atomic, conditional UPDATE from ``expected`` to ``target_site`` at ``new_epoch``."""
+        op = new_op()
+        planned = planned_state(expected, self._configs, target_site, new_epoch, op)
+        response = await self._exchange(lambda: self._update(expected, planned),
+                                        f"update of zone {self._p.zone}")
+        rcode = response.rcode()
+        if rcode == dns.rcode.NOERROR:
+            return planned
+        if rcode in _CONFLICT:
+            current = await self.read([self._configs[r.name] for r in expected.records])
+            if current.epoch.op == op:  # our own update, applied before a reply that was lost
+                return current
+            raise DnsConflict(f"zone {self._p.zone} changed since it was read: expected "
+                              f"{expected.describe()}, found {current.describe()}",
+                              current=current, expected=expected)
+        host, port = self.primary
+        if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+            raise DnsAuthError(f"{host}:{port} refused the update signed with {self._key_words()} "
+                               f"({dns.rcode.to_text(rcode)})")
+        raise DnsError(f"{host}:{port} answered {dns.rcode.to_text(rcode)} to the update of zone "
+                       f"{self._p.zone}")
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

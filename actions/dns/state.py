@@ -1,0 +1,123 @@
+"""What a read of a service's DNS returns, and the epoch record's text format (pure, no I/O).
+
+A :class:`DnsState` is the current values of every configured record, which site each points to
+(or ``unknown``), and the epoch stored beside them in a TXT record whose text is
+``epoch=N site=S op=T``. ``op`` is a random token per shift: it tells a retried shift that found
+its own write ("the reply was lost, but it was applied") apart from a rival's write.
+
+:func:`planned_state` is what a shift writes; providers turn it into one atomic change.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from actions.dns.errors import DnsConfigError
+from engine.config.dns import RecordConfig
+
+UNKNOWN = "unknown"
+MIXED = "mixed"
+
+
+@dataclass(frozen=True)
+class RecordState:
+    """One name as read: its canonical values (sorted), TTL and the site they match."""
+
+    name: str  # absolute, lower case, trailing dot
+    rtype: str
+    ttl: int
+    values: tuple[str, ...]
+    site: str
+    refs: tuple[str, ...] = field(default=(), compare=False)  # provider ids (Cloudflare record ids)
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """The epoch record: number (0 when absent), the site it names and the writer's token."""
+
+    number: int
+    site: str | None = None
+    op: str | None = None
+    text: str | None = None  # the exact TXT text read; None when the record does not exist
+    ref: str | None = field(default=None, compare=False)  # Cloudflare: record id; RFC 2136: rdata text
+
+
+@dataclass(frozen=True)
+class DnsState:
+    """A service's records and epoch at one moment."""
+
+    zone: str
+    records: tuple[RecordState, ...]
+    epoch: Epoch
+    epoch_name: str
+
+    @property
+    def site(self) -> str:
+        """The site every record points to; ``unknown`` or ``mixed`` when they do not agree on one."""
+        sites = {r.site for r in self.records}
+        if len(sites) == 1:
+            return sites.pop()
+        return UNKNOWN if sites == {UNKNOWN} else MIXED
+
+    def describe(self) -> str:
+        """One line for messages: ``epoch 3, azure (app A 198.51.100.10; api AAAA 2001:db8:1::10)``."""
+        parts = "; ".join(f"{r.name.rstrip('.')} {r.rtype} {','.join(r.values) or '(none)'}"
+                          for r in self.records)
+        return f"epoch {self.epoch.number}, {self.site} ({parts})"
+
+
+def format_epoch(number: int, site: str, op: str) -> str:
+    return f"epoch={number} site={site} op={op}"
+
+
+def parse_epoch(text: str | None, name: str) -> Epoch:
+    """Parse the epoch TXT text; ``None`` (no record) is epoch 0. Raises DnsConfigError if unreadable."""
+    if text is None:
+        return Epoch(0)
+    fields: dict[str, str] = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if sep:
+            fields[key] = value
+    raw = fields.get("epoch", "")
+    if not raw.isdigit():
+        raise DnsConfigError(f"epoch record {name.rstrip('.')} holds {text[:80]!r}, "
+                             f"not 'epoch=N site=S'")
+    return Epoch(int(raw), fields.get("site"), fields.get("op"), text)
+
+
+def new_op() -> str:
+    return secrets.token_hex(6)
+
+
+def site_of(values: Sequence[str], targets: Mapping[str, Sequence[str]]) -> str:
+    """The site whose configured values equal ``values`` exactly, else ``unknown``."""
+    wanted = sorted(values)
+    for site, site_values in targets.items():
+        if sorted(site_values) == wanted:
+            return site
+    return UNKNOWN
+
+
+def planned_state(expected: DnsState, configs: Mapping[str, RecordConfig], target_site: str,
+                  new_epoch: int, op: str) -> DnsState:
+    """The state a shift from ``expected`` to ``target_site`` at ``new_epoch`` writes.
+
+    ``configs`` maps absolute record names to their config. Raises ValueError for a caller error
+    (unknown site, an epoch that does not grow).
+    """
+    if new_epoch <= expected.epoch.number:
+        raise ValueError(f"new epoch {new_epoch} must be greater than the epoch read "
+                         f"({expected.epoch.number})")
+    records = []
+    for record in expected.records:
+        config = configs[record.name]
+        if target_site not in config.targets:
+            raise ValueError(f"'{target_site}' is not a site of {record.name} ({sorted(config.targets)})")
+        records.append(replace(record, ttl=int(config.ttl), values=tuple(config.targets[target_site]),
+                               site=target_site, refs=()))
+    text = format_epoch(new_epoch, target_site, op)
+    return DnsState(expected.zone, tuple(records), Epoch(new_epoch, target_site, op, text),
+                    expected.epoch_name)

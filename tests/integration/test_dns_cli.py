@@ -1,0 +1,72 @@
+"""`failover-engine dns show` against a real BIND: the table, JSON output and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from engine.cli import main
+from tests.support.bind import NamedServer
+
+pytestmark = pytest.mark.real
+
+
+def write_config(tmp_path: Path, server: NamedServer, *, key: str = "failover-key") -> str:
+    dns = {
+        "provider": {"type": "rfc2136", "servers": [server.address], "zone": server.zone,
+                     "tsig": {"name": key, "secret": "${DNS_TSIG_SECRET}"}, "timeout": "1s", "attempts": 1},
+        "records": [
+            {"name": "app", "type": "A", "targets": {"gcp": ["192.0.2.10"], "azure": ["198.51.100.10"]}},
+            {"name": "web", "type": "CNAME",
+             "targets": {"gcp": ["gcp.example.net"], "azure": ["azure.example.net"]}},
+        ],
+        "epoch_record": "_failover-epoch.app",
+    }
+    document = {"instance": {"id": "e1", "site": "gcp"},
+                "services": {"shop": {"active": "gcp", "sites": {"gcp": {}, "azure": {}}, "dns": dns},
+                             "nodns": {"active": "gcp", "sites": {"gcp": {}, "azure": {}}}}}
+    path = tmp_path / "engine.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return str(path)
+
+
+def test_show_prints_records_site_and_epoch(
+        bind_zone: NamedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`dns show` prints name, type, TTL, values and site per record, then the epoch, and exits 0."""
+    monkeypatch.setenv("DNS_TSIG_SECRET", bind_zone.secret)
+    assert main(["dns", "show", "--config", write_config(tmp_path, bind_zone), "shop"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "service shop: zone example.test, points to gcp"
+    assert out[1].split() == ["NAME", "TYPE", "TTL", "VALUES", "POINTS", "TO"]
+    assert out[2].split() == ["app.example.test", "A", "60", "192.0.2.10", "gcp"]
+    assert out[3].split() == ["web.example.test", "CNAME", "60", "gcp.example.net.", "gcp"]
+    assert out[4] == "epoch: 1 (site gcp, op -, record _failover-epoch.app.example.test)"
+
+
+def test_show_json(bind_zone: NamedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`dns show --json` prints one JSON object with the records, the site and the epoch."""
+    monkeypatch.setenv("DNS_TSIG_SECRET", bind_zone.secret)
+    assert main(["dns", "show", "--json", "--config", write_config(tmp_path, bind_zone), "shop"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["site"] == "gcp" and shown["epoch"]["number"] == 1
+    assert shown["records"][0] == {"name": "app.example.test", "type": "A", "ttl": 60,
+                                   "values": ["192.0.2.10"], "site": "gcp"}
+
+
+def test_show_exit_codes(bind_zone: NamedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Unknown service or no dns section exit 2; a key the server rejects exits 1 naming the key."""
+    monkeypatch.setenv("DNS_TSIG_SECRET", bind_zone.secret)
+    path = write_config(tmp_path, bind_zone)
+    assert main(["dns", "show", "--config", path, "nope"]) == 2
+    assert "unknown service 'nope'" in capsys.readouterr().err
+    assert main(["dns", "show", "--config", path, "nodns"]) == 2
+    assert "has no dns section" in capsys.readouterr().err
+    assert main(["dns", "show", "--config", write_config(tmp_path, bind_zone, key="stranger"), "shop"]) == 1
+    err = capsys.readouterr().err
+    assert "DnsAuthError" in err and "'stranger'" in err and bind_zone.secret not in err
