@@ -1,7 +1,8 @@
 """The HTTP API of an engine (aiohttp).
 
 Open: ``/healthz`` (the decision loop is ticking), ``/readyz``, ``/metrics``. Read-only views:
-``GET /v1/status``, ``GET /v1/services/{name}``, ``GET /v1/events``. Every error is JSON
+``GET /v1/status``, ``GET /v1/services/{name}``, ``GET /v1/events``, ``GET /v1/operations[/{id}]``.
+Peers: ``POST /v1/peer/verdict`` (HMAC-signed, see :mod:`engine.peer_auth`). Every error is JSON
 (``{"error": ..., "detail": ...}``); bad input is a 4xx, never a 5xx.
 """
 
@@ -106,6 +107,40 @@ async def events(request: web.Request) -> web.Response:
     return _json(body)
 
 
+async def peer_verdict(request: web.Request) -> web.Response:
+    """A peer's signed verdict: verified (signature, replay window, sequence, schema) or refused."""
+    from engine.peer_auth import MAX_BODY, Rejected
+
+    engine = request.app[ENGINE]
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return error(413, "too_large", f"a verdict is at most {MAX_BODY} bytes")
+    body = await request.read()
+    try:
+        verdict = engine.peering.receive(dict(request.headers), body)
+    except Rejected as exc:
+        return error(401, "rejected", str(exc))
+    return _json({"accepted": True, "seq": verdict.seq})
+
+
+async def operation(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    op = engine.journal_or_fail().operation(request.match_info["id"])
+    if op is None:
+        return error(404, "unknown_operation", f"no operation {request.match_info['id']!r}")
+    return _json(op)
+
+
+async def operations(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    svc = request.query.get("service")
+    if svc is not None and svc not in engine.services:
+        return error(404, "unknown_service", f"no service named {svc!r}")
+    limit = _number(request, "limit", int) or 50
+    if not 1 <= limit <= 500:
+        return error(400, "bad_request", "limit must be between 1 and 500")
+    return _json({"operations": engine.journal_or_fail().operations(service=svc, limit=limit)})
+
+
 def build_app(engine: Engine) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app[ENGINE] = engine
@@ -115,6 +150,9 @@ def build_app(engine: Engine) -> web.Application:
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/services/{name}", service)
     app.router.add_get("/v1/events", events)
+    app.router.add_get("/v1/operations", operations)
+    app.router.add_get("/v1/operations/{id}", operation)
+    app.router.add_post("/v1/peer/verdict", peer_verdict)
     return app
 
 

@@ -1,9 +1,9 @@
-"""The daemon: wires config, probes, health machines, decisions, journal, metrics and the API.
+"""The daemon: wires config, probes, health machines, peering, decisions, runbooks, journal and API.
 
 One :class:`Engine` per process. Probes report observations into health machines; a tick loop
-builds a frozen :class:`~engine.decide.Snapshot` per service, asks :func:`~engine.decide.decide`
-and records every change of decision in the journal. This engine decides and records; acting on a
-decision (quorum, runbook) is layered on top of it.
+builds a frozen :class:`~engine.decide.Snapshot` per service and hands it to the
+:class:`~engine.coordinator.Coordinator`, which tallies votes with the peers, decides, records
+every change of decision and runs failover operations.
 """
 
 from __future__ import annotations
@@ -22,11 +22,15 @@ import structlog
 from engine import __version__
 from engine.clock import Clock, SystemClock
 from engine.config.model import EngineConfig, ServiceConfig
-from engine.decide import Decision, ServiceState, SignalView, SiteView, Snapshot, decide
+from engine.coordinator import Coordinator, StepsFactory
+from engine.decide import ServiceState, SignalView, SiteView, Snapshot
 from engine.health import Change, Health, HealthMachine
 from engine.journal import Journal
 from engine.metrics import STATE_VALUE, Metrics
 from engine.model import Observation, SignalKey
+from engine.peering import Peering
+from engine.policy import ClusterDecision
+from engine.runbook import Operation
 from engine.scheduler import Scheduler
 from probes.base import Probe
 from probes.http import new_session
@@ -66,10 +70,16 @@ class ServiceRuntime:
     name: str
     config: ServiceConfig
     state: ServiceState
-    decision: Decision | None = None
+    decision: ClusterDecision | None = None
     decided_at: float | None = None
     decision_key: tuple[Any, ...] | None = None
     signals: dict[str, list[SignalRuntime]] = field(default_factory=dict)
+    lag_s: float | None = None  # last known replication lag (kept when the primary is unreachable)
+    operation: Operation | None = None  # the runbook in flight (or halted) for this service
+
+    def shared_down(self) -> list[str]:
+        """Shared upstream dependencies this instance sees down."""
+        return []
 
     def snapshot(self, now: float) -> Snapshot:
         """Freeze the health of every signal; healthy signals are counted, not described."""
@@ -85,7 +95,8 @@ class Engine:
     """A running instance. ``await start()``, then ``await stop()`` (or ``await run_forever()``)."""
 
     def __init__(self, config: EngineConfig, *, clock: Clock | None = None,
-                 probe_factory: Any = None) -> None:
+                 probe_factory: Any = None, steps_factory: StepsFactory | None = None,
+                 notifier: Any = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
@@ -103,6 +114,17 @@ class Engine:
         self._stopped = asyncio.Event()
         self._api: Any = None
         self.api_url: str | None = None
+        self.peering = Peering(config, self.clock)
+        if steps_factory is None:
+            from engine.failover import failover_steps
+
+            steps_factory = failover_steps
+        self.coordinator = Coordinator(self, steps_factory)
+        if notifier is None:
+            from actions.notify import Notifier
+
+            notifier = Notifier(config.notifications)
+        self.notifier = notifier
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, *, serve_api: bool = True) -> None:
@@ -125,6 +147,7 @@ class Engine:
         # out of the collector's sight so a full collection does not stall the probe loop.
         gc.collect()
         gc.freeze()
+        await self.coordinator.resume_open()
         self._tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
                        asyncio.create_task(self._tick_loop(), name="tick")]
         log.info("engine started", instance=cfg.instance.id, site=cfg.instance.site,
@@ -177,6 +200,9 @@ class Engine:
             if task.get_name() == "tick":
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.coordinator.close()
+        await self.peering.close()
+        await self.notifier.close()
         if self._api is not None:
             await self._api.stop()
         for session in self._sessions.values():
@@ -244,26 +270,54 @@ class Engine:
 
     async def tick(self) -> None:
         now = self.clock.now()
-        for runtime in self.services.values():
-            snapshot = runtime.snapshot(now)
-            for site, view in snapshot.sites.items():
-                self.metrics.site_state.labels(runtime.name, site).set(STATE_VALUE[str(view.health)])
-            decision = decide(runtime.state, snapshot, now, runtime.config.policy)
-            key = (decision.verdict, decision.target, runtime.state.paused,
-                   tuple((s, v.health) for s, v in snapshot.sites.items()))
-            runtime.decision = decision
-            if key != runtime.decision_key:
-                runtime.decision_key = key
-                runtime.decided_at = now
-                self.metrics.decisions.labels(runtime.name, str(decision.verdict)).inc()
-                log.info("decision", service=runtime.name, verdict=str(decision.verdict),
-                         message=decision.message)
-                await self.record("decision", decision.message, service=runtime.name, at=now,
-                                  data={"verdict": str(decision.verdict), "target": decision.target,
-                                        "reasons": list(decision.reasons)})
+        await self.coordinator.tick(now)
         self.last_tick = self.clock.monotonic()
         self.ticks += 1
         self.metrics.loop_tick.set(now)
+
+    async def note_decision(self, rt: ServiceRuntime, decision: ClusterDecision, now: float,
+                            snapshot: Snapshot) -> None:
+        """Keep the latest decision; journal it when its substance changes."""
+        for site, view in snapshot.sites.items():
+            self.metrics.site_state.labels(rt.name, site).set(STATE_VALUE[str(view.health)])
+        key = (decision.verdict, decision.target, decision.executor, rt.state.paused, rt.state.epoch,
+               decision.reasons, tuple((s, v.health) for s, v in snapshot.sites.items()))
+        rt.decision = decision
+        if key == rt.decision_key:
+            return
+        rt.decision_key = key
+        rt.decided_at = now
+        self.metrics.decisions.labels(rt.name, str(decision.verdict)).inc()
+        log.info("decision", service=rt.name, verdict=str(decision.verdict), message=decision.message)
+        await self.record("decision", decision.message, service=rt.name, at=now,
+                          data={"verdict": str(decision.verdict), "target": decision.target,
+                                "executor": decision.executor, "reasons": list(decision.reasons)})
+        if str(decision.verdict) == "page":
+            await self.notify("page", decision.message, rt.name, {"reasons": list(decision.reasons)})
+
+    async def set_state(self, rt: ServiceRuntime, state: ServiceState, now: float, message: str) -> None:
+        """Change a service's remembered state durably, and say so."""
+        journal = self.journal_or_fail()
+        previous = rt.state
+        rt.state = state
+        for key, value in (("active", state.active), ("epoch", state.epoch), ("paused", state.paused),
+                           ("last_move_at", state.last_move_at)):
+            await journal.put_state(rt.name, key, value, at=now)
+        if previous.active != state.active:
+            self.metrics.active_site.labels(rt.name, previous.active).set(0)
+            self.metrics.active_site.labels(rt.name, state.active).set(1)
+        await self.record("state", message, service=rt.name, at=now,
+                          data={"active": state.active, "epoch": state.epoch})
+
+    async def notify(self, kind: str, message: str, service: str | None, data: dict[str, Any]) -> None:
+        """Hand a notification to the webhooks; never blocks the loop (queued, retried elsewhere)."""
+        self.notifier.send(kind, message, service=service, instance=self.config.instance.id,
+                           at=self.clock.now(), data=data)
+
+    def journal_or_fail(self) -> Journal:
+        if self.journal is None:
+            raise RuntimeError("the journal is not open")
+        return self.journal
 
     async def record(self, kind: str, message: str, *, service: str | None = None, at: float | None = None,
                      actor: str | None = None, data: dict[str, Any] | None = None) -> int:
@@ -306,9 +360,12 @@ class Engine:
                 "epoch": rt.state.epoch,
                 "paused": rt.state.paused,
                 "last_move_at": rt.state.last_move_at,
+                "lag_s": rt.lag_s,
                 "decision": None if rt.decision is None else {
                     "verdict": str(rt.decision.verdict), "message": rt.decision.message,
-                    "target": rt.decision.target, "since": rt.decided_at},
+                    "target": rt.decision.target, "executor": rt.decision.executor, "since": rt.decided_at},
+                "operation": None if rt.operation is None else {
+                    "id": rt.operation.id, "state": str(rt.operation.state), "message": rt.operation.message},
                 "sites": {
                     site: {"health": str(snapshot.sites[site].health),
                            "role": "active" if site == rt.state.active else "standby",
@@ -320,6 +377,8 @@ class Engine:
                          "started_at": self.started_at},
             "time": self.clock.now(),
             "healthy": self.healthy()[0],
+            "quorum": self.coordinator.quorum_ok,
+            "peers": self.peering.status(),
             "services": services,
         }
 

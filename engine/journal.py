@@ -199,7 +199,8 @@ class Journal:
 
     def operations(self, *, service: str | None = None, state: str | None = None,
                    limit: int = 50) -> list[dict[str, Any]]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for clause, value in (("service = ?", service), ("state = ?", state)):
             if value is not None:
                 where.append(clause)
@@ -225,7 +226,8 @@ class Journal:
     def events(self, *, service: str | None = None, kind: str | None = None, since: float | None = None,
                until: float | None = None, before_id: int | None = None, limit: int = 100) -> list[Event]:
         """Newest first; page with ``before_id`` (the smallest id of the previous page)."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for clause, value in (("service = ?", service), ("kind = ?", kind), ("at >= ?", since),
                               ("at <= ?", until), ("id < ?", before_id)):
             if value is not None:

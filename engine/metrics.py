@@ -46,6 +46,11 @@ class Metrics:
         self.loop_tick = Gauge(
             "failover_engine_loop_last_tick_timestamp_seconds", "Wall time of the last decision loop tick.",
             registry=r)
+        self.quorum = Gauge(
+            "failover_engine_quorum", "1 while a majority of voters is reachable.", registry=r)
+        self.failovers = Counter(
+            "failover_engine_failovers", "Failover operations by service and result.", ["service", "result"],
+            registry=r)
         self.journal_events = Counter(
             "failover_engine_journal_events", "Events written to the journal.", ["kind"], registry=r)
 

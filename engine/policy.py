@@ -114,7 +114,12 @@ def _decide(state: ServiceState, service: str, home: str, tally: Tally, own_id: 
             return ClusterDecision(Verdict.PAGE, reason, None, None, False, ("no quorum",), evidence)
         if down_votes:
             return ClusterDecision(Verdict.HOLD, f"holding: {need}", None, None, False, (), evidence)
-        return ClusterDecision(Verdict.HOLD, f"holding: {active} is up for the voters", None, None, False, (),
+        up_votes = tally.count(active, "up")
+        if up_votes >= tally.majority:
+            return ClusterDecision(Verdict.HOLD, f"holding: {active} is up for {up_votes} of {tally.voters} voters",
+                                   None, None, False, (), evidence)
+        return ClusterDecision(Verdict.HOLD, f"holding: {active} health not yet known ({up_votes} of "
+                               f"{tally.voters} voters see it up, need {tally.majority})", None, None, False, (),
                                evidence)
     reasons = gate_reasons(state, home, target, tally, now, policy, rpo_applies=rpo_applies)
     if reasons:

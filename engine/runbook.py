@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -125,7 +125,7 @@ class Operation:
 StepFn = Callable[[Operation], Awaitable[Outcome]]
 
 
-class OperationStore:
+class OperationStore(Protocol):
     """Where operations live: the journal implements this (``engine.journal.Journal``)."""
 
     async def save_operation(self, op: Operation) -> None: ...

@@ -53,7 +53,11 @@ class BaseProbe:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a probe failure is an observation, never a crash
-            ok, reason, value, details = False, self.describe_error(exc), None, {}
+            ok, value, details = False, None, {}
+            try:
+                reason = self.describe_error(exc)
+            except Exception:  # a bug in the description must not lose the observation
+                reason = type(exc).__name__
         latency = time.perf_counter() - started
         return Observation(ok, reason, at, latency, value, dict(details))
 

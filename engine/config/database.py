@@ -124,7 +124,7 @@ class ReconcileTable(Model):
     key: str | None = Field(None, pattern=IDENT, description="integer primary key column (default: the PK)")
     updated_at: str | None = Field(
         None, pattern=IDENT, description="timestamp column: rows newer than the lag watermark are in flight")
-    chunk_rows: int = Field(1_000_000, ge=100, description="keys compared per paced chunk")
+    chunk_rows: int = Field(100_000, ge=100, description="keys compared per paced chunk")
 
 
 class BusinessMetric(Model):

@@ -137,13 +137,17 @@ class MetricsConfig(Model):
     enabled: bool = True
 
 
+NotificationKind = Literal["decision", "runbook", "alert", "page", "quorum", "rpo", "state", "drill"]
+DEFAULT_NOTIFICATION_KINDS: tuple[NotificationKind, ...] = ("decision", "runbook", "alert", "page", "quorum", "rpo")
+
+
 class WebhookConfig(Model):
     """Where notifications go. The URL is a secret: chat webhooks carry their credential in it."""
 
     url: Secret
     format: Literal["json", "slack"] = Field("json", description="generic JSON, or Slack-compatible text")
-    kinds: list[Literal["decision", "runbook", "alert", "page", "quorum", "rpo", "state", "drill"]] = Field(
-        default_factory=lambda: ["decision", "runbook", "alert", "page", "quorum", "rpo"])
+    kinds: list[NotificationKind] = Field(
+        default_factory=lambda: list(DEFAULT_NOTIFICATION_KINDS))
     timeout: Duration = 5.0
     attempts: int = Field(4, ge=1, le=20)
     backoff: Duration = Field(1.0, description="first retry delay; doubles each time")

@@ -193,3 +193,18 @@ async def test_tls_verification(tls_files: tuple[str, str]) -> None:
         assert ok, reason
     finally:
         await runner.cleanup()
+
+
+async def test_a_broken_error_description_still_yields_an_observation() -> None:
+    """Even when describing an error fails, observe() returns a failed observation instead of raising."""
+    from probes.base import BaseProbe
+
+    class Broken(BaseProbe):
+        async def _check(self) -> tuple[bool, str, float | None, dict[str, object]]:
+            raise ValueError("boom")
+
+        def describe_error(self, exc: BaseException) -> str:
+            raise AttributeError("bug in describe_error")
+
+    obs = await Broken(timeout=1.0).observe()
+    assert (obs.ok, obs.reason) == (False, "ValueError")

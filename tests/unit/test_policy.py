@@ -65,6 +65,12 @@ def test_stale_verdict_is_no_vote() -> None:
     assert "only 1 of 3 voters answer (engine-gcp, witness silent)" in d.message
 
 
+def test_unknown_health_waits() -> None:
+    """Before a majority has judged the primary the engine waits and says so."""
+    d = decide("engine-azure", view("unknown", "up"), {"witness": heard(view("up", "up"))})
+    assert d.message == "holding: gcp health not yet known (1 of 3 voters see it up, need 2)"
+
+
 def test_minority_down_holds() -> None:
     """One voter seeing the primary down is not enough while the others see it up."""
     d = decide("engine-azure", view("down", "up"),
@@ -77,7 +83,7 @@ def test_cut_link_between_engines_with_witness_seeing_both_holds() -> None:
     """Engines that cannot reach each other but both see up sites do nothing."""
     d = decide("engine-azure", view("up", "up"), {"witness": heard(view("up", "up")), "engine-gcp": None})
     assert d.verdict is Verdict.HOLD
-    assert d.message == "holding: gcp is up for the voters"
+    assert d.message == "holding: gcp is up for 2 of 3 voters"
 
 
 def test_unhealthy_standby_blocks() -> None:

@@ -1,0 +1,193 @@
+"""The failover runbook's steps, bound to the real actions (DNS provider, database, reconciliation).
+
+:func:`failover_steps` is the daemon's default steps factory. Each step reads the world before it
+changes anything, so re-running it after a crash is harmless:
+
+precheck     read DNS: already moved at our epoch (a resume) goes on; a higher epoch that is not
+             ours means another executor won: stand down.
+fence        best effort, bounded: old primary read-only, client sessions ended.
+promote      standby: subscription disabled (slot detached if the publisher is gone), sequences
+             synced, writes allowed. Idempotent.
+shift_dns    compare-and-set from epoch N to N+1; finding N+1 in place already changes nothing.
+verify_dns   every authoritative server answers the target, or the step fails naming who lags.
+consistency  the new primary's latest replicated commit against the last known primary commit
+             point: the data-loss window against the RPO (an alert when breached).
+reconcile    counts and checksums against the old primary when it is reachable.
+report       phase timings.
+
+Steps for parts a service does not configure (no ``dns:`` or no ``database:``) are recorded as
+skipped with that reason: nothing is pretended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from engine.runbook import FAILOVER_STEPS, Operation, Outcome, StepFailed, StepFn, StepSpec
+
+if TYPE_CHECKING:
+    from engine.daemon import Engine, ServiceRuntime
+
+
+def step_specs(rt: ServiceRuntime) -> list[StepSpec]:
+    dns = rt.config.dns
+    db = rt.config.database
+    verify_deadline = dns.verify.deadline if dns is not None else 30.0
+    fence_timeout = db.fencing.timeout if db is not None else 10.0
+    specs = {
+        "precheck": StepSpec("precheck", timeout=30.0, attempts=3, backoff=0.5),
+        "fence": StepSpec("fence", timeout=fence_timeout + 5, attempts=1, best_effort=True),
+        "promote": StepSpec("promote", timeout=120.0, attempts=3, backoff=1.0),
+        "shift_dns": StepSpec("shift_dns", timeout=60.0, attempts=4, backoff=0.5),
+        "verify_dns": StepSpec("verify_dns", timeout=verify_deadline + 10, attempts=1),
+        "consistency": StepSpec("consistency", timeout=60.0, attempts=2, best_effort=True),
+        "reconcile": StepSpec("reconcile", timeout=1800.0, attempts=1, best_effort=True),
+        "report": StepSpec("report", timeout=10.0, attempts=1, best_effort=True),
+    }
+    return [specs[name] for name in FAILOVER_STEPS]
+
+
+def failover_steps(engine: Engine, rt: ServiceRuntime) -> tuple[Sequence[StepSpec], Mapping[str, StepFn]]:
+    steps = FailoverSteps(engine, rt)
+    return step_specs(rt), {name: getattr(steps, name) for name in FAILOVER_STEPS}
+
+
+class FailoverSteps:
+    def __init__(self, engine: Engine, rt: ServiceRuntime) -> None:
+        self.engine = engine
+        self.rt = rt
+
+    # -- DNS -------------------------------------------------------------------------------------
+    async def _dns_read(self) -> Any:
+        from actions.dns.errors import DnsAuthError, DnsError
+        from actions.dns.provider import build_provider
+
+        assert self.rt.config.dns is not None
+        provider = build_provider(self.rt.config.dns, self.rt.name)
+        try:
+            return await provider.read()
+        except DnsAuthError as exc:
+            raise StepFailed(str(exc), retry=False) from None
+        except DnsError as exc:
+            raise StepFailed(str(exc)) from None
+        finally:
+            await provider.aclose()
+
+    async def precheck(self, op: Operation) -> Outcome:
+        if self.rt.config.dns is None:
+            return Outcome.skip("no dns configured for this service: traffic is not moved by the engine")
+        state = await self._dns_read()
+        number = state.epoch.number
+        if number == op.epoch_to and state.site == op.target:
+            return Outcome(f"DNS already at {state.describe()}: resuming", {"dns": state.describe()})
+        if number != op.epoch_from:
+            return Outcome(f"DNS is at {state.describe()}, not epoch {op.epoch_from}: another executor moved it",
+                           {"dns": state.describe(), "epoch": number, "site": state.site}, stand_down=True)
+        if state.site != op.source:
+            raise StepFailed(f"DNS points to {state.site}, not {op.source}: {state.describe()}", retry=False)
+        return Outcome(f"DNS at {state.describe()}", {"dns": state.describe()})
+
+    async def shift_dns(self, op: Operation) -> Outcome:
+        from actions.dns.errors import DnsAuthError, DnsConflict, DnsError
+        from actions.dns.provider import build_provider
+
+        if self.rt.config.dns is None:
+            return Outcome.skip("no dns configured for this service")
+        provider = build_provider(self.rt.config.dns, self.rt.name)
+        try:
+            state = await provider.read()
+            if state.epoch.number == op.epoch_to and state.site == op.target:
+                return Outcome(f"already shifted: {state.describe()}", {"changed": False, "dns": state.describe()})
+            if state.epoch.number != op.epoch_from:
+                return Outcome(f"epoch moved to {state.epoch.number} under us: {state.describe()}",
+                               {"changed": False, "dns": state.describe()}, stand_down=True)
+            new = await provider.shift(state, op.target, op.epoch_to)
+            return Outcome(f"shifted to {new.describe()}", {"changed": True, "dns": new.describe()})
+        except DnsConflict as exc:
+            return Outcome(f"lost the race: {exc.current.describe()}",
+                           {"changed": False, "dns": exc.current.describe()}, stand_down=True)
+        except DnsAuthError as exc:
+            raise StepFailed(str(exc), retry=False) from None
+        except DnsError as exc:
+            raise StepFailed(str(exc)) from None
+        finally:
+            await provider.aclose()
+
+    async def verify_dns(self, op: Operation) -> Outcome:
+        from actions.dns.provider import build_verifier
+
+        if self.rt.config.dns is None:
+            return Outcome.skip("no dns configured for this service")
+        state = await self._dns_read()
+        if state.site != op.target:
+            raise StepFailed(f"the zone itself points to {state.site}: {state.describe()}")
+        result = await build_verifier(self.rt.config.dns, clock=self.engine.clock).verify(state)
+        data = {"elapsed_s": round(result.elapsed, 3),
+                "servers": {c.server.label: c.seconds for c in result.checks}}
+        if not result.ok:
+            raise StepFailed(result.message, retry=False)
+        return Outcome(result.message, data)
+
+    # -- database --------------------------------------------------------------------------------
+    async def fence(self, op: Operation) -> Outcome:
+        db = self.rt.config.database
+        if db is None:
+            return Outcome.skip("no database configured for this service")
+        if not db.fencing.enabled:
+            return Outcome.skip("fencing disabled in the config")
+        from actions.database.fence import fence
+
+        result = await fence(db, op.source)
+        if not result.ok:
+            raise StepFailed(result.sentence)
+        return Outcome(result.sentence, result.to_dict(), skipped=result.skipped)
+
+    async def promote(self, op: Operation) -> Outcome:
+        db = self.rt.config.database
+        if db is None:
+            return Outcome.skip("no database configured for this service")
+        from actions.database.promote import promote
+
+        result = await promote(db, op.target)
+        if not result.ok:
+            raise StepFailed(result.sentence)
+        return Outcome(result.sentence, result.to_dict())
+
+    async def consistency(self, op: Operation) -> Outcome:
+        db = self.rt.config.database
+        if db is None:
+            return Outcome.skip("no database configured for this service")
+        from actions.consistency import CommitPoint, check_consistency
+
+        journal = self.engine.journal_or_fail()
+        saved = journal.get_state(op.service, "primary_commit")
+        last_known = CommitPoint.from_dict(saved) if saved else None
+        result = await check_consistency(db, op.target, last_known, self.rt.config.policy.rpo)
+        if result.alert:
+            await self.engine.record("rpo", result.sentence, service=op.service, data=result.to_dict())
+            await self.engine.notify("rpo", result.sentence, op.service, result.to_dict())
+        return Outcome(result.sentence, result.to_dict())
+
+    async def reconcile(self, op: Operation) -> Outcome:
+        db = self.rt.config.database
+        if db is None:
+            return Outcome.skip("no database configured for this service")
+        from actions.database.promote import publisher_reachable
+        from actions.reconcile.runner import reconcile
+
+        unreachable = await publisher_reachable(db, op.source)
+        if unreachable:
+            return Outcome.skip(f"old primary {op.source} unreachable: {unreachable}")
+        result = await reconcile(db, service=op.service, primary=op.target, now=self.engine.clock.now())
+        data = result.to_dict()
+        await self.engine.journal_or_fail().put_state(op.service, "last_reconciliation", data,
+                                                      at=self.engine.clock.now())
+        return Outcome(result.sentence, data)
+
+    async def report(self, op: Operation) -> Outcome:
+        timings = {name: rec.get("duration_s") for name, rec in op.steps.items() if rec.get("duration_s") is not None}
+        total = self.engine.clock.now() - op.created_at
+        phases = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+        return Outcome(f"{op.kind} of {op.service} {op.source} -> {op.target} took {total:.1f}s ({phases})",
+                       {"total_s": round(total, 3), "phases_s": timings})

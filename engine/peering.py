@@ -1,0 +1,134 @@
+"""Peering: sending this instance's verdict to every peer, and receiving theirs.
+
+Every tick the daemon hands :meth:`Peering.broadcast` its verdict; each peer gets it as a signed
+POST to ``/v1/peer/verdict`` (see :mod:`engine.peer_auth`), bounded by a deadline below the tick so
+a dead peer never slows the loop. Received verdicts are verified and kept with their arrival time
+on the monotonic clock; :meth:`received_for` hands them to the quorum tally. Rejections are logged
+and counted, never believed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+
+from engine.clock import Clock
+from engine.config.model import EngineConfig
+from engine.peer_auth import Rejected, Verifier, sign
+from engine.quorum import Received, VoterInfo
+from engine.verdict import ServiceVerdict, Verdict
+
+log = structlog.get_logger("engine.peering")
+
+
+@dataclass
+class PeerState:
+    id: str
+    url: str
+    last_sent_ok: float | None = None  # monotonic
+    last_error: str | None = None
+    last_heard: float | None = None  # monotonic
+    verdict: Verdict | None = None
+    rejected: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Peering:
+    def __init__(self, config: EngineConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.boot = secrets.token_hex(8)
+        self._seq = itertools.count(1)
+        key = config.peering.hmac_key
+        self.key = key.get_secret_value().encode() if key is not None else b""
+        self.peers = {p.id: PeerState(p.id, p.url) for p in config.peers}
+        self.verifier = Verifier(self.key, config.peering.replay_window, frozenset(self.peers))
+        self._session: aiohttp.ClientSession | None = None
+        self.rejections = 0
+
+    @property
+    def voters(self) -> list[VoterInfo]:
+        inst = self.config.instance
+        return [VoterInfo(inst.id, inst.role, inst.site)] + [
+            VoterInfo(p.id, p.role, p.site) for p in self.config.peers]
+
+    @property
+    def engines(self) -> list[VoterInfo]:
+        return [v for v in self.voters if v.role == "engine"]
+
+    def make_verdict(self, services: dict[str, ServiceVerdict]) -> Verdict:
+        inst = self.config.instance
+        return Verdict(sender=inst.id, site=inst.site, role=inst.role, boot=self.boot, seq=next(self._seq),
+                       at=round(self.clock.now(), 6), interval=inst.tick, services=services)
+
+    async def broadcast(self, verdict: Verdict) -> None:
+        """Send ``verdict`` to every peer at once; each send is bounded by the tick."""
+        if not self.peers:
+            return
+        if self._session is None:
+            self._session = aiohttp.ClientSession(trust_env=False)
+        body = json.dumps(verdict.model_dump(), separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", **sign(self.key, verdict.at, body)}
+        deadline = max(0.2, 0.8 * self.config.instance.tick)
+        await asyncio.gather(*(self._send(peer, body, headers, deadline) for peer in self.peers.values()))
+
+    async def _send(self, peer: PeerState, body: bytes, headers: dict[str, str], deadline: float) -> None:
+        assert self._session is not None
+        try:
+            async with asyncio.timeout(deadline), self._session.post(
+                    peer.url + "/v1/peer/verdict", data=body, headers=headers) as resp:
+                if resp.status == 200:
+                    peer.last_sent_ok = self.clock.monotonic()
+                    peer.last_error = None
+                    return
+                text = (await resp.text())[:200]
+                peer.last_error = f"answered {resp.status}: {text}"
+        except TimeoutError:
+            peer.last_error = f"no answer within {deadline:g}s"
+        except aiohttp.ClientError as exc:
+            peer.last_error = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        except OSError as exc:
+            peer.last_error = exc.strerror or type(exc).__name__
+
+    def receive(self, headers: dict[str, str], body: bytes) -> Verdict:
+        """Verify and keep a peer's verdict; raises :class:`Rejected` (logged) when it is not believable."""
+        try:
+            verdict = self.verifier.verify(headers, body, self.clock.now())
+        except Rejected as exc:
+            self.rejections += 1
+            log.warning("peer message rejected", reason=str(exc))
+            raise
+        peer = self.peers[verdict.sender]
+        peer.verdict = verdict
+        peer.last_heard = self.clock.monotonic()
+        return verdict
+
+    def received_for(self, service: str) -> dict[str, Received | None]:
+        out: dict[str, Received | None] = {}
+        for peer in self.peers.values():
+            verdict = peer.verdict
+            if verdict is None or peer.last_heard is None or service not in verdict.services:
+                out[peer.id] = None
+            else:
+                out[peer.id] = Received(verdict.services[service], peer.last_heard, verdict.interval)
+        return out
+
+    def status(self) -> list[dict[str, Any]]:
+        now = self.clock.monotonic()
+        return [{"id": p.id, "url": p.url,
+                 "heard_age_s": None if p.last_heard is None else round(now - p.last_heard, 3),
+                 "sent_age_s": None if p.last_sent_ok is None else round(now - p.last_sent_ok, 3),
+                 "last_error": p.last_error} for p in self.peers.values()]
+
+    async def close(self) -> None:
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                await self._session.close()
