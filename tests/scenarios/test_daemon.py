@@ -171,7 +171,7 @@ async def test_restart_keeps_the_journal(daemon: tuple[Daemon, SampleSite], tmp_
     d, _ = daemon
     await d.wait_for(lambda s: True)
     d.proc.send_signal(signal.SIGTERM)
-    await asyncio.to_thread(d.proc.wait, 5)
+    await asyncio.to_thread(d.proc.wait, 10)
     proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "--config", str(tmp_path / "engine.yaml")],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -184,4 +184,4 @@ async def test_restart_keeps_the_journal(daemon: tuple[Daemon, SampleSite], tmp_
                                 "engine gcp-1 started in gcp (engine, 3 signals)"]
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(5)
+        await asyncio.to_thread(proc.wait, 10)
