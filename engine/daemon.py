@@ -77,9 +77,11 @@ class ServiceRuntime:
     lag_s: float | None = None  # last known replication lag (kept when the primary is unreachable)
     operation: Operation | None = None  # the runbook in flight (or halted) for this service
 
+    shared: dict[str, SignalRuntime] = field(default_factory=dict)  # scope: shared dependencies
+
     def shared_down(self) -> list[str]:
         """Shared upstream dependencies this instance sees down."""
-        return []
+        return sorted(name for name, sig in self.shared.items() if sig.machine.state is Health.DOWN)
 
     def snapshot(self, now: float) -> Snapshot:
         """Freeze the health of every signal; healthy signals are counted, not described."""
@@ -171,20 +173,28 @@ class Engine:
         for name, svc in self.config.services.items():
             runtime = self.services[name]
             for site, site_cfg in svc.sites.items():
-                runtime.signals[site] = []
-                for probe_cfg in site_cfg.probes:
-                    key = SignalKey(name, site, probe_cfg.signal_name)
-                    machine = HealthMachine(probe_cfg.failure_threshold or svc.policy.failure_threshold,
-                                            probe_cfg.success_threshold or svc.policy.success_threshold)
-                    meters = self._meters(name, site, key.name)
-                    sig = SignalRuntime(key, probe_cfg.interval, machine, meters=meters)
-                    runtime.signals[site].append(sig)
-                    self.signals[key] = sig
-                    session = (self._session(getattr(probe_cfg, "new_connection", True))
-                               if probe_cfg.type == "http" else None)
-                    probe: Probe = self._probe_factory(probe_cfg, clock=self.clock, http_session=session)
-                    self.scheduler.add(key, probe, probe_cfg.interval)
-                    self.metrics.signal_state.labels(name, site, key.name).set(STATE_VALUE["unknown"])
+                runtime.signals[site] = [self._add_signal(name, site, p.signal_name, p, svc)
+                                         for p in site_cfg.probes]
+            for dep in svc.dependencies:
+                if dep.scope == "site":
+                    assert dep.site is not None
+                    runtime.signals[dep.site].append(
+                        self._add_signal(name, dep.site, f"dep:{dep.name}", dep.probe, svc))
+                else:
+                    runtime.shared[dep.name] = self._add_signal(name, None, f"dep:{dep.name}", dep.probe, svc)
+
+    def _add_signal(self, service: str, site: str | None, signal: str, probe_cfg: Any,
+                    svc: ServiceConfig) -> SignalRuntime:
+        key = SignalKey(service, site, signal)
+        machine = HealthMachine(probe_cfg.failure_threshold or svc.policy.failure_threshold,
+                                probe_cfg.success_threshold or svc.policy.success_threshold)
+        sig = SignalRuntime(key, probe_cfg.interval, machine, meters=self._meters(service, site or "*", signal))
+        self.signals[key] = sig
+        session = self._session(getattr(probe_cfg, "new_connection", True)) if probe_cfg.type == "http" else None
+        probe: Probe = self._probe_factory(probe_cfg, clock=self.clock, http_session=session)
+        self.scheduler.add(key, probe, probe_cfg.interval)
+        self.metrics.signal_state.labels(service, site or "*", signal).set(STATE_VALUE["unknown"])
+        return sig
 
     def _meters(self, service: str, site: str, signal: str) -> tuple[Any, ...]:
         m = self.metrics
@@ -371,6 +381,7 @@ class Engine:
                            "role": "active" if site == rt.state.active else "standby",
                            "signals": [s.to_dict() for s in sigs]}
                     for site, sigs in rt.signals.items()},
+                "shared_dependencies": [s.to_dict() for s in rt.shared.values()],
             }
         return {
             "instance": {"id": inst.id, "site": inst.site, "role": inst.role, "version": __version__,

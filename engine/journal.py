@@ -16,7 +16,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,23 @@ class JournalClosed(RuntimeError):
     """The journal was closed; nothing more can be written."""
 
 
+def _settle(future: Future[Any], value: Any, error: BaseException | None) -> None:
+    """Resolve a caller's future; a caller that gave up (cancelled) is simply not told.
+
+    The write itself was already committed: cancellation cannot undo durability, and it must
+    never kill the writer thread (every later write would hang).
+    """
+    if future.cancelled():
+        return
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    except InvalidStateError:
+        pass
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -118,7 +135,11 @@ class Journal:
             stop = any(i is _STOP for i in batch)
             work = [i for i in batch if i is not _STOP]
             if work:
-                self._commit(conn, work)
+                try:
+                    self._commit(conn, work)
+                except Exception as exc:  # the writer must outlive any one bad batch
+                    for _, future in work:
+                        _settle(future, None, exc)
             if stop:
                 conn.close()
                 return
@@ -141,13 +162,10 @@ class Journal:
         except Exception as exc:
             conn.execute("ROLLBACK")
             for future, _, _ in results:
-                future.set_exception(exc)
+                _settle(future, None, exc)
             return
         for future, value, error in results:
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(value)
+            _settle(future, value, error)
 
     def submit(self, op: Op) -> Future[Any]:
         """Queue a write; the future resolves once it is committed and fsynced."""

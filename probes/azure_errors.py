@@ -68,7 +68,8 @@ def describe_azure_error(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, HttpResponseError):
         error = getattr(exc, "error", None)
-        code = getattr(error, "code", None) or type(exc).__name__
+        # Azure's body is parsed as is: code and message may be any JSON value, not only strings
+        code = short_message(getattr(error, "code", None), 60) or type(exc).__name__
         message = getattr(error, "message", None) or exc.reason or ""
         detail = f"({code}: {short_message(message)})"
         prefix = {401: "unauthenticated", 403: "permission denied", 404: "not found",

@@ -6,7 +6,8 @@ with no such point is stale. :class:`AzureLogsProbe` runs a KQL query and judges
 value (and, with ``time_column``, its age). azure-core's retry is off (``retry_total=0``): transient
 errors get :func:`~probes.cloud_signal.with_retries`, and the probe timeout bounds the check.
 
-Tests inject ``client=`` and/or ``credential=``; plain http needs ``insecure_endpoint_for_tests``.
+Tests inject ``client=`` and/or ``credential=``; plain http needs ``insecure_endpoint_for_tests``,
+which the config allows only for a loopback endpoint.
 """
 
 from __future__ import annotations
@@ -154,8 +155,9 @@ class AzureLogsProbe(_AzureProbe):
                                       sleep=self._sleep)
         if response.status == LogsQueryStatus.PARTIAL:
             error = response.partial_error
-            code = getattr(error, "code", "") or "PartialError"
-            message = short_message(getattr(error, "message", "") or "")
+            # the SDK passes the service's JSON through: code and message need not be strings
+            code = short_message(getattr(error, "code", None), 60) or "PartialError"
+            message = short_message(getattr(error, "message", None))
             raise CloudProbeError(f"partial result ({code}: {message})")
         tables = list(response.tables)
         if not tables or not tables[0].rows:
@@ -169,7 +171,7 @@ class AzureLogsProbe(_AzureProbe):
             return judge_series([], now=now, label=cfg.value_label, condition=cfg.condition,
                                 stale_after=cfg.stale_after, window=cfg.window)
         value = as_number(raw, cfg.column or columns[0])
-        at = now
+        at = now  # no row time: the query's timespan (window) bounds freshness; config keeps staleness == window
         if cfg.time_column is not None:
             stamp = row[_column_index(columns, cfg.time_column)]
             if not isinstance(stamp, datetime):

@@ -22,6 +22,7 @@ from engine.config.cloud import (
     GcpCredentials,
     GcpExternalAccount,
     GcpServiceAccountFile,
+    plain_http_url_error,
 )
 from probes.cloud_signal import CredentialError
 
@@ -88,6 +89,12 @@ def _read_external_account(path: str) -> dict[str, Any]:
         raise CredentialError(f"{path} is not an external_account config (type: external_account)")
     if "credential_source" not in info:
         raise CredentialError(f"{path} has no credential_source")
+    # the same rule as an inline token_url: tokens travel over plain http only to a loopback host
+    for field in ("token_url", "service_account_impersonation_url"):
+        url = info.get(field)
+        problem = plain_http_url_error(str(url)) if url is not None else None
+        if problem is not None:
+            raise CredentialError(f"{path}: {field} {problem}")
     return info
 
 

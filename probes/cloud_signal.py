@@ -148,7 +148,13 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, retry: CloudRetry,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def short_message(text: str, limit: int = 160) -> str:
-    """The first line of a server message, trimmed for a reason."""
-    first = text.strip().splitlines()[0] if text.strip() else ""
+def short_message(message: object, limit: int = 160) -> str:
+    """The first line of a server message, trimmed for a reason.
+
+    Servers do not always send a string (Azure has answered ``"message": {"detail": ...}``): any
+    value is shown through ``str()``, None as empty, so describing an error never raises itself.
+    """
+    text = "" if message is None else message if isinstance(message, str) else str(message)
+    lines = text.strip().splitlines()
+    first = lines[0].strip() if lines else ""
     return first if len(first) <= limit else first[: limit - 1] + "…"

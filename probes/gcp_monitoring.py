@@ -2,7 +2,8 @@
 
 The query covers ``[now - window, now]`` with the configured filter and aggregation. Every series
 returned must have a point newer than ``staleness`` that meets the condition; no series at all is
-``no data for 300s (stale)``. The client's own retry (90 s on UNAVAILABLE) is always off: transient
+``no data for 300s (stale)``, and more than :data:`MAX_SERIES` series fails rather than judging
+only those read. The client's own retry (90 s on UNAVAILABLE) is always off: transient
 errors get :func:`~probes.cloud_signal.with_retries` and the probe timeout bounds the whole check.
 
 Tests inject ``client=`` or ``transport=`` (an insecure gRPC transport), or ``credentials=``.
@@ -27,7 +28,11 @@ from probes.cloud_signal import (
     with_retries,
 )
 
-MAX_SERIES = 500  # a filter that matches more is a config mistake; stop paging there
+MAX_SERIES = 500  # a filter that matches more is a config mistake: the check fails, never judges part
+
+
+class TooManySeries(CloudProbeError):
+    """The filter matched more than :data:`MAX_SERIES` series; not retried (asking again won't shrink it)."""
 
 
 class GcpMonitoringProbe(BaseProbe):
@@ -84,11 +89,11 @@ class GcpMonitoringProbe(BaseProbe):
 
         async def query() -> list[Any]:
             pager = await client.list_time_series(request=request, retry=None, timeout=self.timeout)
-            series = []
+            series: list[Any] = []
             async for item in pager:
+                if len(series) == MAX_SERIES:  # judging only part of the answer could claim health
+                    raise TooManySeries(f"more than {MAX_SERIES} series; narrow the filter or group_by")
                 series.append(item)
-                if len(series) >= MAX_SERIES:
-                    break
             return series
 
         series = await with_retries(query, retry=self.config.retry, transient=transient_gcp_error,

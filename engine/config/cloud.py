@@ -7,14 +7,19 @@ Credentials are chosen per probe (:data:`GcpCredentials`, :data:`AzureCredential
 
 A probe whose SDK (the ``gcp`` or ``azure`` extra) is not installed fails validation with the pip
 command that fixes it; :func:`module_available` is the seam tests replace to prove that.
+
+Plain-text transport carries bearer tokens in clear, so it is allowed only to loopback hosts
+(:func:`is_loopback_host`): ``insecure_endpoint_for_tests`` and an ``http://`` STS ``token_url``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -44,6 +49,39 @@ def _existing_file(field: str, path: str) -> None:
         raise rule_error(field, f"no such file: {path}")
 
 
+LOOPBACK_HOSTS = "127.0.0.0/8, ::1, localhost"
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); False for None or a name."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def endpoint_host(endpoint: str) -> str | None:
+    """The host of a URL (``http://h:1/x``) or of a gRPC ``host:port`` target; None when unparsable."""
+    try:
+        return urlsplit(endpoint if "://" in endpoint else f"//{endpoint}").hostname
+    except ValueError:  # e.g. an unclosed "[" or a bad port
+        return None
+
+
+def plain_http_url_error(url: str) -> str | None:
+    """Why ``url`` may not carry a token: not http(s), or plain http to a host that is not loopback."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "https":
+        return None
+    if scheme == "http" and is_loopback_host(endpoint_host(url)):
+        return None
+    return f"must be https:// (plain http only to a loopback host: {LOOPBACK_HOSTS})"
+
+
 class Condition(Model):
     """Healthy when ``value <op> threshold``; e.g. ``{op: "<=", threshold: 30}`` for a lag in seconds."""
 
@@ -70,7 +108,8 @@ class _CloudSignal(ProbeCommon):
     retry: CloudRetry = Field(default_factory=CloudRetry)
     endpoint: str | None = Field(None, description="override the API endpoint (sovereign clouds, tests)")
     insecure_endpoint_for_tests: bool = Field(
-        False, description="INSECURE: talk to `endpoint` without TLS; only for local test servers")
+        False, description=("INSECURE: talk to `endpoint` without TLS; only for local test servers, so the "
+                            f"endpoint's host must be loopback ({LOOPBACK_HOSTS})"))
 
     @model_validator(mode="after")
     def _windows(self) -> Self:
@@ -78,8 +117,15 @@ class _CloudSignal(ProbeCommon):
             raise rule_error("window", "must be > 0")
         if self.staleness is not None and not 0 < self.staleness <= self.window:
             raise rule_error("staleness", f"must be > 0 and <= window ({format_duration(self.window)})")
-        if self.insecure_endpoint_for_tests and not self.endpoint:
-            raise rule_error("insecure_endpoint_for_tests", "needs an endpoint (a local test server)")
+        if self.insecure_endpoint_for_tests:
+            if not self.endpoint:
+                raise rule_error("insecure_endpoint_for_tests", "needs an endpoint (a local test server)")
+            host = endpoint_host(self.endpoint)
+            if not is_loopback_host(host):
+                raise rule_error(
+                    "insecure_endpoint_for_tests",
+                    f"plain-text endpoints are allowed only on loopback ({LOOPBACK_HOSTS}), not "
+                    f"{host or self.endpoint}: a bearer token would cross the network in clear")
         return self
 
     @property
@@ -125,7 +171,8 @@ class GcpExternalAccount(Model):
     token_file: str | None = Field(
         None, description="the Azure-issued token, e.g. /var/run/secrets/azure/tokens/azure-identity-token")
     service_account: str | None = Field(None, description="e-mail of the service account to impersonate")
-    token_url: str = Field("https://sts.googleapis.com/v1/token", description="the STS endpoint")
+    token_url: str = Field("https://sts.googleapis.com/v1/token", description=(
+        f"the STS endpoint; https://, or http:// only to a loopback host ({LOOPBACK_HOSTS})"))
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -138,8 +185,9 @@ class GcpExternalAccount(Model):
             raise rule_error("audience", "required without config_file")
         if not self.token_file:
             raise rule_error("token_file", "required without config_file")
-        if not self.token_url.startswith(("https://", "http://")):
-            raise rule_error("token_url", "must be an http(s) URL")
+        problem = plain_http_url_error(self.token_url)  # the Azure-issued subject token goes there
+        if problem is not None:
+            raise rule_error("token_url", problem)
         return self
 
 
@@ -290,15 +338,28 @@ class AzureMetricsProbeConfig(_AzureSignal):
 
 
 class AzureLogsProbeConfig(_AzureSignal):
-    """A Log Analytics KQL query; the first row's value (``column`` or the first) meets the condition."""
+    """A Log Analytics KQL query; the first row's value (``column`` or the first) meets the condition.
+
+    Freshness: with ``time_column`` the row's time must be within ``staleness``. Without it the only
+    bound is the query's timespan (``window``): any row the query returns counts as fresh, so a
+    ``staleness`` other than ``window`` is refused rather than silently ignored.
+    """
 
     type: Literal["azure_logs"]
     workspace_id: str = Field(min_length=1)
     query: str = Field(min_length=1, description="KQL, e.g. AzureMetrics | summarize max(Maximum)")
     column: str | None = Field(None, description="column holding the value (default: the first)")
-    time_column: str | None = Field(None, description="column holding the row's time; checked for staleness")
+    time_column: str | None = Field(None, description=(
+        "column holding the row's time; its age is checked against staleness. Without it the query "
+        "window is the only freshness bound (rows older than window are not queried)"))
+    staleness: Duration | None = Field(None, description=(
+        "a row whose time_column is older than this fails (default: window); needs time_column "
+        "unless equal to window"))
 
     @model_validator(mode="after")
     def _logs_rules(self) -> Self:
+        if self.time_column is None and self.staleness is not None and self.staleness != self.window:
+            raise rule_error("staleness", "needs time_column (without a row time only window bounds freshness: "
+                                          f"set window to {format_duration(self.staleness)} or add time_column)")
         _require_extra("azure", AZURE_LOGS_MODULES)
         return self

@@ -91,6 +91,25 @@ class SiteConfig(Model):
         return self
 
 
+class DependencyConfig(Model):
+    """An upstream the service needs. ``shared``: both sites use it, so when it is down a failover
+    would fail there too (the move is refused). ``site``: only ``site`` uses it, so it counts
+    against that site like its own probes."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    scope: Literal["shared", "site"]
+    site: str | None = Field(None, description="the site that uses it (scope: site)")
+    probe: ProbeConfig
+
+    @model_validator(mode="after")
+    def _site_when_scoped(self) -> Self:
+        if self.scope == "site" and self.site is None:
+            raise rule_error("site", "required when scope is site")
+        if self.scope == "shared" and self.site is not None:
+            raise rule_error("site", "only for scope: site")
+        return self
+
+
 class ServiceConfig(Model):
     """What fails over as a unit."""
 
@@ -101,6 +120,7 @@ class ServiceConfig(Model):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     dns: DnsConfig | None = None
     database: DatabaseConfig | None = None
+    dependencies: list[DependencyConfig] = Field(default_factory=list)
 
     @field_validator("sites")
     @classmethod
@@ -119,6 +139,13 @@ class ServiceConfig(Model):
         if self.dns is not None:
             for field, message in self.dns.site_problems(list(self.sites)):
                 raise rule_error(f"dns.{field}", message)
+        names: set[str] = set()
+        for index, dep in enumerate(self.dependencies):
+            if dep.site is not None and dep.site not in self.sites:
+                raise rule_error(f"dependencies[{index}].site", f"'{dep.site}' is not one of the sites")
+            if dep.name in names:
+                raise rule_error(f"dependencies[{index}].name", f"'{dep.name}' is used twice")
+            names.add(dep.name)
         return self
 
 

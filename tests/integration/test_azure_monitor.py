@@ -97,6 +97,18 @@ async def test_metrics_healthy_value_and_the_request_the_server_saw(fake: AzureM
     assert not credential.closed  # an injected credential belongs to the caller
 
 
+async def test_metrics_filter_reaches_the_request(fake: AzureMonitorFake) -> None:
+    """The configured dimension filter is sent as the ``filter`` query parameter; without one none is sent."""
+    fake.metrics.reply([MetricSeries(DB1, [(60, 5.0)], dimensions={"Role": "primary"})],
+                       [MetricSeries(DB1, [(60, 5.0)])])
+    cfg = metrics_config(fake.base_url, filter="Role eq 'primary'")
+    assert (await observe(AzureMetricsProbe(cfg, credential=FakeCredential()))).ok
+    assert (await observe(AzureMetricsProbe(metrics_config(fake.base_url), credential=FakeCredential()))).ok
+    with_filter, without = fake.calls
+    assert with_filter.query["filter"] == "Role eq 'primary'"
+    assert "filter" not in without.query
+
+
 async def test_metrics_unhealthy_value_fails_with_the_comparison(fake: AzureMonitorFake) -> None:
     """A fresh value breaking the condition fails with ``sql cpu 97.0 >= 90``."""
     fake.metrics.reply([MetricSeries(DB1, [(60, 97.0)])])
@@ -241,6 +253,24 @@ async def test_logs_partial_result_and_non_numbers_fail_with_reasons(fake: Azure
     assert second.reason == "lag is 'high', not a number"
 
 
+async def test_error_body_with_a_non_string_message_is_described(fake: AzureMonitorFake) -> None:
+    """An error whose ``message`` is nested JSON (or a number) still gives a reason with Azure's code."""
+    fake.metrics.reply(HttpFail(403, "X", {"detail": "nested"}), HttpFail(404, "Y", 42))
+    first = await observe(AzureMetricsProbe(metrics_config(fake.base_url), credential=FakeCredential()))
+    second = await observe(AzureMetricsProbe(metrics_config(fake.base_url), credential=FakeCredential()))
+    assert first.reason == "permission denied (X: {'detail': 'nested'})"
+    assert second.reason == "not found (Y: 42)"
+    assert len(fake.calls) == 2
+
+
+async def test_partial_result_with_a_non_string_message_is_described(fake: AzureMonitorFake) -> None:
+    """A partial result whose error message is nested JSON fails with that message shown, not a crash."""
+    fake.logs.reply(Table([("lag", "real")], [[1.0]], partial_error=("PartialError", {"detail": "nested"})))
+    obs = await observe(AzureLogsProbe(logs_config(fake.base_url), credential=FakeCredential()))
+    assert not obs.ok
+    assert obs.reason == "partial result (PartialError: {'detail': 'nested'})"
+
+
 async def test_logs_missing_column_is_reported(fake: AzureMonitorFake) -> None:
     """A configured column absent from the result is a failure naming the columns there are."""
     fake.logs.reply(Table([("LagSeconds", "real")], [[1.0]]))
@@ -268,16 +298,49 @@ async def test_logs_slow_answer_hits_the_probe_timeout(fake: AzureMonitorFake) -
 
 
 async def test_client_secret_credential_is_built_from_config_and_closed(fake: AzureMonitorFake) -> None:
-    """A probe builds its own credential from config and closes it; the secret never shows in results."""
+    """A probe builds its own client and credential from config and closes both, once, on aclose()."""
     cfg = logs_config(fake.base_url, credentials={
         "type": "client_secret", "tenant_id": "t-1", "client_id": "c-1", "secret": "s3cr3t-value"})
     probe = AzureLogsProbe(cfg)
     client = probe._get_client()
-    assert type(probe._credential).__name__ == "ClientSecretCredential"
+    credential = probe._credential
+    assert type(credential).__name__ == "ClientSecretCredential"
+    assert type(client).__name__ == "LogsQueryClient"
     assert client is probe._get_client()
+    closed: list[str] = []
+    for name, owned in (("client", client), ("credential", credential)):
+        real_close = owned.close
+
+        async def spy(name: str = name, real_close: Any = real_close) -> None:
+            closed.append(name)
+            await real_close()
+
+        owned.close = spy  # instance attribute: shadows the method for this object only
     await probe.aclose()
-    assert probe._credential is None and probe._client is None
-    assert "s3cr3t-value" not in repr(cfg) and "s3cr3t-value" not in cfg.model_dump_json()
+    assert sorted(closed) == ["client", "credential"]
+    await probe.aclose()  # a second aclose() closes nothing again
+    assert sorted(closed) == ["client", "credential"]
+
+
+async def test_injected_client_and_credential_are_left_open(fake: AzureMonitorFake) -> None:
+    """What the caller passed in belongs to the caller: aclose() closes neither the client nor the credential."""
+    from azure.monitor.query.aio import LogsQueryClient
+
+    credential = FakeCredential()
+    client = LogsQueryClient(credential, endpoint=fake.base_url, retry_total=0)
+    closed: list[str] = []
+    real_close = client.close
+
+    async def spy() -> None:
+        closed.append("client")
+        await real_close()
+
+    client.close = spy  # type: ignore[method-assign]
+    fake.logs.reply(Table([("lag", "real")], [[1.0]]))
+    probe = AzureLogsProbe(logs_config(fake.base_url), client=client, credential=credential)
+    assert (await observe(probe)).ok
+    assert closed == [] and not credential.closed
+    await real_close()
 
 
 async def test_token_failure_is_a_credentials_failure_and_nothing_is_sent(fake: AzureMonitorFake) -> None:

@@ -67,7 +67,7 @@ class Pauses:
 
 @pytest.fixture
 def token() -> Any:
-    return google.oauth2.credentials.Credentials(token="test-token")
+    return google.oauth2.credentials.Credentials(token="test-token")  # type: ignore[no-untyped-call]
 
 
 async def observe(cfg: GcpMonitoringProbeConfig, **kwargs: Any) -> Any:
@@ -154,6 +154,28 @@ async def test_aggregation_is_sent_as_configured(fake: GcpMonitoringFake, token:
     assert list(agg.group_by_fields) == ["resource.labels.database_id"]
 
 
+async def test_more_series_than_the_cap_fails_instead_of_judging_part(
+        fake: GcpMonitoringFake, token: Any) -> None:
+    """501 healthy series: the probe does not judge the first 500 and call it healthy, it fails."""
+    from probes.gcp_monitoring import MAX_SERIES
+
+    fake.reply([Series([(10, 1.0)], labels={"database_id": f"p1:db-{i}"}) for i in range(MAX_SERIES + 1)])
+    obs = await observe(config(fake.address), credentials=token)
+    assert not obs.ok
+    assert obs.reason == f"more than {MAX_SERIES} series; narrow the filter or group_by"
+    assert len(fake.calls) == 1  # not retried: the answer will not shrink by asking again
+
+
+async def test_exactly_the_cap_of_series_is_judged(fake: GcpMonitoringFake, token: Any) -> None:
+    """500 series are all read and judged."""
+    from probes.gcp_monitoring import MAX_SERIES
+
+    fake.reply([Series([(10, 1.0)], labels={"database_id": f"p1:db-{i}"}) for i in range(MAX_SERIES)])
+    obs = await observe(config(fake.address), credentials=token)
+    assert obs.ok, obs.reason
+    assert obs.details["series"] == MAX_SERIES
+
+
 async def test_permission_denied_fails_at_once_without_retry(fake: GcpMonitoringFake, token: Any) -> None:
     """PERMISSION_DENIED is not retried and the reason says so with the server's message."""
     fake.default = Fail(grpc.StatusCode.PERMISSION_DENIED, "caller lacks monitoring.timeSeries.list")
@@ -224,7 +246,33 @@ async def test_service_account_file_fetches_a_token_and_sends_it(
     assert fake.calls[0].metadata["authorization"] == "Bearer sa-token-1"
     (grant,) = tokens.requests
     assert grant["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
-    assert "BEGIN PRIVATE KEY" not in repr(obs)
+
+
+async def test_service_account_token_refusal_is_reported_without_key_or_assertion(
+        fake: GcpMonitoringFake, tokens: TokenFake, tmp_path: Path) -> None:
+    """A token endpoint refusing the key's signed JWT fails as credentials failed; neither the key nor
+    the assertion it signed shows in the observation, and nothing reaches the Monitoring API."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    key_file = tmp_path / "sa.json"
+    key_file.write_text(json.dumps({
+        "type": "service_account", "project_id": "p1", "private_key_id": "k1", "private_key": pem,
+        "client_email": "probe@p1.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": f"{tokens.base_url}/token"}))
+    tokens.refuse = True
+    cfg = config(fake.address, credentials={"type": "service_account_file", "path": str(key_file)})
+    obs = await observe(cfg, sleep=Pauses())
+    assert not obs.ok
+    assert obs.reason == "credentials failed (invalid_grant: the subject token was rejected)"
+    (grant,) = tokens.requests
+    key_body = pem.splitlines()[1]  # a line of the key itself, not the BEGIN marker
+    for secret in (key_body, grant["assertion"]):
+        assert secret not in repr(obs)
+    assert fake.calls == []
 
 
 async def test_workload_identity_federation_exchanges_the_azure_token(

@@ -112,3 +112,14 @@ async def test_wal_mode(journal: Journal) -> None:
     """The journal runs in WAL mode with full synchronous commits."""
     rows = journal._read("PRAGMA journal_mode")
     assert rows[0][0] == "wal"
+
+
+async def test_a_cancelled_writer_does_not_break_the_journal(journal: Journal) -> None:
+    """A caller cancelled while its write is queued leaves the writer alive; the write still lands."""
+    tasks = [asyncio.create_task(journal.append("x", f"m{i}", at=float(i))) for i in range(50)]
+    await asyncio.sleep(0)
+    for task in tasks[::2]:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert await asyncio.wait_for(journal.append("x", "after", at=99.0), 5) > 0
+    assert journal.events(limit=1)[0].message == "after"

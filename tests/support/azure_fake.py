@@ -47,16 +47,17 @@ class Table:
 
     columns: list[tuple[str, str]]
     rows: list[list[Any]]
-    partial_error: tuple[str, str] | None = None  # (code, message): answer as a partial result
+    partial_error: tuple[Any, Any] | None = None  # (code, message): answer as a partial result
 
 
 @dataclass(frozen=True)
 class HttpFail:
-    """Answer with an HTTP error status and Azure's error body."""
+    """Answer with an HTTP error status and Azure's error body; ``message`` may be any JSON value
+    (a server answering ``{"message": {"detail": ...}}`` instead of a string)."""
 
     status: int
-    code: str = "ServiceUnavailable"
-    message: str = "scripted failure"
+    code: Any = "ServiceUnavailable"
+    message: Any = "scripted failure"
 
 
 @dataclass(frozen=True)

@@ -161,3 +161,85 @@ def test_check_config_prints_the_pip_command(monkeypatch: pytest.MonkeyPatch, tm
     err = capsys.readouterr().err
     assert f"line 8: {PATH}.type: needs the azure extra (azure.monitor.query is not installed): " \
            "pip install 'failover-engine[azure]'" in err
+
+
+AT_ENDPOINT = {  # each probe kind with the test-only plain-text switch on and {endpoint} to fill in
+    "gcp": GCP + ", endpoint: {endpoint}, insecure_endpoint_for_tests: true",
+    "metrics": METRICS.replace('"https://westeurope.metrics.monitor.azure.com"', '"{endpoint}"')
+    + ", insecure_endpoint_for_tests: true",
+    "logs": LOGS + ', endpoint: "{endpoint}", insecure_endpoint_for_tests: true',
+}
+LOOPBACK_ONLY = ("insecure_endpoint_for_tests: plain-text endpoints are allowed only on loopback "
+                 "(127.0.0.0/8, ::1, localhost), not {host}: a bearer token would cross the network in clear")
+
+
+@pytest.mark.parametrize(("kind", "endpoint", "host"), [
+    ("gcp", "monitoring.googleapis.com:443", "monitoring.googleapis.com"),
+    ("gcp", "10.0.0.7:8080", "10.0.0.7"),
+    ("gcp", '"[2001:db8::1]:443"', "2001:db8::1"),
+    ("gcp", "localhost.evil.example:80", "localhost.evil.example"),
+    ("metrics", "http://metrics.example.com", "metrics.example.com"),
+    ("metrics", "https://westeurope.metrics.monitor.azure.com", "westeurope.metrics.monitor.azure.com"),
+    ("logs", "http://192.168.1.20:8080", "192.168.1.20"),
+])
+def test_insecure_endpoint_is_refused_for_a_remote_host(kind: str, endpoint: str, host: str) -> None:
+    """The test-only plain-text switch names the host and refuses anything but loopback."""
+    found = problems(probe_config(AT_ENDPOINT[kind].replace("{endpoint}", endpoint)))
+    assert found == [f"{PATH}.{LOOPBACK_ONLY.format(host=host)}"]
+
+
+@pytest.mark.parametrize(("kind", "endpoint"), [
+    ("gcp", "127.0.0.1:50051"),
+    ("gcp", "127.8.9.10:50051"),
+    ("gcp", "localhost:50051"),
+    ("gcp", '"[::1]:50051"'),
+    ("metrics", "http://127.0.0.1:8080"),
+    ("metrics", "http://LOCALHOST:8080"),
+    ("logs", "http://[::1]:8080"),
+])
+def test_insecure_endpoint_is_allowed_on_loopback(kind: str, endpoint: str) -> None:
+    """127.0.0.0/8, ::1 and localhost may be reached without TLS when the switch is on."""
+    probe_cfg = parse_config(probe_config(AT_ENDPOINT[kind].replace("{endpoint}", endpoint)), env={}) \
+        .services["api"].sites["gcp"].probes[0]
+    assert isinstance(probe_cfg, GcpMonitoringProbeConfig | AzureMetricsProbeConfig | AzureLogsProbeConfig)
+    assert probe_cfg.insecure_endpoint_for_tests is True
+
+
+FEDERATION = "credentials: {{type: external_account, audience: //iam.googleapis.com/x, token_file: /t, " \
+             "token_url: \"{url}\"}}"
+
+
+@pytest.mark.parametrize("url", ["http://sts.example.com/v1/token", "http://10.1.2.3:8080/v1/token",
+                                 "ftp://127.0.0.1/v1/token"])
+def test_token_url_must_be_https_unless_loopback(url: str) -> None:
+    """The Azure-issued subject token goes to token_url: plain http only to a loopback host."""
+    assert problems(probe_config(GCP, FEDERATION.format(url=url))) == [
+        f"{PATH}.credentials.token_url: must be https:// (plain http only to a loopback host: "
+        "127.0.0.0/8, ::1, localhost)"]
+
+
+@pytest.mark.parametrize("url", ["https://sts.googleapis.com/v1/token", "https://sts.example.com:8443/t",
+                                 "http://127.0.0.1:9/v1/token", "http://localhost:9/v1/token",
+                                 "http://[::1]:9/v1/token"])
+def test_token_url_https_or_loopback_is_accepted(url: str) -> None:
+    """https to any host, or http to loopback (a local token server), is accepted."""
+    probe = parse_config(probe_config(GCP, FEDERATION.format(url=url)), env={}) \
+        .services["api"].sites["gcp"].probes[0]
+    assert isinstance(probe, GcpMonitoringProbeConfig)
+    assert getattr(probe.credentials, "token_url", None) == url
+
+
+def test_logs_staleness_needs_a_time_column() -> None:
+    """Without time_column the query window is the only freshness bound: a shorter staleness is refused."""
+    assert problems(probe_config(LOGS, "window: 15m, staleness: 5m")) == [
+        f"{PATH}.staleness: needs time_column (without a row time only window bounds freshness: "
+        "set window to 5m or add time_column)"]
+
+
+@pytest.mark.parametrize("extra", [["window: 15m, staleness: 15m"], ["window: 15m"],
+                                   ["window: 15m, staleness: 5m, time_column: TimeGenerated"]])
+def test_logs_staleness_rules_accept_what_holds(extra: list[str]) -> None:
+    """Staleness equal to the window, or any staleness with a time column, is accepted."""
+    probe = parse_config(probe_config(LOGS, *extra), env={}).services["api"].sites["gcp"].probes[0]
+    assert isinstance(probe, AzureLogsProbeConfig)
+    assert probe.stale_after <= probe.window

@@ -9,6 +9,7 @@ import pytest
 
 from engine.config.cloud import (
     AzureClientSecret,
+    AzureCredentials,
     AzureDefault,
     AzureWorkloadIdentity,
     GcpExternalAccount,
@@ -74,7 +75,7 @@ async def test_azure_kinds_build_the_matching_credential(tmp_path: Path,
         monkeypatch.delenv(name, raising=False)
     token = tmp_path / "azure-identity-token"
     token.write_text("jwt")
-    specs = [
+    specs: list[tuple[AzureCredentials, str]] = [
         (AzureDefault(type="default"), "DefaultAzureCredential"),
         (AzureWorkloadIdentity(type="workload_identity", tenant_id="t", client_id="c", token_file=str(token)),
          "WorkloadIdentityCredential"),
@@ -85,9 +86,55 @@ async def test_azure_kinds_build_the_matching_credential(tmp_path: Path,
         credential = azure_credential(spec)
         try:
             assert type(credential).__name__ == expected
-            assert "very-secret-value" not in repr(credential)
         finally:
             await credential.close()
+
+
+def test_client_secret_credential_gets_the_plain_secret_and_bounded_retries(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The credential is given the secret's value (not the masked form), the authority and one retry."""
+    import azure.identity.aio
+
+    seen: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    class Recorder:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            seen.append((args, kwargs))
+
+    monkeypatch.setattr(azure.identity.aio, "ClientSecretCredential", Recorder)
+    spec = AzureClientSecret.model_validate({"type": "client_secret", "tenant_id": "t", "client_id": "c",
+                                             "secret": "very-secret-value",
+                                             "authority": "login.microsoftonline.us"})
+    assert isinstance(azure_credential(spec), Recorder)
+    assert seen == [(("t", "c", "very-secret-value"),
+                     {"authority": "login.microsoftonline.us", "retry_total": 1, "retry_backoff_factor": 0.2})]
+
+
+@pytest.mark.parametrize(("field", "url"), [
+    ("token_url", "http://sts.example.com/v1/token"),
+    ("service_account_impersonation_url", "http://iam.example.com/v1/sa:generateAccessToken"),
+])
+def test_external_account_config_file_refuses_plain_http_to_a_remote_host(
+        tmp_path: Path, field: str, url: str) -> None:
+    """A config_file sending the subject token (or the STS token) over plain http to a remote host is refused."""
+    path = tmp_path / "wif.json"
+    info = {"type": "external_account", "audience": AUDIENCE, "subject_token_type": "urn:x",
+            "token_url": "https://sts.googleapis.com/v1/token", "credential_source": {"file": "/t"}}
+    info[field] = url
+    path.write_text(json.dumps(info))
+    with pytest.raises(CredentialError) as info_error:
+        gcp_credentials(GcpExternalAccount(type="external_account", config_file=str(path)))
+    assert str(info_error.value) == (
+        f"{path}: {field} must be https:// (plain http only to a loopback host: 127.0.0.0/8, ::1, localhost)")
+
+
+def test_external_account_config_file_allows_http_to_loopback(tmp_path: Path) -> None:
+    """A local token server (http to 127.0.0.1) is accepted from a config_file, as in tests."""
+    path = tmp_path / "wif.json"
+    path.write_text(json.dumps({"type": "external_account", "audience": AUDIENCE, "subject_token_type": "urn:x",
+                                "token_url": "http://127.0.0.1:9/v1/token", "credential_source": {"file": "/t"}}))
+    credentials = gcp_credentials(GcpExternalAccount(type="external_account", config_file=str(path)))
+    assert credentials.token is None
 
 
 def test_workload_identity_without_tenant_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:

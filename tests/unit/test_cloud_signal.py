@@ -15,6 +15,7 @@ from probes.cloud_signal import (
     format_value,
     judge,
     judge_series,
+    short_message,
     stale_reason,
     with_retries,
 )
@@ -92,6 +93,20 @@ def test_missing_series_fail_as_stale_and_are_counted() -> None:
     assert not ok
     assert reason == "no data for 300s (stale) (1 of 2 series, b)"
     assert details["failed"] == 1
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("  denied\n  second line", "denied"),
+    ({"detail": "nested"}, "{'detail': 'nested'}"),
+    (["a", "b"], "['a', 'b']"),
+    (403, "403"),
+    (None, ""),
+    ("", ""),
+    ("x" * 200, "x" * 159 + "…"),
+])
+def test_short_message_accepts_any_value(raw: object, expected: str) -> None:
+    """A server message that is not a string (nested JSON, a number, null) is shown, never raised on."""
+    assert short_message(raw) == expected
 
 
 class Flaky:
