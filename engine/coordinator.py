@@ -107,6 +107,39 @@ class Coordinator:
                 await engine.notify("quorum", message, None, {"fresh": fresh, "voters": len(voters)})
             self.quorum_ok = ok
 
+    async def sync_dns(self, rt: ServiceRuntime, now: float) -> None:
+        """Believe the epoch written beside the DNS records: it is the truth about who moved last."""
+        if rt.config.dns is None or (rt.operation is not None and rt.operation.state is OpState.RUNNING):
+            return
+        from actions.dns.errors import DnsError
+        from actions.dns.provider import build_provider
+
+        provider = build_provider(rt.config.dns, rt.name)
+        try:
+            state = await provider.read()
+        except DnsError as exc:
+            log.warning("dns read failed", service=rt.name, error=str(exc))
+            return
+        finally:
+            await provider.aclose()
+        number, site = state.epoch.number, state.site
+        rt.dns_state = state.describe()
+        if number > rt.state.epoch and site in rt.config.sites:
+            await self.engine.set_state(rt, ServiceState(site, number, rt.state.paused, rt.state.last_move_at), now,
+                                        f"{rt.name} is active in {site} at epoch {number} (read from DNS)")
+        elif number < rt.state.epoch:
+            log.warning("dns epoch behind the journal", service=rt.name, dns=number, journal=rt.state.epoch)
+
+    async def dns_sync_loop(self, every: float = 30.0) -> None:
+        while True:
+            for rt in self.engine.services.values():
+                try:
+                    async with asyncio.timeout(every):
+                        await self.sync_dns(rt, self.engine.clock.now())
+                except TimeoutError:
+                    log.warning("dns sync timed out", service=rt.name)
+            await asyncio.sleep(every)
+
     # -- operations ------------------------------------------------------------------------------
     async def start_operation(self, rt: ServiceRuntime, decision: ClusterDecision, now: float, *, trigger: str,
                               actor: str | None = None, reason: str | None = None) -> Operation:
@@ -165,7 +198,8 @@ class Coordinator:
                                    f"{op.service} is active in {op.target} at epoch {op.epoch_to} ({op.id})")
             rt.operation = None
         elif op.state is OpState.STOOD_DOWN:
-            rt.operation = None  # the winner's verdict (higher epoch) will be adopted
+            rt.operation = None
+            await self.sync_dns(rt, now)  # adopt the winner's epoch at once
         # HALTED: keep it in place: one runbook per service until an operator retries or aborts
 
     async def close(self) -> None:

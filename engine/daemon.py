@@ -76,6 +76,7 @@ class ServiceRuntime:
     signals: dict[str, list[SignalRuntime]] = field(default_factory=dict)
     lag_s: float | None = None  # last known replication lag (kept when the primary is unreachable)
     operation: Operation | None = None  # the runbook in flight (or halted) for this service
+    dns_state: str | None = None  # the last DNS read, described
 
     shared: dict[str, SignalRuntime] = field(default_factory=dict)  # scope: shared dependencies
 
@@ -150,8 +151,13 @@ class Engine:
         gc.collect()
         gc.freeze()
         await self.coordinator.resume_open()
+        for rt in self.services.values():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await self.coordinator.sync_dns(rt, self.clock.now())
         self._tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
-                       asyncio.create_task(self._tick_loop(), name="tick")]
+                       asyncio.create_task(self._tick_loop(), name="tick"),
+                       asyncio.create_task(self.coordinator.dns_sync_loop(), name="dns-sync")]
         log.info("engine started", instance=cfg.instance.id, site=cfg.instance.site,
                  signals=len(self.signals), api=self.api_url)
 
@@ -207,7 +213,7 @@ class Engine:
         self._stopped.set()
         self.scheduler.stop()
         for task in self._tasks:
-            if task.get_name() == "tick":
+            if task.get_name() != "scheduler":
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.coordinator.close()
@@ -371,6 +377,7 @@ class Engine:
                 "paused": rt.state.paused,
                 "last_move_at": rt.state.last_move_at,
                 "lag_s": rt.lag_s,
+                "dns": rt.dns_state,
                 "decision": None if rt.decision is None else {
                     "verdict": str(rt.decision.verdict), "message": rt.decision.message,
                     "target": rt.decision.target, "executor": rt.decision.executor, "since": rt.decided_at},

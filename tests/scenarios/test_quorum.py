@@ -1,0 +1,170 @@
+"""Two engines and a witness as real processes, real BIND, faults from proxies: deciding together.
+
+Timings: probes every 300 ms (timeout 200 ms), 3 failures to go down, verdicts every 200 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import Cluster
+
+pytestmark = pytest.mark.slow
+
+
+def active(service_status: dict) -> str:  # type: ignore[type-arg]
+    return str(service_status["services"]["shop"]["active"])
+
+
+def site_health(status: dict, site: str) -> str:  # type: ignore[type-arg]
+    return str(status["services"]["shop"]["sites"][site]["health"])
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = await Cluster(tmp_path).start()
+    try:
+        for vid in c.voters:
+            await c.wait_for(vid, lambda s: site_health(s, "gcp") == "up" and site_health(s, "azure") == "up",
+                             what="both sites up")
+        yield c
+    finally:
+        await c.stop()
+
+
+async def all_done(c: Cluster, vid: str = "engine-azure") -> list[dict]:  # type: ignore[type-arg]
+    ops = await c.operations(vid)
+    return [o for o in ops if o["state"] == "done"]
+
+
+@pytest.mark.parametrize("mode", ["reset", "blackhole"])
+async def test_primary_dies_fails_over_once(cluster: Cluster, mode: str) -> None:
+    """The gcp site stops answering (RST or black hole): azure's engine moves DNS once, verified."""
+    for vid in cluster.voters:
+        await cluster.cut(vid, "gcp", mode)
+    status = await cluster.wait_for("engine-azure", lambda s: active(s) == "azure", what="failover to azure")
+    assert status["services"]["shop"]["epoch"] == 2
+    assert cluster.dns_site() == "azure"
+    assert "epoch=2 site=azure" in cluster.dns_epoch()
+    done = await all_done(cluster)
+    assert len(done) == 1
+    op = done[0]
+    assert op["steps"]["shift_dns"]["data"]["changed"] is True
+    assert op["steps"]["verify_dns"]["state"] == "done"
+    assert re.match(r"failover shop gcp -> azure: [23] of 3 voters see gcp down \(need 2\), [23] see azure up; "
+                    r"this instance acts$", op["evidence"]["decision"])
+    # the others learn the new epoch from the verdicts and never act themselves
+    for vid in ("engine-gcp", "witness"):
+        await cluster.wait_for(vid, lambda s: active(s) == "azure", what="adopted epoch")
+        assert await cluster.operations(vid) == []
+
+
+async def test_flapping_primary_does_not_move(cluster: Cluster) -> None:
+    """Failures that never reach three in a row (two bad, one good, repeated) move nothing."""
+    for _ in range(6):
+        for vid in cluster.voters:
+            await cluster.cut(vid, "gcp", "reset")
+        await asyncio.sleep(0.45)  # about one or two probes fail
+        await cluster.heal()
+        await asyncio.sleep(0.35)
+    await asyncio.sleep(1.0)
+    for vid in cluster.voters:
+        assert active(await cluster.status(vid)) == "gcp"
+        assert await cluster.operations(vid) == []
+    assert cluster.dns_site() == "gcp"
+
+
+async def test_link_between_engines_cut_changes_nothing(cluster: Cluster) -> None:
+    """The engines cannot reach each other but the witness sees both: nobody acts."""
+    await cluster.cut("engine-gcp", "engine-azure")
+    await cluster.cut("engine-azure", "engine-gcp")
+    await asyncio.sleep(3.0)
+    for vid in cluster.voters:
+        status = await cluster.status(vid)
+        assert active(status) == "gcp"
+        assert status["services"]["shop"]["decision"]["verdict"] == "hold"
+    assert cluster.dns_site() == "gcp"
+
+
+async def test_isolated_primary_cloud_fails_over_without_it(cluster: Cluster) -> None:
+    """gcp's site and engine are cut off: azure's engine and the witness fail over; the isolated engine holds."""
+    await cluster.isolate("gcp")
+    await cluster.wait_for("engine-azure", lambda s: active(s) == "azure", what="failover")
+    assert cluster.dns_site() == "azure"
+    status = await cluster.status("engine-gcp")
+    decision = status["services"]["shop"]["decision"]
+    assert active(status) == "gcp"  # it cannot learn the new epoch while cut off
+    assert decision["verdict"] in ("hold", "page")
+    assert await cluster.operations("engine-gcp") == []
+    await cluster.heal()
+    await cluster.wait_for("engine-gcp", lambda s: active(s) == "azure", what="engine-gcp adopts epoch 2")
+
+
+async def test_executor_paused_past_its_turn_does_not_act_on_stale_state(tmp_path: Path) -> None:
+    """azure's engine is frozen (SIGSTOP); gcp's engine acts as the fallback; on waking azure's stands down."""
+    c = await Cluster(tmp_path).start()
+    try:
+        for vid in c.voters:
+            await c.wait_for(vid, lambda s: site_health(s, "azure") == "up" and site_health(s, "gcp") == "up")
+        c.signal("engine-azure", signal.SIGSTOP)
+        for vid in c.voters:
+            await c.cut(vid, "gcp", "reset")
+        await c.wait_for("engine-gcp", lambda s: active(s) == "azure", what="fallback executor acts")
+        assert len(await all_done(c, "engine-gcp")) == 1
+        c.signal("engine-azure", signal.SIGCONT)
+        await c.wait_for("engine-azure", lambda s: active(s) == "azure", what="woken engine adopts the epoch")
+        await asyncio.sleep(1.0)
+        assert [o for o in await c.operations("engine-azure") if o["state"] == "done"] == []
+        assert "epoch=2 site=azure" in c.dns_epoch()
+    finally:
+        await c.stop()
+
+
+async def test_both_engines_racing_change_dns_once(tmp_path: Path) -> None:
+    """Both engines believe they are the executor (a bad config): exactly one DNS change, the other stands down."""
+    c = await Cluster(tmp_path, executors={"engine-gcp": ["engine-gcp", "engine-azure"],
+                                          "engine-azure": ["engine-azure", "engine-gcp"]}).start()
+    try:
+        for vid in c.voters:
+            await c.wait_for(vid, lambda s: site_health(s, "azure") == "up" and site_health(s, "gcp") == "up")
+        for vid in c.voters:
+            await c.cut(vid, "gcp", "reset")
+        for vid in ("engine-gcp", "engine-azure"):
+            await c.wait_for(vid, lambda s: active(s) == "azure" and s["services"]["shop"]["operation"] is None,
+                             what="settled on azure")
+        ops = await c.operations("engine-gcp") + await c.operations("engine-azure")
+        changed = [o for o in ops if o["steps"].get("shift_dns", {}).get("data", {}).get("changed")]
+        assert len(changed) == 1
+        assert all(o["state"] in ("done", "stood_down") for o in ops)
+        assert "epoch=2 site=azure" in c.dns_epoch()
+    finally:
+        await c.stop()
+
+
+async def test_kill_9_after_the_dns_write_resumes_without_a_second_change(cluster: Cluster) -> None:
+    """The executor dies after shifting DNS, while verifying; restarted, it verifies and finishes, no second write."""
+    await cluster.cut("engine-azure", "dns", "blackhole")  # reads and writes hang...
+    for vid in cluster.voters:
+        await cluster.cut(vid, "gcp", "reset")
+    await cluster.wait_for("engine-azure", lambda s: (s["services"]["shop"]["operation"] or {}).get("state")
+                           == "running", what="operation started")
+    await cluster.cut("engine-azure", "dns", "pass")  # ...then the shift goes through
+    deadline = asyncio.get_running_loop().time() + 15
+    while cluster.dns_site() != "azure":
+        assert asyncio.get_running_loop().time() < deadline, "no DNS change"
+        await asyncio.sleep(0.01)
+    await cluster.kill("engine-azure")  # kill -9 between the write and the end of verification
+    epoch_text = cluster.dns_epoch()
+    cluster.launch("engine-azure")
+    await cluster.wait_api("engine-azure")
+    status = await cluster.wait_for("engine-azure", lambda s: active(s) == "azure", what="resumed to done")
+    assert status["services"]["shop"]["epoch"] == 2
+    ops = await cluster.operations("engine-azure")
+    assert len(ops) == 1 and ops[0]["state"] == "done"
+    assert cluster.dns_epoch() == epoch_text  # the same write: no second change

@@ -1,0 +1,251 @@
+"""Several engine processes on loopback, wired through fault proxies, for scenario tests.
+
+Topology: two sample sites (``gcp``, ``azure``), a real BIND serving the service's records with the
+epoch TXT beside them, and voters (``engine-gcp``, ``engine-azure``, optionally ``witness``), each a
+real ``python -m engine run`` process with its own journal. Every path a voter uses goes through its
+own :class:`~tests.support.faultproxy.FaultProxy`: voter→site probes, voter→peer verdicts and
+voter→DNS updates and reads (TCP). Verification queries go to BIND directly (UDP, which the proxy does
+not carry). So a test can cut exactly the paths a real partition would: ``isolate("gcp")`` cuts every
+path between the gcp side (its site and its engine) and everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from engine.sample_site import SampleSite
+from tests.support import free_port
+from tests.support.bind import NamedServer, start_named
+from tests.support.faultproxy import FaultProxy
+
+ROOT = Path(__file__).resolve().parents[2]
+PEER_KEY = "scenario-peer-key-0123456789abcdef"
+TARGETS = {"gcp": "192.0.2.10", "azure": "198.51.100.10"}
+RECORDS = (("app", "A", 30, (TARGETS["gcp"],)),
+           ("_failover-epoch.app", "TXT", 30, ('"epoch=1 site=gcp op=initial"',)))
+
+
+@dataclass
+class Voter:
+    id: str
+    site: str
+    role: str
+    port: int
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    site_proxies: dict[str, FaultProxy] = field(default_factory=dict)
+    peer_proxies: dict[str, FaultProxy] = field(default_factory=dict)
+    dns_proxy: FaultProxy | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Cluster:
+    def __init__(self, workdir: Path, *, witness: bool = True, interval: float = 0.3, timeout: float = 0.2,
+                 tick: float = 0.2, executors: dict[str, list[str]] | None = None,
+                 extra_service: Callable[[str], str] | None = None) -> None:
+        self.workdir = workdir
+        self.interval, self.timeout, self.tick = interval, timeout, tick
+        self.voter_specs = [("engine-gcp", "gcp", "engine"), ("engine-azure", "azure", "engine")]
+        if witness:
+            self.voter_specs.append(("witness", "witness", "witness"))
+        self.executors = executors or {}
+        self.extra_service = extra_service
+        self.sites: dict[str, SampleSite] = {}
+        self.voters: dict[str, Voter] = {}
+        self.named: NamedServer | None = None
+        self.proxies: list[FaultProxy] = []
+
+    # -- setup -----------------------------------------------------------------------------------
+    async def _proxy(self, port: int) -> FaultProxy:
+        proxy = await FaultProxy("127.0.0.1", port).start()
+        self.proxies.append(proxy)
+        return proxy
+
+    async def start(self) -> Cluster:
+        self.named = await asyncio.to_thread(start_named, zone="example.test", records=RECORDS)
+        for site in ("gcp", "azure"):
+            self.sites[site] = await SampleSite(site).start()
+        for vid, site, role in self.voter_specs:
+            self.voters[vid] = Voter(vid, site, role, free_port(), self.workdir / f"{vid}.yaml",
+                                     self.workdir / f"{vid}.log")
+        for voter in self.voters.values():
+            for site, sample in self.sites.items():
+                voter.site_proxies[site] = await self._proxy(sample.port)
+            for other in self.voters.values():
+                if other.id != voter.id:
+                    voter.peer_proxies[other.id] = await self._proxy(other.port)
+            voter.dns_proxy = await self._proxy(self.named.port)
+            voter.config.write_text(self._config(voter))
+        for voter in self.voters.values():
+            self.launch(voter.id)
+        for voter in self.voters.values():
+            await self.wait_api(voter.id)
+        return self
+
+    def _config(self, v: Voter) -> str:
+        assert self.named is not None and v.dns_proxy is not None
+        peers = "\n".join(
+            f"  - {{id: {o.id}, site: {o.site}, role: {o.role}, url: 'http://{v.peer_proxies[o.id].address}'}}"
+            for o in self.voters.values() if o.id != v.id)
+        probes = {site: f"[{{type: http, name: health, url: 'http://{v.site_proxies[site].address}/health', "
+                        f"interval: {self.interval}, timeout: {self.timeout}}}]" for site in self.sites}
+        executors = self.executors.get(v.id, [])
+        dns = v.dns_proxy.address
+        extra = self.extra_service(v.id) if self.extra_service else ""
+        return f"""
+instance: {{id: {v.id}, site: {v.site}, role: {v.role}, listen: "127.0.0.1:{v.port}", tick: {self.tick}}}
+peers:
+{peers}
+peering: {{hmac_key: "${{PEER_KEY}}", replay_window: 10s}}
+journal: {{path: "{self.workdir / (v.id + '.db')}"}}
+logging: {{format: json, level: info}}
+services:
+  shop:
+    active: gcp
+    policy: {{failure_threshold: 3, success_threshold: 2, rpo: 30s, cooldown: 10m, executors: {json.dumps(executors)}}}
+    sites:
+      gcp: {{probes: {probes['gcp']}}}
+      azure: {{probes: {probes['azure']}}}
+    dns:
+      provider: {{type: rfc2136, servers: ["{dns}"], zone: example.test, timeout: 1s, attempts: 2, backoff: 50ms,
+                  tsig: {{name: failover-key, algorithm: hmac-sha256, secret: "${{TSIG_SECRET}}"}}}}
+      records: [{{name: app, type: A, ttl: 30s, targets: {{gcp: ["{TARGETS['gcp']}"], azure: ["{TARGETS['azure']}"]}}}}]
+      epoch_record: _failover-epoch.app
+      verify: {{nameservers: ["{self.named.address}"], deadline: 3s, interval: 50ms, query_timeout: 300ms}}
+{extra}
+"""
+
+    def launch(self, vid: str) -> None:
+        voter = self.voters[vid]
+        assert self.named is not None
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PEER_KEY": PEER_KEY, "TSIG_SECRET": self.named.secret}
+        log = voter.log.open("ab")
+        voter.proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "--config", str(voter.config)],
+                                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+
+    async def wait_api(self, vid: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                await self.status(vid)
+                return
+            except (aiohttp.ClientError, OSError):
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"{vid} did not start; log:\n{self.voters[vid].log.read_text()[-3000:]}")
+
+    # -- observing -------------------------------------------------------------------------------
+    async def get(self, vid: str, path: str) -> Any:
+        async with aiohttp.ClientSession() as s, s.get(self.voters[vid].url + path,
+                                                       timeout=aiohttp.ClientTimeout(total=3)) as r:
+            return await r.json()
+
+    async def status(self, vid: str) -> dict[str, Any]:
+        data: dict[str, Any] = await self.get(vid, "/v1/status")
+        return data
+
+    async def wait_for(self, vid: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
+                       what: str = "condition") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                last = await self.status(vid)
+                if predicate(last):
+                    return last
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                pass
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{vid}: {what} not met within {timeout}s; last status: "
+                             f"{json.dumps(last.get('services', last), default=str)[:3000]}")
+
+    def dns_site(self) -> str:
+        assert self.named is not None
+        values = self.named.query("app", "A")
+        return {v: k for k, v in TARGETS.items()}.get(values[0] if values else "", "unknown")
+
+    def dns_epoch(self) -> str:
+        assert self.named is not None
+        return " ".join(self.named.query("_failover-epoch.app", "TXT"))
+
+    async def operations(self, vid: str) -> list[dict[str, Any]]:
+        data: dict[str, Any] = await self.get(vid, "/v1/operations?service=shop")
+        ops: list[dict[str, Any]] = data["operations"]
+        return ops
+
+    # -- faults ----------------------------------------------------------------------------------
+    async def cut(self, viewer: str, target: str, mode: str = "blackhole") -> None:
+        """Cut one path: ``target`` is a site name, a voter id or ``dns``."""
+        v = self.voters[viewer]
+        proxy = v.site_proxies.get(target) or v.peer_proxies.get(target) or (v.dns_proxy if target == "dns" else None)
+        assert proxy is not None, f"no path {viewer} -> {target}"
+        await proxy.set(mode)
+
+    async def heal(self) -> None:
+        for proxy in self.proxies:
+            await proxy.set("pass")
+
+    async def isolate(self, site: str, mode: str = "blackhole") -> None:
+        """Cut everything between ``site`` (its sample site and its engine) and the rest."""
+        inside = {vid for vid, v in self.voters.items() if v.site == site}
+        for vid in self.voters:
+            if vid in inside:
+                for other in self.voters:
+                    if other not in inside and other != vid:
+                        await self.cut(vid, other, mode)
+                for s in self.sites:
+                    if s != site:
+                        await self.cut(vid, s, mode)
+                await self.cut(vid, "dns", mode)
+            else:
+                await self.cut(vid, site, mode)
+                for other in inside:
+                    await self.cut(vid, other, mode)
+
+    def signal(self, vid: str, sig: signal.Signals) -> None:
+        proc = self.voters[vid].proc
+        assert proc is not None
+        proc.send_signal(sig)
+
+    async def kill(self, vid: str) -> None:
+        self.signal(vid, signal.SIGKILL)
+        proc = self.voters[vid].proc
+        assert proc is not None
+        await asyncio.to_thread(proc.wait, 10)
+
+    async def stop(self) -> None:
+        for voter in self.voters.values():
+            if voter.proc is not None and voter.proc.poll() is None:
+                voter.proc.send_signal(signal.SIGCONT)
+                voter.proc.terminate()
+        for voter in self.voters.values():
+            if voter.proc is not None:
+                try:
+                    await asyncio.to_thread(voter.proc.wait, 10)
+                except subprocess.TimeoutExpired:
+                    voter.proc.kill()
+        for proxy in self.proxies:
+            await proxy.stop()
+        for site in self.sites.values():
+            await site.stop()
+        if self.named is not None:
+            await asyncio.to_thread(self.named.stop)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {v.id}\n{v.log.read_text()[-4000:]}" for v in self.voters.values() if v.log.exists())
