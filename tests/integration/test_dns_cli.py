@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import yaml
 
 from engine.cli import main
 from tests.support.bind import NamedServer
+from tests.support.cloudflare_fake import CloudflareFake
 
 pytestmark = pytest.mark.real
 
@@ -70,3 +72,30 @@ def test_show_exit_codes(bind_zone: NamedServer, tmp_path: Path, monkeypatch: py
     assert main(["dns", "show", "--config", write_config(tmp_path, bind_zone, key="stranger"), "shop"]) == 1
     err = capsys.readouterr().err
     assert "DnsAuthError" in err and "'stranger'" in err and bind_zone.secret not in err
+
+
+async def test_show_reports_a_cloudflare_refusal_without_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 400 from Cloudflare's /zones makes `dns show` exit 1 with one clear line naming the zone."""
+    fake = CloudflareFake(token="cf-cli-token")
+    fake.add_zone("example.com")
+    await fake.start()
+    try:
+        dns = {"provider": {"type": "cloudflare", "zone": "example.com", "api_token": "${CF_TOKEN}",
+                            "base_url": fake.base_url, "timeout": "2s", "attempts": 1},
+               "records": [{"name": "app", "type": "A",
+                            "targets": {"gcp": ["192.0.2.10"], "azure": ["198.51.100.10"]}}]}
+        document = {"instance": {"id": "e1", "site": "gcp"},
+                    "services": {"shop": {"active": "gcp", "sites": {"gcp": {}, "azure": {}}, "dns": dns}}}
+        path = tmp_path / "engine.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        monkeypatch.setenv("CF_TOKEN", fake.token)
+        fake.fail(400, method="GET", path_contains="/zones")
+        code = await asyncio.to_thread(main, ["dns", "show", "--config", str(path), "shop"])
+    finally:
+        await fake.stop()
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "dns show shop: DnsRefused: Cloudflare refused the lookup of zone example.com (400 1400: injected 400)"]
+    assert "Traceback" not in err and fake.token not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 from cloudflare import AsyncCloudflare
 
+from actions.dns import cloudflare as cloudflare_provider
 from actions.dns.cloudflare import CloudflareProvider
-from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict, DnsUnavailable
+from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict, DnsError, DnsUnavailable
 from actions.dns.provider import build_provider
 from engine.config.dns import DnsConfig
 from tests.support.cloudflare_fake import CloudflareFake
@@ -74,8 +76,9 @@ def make(providers: list[CloudflareProvider], fake: CloudflareFake, **overrides:
     return provider
 
 
-async def test_read_uses_one_page_per_name(fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
-    """A read finds the zone by name and lists each record by exact name on one page, never auto-paging."""
+async def test_read_lists_each_name_between_two_epoch_reads(
+        fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
+    """A read finds the zone by name, reads the epoch, lists each record by exact name, reads the epoch again."""
     state = await make(providers, fake).read()
     assert [(r.name, r.rtype, r.values, r.ttl) for r in state.records] == [
         ("app.example.com.", "A", ("192.0.2.10",), 60),
@@ -83,8 +86,9 @@ async def test_read_uses_one_page_per_name(fake: CloudflareFake, providers: list
         ("www.example.com.", "CNAME", ("gcp.example.net.",), 60)]
     assert (state.epoch.number, state.epoch.site, state.site) == (1, "gcp", "gcp")
     lists = fake.requests("GET", "/dns_records")
-    assert len(lists) == 4
+    assert len(lists) == 5
     assert all(s.query.get("per_page") == "100" and "name.exact" in s.query for s in lists)
+    assert lists[0].query["name.exact"] == lists[-1].query["name.exact"] == EPOCH
     assert fake.requests("GET", "/zones")[0].query["name"] == ZONE
 
 
@@ -103,6 +107,72 @@ async def test_shift_is_one_batch_that_moves_records_and_epoch(
     assert await provider.read() == after
     back = await provider.shift(after, "gcp", 3)  # the ids returned by the batch are the next token
     assert back.site == "gcp" and fake.values(ZONE, APP) == [("A", "192.0.2.10")]
+
+
+async def test_a_name_with_more_than_one_page_is_read_whole(
+        fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
+    """A name with 150 records is listed page by page (by result_info), not cut at the first 100."""
+    many = [f"198.18.{i // 200}.{i % 200 + 1}" for i in range(150)]
+    for value in many:
+        fake.add_record(ZONE, "many.example.com", "A", value)
+    records = [{"name": "many", "type": "A", "targets": {"gcp": many, "azure": ["198.51.100.77"]}}]
+    state = await make(providers, fake, records=records).read()
+    assert len(state.records[0].values) == 150 and state.site == "gcp"
+    pages = [s.query["page"] for s in fake.requests("GET", "/dns_records")
+             if s.query.get("name.exact") == "many.example.com"]
+    assert pages == ["1", "2"]
+
+
+async def test_read_repeats_when_a_shift_lands_in_the_middle(
+        fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
+    """A shift committed while the records are listed changes the epoch id: the read starts over, never torn."""
+    rival = make(providers, fake)
+    won = await rival.shift(await rival.read(), "azure", 2)
+    fired: list[bool] = []
+
+    def shift_back_during_the_read(request: object) -> None:
+        query = getattr(request, "query", {})
+        if query.get("name.exact") == APP and not fired:
+            fired.append(True)  # a rival's batch, as the fake applies it: records and a new epoch id
+            for name, rtype, value in ((APP, "A", "192.0.2.10"), (API, "AAAA", "2001:db8::10"),
+                                       (WWW, "CNAME", "gcp.example.net")):
+                fake.records[fake.zone_id(ZONE)][fake.record_id(ZONE, name, rtype)]["content"] = value
+            fake.remove_record(ZONE, fake.record_id(ZONE, EPOCH, "TXT"))
+            fake.add_record(ZONE, EPOCH, "TXT", '"epoch=3 site=gcp op=rival"')
+
+    fake.hooks.append(shift_back_during_the_read)
+    state = await make(providers, fake).read()
+    assert fired and won.site == "azure"
+    assert (state.epoch.number, state.site) == (3, "gcp")
+    assert len(fake.requests("GET", "/dns_records")) > 5 + 5  # the rival's shift, then more than one pass
+
+
+async def test_record_changed_by_hand_after_the_read_is_a_conflict(
+        fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
+    """An operator's edit between read and shift (same record id) is not overwritten: Conflict, no batch."""
+    provider = make(providers, fake)
+    state = await provider.read()
+    fake.records[fake.zone_id(ZONE)][fake.record_id(ZONE, APP, "A")]["content"] = "203.0.113.99"
+    before = fake.snapshot(ZONE)
+    with pytest.raises(DnsConflict) as info:
+        await provider.shift(state, "azure", 2)
+    assert info.value.current.records[0].values == ("203.0.113.99",)
+    assert info.value.current.site == "mixed" and info.value.expected == state
+    assert fake.snapshot(ZONE) == before and fake.requests("POST", "/batch") == []
+
+
+async def test_torn_expected_state_is_a_conflict(fake: CloudflareFake,
+                                                 providers: list[CloudflareProvider]) -> None:
+    """Records of one moment with the epoch of another are not the zone: Conflict, nothing written."""
+    first, second = make(providers, fake), make(providers, fake)
+    old = await first.read()
+    await second.shift(await second.read(), "azure", 2)
+    torn = dataclasses.replace(old, epoch=(await first.read()).epoch)  # gcp records, epoch 2 (azure)
+    before = fake.snapshot(ZONE)
+    with pytest.raises(DnsConflict) as info:
+        await first.shift(torn, "gcp", 3)
+    assert info.value.current.site == "azure" and info.value.current.epoch.number == 2
+    assert fake.snapshot(ZONE) == before and len(fake.requests("POST", "/batch")) == 1
 
 
 async def test_record_sets_grow_and_shrink_between_sites(fake: CloudflareFake,
@@ -197,6 +267,85 @@ async def test_lost_batch_reply_is_recognised_as_our_own_write(
     assert len(fake.requests("POST", "/batch")) == 2
 
 
+async def test_lost_reply_without_retries_is_read_back_as_success(
+        fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
+    """With one try, a batch applied whose answer was a 503 is read back once: our op is there, success."""
+    provider = make(providers, fake, provider={"attempts": 1})
+    state = await provider.read()
+    fake.fail(503, method="POST", apply_first=True)
+    after = await provider.shift(state, "azure", 2)
+    assert after.site == "azure" and after.epoch.number == 2
+    assert fake.values(ZONE, EPOCH) == [("TXT", f'"{after.epoch.text}"')]
+    assert len(fake.requests("POST", "/batch")) == 1
+
+
+async def test_caller_retry_after_unavailable_recognises_its_own_write(
+        fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
+    """Batch applied, answer and read-back lost: DnsUnavailable; the caller's retry (same state) succeeds."""
+    provider = make(providers, fake)
+    state = await provider.read()
+    fake.fail(503, method="POST", apply_first=True,
+              then=lambda: fake.fail(503, method="GET", times=100))
+    with pytest.raises(DnsUnavailable, match=r"shift of zone example.com: Cloudflare status 503"):
+        await provider.shift(state, "azure", 2)
+    fake.faults.clear()
+    after = await provider.shift(state, "azure", 2)  # same provider, same expected state and epoch
+    assert after.site == "azure" and after.epoch.number == 2
+    assert len(fake.requests("POST", "/batch")) == 1
+    again = await provider.shift(await provider.read(), "azure", 2)  # it reads its own write: still ours
+    assert again == after and len(fake.requests("POST", "/batch")) == 1
+    rival = make(providers, fake)  # another provider (another executor) with the same plan: it lost
+    with pytest.raises(DnsConflict):
+        await rival.shift(state, "azure", 2)
+
+
+async def test_explicit_op_lets_a_new_provider_recognise_the_write(
+        fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
+    """A caller that passes its operation's op gets success from a fresh provider after a lost answer."""
+    first = make(providers, fake)
+    state = await first.read()
+    fake.fail(503, method="POST", apply_first=True, then=lambda: fake.fail(503, method="GET", times=100))
+    with pytest.raises(DnsUnavailable):
+        await first.shift(state, "azure", 2, op="run-42")
+    fake.faults.clear()
+    after = await make(providers, fake).shift(state, "azure", 2, op="run-42")
+    assert after.epoch.op == "run-42" and after.site == "azure"
+    with pytest.raises(DnsConflict):
+        await make(providers, fake).shift(state, "azure", 2, op="run-43")
+
+
+async def test_retry_after_longer_than_the_budget_is_unavailable_at_once(
+        fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
+    """A 429 asking for 30 s is not slept on: DnsUnavailable names the wait; nothing changes."""
+    provider = make(providers, fake, provider={"attempts": 3})
+    state = await provider.read()
+    before = fake.snapshot(ZONE)
+    fake.fail(429, method="POST", retry_after=30)
+    started = time.monotonic()
+    with pytest.raises(DnsUnavailable, match=r"rate limit \(429\) asks to retry after 30s, longer than the 8s"):
+        await provider.shift(state, "azure", 2)
+    assert time.monotonic() - started < 2.0
+    assert fake.snapshot(ZONE) == before and len(fake.requests("POST", "/batch")) == 1
+
+
+async def test_refusal_of_the_zone_lookup_is_a_dns_error(fake: CloudflareFake,
+                                                         providers: list[CloudflareProvider]) -> None:
+    """A 400 from /zones is a DnsError naming the zone and Cloudflare's error, not a stray exception."""
+    fake.fail(400, method="GET", path_contains="/zones")
+    with pytest.raises(DnsError, match=r"Cloudflare refused the lookup of zone example.com \(400 1400"):
+        await make(providers, fake).read()
+
+
+async def test_new_epoch_must_be_exactly_one_more(fake: CloudflareFake,
+                                                  providers: list[CloudflareProvider]) -> None:
+    """Skipping an epoch is a caller error, raised before anything is sent."""
+    provider = make(providers, fake)
+    state = await provider.read()
+    with pytest.raises(ValueError, match=r"must be exactly one more than the epoch read \(1\)"):
+        await provider.shift(state, "azure", 3)
+    assert fake.requests("POST", "/batch") == []
+
+
 async def test_success_false_is_not_taken_for_success(fake: CloudflareFake,
                                                       providers: list[CloudflareProvider]) -> None:
     """HTTP 200 with success: false (the SDK returns None) is an error on read and on shift."""
@@ -215,10 +364,15 @@ async def test_success_false_is_not_taken_for_success(fake: CloudflareFake,
 async def test_bad_token_is_an_auth_error_without_the_token(fake: CloudflareFake,
                                                             providers: list[CloudflareProvider]) -> None:
     """A 401 or 403 becomes DnsAuthError naming the zone; the token is in no message or repr."""
+    state = await make(providers, fake).read()
+    before = fake.snapshot(ZONE)
     wrong = make(providers, fake, provider={"api_token": "not-the-token-456"})
     with pytest.raises(DnsAuthError, match=r"refused the API token for zone example.com \(401\)") as info:
         await wrong.read()
     assert "not-the-token-456" not in str(info.value) and "not-the-token-456" not in repr(wrong)
+    with pytest.raises(DnsAuthError):
+        await wrong.shift(state, "azure", 2)
+    assert fake.snapshot(ZONE) == before
     fake.forbidden_tokens.add("read-only-789")
     limited = make(providers, fake, provider={"api_token": "read-only-789"})
     with pytest.raises(DnsAuthError, match=r"\(403\)"):
@@ -227,7 +381,8 @@ async def test_bad_token_is_an_auth_error_without_the_token(fake: CloudflareFake
 
 async def test_unknown_zone_missing_record_and_cname_are_config_errors(
         fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
-    """Unknown zone, a missing record and a CNAME where A was expected are DnsConfigErrors."""
+    """Unknown zone, a missing record and a CNAME where A was expected are DnsConfigErrors; nothing changes."""
+    before = fake.snapshot(ZONE)
     with pytest.raises(DnsConfigError, match=r"unknown zone: Cloudflare has no zone nothing.example"):
         await make(providers, fake, provider={"zone": "nothing.example"}).read()
     missing = [{"name": "gone", "type": "A", "targets": {"gcp": ["192.0.2.1"], "azure": ["192.0.2.2"]}}]
@@ -236,6 +391,7 @@ async def test_unknown_zone_missing_record_and_cname_are_config_errors(
     alias = [{"name": "alias", "type": "A", "targets": {"gcp": ["192.0.2.1"], "azure": ["192.0.2.2"]}}]
     with pytest.raises(DnsConfigError, match=r"alias.example.com is a CNAME .* expected A"):
         await make(providers, fake, records=alias).read()
+    assert fake.snapshot(ZONE) == before and fake.requests("POST", "/batch") == []
 
 
 async def test_hanging_api_times_out_and_changes_nothing(fake: CloudflareFake,
@@ -250,6 +406,26 @@ async def test_hanging_api_times_out_and_changes_nothing(fake: CloudflareFake,
         await provider.shift(state, "azure", 2)
     assert time.monotonic() - started < 2.0
     assert fake.snapshot(ZONE) == before
+
+
+async def test_environment_cannot_override_the_default_url(
+        fake: CloudflareFake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no base_url configured the provider uses DEFAULT_BASE_URL, never CLOUDFLARE_BASE_URL."""
+    official = CloudflareFake(token=fake.token)  # stands in for api.cloudflare.com
+    official.add_zone(ZONE)
+    for name, rtype, value in ((APP, "A", "192.0.2.10"), (API, "AAAA", "2001:db8::10"),
+                               (WWW, "CNAME", "gcp.example.net"), (EPOCH, "TXT", '"epoch=7 site=gcp"')):
+        official.add_record(ZONE, name, rtype, value)
+    await official.start()
+    monkeypatch.setattr(cloudflare_provider, "DEFAULT_BASE_URL", official.base_url)
+    monkeypatch.setenv("CLOUDFLARE_BASE_URL", fake.base_url)
+    provider = CloudflareProvider(config(fake, provider={"base_url": None}), "app")
+    try:
+        state = await provider.read()
+    finally:
+        await provider.aclose()
+        await official.stop()
+    assert state.epoch.number == 7 and fake.seen == [] and official.seen
 
 
 async def test_environment_cannot_override_the_config(

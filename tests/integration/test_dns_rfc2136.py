@@ -6,13 +6,14 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict, DnsUnavailable
+from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict, DnsError, DnsUnavailable
 from actions.dns.rfc2136 import Rfc2136Provider
-from tests.support.bind import NamedServer, dns_config_for, start_named
+from actions.dns.state import DnsState, Epoch, RecordState
+from tests.support.bind import NamedServer, dns_config_for, free_udp_tcp_port, start_named
 
 pytestmark = pytest.mark.real
 
@@ -21,6 +22,32 @@ AZURE = {"app/A": ["198.51.100.10"], "api/AAAA": ["2001:db8:1::10"], "web/CNAME"
 
 def provider(server: NamedServer, **overrides: object) -> Rfc2136Provider:
     return Rfc2136Provider(dns_config_for(server, **overrides), "app")
+
+
+def opcode_is_update(wire: bytes) -> bool:
+    return len(wire) > 2 and (wire[2] >> 3) & 0x0F == 5
+
+
+@contextlib.asynccontextmanager
+async def reply_proxy(upstream: NamedServer, deliver: Callable[[bytes], bool]) -> AsyncIterator[str]:
+    """A TCP proxy to ``upstream`` that forwards every request but returns a reply only if ``deliver(request)``."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(upstream.host, upstream.port)
+        try:
+            size = await reader.readexactly(2)
+            request = await reader.readexactly(int.from_bytes(size, "big"))
+            upstream_writer.write(size + request)
+            reply_size = await upstream_reader.readexactly(2)
+            reply = await upstream_reader.readexactly(int.from_bytes(reply_size, "big"))
+            if deliver(request):
+                writer.write(reply_size + reply)
+                await writer.drain()
+        finally:
+            upstream_writer.close()
+            writer.close()
+
+    async with tcp_server(handle) as address:
+        yield address
 
 
 async def test_read_returns_records_epoch_and_site(bind_zone: NamedServer) -> None:
@@ -110,13 +137,15 @@ async def test_first_shift_creates_the_epoch_record_once(bind_zone: NamedServer)
     bind_zone.remove("_failover-epoch.fresh")
 
 
-async def test_epoch_that_does_not_grow_is_a_caller_error(bind_zone: NamedServer) -> None:
+async def test_epoch_that_is_not_the_next_one_is_a_caller_error(bind_zone: NamedServer) -> None:
     """Asking for a new epoch that is not above the one read raises ValueError before anything is sent."""
     dns_provider = provider(bind_zone)
     state = await dns_provider.read()
     before = bind_zone.snapshot()
-    with pytest.raises(ValueError, match=r"must be greater"):
+    with pytest.raises(ValueError, match=r"must be exactly one more than the epoch read \(1\)"):
         await dns_provider.shift(state, "azure", 1)
+    with pytest.raises(ValueError, match=r"must be exactly one more"):
+        await dns_provider.shift(state, "azure", 3)
     assert bind_zone.snapshot() == before
 
 
@@ -135,10 +164,15 @@ async def test_wrong_tsig_secret_is_an_auth_error_naming_key_and_zone(bind_zone:
 
 
 async def test_unknown_key_name_is_an_auth_error(bind_zone: NamedServer) -> None:
-    """A key name the server does not know gives DnsAuthError on the read already."""
+    """A key name the server does not know gives DnsAuthError on the read and the shift; nothing changes."""
+    state = await provider(bind_zone).read()
+    before = bind_zone.snapshot()
     bad = provider(bind_zone, provider={"tsig": {"name": "nobody", "secret": bind_zone.secret}})
     with pytest.raises(DnsAuthError, match=r"'nobody'"):
         await bad.read()
+    with pytest.raises(DnsAuthError, match=rf"{bind_zone.address} rejected TSIG key 'nobody'"):
+        await bad.shift(state, "azure", 2)
+    assert bind_zone.snapshot() == before
 
 
 async def test_unknown_zone_is_a_config_error(bind_zone: NamedServer) -> None:
@@ -171,8 +205,10 @@ async def test_cname_where_a_was_expected_is_a_config_error(bind_zone: NamedServ
 async def test_unreadable_epoch_record_is_a_config_error(bind_zone: NamedServer) -> None:
     """An epoch TXT that does not say 'epoch=N' is refused rather than guessed."""
     bind_zone.write((("_failover-epoch.app", "TXT", 60, ('"hello"',)),))
+    before = bind_zone.snapshot()
     with pytest.raises(DnsConfigError, match=r"not 'epoch=N site=S'"):
         await provider(bind_zone).read()
+    assert bind_zone.snapshot() == before and before["_failover-epoch.app/TXT"] == ['"hello"']
 
 
 @contextlib.asynccontextmanager
@@ -245,3 +281,145 @@ async def test_other_tsig_algorithms_work(algorithm: str) -> None:
         assert after.site == "azure" and server.query("app", "A") == ["198.51.100.10"]
     finally:
         server.stop()
+
+
+async def test_lost_update_replies_are_read_back_as_success(bind_zone: NamedServer) -> None:
+    """Every reply to the update is lost (it was applied): after the retries one read-back finds our op."""
+    state = await provider(bind_zone).read()
+    async with reply_proxy(bind_zone, lambda request: not opcode_is_update(request)) as address:
+        after = await provider(bind_zone, provider={"servers": [address]}).shift(state, "azure", 2)
+    assert after.site == "azure" and after.epoch.number == 2
+    assert bind_zone.query("_failover-epoch.app", "TXT") == [f'"{after.epoch.text}"']
+
+
+async def test_caller_retry_after_unavailable_recognises_its_own_write(bind_zone: NamedServer) -> None:
+    """All replies lost: DnsUnavailable although applied; the caller's retry of the same shift succeeds."""
+    state = await provider(bind_zone).read()
+    delivering = False
+    async with reply_proxy(bind_zone, lambda _request: delivering) as address:
+        flaky = provider(bind_zone, provider={"servers": [address]})
+        with pytest.raises(DnsUnavailable, match=rf"update of zone example.test at {address}: no answer"):
+            await flaky.shift(state, "azure", 2)
+        assert bind_zone.query("app", "A") == ["198.51.100.10"]  # it was applied
+        delivering = True
+        after = await flaky.shift(state, "azure", 2)  # same provider, same expected state and epoch
+    assert after.site == "azure" and after.epoch.number == 2
+    assert after.epoch.op == (await provider(bind_zone).read()).epoch.op
+    with pytest.raises(DnsConflict):  # a different executor with the same plan did not write it
+        await provider(bind_zone).shift(state, "azure", 2)
+
+
+async def test_explicit_op_and_already_applied_state_are_success(bind_zone: NamedServer) -> None:
+    """A caller's op makes a new provider recognise the write; shifting from a read showing it is a no-op."""
+    state = await provider(bind_zone).read()
+    async with reply_proxy(bind_zone, lambda _request: False) as address:
+        with pytest.raises(DnsUnavailable):
+            await provider(bind_zone, provider={"servers": [address]}).shift(state, "azure", 2, op="run-7")
+    fresh = provider(bind_zone)
+    after = await fresh.shift(state, "azure", 2, op="run-7")
+    assert after.epoch.op == "run-7" and after.site == "azure"
+    current = await fresh.read()
+    before = bind_zone.snapshot()
+    assert await fresh.shift(current, "azure", 2, op="run-7") == current  # already in place: success
+    assert bind_zone.snapshot() == before
+    with pytest.raises(ValueError, match=r"exactly one more"):  # someone else's epoch 2 is not ours
+        await fresh.shift(current, "azure", 2, op="run-8")
+
+
+@pytest.fixture(scope="module")
+def secondary(bind_server: NamedServer) -> AsyncIterator[NamedServer]:
+    """A secondary of the module's primary (zone transferred at start, same key): it refuses updates."""
+    server = start_named(port=free_udp_tcp_port(("127.0.0.1",)), primary=bind_server, secret=bind_server.secret)
+    try:
+        yield server  # type: ignore[misc]
+    finally:
+        server.stop()
+
+
+async def test_updates_go_only_to_the_primary(bind_zone: NamedServer, secondary: NamedServer) -> None:
+    """With the primary silent, the update is not retried at the secondary: DnsUnavailable names the primary."""
+    state = await provider(bind_zone).read()
+    before = bind_zone.snapshot()
+    async with reply_proxy(bind_zone, opcode_is_update) as silent_primary:  # reads lost, updates answered
+        pass
+    # the proxy is closed now: connections to it are refused, like a primary that is down
+    dns_provider = provider(bind_zone, provider={"servers": [silent_primary, secondary.address], "attempts": 3})
+    with pytest.raises(DnsUnavailable) as info:
+        await dns_provider.shift(state, "azure", 2)
+    message = str(info.value)
+    assert silent_primary in message and secondary.address not in message
+    assert bind_zone.snapshot() == before
+
+
+async def test_reads_fall_back_to_a_secondary_only_when_the_primary_is_down(
+        bind_zone: NamedServer, secondary: NamedServer) -> None:
+    """A read goes to the primary; with the primary unreachable the next server (one try) answers it."""
+    async with reply_proxy(bind_zone, lambda _request: True) as down:
+        pass
+    state = await provider(bind_zone, provider={"servers": [down, secondary.address]}).read()
+    assert list(state.records[0].values) == secondary.query("app", "A")  # the secondary's (maybe stale) copy
+    assert state.epoch.text is not None and [f'"{state.epoch.text}"'] == secondary.query("_failover-epoch.app", "TXT")
+    dead = f"127.0.0.1:{free_udp_tcp_port(('127.0.0.1',))}"
+    with pytest.raises(DnsUnavailable, match=rf"no server could be read: {down}: .*; {dead}: .*no answer after 1 try"):
+        await provider(bind_zone, provider={"servers": [down, dead]}).read()
+
+
+async def test_errors_name_the_server_that_answered(bind_zone: NamedServer, secondary: NamedServer) -> None:
+    """A refusal is reported with the address of the server that refused, not the first configured one."""
+    async with reply_proxy(bind_zone, lambda _request: True) as down:
+        pass
+    other_zone = provider(bind_zone, provider={"servers": [down, bind_zone.address], "zone": "other.test"},
+                          epoch_record=None)
+    with pytest.raises(DnsUnavailable, match=rf"{bind_zone.address} does not serve zone other.test"):
+        await other_zone.read()
+
+
+async def test_update_refused_is_an_auth_error(bind_zone: NamedServer) -> None:
+    """A server that refuses updates for this key answers REFUSED: DnsAuthError naming server, key and zone."""
+    frozen = start_named(allow_update=False)
+    try:
+        dns_provider = provider(frozen)
+        state = await dns_provider.read()
+        before = frozen.snapshot()
+        with pytest.raises(DnsAuthError, match=rf"{frozen.address} refused the update signed with TSIG key "
+                                               r"'failover-key' \(hmac-sha256\) for zone example.test \(REFUSED\)"):
+            await dns_provider.shift(state, "azure", 2)
+        assert frozen.snapshot() == before
+    finally:
+        frozen.stop()
+
+
+async def test_update_notauth_is_an_auth_error(bind_zone: NamedServer) -> None:
+    """An update for a zone the server is not authoritative for (NOTAUTH) is a DnsAuthError; nothing changes."""
+    records = [{"name": "app", "type": "A", "targets": {"gcp": ["192.0.2.10"], "azure": ["198.51.100.10"]}}]
+    dns_provider = provider(bind_zone, provider={"zone": "other.test"}, records=records, epoch_record=None)
+    expected = DnsState("other.test", (RecordState("app.other.test.", "A", 60, ("192.0.2.10",), "gcp"),),
+                        Epoch(1, "gcp", None, "epoch=1 site=gcp"), "_failover-epoch.app.other.test.")
+    before = bind_zone.snapshot()
+    with pytest.raises(DnsAuthError, match=r"\((NOTAUTH|REFUSED)\)"):
+        await dns_provider.shift(expected, "azure", 2)
+    assert bind_zone.snapshot() == before
+
+
+async def test_backoff_doubles_and_is_capped(bind_zone: NamedServer) -> None:
+    """Retries wait backoff, then twice that, and so on, never more than 2 s; the last try is not followed by a wait."""
+    pauses: list[float] = []
+
+    async def record(seconds: float) -> None:
+        pauses.append(seconds)
+
+    state = await provider(bind_zone).read()
+    down = f"127.0.0.1:{free_udp_tcp_port(('127.0.0.1',))}"
+    config = dns_config_for(bind_zone, provider={"servers": [down], "attempts": 6, "backoff": "500ms"})
+    with pytest.raises(DnsUnavailable, match=r"no answer after 6 tries \(connect refused by"):
+        await Rfc2136Provider(config, "app", sleep=record).shift(state, "azure", 2)
+    assert pauses == [0.5, 1.0, 2.0, 2.0, 2.0]  # the one read-back after it is a single try: no pause
+
+
+async def test_tsig_secret_is_in_no_repr_of_the_provider(bind_zone: NamedServer) -> None:
+    """Neither the provider nor any of its attributes shows the TSIG secret when printed."""
+    dns_provider = provider(bind_zone)
+    await dns_provider.read()
+    assert bind_zone.secret not in repr(dns_provider) and bind_zone.secret not in repr(vars(dns_provider))
+    assert bind_zone.secret not in repr(bind_zone)
+    assert isinstance(DnsError("x"), Exception)

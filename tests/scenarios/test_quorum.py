@@ -168,3 +168,84 @@ async def test_kill_9_after_the_dns_write_resumes_without_a_second_change(cluste
     ops = await cluster.operations("engine-azure")
     assert len(ops) == 1 and ops[0]["state"] == "done"
     assert cluster.dns_epoch() == epoch_text  # the same write: no second change
+
+
+async def test_dns_provider_briefly_down_is_retried_and_the_runbook_goes_on(cluster: Cluster) -> None:
+    """The DNS server refuses the executor for a moment: bounded retries carry the runbook through."""
+    await cluster.cut("engine-azure", "dns", "refuse")
+    for vid in cluster.voters:
+        await cluster.cut(vid, "gcp", "reset")
+    await cluster.wait_for("engine-azure", lambda s: (s["services"]["shop"]["operation"] or {}).get("state")
+                           == "running", what="operation started")
+    await asyncio.sleep(0.8)
+    await cluster.cut("engine-azure", "dns", "pass")
+    await cluster.wait_for("engine-azure", lambda s: active(s) == "azure", what="failover completed")
+    op = (await all_done(cluster))[0]
+    assert op["steps"]["precheck"]["attempts"] >= 2
+    assert cluster.dns_site() == "azure"
+
+
+async def test_dns_provider_down_halts_with_an_alert(cluster: Cluster) -> None:
+    """DNS stays down: the runbook halts at a step with a sentence, alerts, and changes nothing."""
+    await cluster.cut("engine-azure", "dns", "refuse")
+    for vid in cluster.voters:
+        await cluster.cut(vid, "gcp", "reset")
+    status = await cluster.wait_for("engine-azure", lambda s: (s["services"]["shop"]["operation"] or {}).get("state")
+                                    == "halted", timeout=30, what="halted")
+    message = status["services"]["shop"]["operation"]["message"]
+    assert message.startswith("failover of shop stuck at precheck: ")
+    events = await cluster.get("engine-azure", "/v1/events?kind=alert")
+    assert [e["message"] for e in events["events"]] == [message]
+    assert cluster.dns_site() == "gcp"
+    # one runbook per service: nothing new starts while this one is halted
+    await asyncio.sleep(1.0)
+    assert len(await cluster.operations("engine-azure")) == 1
+
+
+async def test_webhooks_tell_the_story(tmp_path: Path) -> None:
+    """Generic JSON and Slack-style webhooks receive the decision, each runbook step, and survive a 500."""
+    from aiohttp import web
+
+    received: dict[str, list[dict]] = {"json": [], "slack": []}  # type: ignore[type-arg]
+    failed_once = {"json": False}
+
+    async def hook(request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        if kind == "json" and not failed_once["json"]:
+            failed_once["json"] = True
+            return web.Response(status=500)  # the first delivery fails: it must be retried
+        received[kind].append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook/{kind}", hook)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    from tests.support import free_port
+
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    c = Cluster(tmp_path, webhooks=[(f"http://127.0.0.1:{port}/hook/json", "json"),
+                                    (f"http://127.0.0.1:{port}/hook/slack", "slack")])
+    await c.start()
+    try:
+        for vid in c.voters:
+            await c.wait_for(vid, lambda s: site_health(s, "azure") == "up" and site_health(s, "gcp") == "up")
+        for vid in c.voters:
+            await c.cut(vid, "gcp", "reset")
+        await c.wait_for("engine-azure", lambda s: active(s) == "azure", what="failover")
+        await asyncio.sleep(1.0)
+        notes = [n for n in received["json"] if n["instance"] == "engine-azure"]
+        kinds = [n["kind"] for n in notes]
+        assert "decision" in kinds and kinds.count("runbook") >= 8
+        started = next(n for n in notes if n["kind"] == "decision")
+        assert started["service"] == "shop" and started["message"].startswith("failover of shop gcp -> azure started")
+        assert started["data"]["evidence"]["majority"] == 2
+        assert any(n["message"] == "failover of shop to azure done" for n in notes)
+        slack = [n["text"] for n in received["slack"]]
+        assert any(t.startswith(":gear: failover-engine engine-azure: [shop] failover of shop gcp -> azure started")
+                   for t in slack)
+        assert failed_once["json"]
+    finally:
+        await c.stop()
+        await runner.cleanup()

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +67,12 @@ class NamedServer:
     zone: str
     key_name: str
     algorithm: str
-    secret: str
+    secret: str = field(repr=False)
     process: subprocess.Popen[bytes]
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def keyring(self) -> dict[dns.name.Name, dns.tsig.Key]:
         return dns.tsigkeyring.from_text({f"{self.key_name}.": (self.algorithm, self.secret)})
@@ -111,6 +111,16 @@ class NamedServer:
         if response.rcode() != dns.rcode.NOERROR:
             raise RuntimeError(f"removing {names} failed: {dns.rcode.to_text(response.rcode())}")
 
+    def delete_values(self, name: str, rdtype: str, *values: str) -> None:
+        """Delete single records, e.g. one NS at the apex (a whole apex NS RRset cannot be deleted)."""
+        update = dns.update.UpdateMessage(f"{self.zone}.", keyring=self.keyring(),
+                                          keyname=dns.name.from_text(self.key_name))
+        for value in values:
+            update.delete(name, rdtype, value)
+        response = dns.query.tcp(update, self.host, port=self.port, timeout=2)
+        if response.rcode() != dns.rcode.NOERROR:
+            raise RuntimeError(f"deleting {name} {rdtype} failed: {dns.rcode.to_text(response.rcode())}")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -123,15 +133,18 @@ class NamedServer:
 
 
 def free_udp_tcp_port(hosts: tuple[str, ...]) -> int:
-    """A port free for both TCP and UDP on every one of ``hosts``."""
+    """A port free for both TCP and UDP on every one of ``hosts`` (IPv4 or IPv6 addresses)."""
+    def family(host: str) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in host else socket.AF_INET
+
     for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        with socket.socket(family(hosts[0]), socket.SOCK_STREAM) as probe:
             probe.bind((hosts[0], 0))
             port = int(probe.getsockname()[1])
         try:
             for host in hosts:
                 for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                    with socket.socket(socket.AF_INET, kind) as sock:
+                    with socket.socket(family(host), kind) as sock:
                         sock.bind((host, port))
         except OSError:
             continue
@@ -141,9 +154,12 @@ def free_udp_tcp_port(hosts: tuple[str, ...]) -> int:
 
 def zone_text(zone: str, records: tuple[tuple[str, str, int, tuple[str, ...]], ...],
               nameservers: tuple[tuple[str, str], ...]) -> str:
+    """The zone file. A nameserver label ending in a dot is outside the zone: an NS record, no glue;
+    an address with a colon is glue of type AAAA, an empty address no glue at all."""
     lines = ["$TTL 60", f"@ IN SOA {nameservers[0][0]}.{zone}. hostmaster.{zone}. ( 1 60 60 3600 60 )"]
-    lines += [f"@ IN NS {label}.{zone}." for label, _addr in nameservers]
-    lines += [f"{label} IN A {addr}" for label, addr in nameservers]
+    lines += [f"@ IN NS {label if label.endswith('.') else f'{label}.{zone}.'}" for label, _addr in nameservers]
+    lines += [f"{label} IN {'AAAA' if ':' in addr else 'A'} {addr}" for label, addr in nameservers
+              if addr and not label.endswith(".")]
     for name, rdtype, ttl, values in records:
         lines += [f"{name} {ttl} IN {rdtype} {value}" for value in values]
     return "\n".join(lines) + "\n"
@@ -178,14 +194,15 @@ def start_named(*, zone: str = ZONE,
             zone_clause += f' allow-update {{ key "{KEY_NAME}"; }};'
         if notify:
             zone_clause += f" also-notify {{ {' '.join(f'{a} port {p};' for a, p in notify)} }};"
+    listen = (f"listen-on {{ none; }};\n    listen-on-v6 port {port} {{ {host}; }};" if ":" in host
+              else f"listen-on port {port} {{ {host}; }};\n    listen-on-v6 {{ none; }};")
     (directory / "named.conf").write_text(f"""
 include "{directory}/tsig.key";
 options {{
     directory "{directory}";
     pid-file "{directory}/named.pid";
     session-keyfile "{directory}/session.key";
-    listen-on port {port} {{ {host}; }};
-    listen-on-v6 {{ none; }};
+    {listen}
     recursion no;
     dnssec-validation no;
     allow-query {{ any; }};
@@ -196,13 +213,58 @@ options {{
 controls {{ }};
 zone "{zone}" {{ {zone_clause} }};
 """)
+    return _run(named, directory, host, port, zone, algorithm, secret)
+
+
+def start_resolver(forward_to: NamedServer, *, zones: dict[str, str] | None = None,
+                   host: str = "127.0.0.1") -> NamedServer:
+    """A recursive ``named`` that forwards ``forward_to``'s zone to it and serves ``zones`` itself.
+
+    ``zones`` maps a zone name to its records (zone file lines after the SOA/NS, e.g.
+    ``"ns IN AAAA ::1"``); the cache is off so every answer is fresh. No TSIG key is needed.
+    """
+    named = require_binary("named", hint=_HINT, extra_dirs=("/usr/sbin",))
+    directory = Path(tempfile.mkdtemp(prefix="named-resolver-"))
+    port = free_udp_tcp_port((host,))
+    clauses = [f'zone "{forward_to.zone}" {{ type forward; forward only; '
+               f"forwarders {{ {forward_to.host} port {forward_to.port}; }}; }};"]
+    for name, body in (zones or {}).items():
+        (directory / f"{name}.zone").write_text(
+            f"$TTL 60\n@ IN SOA ns.{name}. hostmaster.{name}. ( 1 60 60 3600 60 )\n@ IN NS ns.{name}.\n{body}\n")
+        clauses.append(f'zone "{name}" {{ type primary; file "{name}.zone"; }};')
+    (directory / "tsig.key").write_text("")
+    clause_text = "\n".join(clauses)
+    (directory / "named.conf").write_text(f"""
+options {{
+    directory "{directory}";
+    pid-file "{directory}/named.pid";
+    session-keyfile "{directory}/session.key";
+    listen-on port {port} {{ {host}; }};
+    listen-on-v6 {{ none; }};
+    recursion yes;
+    allow-recursion {{ any; }};
+    allow-query {{ any; }};
+    dnssec-validation no;
+    max-cache-ttl 0;
+    max-ncache-ttl 0;
+    notify no;
+}};
+controls {{ }};
+{clause_text}
+""")
+    return _run(named, directory, host, port, forward_to.zone, ALGORITHM, "", soa_zone=forward_to.zone)
+
+
+def _run(named: str, directory: Path, host: str, port: int, zone: str, algorithm: str, secret: str,
+         *, soa_zone: str | None = None) -> NamedServer:
+    """Start ``named`` on ``directory/named.conf`` and wait until it answers the SOA of ``zone``."""
     log_path = directory / "named.log"
     with log_path.open("wb") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen([named, "-g", "-c", str(directory / "named.conf")],
                                    stdout=subprocess.DEVNULL, stderr=log_file)
     server = NamedServer(directory, host, port, zone, KEY_NAME, algorithm, secret, process)
     deadline = time.monotonic() + 10
-    query = dns.message.make_query(f"{zone}.", "SOA")
+    query = dns.message.make_query(f"{soa_zone or zone}.", "SOA")
     while True:
         if process.poll() is not None:
             err = log_path.read_text(errors="replace")

@@ -8,8 +8,10 @@ changes nothing, which is what the provider's compare-and-swap relies on). Lists
 ``page``/``per_page`` and return an empty page past the end (the SDK stops paging only then).
 
 Faults are queued with :meth:`CloudflareFake.fail`: a status (429 with ``Retry-After``, 5xx,
-401/403), ``success: false`` with HTTP 200, or a hang; each applies to the next matching requests.
-Every request is logged (method, path, query, auth headers) for assertions.
+401/403, 400), ``success: false`` with HTTP 200, or a hang; each applies to the next matching
+requests, and ``then`` runs once the fault has fired (e.g. to queue the next fault). ``hooks`` run
+before every request is handled (a test can change the zone in the middle of a read). Every
+request is logged (method, path, query, auth headers) for assertions.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,7 @@ class Fault:
     success_false: bool = False
     hang: bool = False
     apply_first: bool = False  # do the real work, then answer with the fault (a lost reply)
+    then: Callable[[], None] | None = None  # runs after the fault has fired
 
 
 @dataclass
@@ -76,6 +80,7 @@ class CloudflareFake:
         self.records: dict[str, dict[str, dict[str, Any]]] = {}
         self.faults: list[Fault] = []
         self.seen: list[Seen] = []
+        self.hooks: list[Callable[[web.Request], None]] = []
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._release = asyncio.Event()
@@ -109,6 +114,12 @@ class CloudflareFake:
                 "proxiable": fields["type"] in ("A", "AAAA", "CNAME"), "comment": fields.get("comment"),
                 "settings": {}, "meta": {}, "tags": fields.get("tags", []),
                 "created_on": "2026-01-01T00:00:00Z", "modified_on": "2026-01-01T00:00:00Z"}
+
+    def remove_record(self, zone: str, record_id: str) -> None:
+        del self.records[self.zone_id(zone)][record_id]
+
+    def record_id(self, zone: str, name: str, rtype: str) -> str:
+        return next(i for i, r in self.records[self.zone_id(zone)].items() if r["name"] == name and r["type"] == rtype)
 
     def values(self, zone: str, name: str, rtype: str | None = None) -> list[tuple[str, str]]:
         """(type, content) of every record at ``name``: what tests compare before and after."""
@@ -167,6 +178,8 @@ class CloudflareFake:
         if auth.removeprefix("Bearer ") in self.forbidden_tokens:
             return envelope(None, status=403, success=False,
                             errors=[{"code": 10000, "message": "Authentication error"}])
+        for hook in list(self.hooks):
+            hook(request)
         fault = self._take_fault(request)
         if fault is None:
             response: web.StreamResponse = await handler(request)
@@ -175,6 +188,8 @@ class CloudflareFake:
             await self._release.wait()
         if fault.apply_first:
             await handler(request)
+        if fault.then is not None:
+            fault.then()
         if fault.success_false:
             return envelope(None, success=False, errors=[{"code": 1000, "message": "injected failure"}])
         headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None

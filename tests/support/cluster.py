@@ -58,7 +58,7 @@ class Voter:
 class Cluster:
     def __init__(self, workdir: Path, *, witness: bool = True, interval: float = 0.3, timeout: float = 0.2,
                  tick: float = 0.2, executors: dict[str, list[str]] | None = None,
-                 extra_service: Callable[[str], str] | None = None) -> None:
+                 extra_service: Callable[[str], str] | None = None, webhooks: list[tuple[str, str]] = ()) -> None:
         self.workdir = workdir
         self.interval, self.timeout, self.tick = interval, timeout, tick
         self.voter_specs = [("engine-gcp", "gcp", "engine"), ("engine-azure", "azure", "engine")]
@@ -66,6 +66,7 @@ class Cluster:
             self.voter_specs.append(("witness", "witness", "witness"))
         self.executors = executors or {}
         self.extra_service = extra_service
+        self.webhooks = list(webhooks)  # (url, format)
         self.sites: dict[str, SampleSite] = {}
         self.voters: dict[str, Voter] = {}
         self.named: NamedServer | None = None
@@ -115,6 +116,7 @@ peers:
 peering: {{hmac_key: "${{PEER_KEY}}", replay_window: 10s}}
 journal: {{path: "{self.workdir / (v.id + '.db')}"}}
 logging: {{format: json, level: info}}
+{self._notifications()}
 services:
   shop:
     active: gcp
@@ -130,6 +132,13 @@ services:
       verify: {{nameservers: ["{self.named.address}"], deadline: 3s, interval: 50ms, query_timeout: 300ms}}
 {extra}
 """
+
+    def _notifications(self) -> str:
+        if not self.webhooks:
+            return ""
+        hooks = ", ".join(f"{{url: '{url}', format: {fmt}, attempts: 3, backoff: 100ms, timeout: 1s}}"
+                          for url, fmt in self.webhooks)
+        return f"notifications: {{webhooks: [{hooks}]}}"
 
     def launch(self, vid: str) -> None:
         voter = self.voters[vid]

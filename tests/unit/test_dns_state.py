@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,9 +13,12 @@ from actions.dns.state import (
     DnsState,
     Epoch,
     RecordState,
+    derive_op,
     format_epoch,
+    is_applied,
     parse_epoch,
     planned_state,
+    resumed_state,
     site_of,
 )
 from engine.config.dns import RecordConfig
@@ -88,10 +93,39 @@ def test_planned_state_takes_target_values_ttls_and_next_epoch() -> None:
 
 
 @pytest.mark.parametrize(("site", "epoch", "message"), [
-    ("azure", 4, "new epoch 4 must be greater than the epoch read \\(4\\)"),
+    ("azure", 4, "new epoch 4 must be exactly one more than the epoch read \\(4\\)"),
+    ("azure", 6, "new epoch 6 must be exactly one more than the epoch read \\(4\\)"),
+    ("azure", 3, "new epoch 3 must be exactly one more"),
     ("aws", 5, "'aws' is not a site of app.example.test."),
 ])
 def test_planned_state_refuses_caller_errors(site: str, epoch: int, message: str) -> None:
-    """An epoch that does not grow or an unknown site is a ValueError, not a shift."""
+    """An epoch that is not the next one or an unknown site is a ValueError, not a shift."""
     with pytest.raises(ValueError, match=message):
         planned_state(state(), CONFIGS, site, epoch, "op1")
+
+
+def test_derived_op_is_stable_per_salt_and_plan() -> None:
+    """The same salt and (service, epoch, target) give the same op; any difference gives another."""
+    op = derive_op("salt", "shop", 5, "azure")
+    assert op == derive_op("salt", "shop", 5, "azure") and len(op) == 12
+    assert len({op, derive_op("other", "shop", 5, "azure"), derive_op("salt", "shop", 6, "azure"),
+                derive_op("salt", "shop", 5, "gcp"), derive_op("salt", "api", 5, "azure")}) == 5
+
+
+def test_is_applied_needs_our_op_epoch_and_values() -> None:
+    """A read is our planned state only with the same epoch, site, op and record values."""
+    planned = planned_state(state(), CONFIGS, "azure", 5, "op1")
+    assert is_applied(planned, planned)
+    assert not is_applied(replace(planned, epoch=replace(planned.epoch, op="rival")), planned)
+    hand_edited = replace(planned, records=(replace(planned.records[0], values=("203.0.113.9",)),
+                                            planned.records[1]))
+    assert not is_applied(hand_edited, planned)
+    assert not is_applied(state(), planned)
+
+
+def test_resumed_state_only_for_our_own_epoch() -> None:
+    """A state already at the new epoch by our op is resumable; at that epoch by another op it is not."""
+    written = planned_state(state(), CONFIGS, "azure", 5, "op1")
+    assert resumed_state(written, CONFIGS, "azure", 5, "op1") == written
+    assert resumed_state(written, CONFIGS, "azure", 5, "op2") is None
+    assert resumed_state(state(), CONFIGS, "azure", 5, "op1") is None

@@ -1,0 +1,237 @@
+"""Two real PostgreSQL 15 clusters with logical replication: lag, heartbeat, fence, promote, consistency.
+
+Site ``gcp`` is the publisher (primary) and ``azure`` the subscriber (standby) of a fresh database
+per test (``pg_db``); the clusters start once for the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from actions.consistency import check_consistency
+from actions.database.failback import prepare_failback
+from actions.database.fence import fence
+from actions.database.heartbeat import HeartbeatWriter, init_database
+from actions.database.promote import promote
+from actions.reconcile import reconcile
+from engine.clock import ManualClock
+from engine.config.database import DatabaseConfig
+from probes.postgres import PostgresLagProbe
+from tests.support.postgres import ReplicatedDb, wait_until
+
+pytestmark = pytest.mark.real
+
+
+def config_for(db: ReplicatedDb, **overrides: Any) -> DatabaseConfig:
+    return DatabaseConfig.model_validate(db.database_config(**overrides))
+
+
+async def poll(check: Any, timeout: float = 15.0) -> Any:
+    """Await ``check()`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_slot_lag_grows_while_subscription_disabled_and_returns_to_zero(pg_db: ReplicatedDb) -> None:
+    """Disabling the subscription makes the signal fail with slot lag and a dead apply worker; enabling heals it."""
+    config = config_for(pg_db)
+    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=ManualClock())
+    writer = HeartbeatWriter(config, writer_site="gcp", primary="gcp")
+    try:
+        await writer.beat(1000.0)
+        pg_db.wait_caught_up()
+        first = await probe.observe()
+        assert first.ok, first.reason
+        assert first.details["slot_lag_bytes"] == 0 and first.details["apply_worker_alive"] is True
+        pg_db.on_standby("ALTER SUBSCRIPTION failover_sub DISABLE")
+        wait_until(lambda: not pg_db.on_standby("SELECT 1 FROM pg_stat_subscription WHERE pid IS NOT NULL"),
+                   10, "apply worker to stop")
+        pg_db.on_primary("INSERT INTO accounts (owner, balance) SELECT 'o' || g, g FROM generate_series(1, 5000) g")
+        down = await probe.observe()
+        assert not down.ok
+        assert down.details["slot_lag_bytes"] > 100_000
+        assert down.details["apply_worker_alive"] is False
+        assert down.reason.startswith("slot lag ") and "apply worker not running (subscription disabled)" in down.reason
+        pg_db.on_standby("ALTER SUBSCRIPTION failover_sub ENABLE")
+
+        async def healed() -> bool:
+            obs = await probe.observe()
+            return obs.ok and obs.details["slot_lag_bytes"] == 0
+
+        await poll(healed)
+    finally:
+        await writer.aclose()
+        await probe.aclose()
+
+
+async def test_heartbeat_lag_is_zero_on_an_idle_primary(pg_db: ReplicatedDb) -> None:
+    """An hour without application writes still reads as caught up, because heartbeats keep flowing."""
+    config = config_for(pg_db)
+    clock = ManualClock(1_700_000_000.0)
+    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=clock)
+    writer = HeartbeatWriter(config, writer_site="gcp", primary="gcp")
+    try:
+        point = await writer.beat(clock.now())
+        assert point.heartbeat_at == clock.now() and point.lsn and point.site == "gcp"
+        clock.advance(3600)
+        await writer.beat(clock.now())
+        pg_db.wait_caught_up()
+        obs = await probe.observe()
+        assert obs.ok and obs.value == 0.0, obs.reason
+        assert obs.reason.startswith("heartbeat lag 0.0s")
+        assert obs.details["primary_commit"]["heartbeat_at"] == clock.now()
+    finally:
+        await writer.aclose()
+        await probe.aclose()
+
+
+async def test_heartbeat_lag_counts_when_the_standby_falls_behind(pg_db: ReplicatedDb) -> None:
+    """With the subscription disabled, heartbeat lag is the gap between the primary's and the standby's beat."""
+    config = config_for(pg_db, lag_probe={"max_lag": "30s"})
+    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=ManualClock(2000.0))
+    writer = HeartbeatWriter(config, writer_site="gcp", primary="gcp")
+    try:
+        await writer.beat(1000.0)
+        pg_db.wait_caught_up()
+        pg_db.on_standby("ALTER SUBSCRIPTION failover_sub DISABLE")
+        await writer.beat(1042.0)
+        obs = await probe.observe()
+        assert obs.value == 42.0
+        assert obs.reason.startswith("heartbeat lag 42.0s > 30s, slot lag ")
+    finally:
+        await writer.aclose()
+        await probe.aclose()
+
+
+async def test_fence_makes_the_old_primary_refuse_an_insert(pg_db: ReplicatedDb) -> None:
+    """After the fence a new session cannot INSERT, an old one was ended, and replication kept running."""
+    config = config_for(pg_db)
+    victim = await psycopg.AsyncConnection.connect(pg_db.primary_dsn, autocommit=True)
+    try:
+        result = await fence(config, "gcp")
+        assert result.ok, result.sentence
+        assert [s.name for s in result.steps] == ["read-only", "sessions", "verify"]
+        assert "1 client session ended" in result.sentence
+        with pytest.raises(psycopg.OperationalError):
+            await victim.execute("SELECT 1")
+    finally:
+        await victim.close()
+    async with await psycopg.AsyncConnection.connect(pg_db.primary_dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await conn.execute("INSERT INTO accounts (owner, balance) VALUES ('late', 1)")
+    assert pg_db.on_primary("SELECT active FROM pg_replication_slots WHERE slot_name = 'failover_sub'") == [(True,)]
+    again = await fence(config, "gcp")
+    assert again.ok, again.sentence
+
+
+async def test_promotion_lets_an_insert_without_id_succeed_and_is_idempotent(pg_db: ReplicatedDb) -> None:
+    """Promotion disables the subscription and moves sequences past max(id), so default ids do not collide."""
+    config = config_for(pg_db, promotion={"sequence_margin": 100})
+    pg_db.on_primary("INSERT INTO accounts (owner, balance) SELECT 'o' || g, g FROM generate_series(1, 50) g")
+    pg_db.on_primary("INSERT INTO orders (account, amount) SELECT g, g FROM generate_series(1, 70) g")
+    pg_db.wait_caught_up()
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        pg_db.on_standby("BEGIN; INSERT INTO accounts (owner, balance) VALUES ('x', 1); ROLLBACK")
+    result = await promote(config, "azure")
+    assert result.ok, result.sentence
+    assert "slot failover_sub kept on gcp" in result.sentence
+    assert "2 of 2 moved" in result.sentence
+    again = await promote(config, "azure")
+    assert again.ok, again.sentence
+    assert "already disabled" in again.sentence and "0 of 2 moved" in again.sentence
+    rows = pg_db.on_standby("INSERT INTO accounts (owner, balance) VALUES ('new', 1) RETURNING id")
+    assert rows == [(151,)]
+    assert pg_db.on_standby("INSERT INTO orders (account, amount) VALUES (1, 1) RETURNING id") == [(171,)]
+
+
+async def test_consistency_reports_the_loss_window_when_the_publisher_dies_with_writes_in_flight(
+        pg_db: ReplicatedDb) -> None:
+    """Writes after the last replicated heartbeat are the loss window: 42 s against an RPO of 30 s."""
+    config = config_for(pg_db)
+    writer = HeartbeatWriter(config, writer_site="gcp", primary="gcp")
+    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=ManualClock(10_100.0))
+    try:
+        await writer.beat(10_000.0)
+        pg_db.wait_caught_up()
+        pg_db.on_standby("ALTER SUBSCRIPTION failover_sub DISABLE")
+        pg_db.on_primary("INSERT INTO accounts (owner, balance) SELECT 'lost', g FROM generate_series(1, 10) g")
+        last_known = await writer.beat(10_042.0)
+        assert (await probe.observe()).value == 42.0
+    finally:
+        await writer.aclose()
+    pg_db.pair.publisher.stop("immediate")
+    gone = await probe.observe()
+    assert gone.value == 42.0 and gone.details["heartbeat_age_s"] == 100.0
+    assert gone.reason == ("heartbeat lag 42.0s > 30s, primary gcp unreachable: connect refused "
+                           "(lag measured to the last known primary commit)")
+    promoted = await promote(config, "azure")
+    assert promoted.ok, promoted.sentence
+    assert "detached (gcp unreachable" in promoted.sentence
+    result = await check_consistency(config, "azure", last_known, rpo=30.0)
+    assert result.status == "rpo_breached" and result.loss_window_s == 42.0
+    assert result.sentence == "RPO breached: about 42 s of writes may be lost (RPO 30s)"
+    within = await check_consistency(config, "azure", last_known, rpo=60.0)
+    assert within.ok and within.sentence == "ok: at most about 42 s of writes may be lost, within RPO 1m"
+
+
+async def test_failback_replicates_back_without_recopying_after_a_clean_reconciliation(pg_db: ReplicatedDb) -> None:
+    """After promotion and a clean reconciliation, the old primary subscribes to the new one and catches up."""
+    config = config_for(pg_db, reconcile={"tables": [{"name": "accounts"}, {"name": "orders"}]})
+    pg_db.on_primary("INSERT INTO accounts (owner, balance) SELECT 'o' || g, g FROM generate_series(1, 20) g")
+    pg_db.wait_caught_up()
+    assert (await fence(config, "gcp")).ok
+    assert (await promote(config, "azure")).ok
+    refused = await prepare_failback(config, "azure", None)
+    assert not refused.ok and "must be reconciled first" in refused.sentence
+    check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+    assert check.identical, check.sentence
+    result = await prepare_failback(config, "azure", check)
+    assert result.ok, result.sentence
+    pg_db.on_standby("INSERT INTO accounts (owner, balance) VALUES ('after', 7)")
+    wait_until(lambda: pg_db.on_primary("SELECT count(*) FROM accounts WHERE owner = 'after'") == [(1,)], 15,
+               "the write on the new primary to reach the old one")
+    assert pg_db.on_primary("SELECT count(*) FROM accounts") == [(21,)]
+    again = await prepare_failback(config, "azure", check)
+    assert again.ok, again.sentence
+
+
+async def test_db_init_creates_the_heartbeat_table_and_publishes_it_idempotently(pg_pair: Any) -> None:
+    """``db init`` on a database without the table creates it on both sites and replicates it."""
+    db = pg_pair.replicate(schema="CREATE TABLE t (id int PRIMARY KEY);", tables=("t",))
+    try:
+        config = config_for(db)
+        first = await init_database(config, "gcp")
+        assert first.ok, first.sentence
+        assert "added failover_heartbeat to failover_pub" in first.sentence
+        second = await init_database(config, "gcp")
+        assert second.ok and "already in failover_pub" in second.sentence
+        writer = HeartbeatWriter(config, writer_site="gcp", primary="gcp")
+        try:
+            await writer.beat(5.0)
+        finally:
+            await writer.aclose()
+        wait_until(lambda: db.on_standby("SELECT beat_at FROM failover_heartbeat") == [(5.0,)], 15,
+                   "the heartbeat row to replicate")
+    finally:
+        db.drop()
+
+
+async def test_a_restarted_publisher_keeps_its_port_and_replication_resumes(pg_db: ReplicatedDb) -> None:
+    """The fixture's stop/start keeps the port, so the subscription reconnects and applies new rows."""
+    port = pg_db.pair.publisher.port
+    pg_db.pair.publisher.stop()
+    pg_db.pair.publisher.start()
+    assert pg_db.pair.publisher.port == port
+    pg_db.on_primary("INSERT INTO accounts (owner, balance) VALUES ('after restart', 1)")
+    wait_until(lambda: pg_db.on_standby("SELECT count(*) FROM accounts") == [(1,)], 15,
+               "the subscriber to reconnect and apply")

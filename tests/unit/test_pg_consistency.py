@@ -1,0 +1,48 @@
+"""The data-loss window after a failover, judged against the RPO: pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from actions.consistency import CommitPoint, assess
+
+
+def test_loss_window_above_rpo_is_a_breach_with_the_sentence() -> None:
+    """42 s between the last known primary commit and the new primary's latest beat breaches a 30 s RPO."""
+    result = assess(CommitPoint(1042.0, "0/3000000", "gcp"), CommitPoint(1000.0, "0/2000000", "gcp"), 30.0)
+    assert (result.status, result.loss_window_s, result.alert) == ("rpo_breached", 42.0, True)
+    assert result.sentence == "RPO breached: about 42 s of writes may be lost (RPO 30s)"
+
+
+@pytest.mark.parametrize(("window", "sentence"), [
+    (0.0, "ok: the new primary has every write up to the last known primary commit"),
+    (4.5, "ok: at most about 4.5 s of writes may be lost, within RPO 1m"),
+    (60.0, "ok: at most about 60 s of writes may be lost, within RPO 1m"),
+])
+def test_windows_within_rpo_are_ok(window: float, sentence: str) -> None:
+    """A window up to the RPO is ok, and the sentence gives the size."""
+    result = assess(CommitPoint(1000.0 + window), CommitPoint(1000.0), 60.0)
+    assert result.ok and result.sentence == sentence
+
+
+def test_new_primary_ahead_counts_as_no_loss() -> None:
+    """A replicated beat newer than the journal's point (journal lagged) means no loss, not a negative one."""
+    assert assess(CommitPoint(1000.0), CommitPoint(1005.0), 30.0).loss_window_s == 0.0
+
+
+def test_unknown_when_either_point_is_missing() -> None:
+    """Without a journal point or a replicated heartbeat the loss is unknown, and that alerts."""
+    no_journal = assess(None, CommitPoint(1.0), 30.0)
+    no_beat = assess(CommitPoint(1.0), None, 30.0)
+    assert no_journal.status == no_beat.status == "unknown" and no_journal.alert
+    assert no_journal.sentence == "data loss unknown: no last known primary commit point in the journal"
+    assert no_beat.sentence == "data loss unknown: the new primary holds no replicated heartbeat"
+
+
+def test_commit_point_round_trips_and_reads_the_probe_detail() -> None:
+    """``to_dict``/``from_dict`` round-trip, and the lag probe's ``primary_commit`` detail is accepted."""
+    point = CommitPoint(1700000000.5, "0/1505EE0", "gcp")
+    assert CommitPoint.from_dict(point.to_dict()) == point
+    assert CommitPoint.from_dict({"heartbeat_at": 12, "lsn": "0/1"}) == CommitPoint(12.0, "0/1", None)
+    result = assess(point, CommitPoint(1700000000.0), 30.0)
+    assert result.to_dict()["last_known"] == point.to_dict()
