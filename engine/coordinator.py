@@ -94,8 +94,8 @@ class Coordinator:
             return
         mono = engine.clock.monotonic()
         fresh = 1 + sum(1 for p in engine.peering.peers.values()
-                        if p.last_heard is not None and p.verdict is not None
-                        and mono - p.last_heard <= 2 * p.verdict.interval)
+                        if (heard := p.effective_heard()) is not None and p.verdict is not None
+                        and mono - heard <= 2 * p.verdict.interval)
         majority = len(voters) // 2 + 1
         ok = fresh >= majority
         engine.metrics.quorum.set(1 if ok else 0)

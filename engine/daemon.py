@@ -115,9 +115,11 @@ class Engine:
         self.ticks = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
+        self._poked = asyncio.Event()
         self._api: Any = None
         self.api_url: str | None = None
         self.peering = Peering(config, self.clock)
+        self.peering.on_change = self.poke
         if steps_factory is None:
             from engine.failover import failover_steps
 
@@ -251,13 +253,15 @@ class Engine:
         ok_count, fail_count, latency, failures = sig.meters
         (ok_count if obs.ok else fail_count).inc()
         latency.observe(obs.latency_s)
-        change = sig.machine.observe(obs.ok, obs.at, obs.reason)
+        # the machine learns the result when the check completes, not when it started
+        change = sig.machine.observe(obs.ok, obs.at + obs.latency_s, obs.reason)
         failures.set(sig.machine.consecutive_failures)
         if change is not None:
             return self._on_change(key, change)
         return None
 
     async def _on_change(self, key: SignalKey, change: Change) -> None:
+        self.poke()
         self.metrics.signal_state.labels(key.service, key.site or "*", key.name).set(
             STATE_VALUE[str(change.current)])
         message = f"{key}: {change.previous} -> {change.current} ({self.signals[key].machine.describe()})"
@@ -275,14 +279,23 @@ class Engine:
 
     # -- decisions -------------------------------------------------------------------------------
     async def _tick_loop(self) -> None:
+        """Decide every tick, and at once when something changed (a signal, a peer's view)."""
         interval = self.config.instance.tick
         while True:
             started = self.clock.monotonic()
+            self._poked.clear()
             try:
                 await self.tick()
             except Exception:  # the loop must keep ticking; the failure is logged
                 log.exception("decision tick failed")
-            await asyncio.sleep(max(0.0, interval - (self.clock.monotonic() - started)))
+            remaining = max(0.0, interval - (self.clock.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._poked.wait()
+
+    def poke(self) -> None:
+        """Something that can change a decision happened: decide now rather than at the next tick."""
+        self._poked.set()
 
     async def tick(self) -> None:
         now = self.clock.now()

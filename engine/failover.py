@@ -3,8 +3,9 @@
 :func:`failover_steps` is the daemon's default steps factory. Each step reads the world before it
 changes anything, so re-running it after a crash is harmless:
 
-precheck     read DNS: already moved at our epoch (a resume) goes on; a higher epoch that is not
-             ours means another executor won: stand down.
+precheck     read DNS: already moved at our epoch by this operation (its id is the token written in
+             the epoch record: a resume) goes on; any other epoch means another executor won: stand
+             down, even when it moved traffic where we wanted it.
 fence        best effort, bounded: old primary read-only, client sessions ended.
 promote      standby: subscription disabled (slot detached if the publisher is gone), sequences
              synced, writes allowed. Idempotent.
@@ -79,8 +80,9 @@ class FailoverSteps:
             return Outcome.skip("no dns configured for this service: traffic is not moved by the engine")
         state = await self._dns_read()
         number = state.epoch.number
-        if number == op.epoch_to and state.site == op.target:
-            return Outcome(f"DNS already at {state.describe()}: resuming", {"dns": state.describe()})
+        if number == op.epoch_to and state.site == op.target and state.epoch.op == op.id:
+            return Outcome(f"DNS already at {state.describe()} by this operation: resuming",
+                           {"dns": state.describe()})
         if number != op.epoch_from:
             return Outcome(f"DNS is at {state.describe()}, not epoch {op.epoch_from}: another executor moved it",
                            {"dns": state.describe(), "epoch": number, "site": state.site}, stand_down=True)
@@ -97,13 +99,16 @@ class FailoverSteps:
         provider = build_provider(self.rt.config.dns, self.rt.name)
         try:
             state = await provider.read()
-            if state.epoch.number == op.epoch_to and state.site == op.target:
-                return Outcome(f"already shifted: {state.describe()}", {"changed": False, "dns": state.describe()})
+            if state.epoch.number == op.epoch_to and state.site == op.target and state.epoch.op == op.id:
+                return Outcome(f"already shifted by this operation: {state.describe()}",
+                               {"changed": False, "dns": state.describe()})
             if state.epoch.number != op.epoch_from:
                 return Outcome(f"epoch moved to {state.epoch.number} under us: {state.describe()}",
                                {"changed": False, "dns": state.describe()}, stand_down=True)
-            new = await provider.shift(state, op.target, op.epoch_to)
-            return Outcome(f"shifted to {new.describe()}", {"changed": True, "dns": new.describe()})
+            sent_at = self.engine.clock.now()
+            new = await provider.shift(state, op.target, op.epoch_to, op=op.id)
+            return Outcome(f"shifted to {new.describe()}", {"changed": True, "dns": new.describe(),
+                                                            "sent_at": sent_at})
         except DnsConflict as exc:
             return Outcome(f"lost the race: {exc.current.describe()}",
                            {"changed": False, "dns": exc.current.describe()}, stand_down=True)

@@ -10,10 +10,12 @@ and counted, never believed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +40,20 @@ class PeerState:
     last_heard: float | None = None  # monotonic
     verdict: Verdict | None = None
     rejected: int = 0
+    delays: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=64))
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def effective_heard(self) -> float | None:
+        """When the latest verdict would have arrived had it not waited somewhere on the way.
+
+        ``delays`` holds (our wall clock - the sender's signed time) for recent messages: their
+        minimum is clock skew plus the fastest transit. A message whose delay exceeds it sat in a
+        buffer (a peer frozen then woken, a congested link), so its age counts from when it was
+        sent, not from when it reached us. Constant clock skew between hosts cancels out.
+        """
+        if self.last_heard is None or not self.delays:
+            return self.last_heard
+        return self.last_heard - max(0.0, self.delays[-1] - min(self.delays))
 
 
 class Peering:
@@ -53,6 +68,7 @@ class Peering:
         self.verifier = Verifier(self.key, config.peering.replay_window, frozenset(self.peers))
         self._session: aiohttp.ClientSession | None = None
         self.rejections = 0
+        self.on_change: Callable[[], None] | None = None  # called when a peer's view changed
 
     @property
     def voters(self) -> list[VoterInfo]:
@@ -107,24 +123,29 @@ class Peering:
             log.warning("peer message rejected", reason=str(exc))
             raise
         peer = self.peers[verdict.sender]
+        changed = peer.verdict is None or peer.verdict.services != verdict.services
         peer.verdict = verdict
         peer.last_heard = self.clock.monotonic()
+        peer.delays.append(self.clock.now() - verdict.at)
+        if changed and self.on_change is not None:
+            self.on_change()
         return verdict
 
     def received_for(self, service: str) -> dict[str, Received | None]:
         out: dict[str, Received | None] = {}
         for peer in self.peers.values():
             verdict = peer.verdict
-            if verdict is None or peer.last_heard is None or service not in verdict.services:
+            heard = peer.effective_heard()
+            if verdict is None or heard is None or service not in verdict.services:
                 out[peer.id] = None
             else:
-                out[peer.id] = Received(verdict.services[service], peer.last_heard, verdict.interval)
+                out[peer.id] = Received(verdict.services[service], heard, verdict.interval)
         return out
 
     def status(self) -> list[dict[str, Any]]:
         now = self.clock.monotonic()
         return [{"id": p.id, "url": p.url,
-                 "heard_age_s": None if p.last_heard is None else round(now - p.last_heard, 3),
+                 "heard_age_s": None if (h := p.effective_heard()) is None else round(now - h, 3),
                  "sent_age_s": None if p.last_sent_ok is None else round(now - p.last_sent_ok, 3),
                  "last_error": p.last_error} for p in self.peers.values()]
 

@@ -206,7 +206,9 @@ class VerifyConfig(Model):
 
     nameservers: list[str] = Field(
         default_factory=list, description="host or host:port; empty: discover the zone's NS records")
-    port: int = Field(53, ge=1, le=65535, description="port for nameservers without one")
+    port: int = Field(53, ge=1, le=65535, description=(
+        "port for configured nameservers written without one; discovered nameservers use the primary's "
+        "port when inside the zone, 53 when outside (see actions.dns.verify)"))
     resolvers: list[str] = Field(default_factory=list, description="recursive resolvers to watch as well")
     deadline: Duration = Field(120.0, description="give up (and report who lags) after this")
     interval: Duration = Field(1.0, description="pause between rounds of queries")

@@ -107,7 +107,12 @@ async def test_isolated_primary_cloud_fails_over_without_it(cluster: Cluster) ->
 
 
 async def test_executor_paused_past_its_turn_does_not_act_on_stale_state(tmp_path: Path) -> None:
-    """azure's engine is frozen (SIGSTOP); gcp's engine acts as the fallback; on waking azure's stands down."""
+    """azure's engine is frozen (SIGSTOP); gcp's engine acts as the fallback; on waking azure's stands down.
+
+    On waking it may still hold verdicts from just before the move (fresh by every measure), so it may
+    start a runbook: the epoch written beside the records, with the winner's operation id, makes it
+    stand down without changing anything.
+    """
     c = await Cluster(tmp_path).start()
     try:
         for vid in c.voters:
@@ -120,8 +125,12 @@ async def test_executor_paused_past_its_turn_does_not_act_on_stale_state(tmp_pat
         c.signal("engine-azure", signal.SIGCONT)
         await c.wait_for("engine-azure", lambda s: active(s) == "azure", what="woken engine adopts the epoch")
         await asyncio.sleep(1.0)
-        assert [o for o in await c.operations("engine-azure") if o["state"] == "done"] == []
-        assert "epoch=2 site=azure" in c.dns_epoch()
+        woken = await c.operations("engine-azure")
+        assert all(o["state"] == "stood_down" for o in woken)
+        assert all(not o["steps"].get("shift_dns", {}).get("data", {}).get("changed") for o in woken)
+        winner = (await all_done(c, "engine-gcp"))[0]
+        assert c.dns_epoch() == f'"epoch=2 site=azure op={winner["id"]}"'
+        await c.wait_for("engine-azure", lambda s: s["services"]["shop"]["decision"]["verdict"] == "hold")
     finally:
         await c.stop()
 
