@@ -97,7 +97,7 @@ class Notifier:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain):
-                while self._queue:
+                while self._queue:  # noqa: ASYNC110 - a short bounded drain at shutdown
                     await asyncio.sleep(0.05)
         self._worker.cancel()
         await asyncio.gather(self._worker, return_exceptions=True)

@@ -7,20 +7,22 @@ conditionally in one atomic operation, and verify the result at the authoritativ
 - :mod:`actions.dns.cloudflare`: Cloudflare's SDK, compare-and-swap through one batch.
 - :mod:`actions.dns.verify`: polling every authoritative nameserver (and resolvers) after a shift.
 - :mod:`actions.dns.state`: the pure state and epoch-record format; :mod:`actions.dns.errors`: the
-  error tree (``DnsError`` > ``DnsConflict``, ``DnsAuthError``, ``DnsUnavailable``, ``DnsConfigError``).
+  error tree (``DnsError`` > ``DnsConflict``, ``DnsAuthError``, ``DnsUnavailable``, ``DnsConfigError``, ``DnsRefused``).
 
 Typical runbook use::
 
     provider = build_provider(service.dns, "shop")
     state = await provider.read()
-    try:
-        state = await provider.shift(state, "azure", state.epoch.number + 1)
+    try:   # the epoch must be exactly the one read plus one; op: this operation's token (optional)
+        state = await provider.shift(state, "azure", state.epoch.number + 1, op=operation_id)
     except DnsConflict as lost:       # someone else moved it first: stand down
         ...
+    except DnsUnavailable:            # no answer; retrying with the same state, epoch and op is safe:
+        ...                           # finding our own write is success, not a conflict
     verification = await build_verifier(service.dns).verify(state)   # .ok, .message, .checks
 """
 
-from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict, DnsError, DnsUnavailable
+from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict, DnsError, DnsRefused, DnsUnavailable
 from actions.dns.provider import DnsProvider, build_provider, build_verifier
 from actions.dns.state import DnsState, Epoch, RecordState
 from actions.dns.verify import ServerCheck, Verification, Verifier
@@ -31,6 +33,7 @@ __all__ = [
     "DnsConflict",
     "DnsError",
     "DnsProvider",
+    "DnsRefused",
     "DnsState",
     "DnsUnavailable",
     "Epoch",

@@ -5,12 +5,15 @@
     │                           carries ``current`` (the state read back) and ``expected``
     ├── DnsAuthError            the server or API refused our credentials (names key/token and zone,
     │                           never the secret)
-    ├── DnsUnavailable          no usable answer after bounded retries (timeout, refused, 5xx, 429)
-    └── DnsConfigError          the zone or records do not match the config: unknown zone, record
-                                missing, CNAME where A was expected, unreadable epoch record
+    ├── DnsUnavailable          no usable answer after bounded retries (timeout, refused, 5xx, 429),
+    │                           or the nameservers of the zone could not be discovered
+    ├── DnsConfigError          the zone or records do not match the config: unknown zone, record
+    │                           missing, CNAME where A was expected, unreadable epoch record
+    └── DnsRefused              the API refused a request for another reason (a 4xx that is not
+                                about credentials), named with the API's own error
 
 A runbook treats :class:`DnsConflict` as "stand down", :class:`DnsUnavailable` as "retry later",
-and the other two as "an operator must fix something".
+and the others as "an operator must fix something".
 """
 
 from __future__ import annotations
@@ -44,3 +47,7 @@ class DnsUnavailable(DnsError):
 
 class DnsConfigError(DnsError):
     """The zone does not hold what the config describes."""
+
+
+class DnsRefused(DnsError):
+    """The provider's API refused the request (not the credentials): the message carries its error."""

@@ -25,10 +25,18 @@ class DnsProvider(Protocol):
         """The current values of ``records`` (default: all configured), their sites and the epoch."""
         ...
 
-    async def shift(self, expected: DnsState, target_site: str, new_epoch: int) -> DnsState:
+    async def shift(self, expected: DnsState, target_site: str, new_epoch: int,
+                    *, op: str | None = None) -> DnsState:
         """Change from ``expected`` to ``target_site`` at ``new_epoch`` atomically; return the new state.
 
-        Raises DnsConflict (with the current state) when the zone is not ``expected`` any more.
+        ``new_epoch`` must be ``expected.epoch.number + 1`` (ValueError otherwise). ``op`` is the
+        writer's token stored in the epoch record; a caller that retries the same operation passes
+        the same ``op`` (default: derived per provider from service, epoch and target, so the same
+        provider retrying recognises itself). Finding our own write already in place, whether the
+        reply to it was lost or ``expected`` already shows it, is success, not a conflict.
+
+        Raises DnsConflict (with the current state) when the zone is not ``expected`` any more,
+        DnsUnavailable when no answer came and a read-back could not show our write.
         """
         ...
 

@@ -6,7 +6,13 @@ them all. The server applies prerequisites and updates atomically, so two racing
 both win: the loser gets NXRRSET/YXRRSET, reads the zone back and raises DnsConflict with it.
 
 Every request (reads too) is signed with the configured TSIG key, has a deadline, and is retried
-on timeout or a lost connection with bounded, doubling backoff across the configured servers.
+on timeout or a lost connection with bounded, doubling backoff. Updates and the read-backs that
+decide a conflict go to the first configured server (the primary) only: a secondary would refuse
+an update or answer stale data. Plain reads fall back to the other servers, one try each, only
+when the primary cannot be reached. Every error names the server that actually answered.
+
+A write whose answers were all lost is read back once at the primary: finding our own op token
+means it was applied (success), anything else keeps it DnsUnavailable.
 """
 
 from __future__ import annotations
@@ -26,11 +32,21 @@ import dns.rdataset
 import dns.rdatatype
 import dns.rrset
 import dns.tsig
-import dns.tsigkeyring
 import dns.update
+from pydantic import SecretStr
 
 from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict, DnsError, DnsUnavailable
-from actions.dns.state import DnsState, RecordState, new_op, parse_epoch, planned_state, site_of
+from actions.dns.state import (
+    DnsState,
+    RecordState,
+    derive_op,
+    is_applied,
+    new_op,
+    parse_epoch,
+    planned_state,
+    resumed_state,
+    site_of,
+)
 from engine.config.dns import DnsConfig, RecordConfig, Rfc2136Config, canonical_value, split_server
 
 _CONFLICT = {dns.rcode.NXRRSET, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.YXDOMAIN}
@@ -48,6 +64,28 @@ def find_rrset(response: dns.message.Message, name: str, rdtype: str) -> dns.rrs
     return None
 
 
+class _TsigKey:
+    """The TSIG key, built when a message is signed: no repr of the provider shows the secret."""
+
+    __slots__ = ("_algorithm", "_name", "_secret")
+
+    def __init__(self, name: dns.name.Name, algorithm: dns.name.Name, secret: SecretStr) -> None:
+        self._name, self._algorithm, self._secret = name, algorithm, secret
+
+    def key(self) -> dns.tsig.Key:
+        return dns.tsig.Key(self._name, self._secret.get_secret_value(), self._algorithm)
+
+    def __repr__(self) -> str:
+        return f"<TSIG key {self._name.to_text()} ({self._algorithm.to_text()}), secret hidden>"
+
+
+class _ServerRefused(DnsConfigError):
+    """A server answered REFUSED/NOTAUTH to a query: it does not serve the zone (or not to this key)."""
+
+
+Server = tuple[str, int]
+
+
 class Rfc2136Provider:
     """Reads and shifts a service's records on a server that speaks RFC 2136 with TSIG."""
 
@@ -58,11 +96,12 @@ class Rfc2136Provider:
         self._config = config
         self._p: Rfc2136Config = config.provider
         self._sleep = sleep
+        self._service = service
+        self._salt = new_op()
         self._zone = dns.name.from_text(self._p.zone)
         self._keyname = dns.name.from_text(self._p.tsig.name)
         self._algorithm = dns.name.from_text(self._p.tsig.algorithm)
-        self._keyring = dns.tsigkeyring.from_text(
-            {self._p.tsig.name: (self._p.tsig.algorithm, self._p.tsig.secret.get_secret_value())})
+        self._tsig = _TsigKey(self._keyname, self._algorithm, self._p.tsig.secret)
         self._servers = [split_server(s, self._p.port) for s in self._p.servers]
         self.epoch_name = config.epoch_fqdn(service)
         self._configs = {config.fqdn(r.name): r for r in config.records}
@@ -72,25 +111,27 @@ class Rfc2136Provider:
                 f"key={self._p.tsig.name!r})")
 
     @property
-    def primary(self) -> tuple[str, int]:
+    def primary(self) -> Server:
         return self._servers[0]
 
     async def aclose(self) -> None:
         return None
 
     def _sign(self, message: dns.message.Message) -> dns.message.Message:
-        message.use_tsig(self._keyring, keyname=self._keyname, algorithm=self._algorithm)
+        message.use_tsig(self._tsig.key(), keyname=self._keyname, algorithm=self._algorithm)
         return message
 
     def _key_words(self) -> str:
         return f"TSIG key '{self._p.tsig.name}' ({self._p.tsig.algorithm}) for zone {self._p.zone}"
 
-    async def _exchange(self, build: Callable[[], dns.message.Message], what: str) -> dns.message.Message:
-        """Send a freshly built (and signed) message; retry timeouts and lost connections."""
+    async def _exchange(self, build: Callable[[], dns.message.Message], what: str, server: Server,
+                        *, attempts: int | None = None) -> dns.message.Message:
+        """Send a freshly built (and signed) message to ``server``; retry timeouts and lost connections."""
+        host, port = server
+        tries = self._p.attempts if attempts is None else attempts
         delay = self._p.backoff
         last = ""
-        for attempt in range(self._p.attempts):
-            host, port = self._servers[attempt % len(self._servers)]
+        for attempt in range(tries):
             try:
                 async with asyncio.timeout(self._p.timeout + 0.5):
                     return await dns.asyncquery.tcp(build(), host, port=port, timeout=self._p.timeout)
@@ -103,21 +144,22 @@ class Rfc2136Provider:
                 last = f"connect refused by {host}:{port}"
             except (OSError, EOFError, dns.exception.FormError) as exc:
                 last = f"{type(exc).__name__} from {host}:{port}"
-            if attempt + 1 < self._p.attempts:
+            if attempt + 1 < tries:
                 await self._sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
-        raise DnsUnavailable(f"{what}: no answer after {self._p.attempts} tries ({last})")
+        raise DnsUnavailable(f"{what}: no answer after {tries} tr{'y' if tries == 1 else 'ies'} ({last})")
 
-    async def _query(self, name: str, rdtype: str) -> dns.message.Message:
+    async def _query(self, name: str, rdtype: str, server: Server, attempts: int | None) -> dns.message.Message:
         response = await self._exchange(lambda: self._sign(dns.message.make_query(name, rdtype)),
-                                        f"query {name.rstrip('.')} {rdtype}")
+                                        f"query {name.rstrip('.')} {rdtype}", server, attempts=attempts)
         rcode = response.rcode()
+        host, port = server
         if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
-            host, port = self.primary
-            raise DnsConfigError(f"{host}:{port} does not serve zone {self._p.zone} "
+            raise _ServerRefused(f"{host}:{port} does not serve zone {self._p.zone} "
                                  f"({dns.rcode.to_text(rcode)} for {name.rstrip('.')})")
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-            raise DnsUnavailable(f"query {name.rstrip('.')} {rdtype}: {dns.rcode.to_text(rcode)}")
+            raise DnsUnavailable(f"query {name.rstrip('.')} {rdtype}: {host}:{port} answered "
+                                 f"{dns.rcode.to_text(rcode)}")
         return response
 
     def _record(self, fqdn: str, config: RecordConfig, response: dns.message.Message) -> RecordState:
@@ -132,12 +174,14 @@ class Rfc2136Provider:
         values = tuple(sorted(canonical_value(config.type, rdata.to_text()) for rdata in rrset))
         return RecordState(fqdn, config.type, int(rrset.ttl), values, site_of(values, config.targets))
 
-    async def read(self, records: Sequence[RecordConfig] | None = None) -> DnsState:
-        """Query every record and the epoch TXT at the primary (signed, concurrently)."""
+    async def _read_from(self, server: Server, records: Sequence[RecordConfig] | None,
+                         attempts: int | None = None) -> DnsState:
+        """Query every record and the epoch TXT at ``server`` (signed, concurrently)."""
         chosen = list(records or self._config.records)
         names = [self._config.fqdn(r.name) for r in chosen]
-        queries = [self._query(n, r.type) for n, r in zip(names, chosen, strict=True)]
-        results = await asyncio.gather(*queries, self._query(self.epoch_name, "TXT"), return_exceptions=True)
+        queries = [self._query(n, r.type, server, attempts) for n, r in zip(names, chosen, strict=True)]
+        results = await asyncio.gather(*queries, self._query(self.epoch_name, "TXT", server, attempts),
+                                       return_exceptions=True)
         for result in results:  # every query has finished (each has a deadline); report the first error
             if isinstance(result, BaseException):
                 raise result
@@ -156,8 +200,24 @@ class Rfc2136Provider:
             epoch = replace(epoch, ref=rdata.to_text())
         return DnsState(self._p.zone, states, epoch, self.epoch_name)
 
+    async def read(self, records: Sequence[RecordConfig] | None = None) -> DnsState:
+        """The state at the primary; only if the primary cannot be reached, at the next servers (one try each)."""
+        try:
+            return await self._read_from(self.primary, records)
+        except DnsUnavailable as unreachable:
+            if len(self._servers) == 1:
+                raise
+            notes = [f"{self.primary[0]}:{self.primary[1]}: {unreachable}"]
+        for server in self._servers[1:]:
+            try:
+                return await self._read_from(server, records, attempts=1)
+            except (DnsUnavailable, DnsAuthError, _ServerRefused) as exc:
+                notes.append(f"{server[0]}:{server[1]}: {exc}")
+        raise DnsUnavailable("no server could be read: " + "; ".join(notes))
+
     def _update(self, expected: DnsState, planned: DnsState) -> dns.update.UpdateMessage:
-        update = dns.update.UpdateMessage(self._zone, keyring=self._keyring, keyname=self._keyname,
+        key = self._tsig.key()
+        update = dns.update.UpdateMessage(self._zone, keyring=key, keyname=self._keyname,
                                           keyalgorithm=self._algorithm)
         for record in expected.records:
             update.present(dns.name.from_text(record.name),
@@ -174,23 +234,44 @@ class Rfc2136Provider:
         update.replace(epoch_name, epoch_ttl, "TXT", _quote(planned.epoch.text or ""))
         return update
 
-    async def shift(self, expected: DnsState, target_site: str, new_epoch: int) -> DnsState:
-        """One atomic, conditional UPDATE from ``expected`` to ``target_site`` at ``new_epoch``."""
-        op = new_op()
+    def _conflict(self, expected: DnsState, current: DnsState) -> DnsConflict:
+        return DnsConflict(f"zone {self._p.zone} changed since it was read: expected "
+                           f"{expected.describe()}, found {current.describe()}",
+                           current=current, expected=expected)
+
+    async def shift(self, expected: DnsState, target_site: str, new_epoch: int,
+                    *, op: str | None = None) -> DnsState:
+        """One atomic, conditional UPDATE from ``expected`` to ``target_site`` at ``new_epoch``, at the primary."""
+        op = op or derive_op(self._salt, self._service, new_epoch, target_site)
+        chosen = [self._configs[r.name] for r in expected.records]
+        resumed = resumed_state(expected, self._configs, target_site, new_epoch, op)
+        if resumed is not None:  # the caller already read our own write: confirm it is still there
+            current = await self._read_from(self.primary, chosen)
+            if is_applied(current, resumed):
+                return current
+            raise self._conflict(expected, current)
         planned = planned_state(expected, self._configs, target_site, new_epoch, op)
-        response = await self._exchange(lambda: self._update(expected, planned),
-                                        f"update of zone {self._p.zone}")
+        try:
+            response = await self._exchange(lambda: self._update(expected, planned),
+                                            f"update of zone {self._p.zone} at "
+                                            f"{self.primary[0]}:{self.primary[1]}", self.primary)
+        except DnsUnavailable as lost:  # maybe applied with every reply lost: one read-back decides
+            try:
+                current = await self._read_from(self.primary, chosen, attempts=1)
+            except DnsError:
+                raise lost from None
+            if is_applied(current, planned):
+                return current
+            raise
         rcode = response.rcode()
         if rcode == dns.rcode.NOERROR:
             return planned
-        if rcode in _CONFLICT:
-            current = await self.read([self._configs[r.name] for r in expected.records])
-            if current.epoch.op == op:  # our own update, applied before a reply that was lost
-                return current
-            raise DnsConflict(f"zone {self._p.zone} changed since it was read: expected "
-                              f"{expected.describe()}, found {current.describe()}",
-                              current=current, expected=expected)
         host, port = self.primary
+        if rcode in _CONFLICT:
+            current = await self._read_from(self.primary, chosen)
+            if is_applied(current, planned):  # our own update, applied before a reply that was lost
+                return current
+            raise self._conflict(expected, current)
         if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
             raise DnsAuthError(f"{host}:{port} refused the update signed with {self._key_words()} "
                                f"({dns.rcode.to_text(rcode)})")

@@ -2,14 +2,20 @@
 
 A :class:`DnsState` is the current values of every configured record, which site each points to
 (or ``unknown``), and the epoch stored beside them in a TXT record whose text is
-``epoch=N site=S op=T``. ``op`` is a random token per shift: it tells a retried shift that found
-its own write ("the reply was lost, but it was applied") apart from a rival's write.
+``epoch=N site=S op=T``. ``op`` is the writer's token: it tells a retried shift that found its
+own write ("the reply was lost, but it was applied") apart from a rival's write. A caller that
+retries an operation (perhaps from a new provider) passes the same ``op`` again; without one, a
+provider derives it from a per-provider salt and (service, new epoch, target) with
+:func:`derive_op`, so the same provider retrying the same shift recognises itself while two
+providers racing for the same target never share a token.
 
 :func:`planned_state` is what a shift writes; providers turn it into one atomic change.
+:func:`is_applied` says whether a state read back is that planned state (our own write).
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -92,6 +98,23 @@ def new_op() -> str:
     return secrets.token_hex(6)
 
 
+def derive_op(salt: str, service: str, new_epoch: int, target_site: str) -> str:
+    """The op token of a shift: the same for the same (salt, service, epoch, target), else unrelated."""
+    digest = hashlib.sha256(f"{salt}\0{service}\0{new_epoch}\0{target_site}".encode()).hexdigest()
+    return digest[:12]
+
+
+def is_applied(current: DnsState, planned: DnsState) -> bool:
+    """True when ``current`` (a read) is ``planned``: same epoch, site, op and record values.
+
+    TTLs and provider ids are not compared: the op token is ours, and the values are what matter.
+    """
+    return (current.epoch.number == planned.epoch.number and current.epoch.op == planned.epoch.op
+            and current.epoch.site == planned.epoch.site
+            and [(r.name, r.rtype, r.values) for r in current.records]
+            == [(r.name, r.rtype, r.values) for r in planned.records])
+
+
 def site_of(values: Sequence[str], targets: Mapping[str, Sequence[str]]) -> str:
     """The site whose configured values equal ``values`` exactly, else ``unknown``."""
     wanted = sorted(values)
@@ -106,11 +129,29 @@ def planned_state(expected: DnsState, configs: Mapping[str, RecordConfig], targe
     """The state a shift from ``expected`` to ``target_site`` at ``new_epoch`` writes.
 
     ``configs`` maps absolute record names to their config. Raises ValueError for a caller error
-    (unknown site, an epoch that does not grow).
+    (unknown site, a new epoch that is not exactly the epoch read plus one).
     """
-    if new_epoch <= expected.epoch.number:
-        raise ValueError(f"new epoch {new_epoch} must be greater than the epoch read "
+    if new_epoch != expected.epoch.number + 1:
+        raise ValueError(f"new epoch {new_epoch} must be exactly one more than the epoch read "
                          f"({expected.epoch.number})")
+    return target_state(expected, configs, target_site, new_epoch, op)
+
+
+def resumed_state(expected: DnsState, configs: Mapping[str, RecordConfig], target_site: str,
+                  new_epoch: int, op: str) -> DnsState | None:
+    """The planned state if ``expected`` already carries epoch ``new_epoch`` written by ``op``, else None.
+
+    That is a caller retrying a shift that was applied (it read its own write back): the provider
+    confirms the zone still holds it and reports success instead of a conflict or a caller error.
+    """
+    if expected.epoch.number != new_epoch or expected.epoch.op != op:
+        return None
+    return target_state(expected, configs, target_site, new_epoch, op)
+
+
+def target_state(expected: DnsState, configs: Mapping[str, RecordConfig], target_site: str,
+                 new_epoch: int, op: str) -> DnsState:
+    """``expected``'s records at ``target_site`` with epoch ``new_epoch`` by ``op`` (no epoch check)."""
     records = []
     for record in expected.records:
         config = configs[record.name]

@@ -9,6 +9,7 @@ import dns.message
 import dns.query
 import pytest
 
+from actions.dns.errors import DnsUnavailable
 from actions.dns.provider import build_verifier
 from actions.dns.rfc2136 import Rfc2136Provider
 from actions.dns.verify import Verifier
@@ -200,3 +201,13 @@ async def test_each_server_is_timed_by_its_own_answer(fresh_pair: tuple[NamedSer
     fast_seconds, slow_seconds = (c.seconds for c in result.checks)
     assert fast_seconds is not None and slow_seconds is not None
     assert fast_seconds < 0.1 and slow_seconds >= 0.3
+
+
+async def test_discovery_failure_is_a_dns_error(fresh_pair: tuple[NamedServer, NamedServer]) -> None:
+    """NS discovery against a server that is down raises DnsUnavailable (a DnsError), not LookupError."""
+    primary, _secondary = fresh_pair
+    down = free_udp_tcp_port(("127.0.0.1",))
+    config = dns_config_for(primary, verify={"nameservers": []})
+    verifier = Verifier(config, discover_from=("127.0.0.1", down))
+    with pytest.raises(DnsUnavailable, match=r"cannot discover the nameservers of example.test"):
+        await verifier.servers()

@@ -88,10 +88,10 @@ async def test_missing_publication_and_subscription_are_named(pg_db: ReplicatedD
 
 async def test_unreachable_old_primary_skips_the_fence_and_unreachable_standby_fails_promotion(
         pg_db: ReplicatedDb) -> None:
-    """Fencing an unreachable server is skipped with the reason; promoting one fails and says so."""
+    """Fencing an unreachable server is skipped (not failed) with the reason; promoting one fails and says so."""
     config = config_for(pg_db, gcp={"port": 1}, azure={"port": 1})
     fenced = await fence(config, "gcp")
-    assert not fenced.ok and fenced.skipped
+    assert fenced.ok and fenced.skipped  # best effort: the runbook goes on, the sentence says why
     assert fenced.sentence == "fence of gcp skipped: unreachable (connect refused)"
     promoted = await promote(config, "azure")
     assert not promoted.ok

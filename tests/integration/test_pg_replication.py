@@ -203,6 +203,19 @@ async def test_failback_replicates_back_without_recopying_after_a_clean_reconcil
     assert pg_db.on_primary("SELECT count(*) FROM accounts") == [(21,)]
     again = await prepare_failback(config, "azure", check)
     assert again.ok, again.sentence
+    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=ManualClock())
+    probe.set_primary("azure")  # the reverse direction is measured by the same probe
+    writer = HeartbeatWriter(config, writer_site="azure", primary="azure")
+    try:
+        await writer.beat(7.0)
+
+        async def reverse_caught_up() -> bool:
+            obs = await probe.observe()
+            return obs.ok and obs.value == 0.0 and obs.details["apply_worker_alive"] is True
+
+        await poll(reverse_caught_up)
+    finally:
+        await writer.aclose()
 
 
 async def test_db_init_creates_the_heartbeat_table_and_publishes_it_idempotently(pg_pair: Any) -> None:

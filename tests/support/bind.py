@@ -3,7 +3,10 @@
 :func:`start_named` writes ``named.conf``, the key file and the zone into a new temporary directory
 (so no ``.jnl`` journal from an earlier run can be replayed), starts ``named -g`` on a free port and
 waits until it answers the zone's SOA. :meth:`NamedServer.stop` terminates it and removes the
-directory. Under ``CI=true`` a missing ``named`` is a failure, elsewhere a skip.
+directory. Under ``CI=true`` a missing ``named`` is a failure, elsewhere a skip. A server can
+listen on ``::1`` instead (``host="::1"``), and nameserver glue may be AAAA or absent.
+:func:`start_resolver` starts a recursive ``named`` (cache off) that forwards a primary's zone to
+it and serves extra zones itself: a real, distinct resolver for verification tests.
 
 Fixtures:
 

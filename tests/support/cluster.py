@@ -26,7 +26,6 @@ from typing import Any
 import aiohttp
 
 from engine.sample_site import SampleSite
-from tests.support import free_port
 from tests.support.bind import NamedServer, start_named
 from tests.support.faultproxy import FaultProxy
 
@@ -49,10 +48,23 @@ class Voter:
     site_proxies: dict[str, FaultProxy] = field(default_factory=dict)
     peer_proxies: dict[str, FaultProxy] = field(default_factory=dict)
     dns_proxy: FaultProxy | None = None
+    log_offset: int = 0  # where this launch's log lines start
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def _started_port(log: Path, offset: int) -> int | None:
+    if not log.exists():
+        return None
+    with log.open("rb") as f:
+        f.seek(offset)
+        for line in f:
+            if b'"engine started"' in line:
+                api = json.loads(line)["api"]
+                return int(api.rsplit(":", 1)[1])
+    return None
 
 
 class Cluster:
@@ -84,14 +96,14 @@ class Cluster:
         for site in ("gcp", "azure"):
             self.sites[site] = await SampleSite(site).start()
         for vid, site, role in self.voter_specs:
-            self.voters[vid] = Voter(vid, site, role, free_port(), self.workdir / f"{vid}.yaml",
-                                     self.workdir / f"{vid}.log")
+            # each engine binds a port of the kernel's choosing and logs it (no free-port race)
+            self.voters[vid] = Voter(vid, site, role, 0, self.workdir / f"{vid}.yaml", self.workdir / f"{vid}.log")
         for voter in self.voters.values():
             for site, sample in self.sites.items():
                 voter.site_proxies[site] = await self._proxy(sample.port)
             for other in self.voters.values():
                 if other.id != voter.id:
-                    voter.peer_proxies[other.id] = await self._proxy(other.port)
+                    voter.peer_proxies[other.id] = await self._proxy(0)  # aimed once the peer has started
             voter.dns_proxy = await self._proxy(self.named.port)
             voter.config.write_text(self._config(voter))
         for voter in self.voters.values():
@@ -111,7 +123,7 @@ class Cluster:
         dns = v.dns_proxy.address
         extra = self.extra_service(v.id) if self.extra_service else ""
         return f"""
-instance: {{id: {v.id}, site: {v.site}, role: {v.role}, listen: "127.0.0.1:{v.port}", tick: {self.tick}}}
+instance: {{id: {v.id}, site: {v.site}, role: {v.role}, listen: "127.0.0.1:0", tick: {self.tick}}}
 peers:
 {peers}
 peering: {{hmac_key: "${{PEER_KEY}}", replay_window: 10s}}
@@ -121,7 +133,8 @@ logging: {{format: json, level: info}}
 services:
   shop:
     active: gcp
-    policy: {{failure_threshold: {self.threshold}, success_threshold: 2, rpo: 30s, cooldown: 10m, executors: {json.dumps(executors)}}}
+    policy: {{failure_threshold: {self.threshold}, success_threshold: 2, rpo: 30s, cooldown: 10m,
+              executors: {json.dumps(executors)}}}
     sites:
       gcp: {{probes: {probes['gcp']}}}
       azure: {{probes: {probes['azure']}}}
@@ -143,6 +156,8 @@ services:
 
     def launch(self, vid: str) -> None:
         voter = self.voters[vid]
+        voter.port = 0
+        voter.log_offset = voter.log.stat().st_size if voter.log.exists() else 0
         assert self.named is not None
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PEER_KEY": PEER_KEY, "TSIG_SECRET": self.named.secret}
         log = voter.log.open("ab")
@@ -151,14 +166,21 @@ services:
         log.close()
 
     async def wait_api(self, vid: str, timeout: float = 20.0) -> None:
+        """Wait for the engine's "engine started" log line, learn its port, point the peers' proxies at it."""
+        voter = self.voters[vid]
         deadline = time.monotonic() + timeout
+        offset = voter.log_offset
         while time.monotonic() < deadline:
-            try:
+            port = _started_port(voter.log, offset)
+            if port is not None:
+                voter.port = port
+                for other in self.voters.values():
+                    if vid in other.peer_proxies:
+                        other.peer_proxies[vid].target = ("127.0.0.1", port)
                 await self.status(vid)
                 return
-            except (aiohttp.ClientError, OSError):
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"{vid} did not start; log:\n{self.voters[vid].log.read_text()[-3000:]}")
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{vid} did not start; log:\n{voter.log.read_text()[-3000:]}")
 
     # -- observing -------------------------------------------------------------------------------
     async def get(self, vid: str, path: str) -> Any:

@@ -1,0 +1,131 @@
+"""Promoting the standby of a logically replicated pair: stop applying, fix sequences, allow writes.
+
+Steps (each idempotent, so the runbook may repeat the whole promotion after a crash):
+
+1. ``subscription``: ``ALTER SUBSCRIPTION ... DISABLE`` and wait (bounded) until its apply worker
+   has exited, so no row arrives after the sequences are read. When the old primary cannot be
+   reached its slot is detached (``SET (slot_name = NONE)``), so the subscription can later be
+   dropped without the publisher. A missing subscription is *skipped* (already removed) and said so.
+2. ``sequences``: every sequence of the replicated tables to at least ``max(column) + margin``.
+3. ``writes``: reset ``default_transaction_read_only`` (a fence from an earlier failback) and check
+   from a new session that it can write.
+
+A physical standby (``pg_is_in_recovery()``) is refused: this engine promotes logical replicas only.
+The result is ok only when every step is; anything less names the steps that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from actions.database.fence import unfence
+from actions.database.results import ActionResult, Step, summarize
+from actions.database.sequences import SequenceMove, sync_sequences
+from engine.config.database import DatabaseConfig
+from probes.postgres_conn import PgError, Unreachable, connect, describe_pg_error
+
+
+async def publisher_reachable(config: DatabaseConfig, site: str) -> str | None:
+    """None when ``site`` accepts a connection, else the reason it does not."""
+    try:
+        conn = await connect(config.sites[site], statement_timeout=config.promotion.statement_timeout,
+                             application_name="failover-engine reachability")
+    except Unreachable as exc:
+        return str(exc)
+    await conn.close()
+    return None
+
+
+async def _disable_subscription(conn: psycopg.AsyncConnection[Any], config: DatabaseConfig, old_primary: str,
+                                ) -> Step:
+    t0 = time.perf_counter()
+    name = config.subscription
+    cur = await conn.execute("SELECT subenabled, subslotname FROM pg_subscription s JOIN pg_database d "
+                             "ON d.oid = s.subdbid AND d.datname = current_database() WHERE subname = %s", (name,))
+    row = await cur.fetchone()
+    if row is None:
+        return Step("subscription", "skipped", f"subscription {name} not found (already removed?)",
+                    time.perf_counter() - t0)
+    enabled, slot = bool(row[0]), row[1]
+    ident = sql.Identifier(name)
+    notes = []
+    if enabled:
+        await conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+        notes.append("disabled")
+    else:
+        notes.append("already disabled")
+    deadline = time.monotonic() + config.promotion.statement_timeout
+    while True:  # DISABLE is asynchronous: the apply worker exits a moment later
+        cur = await conn.execute("SELECT count(*) FROM pg_stat_subscription WHERE subname = %s AND pid IS NOT NULL",
+                                 (name,))
+        alive = await cur.fetchone()
+        if not alive or not alive[0]:
+            break
+        if time.monotonic() > deadline:
+            return Step("subscription", "failed", "apply worker still running after DISABLE",
+                        time.perf_counter() - t0)
+        await asyncio.sleep(0.05)
+    if slot is not None:
+        unreachable = await publisher_reachable(config, old_primary)
+        if unreachable is not None:
+            await conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
+            notes.append(f"slot {slot} detached ({old_primary} unreachable: {unreachable})")
+        else:
+            notes.append(f"slot {slot} kept on {old_primary} (dropped when failback is prepared)")
+    else:
+        notes.append("slot already detached")
+    return Step("subscription", "ok", ", ".join(notes), time.perf_counter() - t0)
+
+
+def _describe_moves(moves: list[SequenceMove]) -> str:
+    moved = [m for m in moves if m.moved]
+    if not moves:
+        return "no sequences on the replicated tables"
+    listed = ", ".join(f"{m.sequence} {m.before if m.before is not None else '-'}→{m.after}" for m in moved[:5])
+    more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
+    return f"{len(moved)} of {len(moves)} moved" + (f": {listed}{more}" if moved else " (already ahead)")
+
+
+async def promote(config: DatabaseConfig, site: str) -> ActionResult:
+    """Promote the database of ``site``; bounded by ``promotion.timeout``; never raises for server errors."""
+    old_primary = config.other_site(site)
+    steps: list[Step] = []
+    data: dict[str, Any] = {}
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(config.promotion.timeout):
+            async with await connect(config.sites[site], statement_timeout=config.promotion.statement_timeout,
+                                     writable=True, application_name="failover-engine promote") as conn:
+                cur = await conn.execute("SELECT pg_is_in_recovery()")
+                row = await cur.fetchone()
+                if row and row[0]:
+                    steps.append(Step("subscription", "failed",
+                                      "server is a physical standby (in recovery): not a logical replica"))
+                    return summarize("promotion", site, steps, required=("subscription", "sequences", "writes"))
+                step = await _disable_subscription(conn, config, old_primary)
+                steps.append(step)
+                if step.status == "failed":
+                    return summarize("promotion", site, steps, required=("subscription", "sequences", "writes"))
+                t0 = time.perf_counter()
+                try:
+                    moves = await sync_sequences(conn, subscription=config.subscription,
+                                                 margin=config.promotion.sequence_margin)
+                    data["sequences"] = [m.to_dict() for m in moves]
+                    steps.append(Step("sequences", "ok", _describe_moves(moves), time.perf_counter() - t0))
+                except psycopg.Error as exc:
+                    steps.append(Step("sequences", "failed", describe_pg_error(exc), time.perf_counter() - t0))
+            steps.append(await unfence(config, site))
+    except TimeoutError:
+        steps.append(Step("timeout", "failed", f"promotion gave up after {config.promotion.timeout:g}s",
+                          time.perf_counter() - started))
+    except Unreachable as exc:
+        steps.append(Step("connect", "failed", f"{site} unreachable: {exc}"))
+    except (PgError, psycopg.Error) as exc:
+        steps.append(Step("promote", "failed", str(exc) if isinstance(exc, PgError) else describe_pg_error(exc)))
+    required = ("subscription", "sequences", "writes")
+    return summarize("promotion", site, steps, data=data, required=required)
