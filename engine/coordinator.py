@@ -97,6 +97,10 @@ class Coordinator:
                         if (heard := p.effective_heard()) is not None and p.verdict is not None
                         and mono - heard <= 2 * p.verdict.interval)
         majority = len(voters) // 2 + 1
+        for peer in engine.peering.peers.values():
+            heard = peer.effective_heard()
+            if heard is not None:
+                engine.metrics.peer_age.labels(peer.id).set(mono - heard)
         ok = fresh >= majority
         engine.metrics.quorum.set(1 if ok else 0)
         if ok != self.quorum_ok:

@@ -77,6 +77,8 @@ class ServiceRuntime:
     lag_s: float | None = None  # last known replication lag (kept when the primary is unreachable)
     operation: Operation | None = None  # the runbook in flight (or halted) for this service
     dns_state: str | None = None  # the last DNS read, described
+    replication: SignalRuntime | None = None  # the lag signal of the database pair
+    database: Any = None  # engine.database_watch.DatabaseWatch, when the service has a database
 
     shared: dict[str, SignalRuntime] = field(default_factory=dict)  # scope: shared dependencies
 
@@ -152,6 +154,9 @@ class Engine:
         # out of the collector's sight so a full collection does not stall the probe loop.
         gc.collect()
         gc.freeze()
+        for rt in self.services.values():
+            if rt.database is not None:
+                rt.database.start()
         await self.coordinator.resume_open()
         for rt in self.services.values():
             with contextlib.suppress(TimeoutError):
@@ -183,6 +188,12 @@ class Engine:
             for site, site_cfg in svc.sites.items():
                 runtime.signals[site] = [self._add_signal(name, site, p.signal_name, p, svc)
                                          for p in site_cfg.probes]
+            if svc.database is not None and self.config.instance.role == "engine":
+                from engine.database_watch import DatabaseWatch
+
+                runtime.database = DatabaseWatch(self, runtime)
+                runtime.replication = self._add_signal(name, None, "replication", svc.database.lag_probe, svc,
+                                                       probe=runtime.database.probe)
             for dep in svc.dependencies:
                 if dep.scope == "site":
                     assert dep.site is not None
@@ -192,14 +203,16 @@ class Engine:
                     runtime.shared[dep.name] = self._add_signal(name, None, f"dep:{dep.name}", dep.probe, svc)
 
     def _add_signal(self, service: str, site: str | None, signal: str, probe_cfg: Any,
-                    svc: ServiceConfig) -> SignalRuntime:
+                    svc: ServiceConfig, probe: Probe | None = None) -> SignalRuntime:
         key = SignalKey(service, site, signal)
-        machine = HealthMachine(probe_cfg.failure_threshold or svc.policy.failure_threshold,
-                                probe_cfg.success_threshold or svc.policy.success_threshold)
+        machine = HealthMachine(getattr(probe_cfg, "failure_threshold", None) or svc.policy.failure_threshold,
+                                getattr(probe_cfg, "success_threshold", None) or svc.policy.success_threshold)
         sig = SignalRuntime(key, probe_cfg.interval, machine, meters=self._meters(service, site or "*", signal))
         self.signals[key] = sig
-        session = self._session(getattr(probe_cfg, "new_connection", True)) if probe_cfg.type == "http" else None
-        probe: Probe = self._probe_factory(probe_cfg, clock=self.clock, http_session=session)
+        if probe is None:
+            kind = getattr(probe_cfg, "type", None)
+            session = self._session(getattr(probe_cfg, "new_connection", True)) if kind == "http" else None
+            probe = self._probe_factory(probe_cfg, clock=self.clock, http_session=session)
         self.scheduler.add(key, probe, probe_cfg.interval)
         self.metrics.signal_state.labels(service, site or "*", signal).set(STATE_VALUE["unknown"])
         return sig
@@ -219,6 +232,9 @@ class Engine:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.coordinator.close()
+        for rt in self.services.values():
+            if rt.database is not None:
+                await rt.database.close()
         await self.peering.close()
         await self.notifier.close()
         if self._api is not None:
@@ -255,6 +271,10 @@ class Engine:
         latency.observe(obs.latency_s)
         # the machine learns the result when the check completes, not when it started
         change = sig.machine.observe(obs.ok, obs.at + obs.latency_s, obs.reason)
+        if key.name == "replication" and obs.value is not None:
+            rt = self.services[key.service]
+            rt.lag_s = obs.value  # kept while the primary is unreachable: the last known lag
+            self.metrics.replication_lag.labels(key.service).set(obs.value)
         failures.set(sig.machine.consecutive_failures)
         if change is not None:
             return self._on_change(key, change)
@@ -335,6 +355,8 @@ class Engine:
         if previous.active != state.active:
             self.metrics.active_site.labels(rt.name, previous.active).set(0)
             self.metrics.active_site.labels(rt.name, state.active).set(1)
+            if rt.database is not None:
+                rt.database.active_changed(state.active)
         await self.record("state", message, service=rt.name, at=now,
                           data={"active": state.active, "epoch": state.epoch})
 
@@ -342,6 +364,14 @@ class Engine:
         """Hand a notification to the webhooks; never blocks the loop (queued, retried elsewhere)."""
         self.notifier.send(kind, message, service=service, instance=self.config.instance.id,
                            at=self.clock.now(), data=data)
+
+    def _reconciliation_summary(self, service: str) -> dict[str, Any] | None:
+        if self.journal is None:
+            return None
+        data = self.journal.get_state(service, "last_reconciliation")
+        if not data:
+            return None
+        return {k: data.get(k) for k in ("sentence", "identical", "at", "seconds", "primary", "standby")}
 
     def journal_or_fail(self) -> Journal:
         if self.journal is None:
@@ -402,6 +432,8 @@ class Engine:
                            "signals": [s.to_dict() for s in sigs]}
                     for site, sigs in rt.signals.items()},
                 "shared_dependencies": [s.to_dict() for s in rt.shared.values()],
+                "replication": None if rt.replication is None else rt.replication.to_dict(),
+                "last_reconciliation": self._reconciliation_summary(name),
             }
         return {
             "instance": {"id": inst.id, "site": inst.site, "role": inst.role, "version": __version__,

@@ -184,7 +184,9 @@ class FailoverSteps:
         unreachable = await publisher_reachable(db, op.source)
         if unreachable:
             return Outcome.skip(f"old primary {op.source} unreachable: {unreachable}")
-        result = await reconcile(db, service=op.service, primary=op.target, now=self.engine.clock.now())
+        # replication has stopped: nothing is in flight, every difference is real
+        result = await reconcile(db, service=op.service, primary=op.target, now=self.engine.clock.now(),
+                                 watermark=None)
         data = result.to_dict()
         await self.engine.journal_or_fail().put_state(op.service, "last_reconciliation", data,
                                                       at=self.engine.clock.now())

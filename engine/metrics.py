@@ -54,5 +54,24 @@ class Metrics:
         self.journal_events = Counter(
             "failover_engine_journal_events", "Events written to the journal.", ["kind"], registry=r)
 
+        self.replication_lag = Gauge(
+            "failover_engine_replication_lag_seconds", "Replication lag from the heartbeat (last known).",
+            ["service"], registry=r)
+        self._reconcile: dict[str, Gauge] = {}
+        self.peer_age = Gauge(
+            "failover_engine_peer_last_seen_age_seconds", "Seconds since a peer's verdict was last heard.",
+            ["peer"], registry=r)
+
+    def export_reconcile(self, samples: list[tuple[str, dict[str, str], float]]) -> None:
+        """Reconciliation results as gauges: failover_engine_reconcile_{identical,differences,...}."""
+        for name, labels, value in samples:
+            full = "failover_engine_" + name.removeprefix("failover_")
+            gauge = self._reconcile.get(full)
+            if gauge is None:
+                gauge = Gauge(full, f"Reconciliation: {name.removeprefix('failover_reconcile_')}.",
+                              sorted(labels), registry=self.registry)
+                self._reconcile[full] = gauge
+            gauge.labels(**labels).set(value)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -69,11 +69,12 @@ def _started_port(log: Path, offset: int) -> int | None:
 
 class Cluster:
     def __init__(self, workdir: Path, *, witness: bool = True, interval: float = 0.3, timeout: float = 0.2,
-                 threshold: int = 3,
+                 threshold: int = 3, rpo: float = 30.0,
                  tick: float = 0.2, executors: dict[str, list[str]] | None = None,
                  extra_service: Callable[[str], str] | None = None, webhooks: list[tuple[str, str]] = ()) -> None:
         self.workdir = workdir
         self.interval, self.timeout, self.tick, self.threshold = interval, timeout, tick, threshold
+        self.rpo = rpo
         self.voter_specs = [("engine-gcp", "gcp", "engine"), ("engine-azure", "azure", "engine")]
         if witness:
             self.voter_specs.append(("witness", "witness", "witness"))
@@ -133,7 +134,7 @@ logging: {{format: json, level: info}}
 services:
   shop:
     active: gcp
-    policy: {{failure_threshold: {self.threshold}, success_threshold: 2, rpo: 30s, cooldown: 10m,
+    policy: {{failure_threshold: {self.threshold}, success_threshold: 2, rpo: {self.rpo}, cooldown: 10m,
               executors: {json.dumps(executors)}}}
     sites:
       gcp: {{probes: {probes['gcp']}}}
