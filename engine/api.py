@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -116,10 +117,23 @@ async def peer_verdict(request: web.Request) -> web.Response:
         return error(413, "too_large", f"a verdict is at most {MAX_BODY} bytes")
     body = await request.read()
     try:
-        verdict = engine.peering.receive(dict(request.headers), body)
+        verdict = engine.peering.receive(dict(request.headers), body, peer_common_name(request))
     except Rejected as exc:
         return error(401, "rejected", str(exc))
     return _json({"accepted": True, "seq": verdict.seq})
+
+
+def peer_common_name(request: web.Request) -> str | None:
+    """The CN of a verified client certificate, if the connection presented one."""
+    transport = request.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 async def operation(request: web.Request) -> web.Response:
@@ -163,13 +177,21 @@ class ApiServer:
 
     async def start(self, listen: str) -> str:
         host, _, port = listen.rpartition(":")
+        tls = self.engine.config.instance.tls
+        context = None
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+            if tls.client_ca_file:
+                context.load_verify_locations(tls.client_ca_file)
+                context.verify_mode = ssl.CERT_OPTIONAL  # operators may come without one; peers may not
         self._runner = web.AppRunner(build_app(self.engine), access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, int(port))
+        site = web.TCPSite(self._runner, host, int(port), ssl_context=context)
         await site.start()
         bound = self._runner.addresses[0]
-        return f"http://{host}:{bound[1]}"
+        return f"{'https' if context else 'http'}://{host}:{bound[1]}"
 
     async def stop(self) -> None:
         if self._runner is not None:

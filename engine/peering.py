@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import secrets
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,17 @@ class PeerState:
         return self.last_heard - max(0.0, self.delays[-1] - min(self.delays))
 
 
+def client_ssl(config: EngineConfig) -> ssl.SSLContext | bool:
+    """The TLS context for talking to peers: their CA, and our client certificate for mTLS."""
+    tls = config.peering.tls
+    if tls is None:
+        return True
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.cert_file and tls.key_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
 class Peering:
     def __init__(self, config: EngineConfig, clock: Clock) -> None:
         self.config = config
@@ -90,7 +102,8 @@ class Peering:
         if not self.peers:
             return
         if self._session is None:
-            self._session = aiohttp.ClientSession(trust_env=False)
+            self._session = aiohttp.ClientSession(
+                trust_env=False, connector=aiohttp.TCPConnector(ssl=client_ssl(self.config)))
         body = json.dumps(verdict.model_dump(), separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", **sign(self.key, verdict.at, body)}
         deadline = max(0.2, 0.8 * self.config.instance.tick)
@@ -114,10 +127,19 @@ class Peering:
         except OSError as exc:
             peer.last_error = exc.strerror or type(exc).__name__
 
-    def receive(self, headers: dict[str, str], body: bytes) -> Verdict:
-        """Verify and keep a peer's verdict; raises :class:`Rejected` (logged) when it is not believable."""
+    def receive(self, headers: dict[str, str], body: bytes, peer_cn: str | None = None) -> Verdict:
+        """Verify and keep a peer's verdict; raises :class:`Rejected` (logged) when it is not believable.
+
+        ``peer_cn`` is the common name of the client certificate the message came with (mTLS).
+        """
         try:
             verdict = self.verifier.verify(headers, body, self.clock.now())
+            tls = self.config.peering.tls
+            if tls is not None and tls.require_client_cert:
+                if peer_cn is None:
+                    raise Rejected("a client certificate is required from peers")
+                if peer_cn != verdict.sender:
+                    raise Rejected(f"client certificate {peer_cn!r} does not belong to sender {verdict.sender!r}")
         except Rejected as exc:
             self.rejections += 1
             log.warning("peer message rejected", reason=str(exc))

@@ -6,9 +6,9 @@ Rules that span fields live in validators next to the fields they judge and rais
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from engine.config.base import Duration, Model, Secret, rule_error
 from engine.config.database import DatabaseConfig
@@ -25,6 +25,42 @@ def _host_port(value: str) -> str:
     return value
 
 
+def _readable(path: str) -> str:
+    from pathlib import Path
+
+    if not Path(path).expanduser().is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+ReadableFile = Annotated[str, AfterValidator(_readable)]
+
+
+class ListenerTlsConfig(Model):
+    """HTTPS for the API. With ``client_ca_file``, client certificates signed by it are verified
+    (and peers can be required to present one: ``peering.tls.require_client_cert``)."""
+
+    cert_file: ReadableFile
+    key_file: ReadableFile
+    client_ca_file: ReadableFile | None = None
+
+
+class PeerTlsConfig(Model):
+    """mTLS between voters, on top of the HMAC: verify peers' servers, present our certificate, and
+    optionally refuse verdicts not sent with a client certificate whose CN is the sender's id."""
+
+    ca_file: ReadableFile | None = Field(None, description="CA that signed the peers' certificates")
+    cert_file: ReadableFile | None = Field(None, description="our client certificate (CN = instance id)")
+    key_file: ReadableFile | None = None
+    require_client_cert: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise rule_error("key_file", "cert_file and key_file go together")
+        return self
+
+
 class InstanceConfig(Model):
     """This process: its id, the site it runs in, its role and where its API listens."""
 
@@ -33,6 +69,7 @@ class InstanceConfig(Model):
     role: Literal["engine", "witness"] = "engine"
     listen: str = Field("127.0.0.1:8080", description="host:port of the HTTP API")
     tick: Duration = Field(1.0, description="how often the decision loop runs")
+    tls: ListenerTlsConfig | None = Field(None, description="serve the API over HTTPS")
 
     _listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
 
@@ -58,6 +95,7 @@ class PeeringConfig(Model):
 
     hmac_key: Secret | None = Field(None, description="shared key for HMAC-signed verdicts")
     replay_window: Duration = Field(30.0, description="reject messages older or newer than this")
+    tls: PeerTlsConfig | None = Field(None, description="mTLS between voters (optional, on top of HMAC)")
 
 
 class PolicyConfig(Model):
@@ -220,6 +258,10 @@ class EngineConfig(Model):
         for index, peer in enumerate(self.peers):
             if ids.count(peer.id) > 1:
                 raise rule_error(f"peers[{index}].id", f"'{peer.id}' is used twice (instance or peers)")
+        ptls = self.peering.tls
+        if ptls is not None and ptls.require_client_cert and (
+                self.instance.tls is None or self.instance.tls.client_ca_file is None):
+            raise rule_error("peering.tls.require_client_cert", "needs instance.tls.client_ca_file to verify peers")
         if self.peers and self.peering.hmac_key is None:
             raise rule_error("peering.hmac_key", "required when peers are configured (verdicts are signed)")
         engines = {self.instance.id} | {p.id for p in self.peers if p.role == "engine"}
