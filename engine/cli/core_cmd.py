@@ -29,7 +29,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_or_report(args.file)
     if config is None:
         return 2
-    signals = sum(len(site.probes) for svc in config.services.values() for site in svc.sites.values())
+    signals = sum(sum(len(site.probes) for site in svc.sites.values()) + len(svc.dependencies)
+                  + (1 if svc.database is not None else 0) for svc in config.services.values())
     print(f"{args.file}: ok ({config.instance.id} in {config.instance.site}, "
           f"{len(config.services)} service(s), {signals} signal(s), {len(config.peers)} peer(s))")
     return 0

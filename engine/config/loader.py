@@ -184,11 +184,13 @@ def parse_config(text: str, *, source: str = "<config>",
     try:
         config = EngineConfig.model_validate(data)
     except ValidationError as exc:
+        unset = {path for path, _ in env_problems}  # the missing variable is the problem there, not its blank
         for err in exc.errors():
             parts = list(_real_path(tuple(err["loc"]), data))
             if err.get("type") == "rule":
                 parts.extend(_split_field(str(err["ctx"]["field"])))
-            found.append((tuple(parts), _message(err)))
+            if tuple(parts) not in unset:
+                found.append((tuple(parts), _message(err)))
     if found:
         lines = _line_map(yaml.compose(text, Loader=_Loader))  # only needed to report problems
         problems = [Problem(format_path(p), m, _line_for(lines, p)) for p, m in found]

@@ -148,7 +148,9 @@ def test_config_is_frozen() -> None:
 def test_every_example_config_parses(path: Path) -> None:
     """Every YAML under config/ is a valid config (with its secrets provided)."""
     config = load_config(path, env={"FAILOVER_PEER_KEY": "k" * 32, "CLOUDFLARE_API_TOKEN": "t",
-                                    "PGPASSWORD": "p", "TSIG_SECRET": "c2VjcmV0"})
+                                    "PGPASSWORD": "p", "TSIG_SECRET": "c2VjcmV0",
+                                    "SLACK_WEBHOOK_URL": "https://hooks.example/x",
+                                    "PAGER_WEBHOOK_URL": "https://pager.example/x"})
     assert isinstance(config, EngineConfig)
     assert config.services
 
