@@ -1,12 +1,13 @@
 """Several engine processes on loopback, wired through fault proxies, for scenario tests.
 
-Topology: two sample sites (``gcp``, ``azure``), a real BIND serving the service's records with the
-epoch TXT beside them, and voters (``engine-gcp``, ``engine-azure``, optionally ``witness``), each a
-real ``python -m engine run`` process with its own journal. Every path a voter uses goes through its
-own :class:`~tests.support.faultproxy.FaultProxy`: voter→site probes, voter→peer verdicts and
-voter→DNS updates and reads (TCP). Verification queries go to BIND directly (UDP, which the proxy does
-not carry). So a test can cut exactly the paths a real partition would: ``isolate("gcp")`` cuts every
-path between the gcp side (its site and its engine) and everything else.
+Topology: two sample sites (``gcp``, ``azure``), a real BIND serving the service's records with the epoch TXT
+beside them, and voters (``engine-gcp``, ``engine-azure``, optionally ``witness``), each a real ``python -m
+engine run`` process with its own journal. Every path a voter uses goes through its own
+:class:`~tests.support.faultproxy.FaultProxy`: voter→site probes, voter→peer verdicts and voter→DNS updates
+and reads (TCP), and voter→DNS verification queries (UDP, through a
+:class:`~tests.support.faultproxy.UdpRelay` that can drop them). So a test can cut exactly the paths a real
+partition would: ``isolate("gcp")`` cuts every path between the gcp side (its site and its engine) and
+everything else.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import aiohttp
 
 from engine.sample_site import SampleSite
 from tests.support.bind import NamedServer, start_named
-from tests.support.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy, UdpRelay
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_KEY = "scenario-peer-key-0123456789abcdef"
@@ -85,6 +86,7 @@ class Cluster:
         self.voters: dict[str, Voter] = {}
         self.named: NamedServer | None = None
         self.proxies: list[FaultProxy] = []
+        self.verify_relays: dict[str, UdpRelay] = {}  # voter -> the UDP path its verification queries take
 
     # -- setup -----------------------------------------------------------------------------------
     async def _proxy(self, port: int) -> FaultProxy:
@@ -106,6 +108,7 @@ class Cluster:
                 if other.id != voter.id:
                     voter.peer_proxies[other.id] = await self._proxy(0)  # aimed once the peer has started
             voter.dns_proxy = await self._proxy(self.named.port)
+            self.verify_relays[voter.id] = await UdpRelay("127.0.0.1", self.named.port).start()
             voter.config.write_text(self._config(voter))
         for voter in self.voters.values():
             self.launch(voter.id)
@@ -144,7 +147,8 @@ services:
                   tsig: {{name: failover-key, algorithm: hmac-sha256, secret: "${{TSIG_SECRET}}"}}}}
       records: [{{name: app, type: A, ttl: 30s, targets: {{gcp: ["{TARGETS['gcp']}"], azure: ["{TARGETS['azure']}"]}}}}]
       epoch_record: _failover-epoch.app
-      verify: {{nameservers: ["{self.named.address}"], deadline: 3s, interval: 50ms, query_timeout: 300ms}}
+      verify: {{nameservers: ["{self.verify_relays[v.id].address}"], deadline: 3s, interval: 50ms,
+               query_timeout: 300ms}}
 {extra}
 """
 
@@ -275,6 +279,8 @@ services:
                     voter.proc.kill()
         for proxy in self.proxies:
             await proxy.stop()
+        for relay in self.verify_relays.values():
+            await relay.stop()
         for site in self.sites.values():
             await site.stop()
         if self.named is not None:

@@ -126,3 +126,57 @@ def _abort(writer: asyncio.StreamWriter, rst: bool) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+class UdpRelay:
+    """A UDP forwarder with a ``drop`` switch: DNS queries pass, or vanish (a black-holed resolver path)."""
+
+    def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.host = host
+        self.port = 0
+        self.dropping = False
+        self._transport: asyncio.DatagramTransport | None = None
+        self._upstreams: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+        self._pending: set[asyncio.Future[None]] = set()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> UdpRelay:
+        loop = asyncio.get_running_loop()
+        relay = self
+
+        class Front(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                if not relay.dropping:
+                    task = asyncio.ensure_future(relay._forward(data, addr))
+                    relay._pending.add(task)
+                    task.add_done_callback(relay._pending.discard)
+
+        transport, _ = await loop.create_datagram_endpoint(Front, local_addr=(self.host, 0))
+        self._transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+        return self
+
+    async def _forward(self, data: bytes, client: tuple[str, int]) -> None:
+        upstream = self._upstreams.get(client)
+        if upstream is None:
+            relay = self
+
+            class Back(asyncio.DatagramProtocol):
+                def datagram_received(self, reply: bytes, _addr: tuple[str, int]) -> None:
+                    if not relay.dropping and relay._transport is not None:
+                        relay._transport.sendto(reply, client)
+
+            upstream, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                Back, remote_addr=self.target)
+            self._upstreams[client] = upstream
+        upstream.sendto(data)
+
+    async def stop(self) -> None:
+        for upstream in self._upstreams.values():
+            upstream.close()
+        if self._transport is not None:
+            self._transport.close()
