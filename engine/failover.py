@@ -167,7 +167,8 @@ class FailoverSteps:
 
         journal = self.engine.journal_or_fail()
         saved = journal.get_state(op.service, "primary_commit")
-        last_known = CommitPoint.from_dict(saved) if saved else None
+        # only a commit point written on the old primary says what it had
+        last_known = CommitPoint.from_dict(saved) if saved and saved.get("primary") in (None, op.source) else None
         result = await check_consistency(db, op.target, last_known, self.rt.config.policy.rpo)
         if result.alert:
             await self.engine.record("rpo", result.sentence, service=op.service, data=result.to_dict())
