@@ -34,6 +34,43 @@ def error(status: int, code: str, detail: str) -> web.Response:
     return _json({"error": code, "detail": detail}, status)
 
 
+PRINCIPAL: web.RequestKey[object] = web.RequestKey("principal", object)
+
+
+@web.middleware
+async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer tokens on /v1 (not on peer endpoints), optionally on /metrics; see :mod:`engine.auth`."""
+    from engine.auth import AuthError
+
+    engine = request.app[ENGINE]
+    path = request.path
+    guarded = (path.startswith("/v1/") and not path.startswith("/v1/peer/")) or (
+        path == "/metrics" and engine.config.metrics.requires_token)
+    if guarded:
+        try:
+            request[PRINCIPAL] = engine.auth.authorize(request.headers.get("Authorization"),
+                                                       mutation=request.method == "POST", now=engine.clock.monotonic())
+        except AuthError as exc:
+            return error(exc.status, exc.code, exc.detail)
+    return await handler(request)
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        engine.metrics.api_requests.labels(request.method, route, str(status)).inc()
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -156,7 +193,7 @@ async def operations(request: web.Request) -> web.Response:
 
 
 def build_app(engine: Engine) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[count_requests, json_errors, authorize], client_max_size=MAX_BODY)
     app[ENGINE] = engine
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -167,6 +204,9 @@ def build_app(engine: Engine) -> web.Application:
     app.router.add_get("/v1/operations", operations)
     app.router.add_get("/v1/operations/{id}", operation)
     app.router.add_post("/v1/peer/verdict", peer_verdict)
+    from engine import operator
+
+    operator.add_routes(app)
     return app
 
 

@@ -161,6 +161,10 @@ class Coordinator:
         self._launch(rt, op)
         return op
 
+    def relaunch(self, rt: ServiceRuntime, op: Operation) -> None:
+        """Run an operation again from its first unfinished step (an operator's retry)."""
+        self._launch(rt, op)
+
     def _launch(self, rt: ServiceRuntime, op: Operation) -> None:
         rt.operation = op
         task = asyncio.create_task(self._run(rt, op), name=f"operation {op.id}")

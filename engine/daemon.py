@@ -121,6 +121,9 @@ class Engine:
         self._api: Any = None
         self.api_url: str | None = None
         self.peering = Peering(config, self.clock)
+        from engine.auth import Authenticator
+
+        self.auth = Authenticator(config.api)
         self.peering.on_change = self.poke
         if steps_factory is None:
             from engine.failover import failover_steps

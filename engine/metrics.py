@@ -54,6 +54,9 @@ class Metrics:
         self.journal_events = Counter(
             "failover_engine_journal_events", "Events written to the journal.", ["kind"], registry=r)
 
+        self.api_requests = Counter(
+            "failover_engine_api_requests", "API requests by method, route and status.",
+            ["method", "route", "status"], registry=r)
         self.replication_lag = Gauge(
             "failover_engine_replication_lag_seconds", "Replication lag from the heartbeat (last known).",
             ["service"], registry=r)

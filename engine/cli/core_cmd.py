@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     schema = sub.add_parser("schema", help="print the JSON Schema of the config file")
     schema.set_defaults(func=cmd_schema)
 
+    hashed = sub.add_parser("hash-token", help="print the sha256 to put in api.tokens for a token read from stdin")
+    hashed.set_defaults(func=cmd_hash_token)
+
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_or_report(args.file)
@@ -54,4 +57,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     logs.configure(config.logging.level, config.logging.format)
     asyncio.run(Engine(config).run_forever())
+    return 0
+
+
+def cmd_hash_token(_args: argparse.Namespace) -> int:
+    import sys
+
+    from engine.auth import hash_token
+
+    token = sys.stdin.readline().strip()
+    if not token:
+        print("give the token on standard input, e.g. printf %s \"$TOKEN\" | failover-engine hash-token",
+              file=sys.stderr)
+        return 2
+    print(hash_token(token))
     return 0

@@ -200,6 +200,31 @@ class LoggingConfig(Model):
 
 class MetricsConfig(Model):
     enabled: bool = True
+    requires_token: bool = Field(False, description="/metrics needs a viewer token (when tokens are configured)")
+
+
+class ApiTokenConfig(Model):
+    """A bearer token, stored hashed: ``sha256`` of the token (``failover-engine hash-token``)."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="who: recorded as the actor of every mutation")
+    role: Literal["viewer", "operator"]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token")
+
+
+class ApiConfig(Model):
+    """Who may read and act through the API. Without tokens reads are open and mutations refused."""
+
+    tokens: list[ApiTokenConfig] = Field(default_factory=list)
+    mutations_per_minute: int = Field(30, ge=1, le=10_000, description="per token, for POST endpoints")
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        seen: set[str] = set()
+        for index, token in enumerate(self.tokens):
+            if token.name in seen:
+                raise rule_error(f"tokens[{index}].name", f"'{token.name}' is used twice")
+            seen.add(token.name)
+        return self
 
 
 NotificationKind = Literal["decision", "runbook", "alert", "page", "quorum", "rpo", "state", "drill"]
@@ -239,6 +264,7 @@ class EngineConfig(Model):
     journal: JournalConfig = Field(default_factory=JournalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
 

@@ -82,8 +82,12 @@ async def test_missing_publication_and_subscription_are_named(pg_db: ReplicatedD
     assert not init.ok and init.sentence == ("db init of gcp incomplete: publication failed "
                                              "(publication nope_pub not found on gcp); done: table on primary")
     promoted = await promote(config, "azure")
-    assert promoted.ok, promoted.sentence
-    assert "subscription nope_sub not found (already removed?)" in promoted.sentence
+    assert not promoted.ok  # a misspelt name must not promote while the real subscription applies
+    assert promoted.sentence.startswith("promotion of azure incomplete: subscription failed (subscription nope_sub "
+                                        "not found in this database: refusing to allow writes")
+    assert [s.name for s in promoted.steps] == ["subscription"]
+    assert pg_db.on_standby("SELECT subname, subenabled FROM pg_subscription") == [("failover_sub", True)]
+    pg_db.on_standby("INSERT INTO accounts (owner, balance) VALUES ('x', 1)")  # not unfenced, not touched
 
 
 async def test_unreachable_old_primary_skips_the_fence_and_unreachable_standby_fails_promotion(

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from actions.consistency import check_consistency
+from actions.consistency import CommitPoint, check_consistency
 from actions.database.failback import prepare_failback
 from actions.database.fence import fence
 from actions.database.heartbeat import HeartbeatWriter, init_database
@@ -45,10 +45,11 @@ async def poll(check: Any, timeout: float = 15.0) -> Any:
 async def test_slot_lag_grows_while_subscription_disabled_and_returns_to_zero(pg_db: ReplicatedDb) -> None:
     """Disabling the subscription makes the signal fail with slot lag and a dead apply worker; enabling heals it."""
     config = config_for(pg_db)
-    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=ManualClock())
+    clock = ManualClock(1000.0)
+    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=clock)
     writer = HeartbeatWriter(config, writer_site="gcp", primary="gcp")
     try:
-        await writer.beat(1000.0)
+        await writer.beat(clock.now())
         pg_db.wait_caught_up()
         first = await probe.observe()
         assert first.ok, first.reason
@@ -98,7 +99,7 @@ async def test_heartbeat_lag_is_zero_on_an_idle_primary(pg_db: ReplicatedDb) -> 
 async def test_heartbeat_lag_counts_when_the_standby_falls_behind(pg_db: ReplicatedDb) -> None:
     """With the subscription disabled, heartbeat lag is the gap between the primary's and the standby's beat."""
     config = config_for(pg_db, lag_probe={"max_lag": "30s"})
-    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=ManualClock(2000.0))
+    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=ManualClock(1045.0))
     writer = HeartbeatWriter(config, writer_site="gcp", primary="gcp")
     try:
         await writer.beat(1000.0)
@@ -110,6 +111,53 @@ async def test_heartbeat_lag_counts_when_the_standby_falls_behind(pg_db: Replica
         assert obs.reason.startswith("heartbeat lag 42.0s > 30s, slot lag ")
     finally:
         await writer.aclose()
+        await probe.aclose()
+
+
+async def test_idle_primary_with_a_beat_two_intervals_old_reads_caught_up(pg_db: ReplicatedDb) -> None:
+    """The last beat 10 s old (interval 5 s, writer between beats) and no other write: still 0 s and ok."""
+    config = config_for(pg_db)
+    clock = ManualClock(1_700_000_000.0)
+    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=clock)
+    writer = HeartbeatWriter(config, writer_site="gcp", primary="gcp")
+    try:
+        await writer.beat(clock.now())
+        pg_db.wait_caught_up()
+        clock.advance(10.0)
+        obs = await probe.observe()
+        assert obs.ok and obs.value == 0.0, obs.reason
+        assert obs.details["primary_heartbeat_age_s"] == 10.0 and obs.details["heartbeat_age_s"] == 10.0
+    finally:
+        await writer.aclose()
+        await probe.aclose()
+
+
+async def test_no_heartbeat_writer_and_a_blocked_apply_worker_fail_the_signal(pg_db: ReplicatedDb) -> None:
+    """The writer stopped and the apply worker is stuck on a lock: the lag still reads 0, the signal fails."""
+    config = config_for(pg_db)
+    clock = ManualClock(1_700_000_000.0)
+    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=clock)
+    writer = HeartbeatWriter(config, writer_site="gcp", primary="gcp")
+    await writer.beat(clock.now())
+    await writer.aclose()  # the writer stops here
+    pg_db.wait_caught_up()
+    blocker = await psycopg.AsyncConnection.connect(pg_db.standby_dsn)
+    try:
+        await blocker.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        pg_db.on_primary("INSERT INTO accounts (owner, balance) SELECT 'x', g FROM generate_series(1, 2000) g")
+        first = await probe.observe()
+        assert first.ok and first.value == 0.0, first.reason  # nothing stale yet
+        assert first.details["apply_worker_alive"] is True and first.details["slot_lag_bytes"] > 0
+        clock.advance(20.0)
+        silent = await probe.observe()
+        assert not silent.ok and silent.value == 0.0
+        assert "no heartbeat on gcp for 20s (is the heartbeat writer running?)" in silent.reason
+        assert "apply stalled" not in silent.reason
+        clock.advance(15.0)
+        stuck = await probe.observe()
+        assert "apply stalled for 35s (slot position not moving)" in stuck.reason, stuck.reason
+    finally:
+        await blocker.close()
         await probe.aclose()
 
 
@@ -154,6 +202,42 @@ async def test_promotion_lets_an_insert_without_id_succeed_and_is_idempotent(pg_
     assert pg_db.on_standby("INSERT INTO orders (account, amount) VALUES (1, 1) RETURNING id") == [(171,)]
 
 
+async def test_promotion_also_disables_other_subscriptions_reading_from_the_old_primary(pg_db: ReplicatedDb) -> None:
+    """A second enabled subscription to the old primary is disabled and named; one elsewhere is not touched."""
+    pg_db.on_primary("CREATE TABLE side (id int PRIMARY KEY); CREATE PUBLICATION side_pub FOR TABLE side")
+    pg_db.on_standby("CREATE TABLE side (id int PRIMARY KEY)")
+    pg_db.on_standby(f"CREATE SUBSCRIPTION side_sub CONNECTION '{pg_db.primary_dsn}' PUBLICATION side_pub")
+    pg_db.on_standby("CREATE SUBSCRIPTION elsewhere CONNECTION 'host=192.0.2.1 port=5432 dbname=x' "
+                     "PUBLICATION p WITH (connect = false)")  # disabled, slotless: never touched
+    result = await promote(config_for(pg_db), "azure")
+    assert result.ok, result.sentence
+    assert [s.name for s in result.steps] == ["subscription", "other subscriptions", "sequences", "writes"]
+    assert "other subscriptions: also pointing at gcp: side_sub (disabled, slot side_sub kept on gcp" \
+        in result.sentence
+    assert pg_db.on_standby("SELECT subname, subenabled FROM pg_subscription ORDER BY 1") == [
+        ("elsewhere", False), ("failover_sub", False), ("side_sub", False)]
+    pg_db.on_primary("INSERT INTO side VALUES (1)")
+    await asyncio.sleep(0.3)
+    assert pg_db.on_standby("SELECT count(*) FROM side") == [(0,)]
+
+
+async def test_promotion_does_not_allow_writes_when_sequences_fail(pg_db: ReplicatedDb,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed sequence step leaves the database fenced and says so: writes would collide on ids."""
+    import actions.database.promote as promote_module
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+
+    monkeypatch.setattr(promote_module, "sync_sequences", broken)
+    pg_db.on_standby(f'ALTER DATABASE "{pg_db.dbname}" SET default_transaction_read_only = on')
+    result = await promote(config_for(pg_db), "azure")
+    assert not result.ok
+    assert "sequences failed (statement timeout); writes failed (not allowed: sequences were not synced)" \
+        in result.sentence
+    assert pg_db.on_standby("SHOW default_transaction_read_only") == [("on",)]
+
+
 async def test_consistency_reports_the_loss_window_when_the_publisher_dies_with_writes_in_flight(
         pg_db: ReplicatedDb) -> None:
     """Writes after the last replicated heartbeat are the loss window: 42 s against an RPO of 30 s."""
@@ -177,11 +261,41 @@ async def test_consistency_reports_the_loss_window_when_the_publisher_dies_with_
     promoted = await promote(config, "azure")
     assert promoted.ok, promoted.sentence
     assert "detached (gcp unreachable" in promoted.sentence
+    assert last_known.primary == "gcp" and last_known.site == "gcp"
     result = await check_consistency(config, "azure", last_known, rpo=30.0)
     assert result.status == "rpo_breached" and result.loss_window_s == 42.0
-    assert result.sentence == "RPO breached: about 42 s of writes may be lost (RPO 30s)"
+    assert result.lsn_gap_bytes is not None and result.lsn_gap_bytes > 0  # the lost inserts' WAL
+    assert result.sentence == (f"RPO breached: at least about 42 s of writes may be lost (RPO 30s; writes after "
+                               f"the last heartbeat (up to 5s) are not counted); {result.lsn_gap_bytes} B of its "
+                               f"WAL before the last known commit LSN were not applied")
     within = await check_consistency(config, "azure", last_known, rpo=60.0)
-    assert within.ok and within.sentence == "ok: at most about 42 s of writes may be lost, within RPO 1m"
+    assert within.ok and within.sentence.startswith("ok: about 42 s of writes may be lost, within RPO 1m")
+
+
+async def test_consistency_reads_only_the_last_known_writers_beats(pg_db: ReplicatedDb) -> None:
+    """Two engines beat on the primary, the azure one with its clock 60 s ahead: only gcp's beats are compared."""
+    config = config_for(pg_db)
+    gcp = HeartbeatWriter(config, writer_site="gcp", primary="gcp")
+    azure = HeartbeatWriter(config, writer_site="azure", primary="gcp")
+    try:
+        await gcp.beat(10_000.0)
+        await azure.beat(10_060.0)
+        pg_db.wait_caught_up()
+        pg_db.on_standby("ALTER SUBSCRIPTION failover_sub DISABLE")
+        wait_until(lambda: not pg_db.on_standby("SELECT 1 FROM pg_stat_subscription WHERE pid IS NOT NULL"),
+                   10, "apply worker to stop")
+        pg_db.on_primary("INSERT INTO accounts (owner, balance) SELECT 'lost', g FROM generate_series(1, 10) g")
+        last_known = await gcp.beat(10_042.0)
+    finally:
+        await gcp.aclose()
+        await azure.aclose()
+    result = await check_consistency(config, "azure", last_known, rpo=30.0)
+    assert result.status == "rpo_breached" and result.loss_window_s == 42.0, result.sentence
+    assert result.new_primary_latest is not None and result.new_primary_latest.site == "gcp"
+    caught_up = await check_consistency(config, "azure", CommitPoint(10_000.0, None, "gcp", "gcp"), rpo=30.0)
+    assert caught_up.loss_window_s == 0.0
+    elsewhere = await check_consistency(config, "azure", CommitPoint(10_000.0, None, "gcp", "azure"), rpo=30.0)
+    assert elsewhere.status == "unknown"  # no beat of gcp written on azure: never another primary's rows
 
 
 async def test_failback_replicates_back_without_recopying_after_a_clean_reconciliation(pg_db: ReplicatedDb) -> None:
@@ -203,11 +317,12 @@ async def test_failback_replicates_back_without_recopying_after_a_clean_reconcil
     assert pg_db.on_primary("SELECT count(*) FROM accounts") == [(21,)]
     again = await prepare_failback(config, "azure", check)
     assert again.ok, again.sentence
-    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=ManualClock())
+    clock = ManualClock()
+    probe = PostgresLagProbe(config, service="api", primary="gcp", clock=clock)
     probe.set_primary("azure")  # the reverse direction is measured by the same probe
     writer = HeartbeatWriter(config, writer_site="azure", primary="azure")
     try:
-        await writer.beat(7.0)
+        await writer.beat(clock.now())
 
         async def reverse_caught_up() -> bool:
             obs = await probe.observe()

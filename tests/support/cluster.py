@@ -72,7 +72,8 @@ class Cluster:
     def __init__(self, workdir: Path, *, witness: bool = True, interval: float = 0.3, timeout: float = 0.2,
                  threshold: int = 3, rpo: float = 30.0,
                  tick: float = 0.2, executors: dict[str, list[str]] | None = None,
-                 extra_service: Callable[[str], str] | None = None, webhooks: list[tuple[str, str]] = ()) -> None:
+                 extra_service: Callable[[str], str] | None = None, webhooks: list[tuple[str, str]] = (),
+                 api_tokens: list[tuple[str, str, str]] = ()) -> None:
         self.workdir = workdir
         self.interval, self.timeout, self.tick, self.threshold = interval, timeout, tick, threshold
         self.rpo = rpo
@@ -82,6 +83,7 @@ class Cluster:
         self.executors = executors or {}
         self.extra_service = extra_service
         self.webhooks = list(webhooks)  # (url, format)
+        self.api_tokens = list(api_tokens)  # (name, role, token)
         self.sites: dict[str, SampleSite] = {}
         self.voters: dict[str, Voter] = {}
         self.named: NamedServer | None = None
@@ -134,6 +136,7 @@ peering: {{hmac_key: "${{PEER_KEY}}", replay_window: 10s}}
 journal: {{path: "{self.workdir / (v.id + '.db')}"}}
 logging: {{format: json, level: info}}
 {self._notifications()}
+{self._api()}
 services:
   shop:
     active: gcp
@@ -151,6 +154,27 @@ services:
                query_timeout: 300ms}}
 {extra}
 """
+
+    def _api(self) -> str:
+        if not self.api_tokens:
+            return ""
+        from engine.auth import hash_token
+
+        tokens = ", ".join(f"{{name: {n}, role: {r}, sha256: {hash_token(t)}}}" for n, r, t in self.api_tokens)
+        return f"api: {{tokens: [{tokens}], mutations_per_minute: 20}}"
+
+    async def call(self, vid: str, method: str, path: str, token: str | None = None,
+                   body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        async with aiohttp.ClientSession() as s, s.request(
+                method, self.voters[vid].url + path, data=data, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=5)) as r:
+            text = await r.text()
+            try:
+                return r.status, json.loads(text)
+            except ValueError:
+                return r.status, text
 
     def _notifications(self) -> str:
         if not self.webhooks:
@@ -189,13 +213,20 @@ services:
 
     # -- observing -------------------------------------------------------------------------------
     async def get(self, vid: str, path: str) -> Any:
-        async with aiohttp.ClientSession() as s, s.get(self.voters[vid].url + path,
-                                                       timeout=aiohttp.ClientTimeout(total=3)) as r:
-            return await r.json()
+        token = next((t for _, role, t in self.api_tokens if role == "viewer"), None)
+        _, data = await self.call(vid, "GET", path, token)
+        return data
 
     async def status(self, vid: str) -> dict[str, Any]:
-        data: dict[str, Any] = await self.get(vid, "/v1/status")
-        return data
+        token = next((t for _, role, t in self.api_tokens if role == "viewer"), None)
+        return await self.status_as(vid, token)
+
+    async def status_as(self, vid: str, token: str | None) -> dict[str, Any]:
+        status, data = await self.call(vid, "GET", "/v1/status", token)
+        if status != 200:
+            raise aiohttp.ClientError(f"status {status}: {data}")
+        result: dict[str, Any] = data
+        return result
 
     async def wait_for(self, vid: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
                        what: str = "condition") -> dict[str, Any]:
