@@ -44,7 +44,7 @@ async def authorize(request: web.Request, handler: Handler) -> web.StreamRespons
 
     engine = request.app[ENGINE]
     path = request.path
-    guarded = (path.startswith("/v1/") and not path.startswith("/v1/peer/")) or (
+    guarded = (path.startswith("/v1/") and not path.startswith("/v1/peer/")) or path == "/" or (
         path == "/metrics" and engine.config.metrics.requires_token)
     if guarded:
         try:
@@ -82,6 +82,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         log.exception("api handler failed", path=request.path)
         return error(500, "internal_error", "the engine failed to answer; see its log")
+
+
+async def status_page(request: web.Request) -> web.Response:
+    from engine.status_page import render_page
+
+    return web.Response(text=render_page(request.app[ENGINE]), content_type="text/html", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -195,6 +202,7 @@ async def operations(request: web.Request) -> web.Response:
 def build_app(engine: Engine) -> web.Application:
     app = web.Application(middlewares=[count_requests, json_errors, authorize], client_max_size=MAX_BODY)
     app[ENGINE] = engine
+    app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
