@@ -146,14 +146,15 @@ class Coordinator:
 
     # -- operations ------------------------------------------------------------------------------
     async def start_operation(self, rt: ServiceRuntime, decision: ClusterDecision, now: float, *, trigger: str,
-                              actor: str | None = None, reason: str | None = None) -> Operation:
+                              actor: str | None = None, reason: str | None = None,
+                              kind: str = "failover") -> Operation:
         assert decision.target is not None
         epoch_to = rt.state.epoch + 1
-        op = Operation(f"{rt.name}-e{epoch_to}-{secrets.token_hex(3)}", rt.name, "failover", rt.state.active,
+        op = Operation(f"{rt.name}-e{epoch_to}-{secrets.token_hex(3)}", rt.name, kind, rt.state.active,
                        decision.target, rt.state.epoch, epoch_to, trigger, created_at=now, actor=actor,
                        reason=reason, evidence={"decision": decision.message, **decision.evidence})
         await self.engine.journal_or_fail().save_operation(op)
-        message = (f"failover of {rt.name} {op.source} -> {op.target} started "
+        message = (f"{kind} of {rt.name} {op.source} -> {op.target} started "
                    f"(epoch {op.epoch_from} -> {op.epoch_to}, {trigger}): {decision.message}")
         await self.engine.record("runbook", message, service=rt.name, at=now, actor=actor,
                                  data={"operation": op.id})

@@ -360,6 +360,11 @@ class Engine:
             self.metrics.active_site.labels(rt.name, state.active).set(1)
             if rt.database is not None:
                 rt.database.active_changed(state.active)
+            if rt.replication is not None:  # a new direction: what was known about the old one no longer holds
+                old = rt.replication.machine
+                rt.replication.machine = HealthMachine(old.failure_threshold, old.success_threshold)
+                rt.replication.last = None
+                rt.lag_s = None
         await self.record("state", message, service=rt.name, at=now,
                           data={"active": state.active, "epoch": state.epoch})
 

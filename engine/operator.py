@@ -34,6 +34,12 @@ class ReasonBody(_Body):
     reason: str = Field(min_length=3, max_length=500)
 
 
+class FailbackBody(_Body):
+    reason: str = Field(min_length=3, max_length=500)
+    dry_run: bool = False
+    acknowledge_reconciliation: bool = Field(False, description="go on although the last reconciliation differed")
+
+
 class FailoverBody(_Body):
     target: str | None = Field(None, max_length=64)
     reason: str = Field(min_length=3, max_length=500)
@@ -188,6 +194,103 @@ async def failover(request: web.Request) -> web.Response:
                   "forced_past": reasons}, 202)
 
 
+# -- failback ------------------------------------------------------------------------------------
+def failback_gates(engine: Engine, rt: ServiceRuntime, body: FailbackBody) -> list[dict[str, Any]]:
+    """Home healthy long enough, reverse replication caught up, last reconciliation clean (or acknowledged)."""
+    now = engine.clock.now()
+    home = rt.config.active
+    signals = rt.signals.get(home, [])
+    up = bool(signals) and all(str(sig.machine.state) == "up" for sig in signals)
+    since = max((sig.machine.since or now for sig in signals), default=now)
+    need = rt.config.policy.failback_healthy_for
+    healthy_for = now - since if up else 0.0
+    gates: list[dict[str, Any]] = [
+        {"gate": "home_healthy", "blocking": True, "ok": up and healthy_for >= need,
+         "detail": (f"{home} up for {healthy_for:.0f}s (need {need:g}s)" if up
+                    else f"{home} is not up: {rt.snapshot(now).sites[home].why()}")}]
+    if rt.config.database is not None:
+        rep = rt.replication
+        lag = rt.lag_s
+        caught_up = (rep is not None and str(rep.machine.state) == "up" and lag is not None
+                     and lag <= rt.config.policy.rpo)
+        why = rep.machine.describe() if rep is not None else "no replication signal"
+        gates.append({"gate": "reverse_replication", "blocking": True, "ok": caught_up,
+                      "detail": f"{rt.state.active} -> {home}: " + (f"lag {lag:.1f}s" if caught_up else why
+                                                                   + " (POST .../prepare-failback sets it up)")})
+        last = engine.journal_or_fail().get_state(rt.name, "last_reconciliation")
+        clean = bool(last and last.get("identical"))
+        gates.append({"gate": "reconciliation", "blocking": not body.acknowledge_reconciliation, "ok": clean,
+                      "detail": (last or {}).get("sentence", "no reconciliation yet")
+                      + (" (acknowledged)" if body.acknowledge_reconciliation and not clean else "")})
+    return gates
+
+
+async def failback(request: web.Request) -> web.Response:
+    try:
+        rt = _service(request)
+        body = await read_body(request, FailbackBody)
+    except BadInput as exc:
+        return exc.response
+    engine, actor = _engine(request), _actor(request)
+    home = rt.config.active
+    if rt.state.active == home:
+        return _error(409, "already_home", f"{rt.name} is already active in its home site {home}")
+    if engine.config.instance.role != "engine":
+        return _error(409, "witness", "a witness never acts: send this to an engine")
+    if rt.operation is not None:
+        return _error(409, "operation_in_progress",
+                      f"operation {rt.operation.id} is {rt.operation.state}: retry or abort it first")
+    gates = failback_gates(engine, rt, body)
+    reasons = [f"{g['gate']}: {g['detail']}" for g in gates if g["blocking"] and not g["ok"]]
+    if body.dry_run:
+        return _json({"dry_run": True, "service": rt.name, "source": rt.state.active, "target": home,
+                      "would": "refuse" if reasons else "start", "plan": [s.name for s in step_specs(rt)],
+                      "gates": gates, "reasons": reasons})
+    if reasons:
+        return _error(409, "refused", f"failback of {rt.name} to {home} refused: {'; '.join(reasons)}",
+                      reasons=reasons, gates=gates)
+    now = engine.clock.now()
+    await engine.record("operator", f"{actor} started a failback of {rt.name} to {home}: {body.reason}",
+                        service=rt.name, actor=actor, at=now,
+                        data={"action": "failback", "target": home, "reason": body.reason,
+                              "acknowledged_reconciliation": body.acknowledge_reconciliation})
+    decision = ClusterDecision(Verdict.FAILOVER, f"failback by {actor}: {body.reason}", home,
+                               engine.config.instance.id, True, (), {"gates": gates, "actor": actor})
+    op = await engine.coordinator.start_operation(rt, decision, now, trigger="manual", actor=actor,
+                                                  reason=body.reason, kind="failback")
+    return _json({"operation": op.id, "service": rt.name, "source": op.source, "target": op.target}, 202)
+
+
+async def prepare_failback(request: web.Request) -> web.Response:
+    """Reconcile, then replicate the current primary back to the home site (no copy when identical)."""
+    try:
+        rt = _service(request)
+        body = await read_body(request, ReasonBody)
+    except BadInput as exc:
+        return exc.response
+    engine, actor = _engine(request), _actor(request)
+    if rt.config.database is None or rt.database is None:
+        return _error(409, "no_database", f"{rt.name} has no database pair on this instance")
+    if rt.state.active == rt.config.active:
+        return _error(409, "already_home", f"{rt.name} is active in its home site: nothing to replicate back")
+    if rt.operation is not None:
+        return _error(409, "operation_in_progress", f"operation {rt.operation.id} is {rt.operation.state}")
+    from actions.database.failback import prepare_failback as prepare
+
+    reconciled = await rt.database.reconcile_now()
+    result = await prepare(rt.config.database, rt.state.active, _Reconciled(reconciled))
+    await engine.record("operator", f"{actor} prepared failback of {rt.name}: {result.sentence} ({body.reason})",
+                        service=rt.name, actor=actor, data={"action": "prepare_failback", **result.to_dict()})
+    return _json({"ok": result.ok, "sentence": result.sentence, "result": result.to_dict(),
+                  "reconciliation": reconciled.get("sentence")}, 200 if result.ok else 409)
+
+
+class _Reconciled:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.identical = bool(data.get("identical"))
+        self.sentence = str(data.get("sentence", ""))
+
+
 # -- halted runbooks -----------------------------------------------------------------------------
 def _halted(request: web.Request) -> tuple[ServiceRuntime, Any]:
     engine = _engine(request)
@@ -243,5 +346,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/services/{name}/pause", pause)
     app.router.add_post("/v1/services/{name}/resume", resume)
     app.router.add_post("/v1/services/{name}/failover", failover)
+    app.router.add_post("/v1/services/{name}/failback", failback)
+    app.router.add_post("/v1/services/{name}/prepare-failback", prepare_failback)
     app.router.add_post("/v1/operations/{id}/retry", retry)
     app.router.add_post("/v1/operations/{id}/abort", abort)

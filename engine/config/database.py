@@ -43,6 +43,10 @@ class PgConnection(Model):
     replication_host: str | None = Field(
         None, description="host the OTHER server uses to reach this one for replication (default: host)")
     replication_port: int | None = Field(None, ge=1, le=65535)
+    replication_passfile: str | None = Field(
+        None, min_length=1,
+        description="libpq password file on the OTHER server's host, used by a subscription to this server "
+                    "instead of embedding the password (which would be stored in pg_subscription.subconninfo)")
 
     @model_validator(mode="after")
     def _positive_timeout(self) -> Self:

@@ -107,6 +107,8 @@ class PolicyConfig(Model):
     rto_slo: Duration = Field(300.0, description="target time from outage to traffic moved")
     cooldown: Duration = Field(1800.0, description="no automatic move within this time after the last one")
     auto_failover: bool = Field(True, description="false: detect and page, never move by itself")
+    failback_healthy_for: Duration = Field(300.0, description=(
+        "failback needs the home site up for at least this long"))
     executors: list[str] = Field(default_factory=list, description=(
         "instance ids in the order they should act; default: the engines of the target site first"))
 

@@ -6,16 +6,18 @@ standby directly (a subscriber's tables are writable) or with the subscription d
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from actions.database.heartbeat import HeartbeatWriter
 from actions.reconcile import ReconcileResult, reconcile
 from engine.cli import main
 from engine.config.database import DatabaseConfig
-from tests.support.postgres import ReplicatedDb
+from tests.support.postgres import ReplicatedDb, wait_until
 
 pytestmark = pytest.mark.real
 
@@ -91,14 +93,56 @@ async def test_rows_newer_than_the_watermark_are_in_flight_not_differences(pg_db
     assert after_failover.tables[0].differences[0].kind == "missing_on_standby"
 
 
+async def test_heartbeat_watermark_covers_an_in_flight_update_and_delete_while_paused(pg_db: ReplicatedDb) -> None:
+    """With beats flowing and the subscription paused, an update and a delete not yet applied are in flight
+    (the watermark is the standby's last applied beat); once replication resumes a row only on the standby
+    is a real difference again."""
+    seed(pg_db, accounts=100, orders=10)
+    section = pg_db.database_config(reconcile={"tables": TABLES, "in_flight_margin": "500ms"},
+                                    heartbeat={"interval": "1s"})
+    config = DatabaseConfig.model_validate(section)
+    writer = HeartbeatWriter(config, writer_site="gcp", primary="gcp")
+    try:
+        await writer.beat(time.time())
+        pg_db.wait_caught_up()
+        applied = pg_db.on_standby("SELECT extract(epoch FROM written_at)::float8 FROM failover_heartbeat")[0][0]
+        pg_db.on_standby("ALTER SUBSCRIPTION failover_sub DISABLE")
+        wait_until(lambda: not pg_db.on_standby("SELECT 1 FROM pg_stat_subscription WHERE pid IS NOT NULL"),
+                   10, "apply worker to stop")
+        await writer.beat(time.time())
+        pg_db.on_primary("DELETE FROM accounts WHERE id = 50")
+        pg_db.on_primary("UPDATE accounts SET balance = -1, updated_at = now() WHERE id = 51")
+        paused = await run(config)
+        assert paused.watermark == pytest.approx(float(str(applied)) - 0.5)  # the heartbeat branch, not now()
+        assert paused.differences_found == 0, paused.sentence
+        assert paused.tables[0].in_flight == 2 and not paused.identical
+        pg_db.on_standby("ALTER SUBSCRIPTION failover_sub ENABLE")
+        await writer.beat(time.time())
+        pg_db.wait_caught_up()
+        pg_db.on_standby(f"INSERT INTO accounts (id, owner, balance, updated_at) VALUES (100000, 'extra', 1, {OLD})")
+        live = await run(config)
+        assert [(d.key, d.kind, d.in_flight) for d in live.tables[0].differences] == [
+            (100000, "missing_on_primary", False)]
+        assert live.tables[0].in_flight == 0 and live.differences_found == 1
+    finally:
+        await writer.aclose()
+
+
 async def test_business_metric_mismatch_and_errors_are_reported(pg_db: ReplicatedDb) -> None:
     """A metric off by more than its tolerance fails; one within passes; a failing query is a clear failure."""
     seed(pg_db, accounts=100, orders=100)
     pg_db.on_standby("UPDATE orders SET amount = amount - 5 WHERE id = 50")
     metrics = [{"name": "order_total", "query": "SELECT sum(amount) FROM orders", "tolerance": 1},
                {"name": "order_total_loose", "query": "SELECT sum(amount) FROM orders", "tolerance": 10},
-               {"name": "broken", "query": "SELECT sum(nope) FROM orders"}]
+               {"name": "broken", "query": "SELECT sum(nope) FROM orders"},
+               {"name": "not_a_number", "query": "SELECT 'NaN'::numeric"},
+               {"name": "endless", "query": f"SELECT CASE WHEN inet_server_port() = {pg_db.pair.publisher.port} THEN 1 "
+                                            "ELSE 'Infinity'::float8 END"}]
     result = await run(config_for(pg_db, metrics=metrics))
+    by_name = {m.name: m for m in result.metrics}
+    assert not by_name["not_a_number"].ok  # NaN passes every `diff > tolerance` test: it must be refused
+    assert by_name["not_a_number"].reason == "query failed on gcp: the query returned nan, not a finite number"
+    assert by_name["endless"].reason == "query failed on azure: the query returned inf, not a finite number"
     by_name = {m.name: m for m in result.metrics}
     assert not by_name["order_total"].ok
     assert by_name["order_total"].reason == "gcp 505 vs azure 500 (difference 5 > tolerance 1)"

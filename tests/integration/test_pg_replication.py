@@ -164,7 +164,10 @@ async def test_no_heartbeat_writer_and_a_blocked_apply_worker_fail_the_signal(pg
 async def test_fence_makes_the_old_primary_refuse_an_insert(pg_db: ReplicatedDb) -> None:
     """After the fence a new session cannot INSERT, an old one was ended, and replication kept running."""
     config = config_for(pg_db)
+    walsender = pg_db.on_primary("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'failover_sub'")[0][0]
+    assert walsender is not None
     victim = await psycopg.AsyncConnection.connect(pg_db.primary_dsn, autocommit=True)
+    victim_pid = victim.info.backend_pid
     try:
         result = await fence(config, "gcp")
         assert result.ok, result.sentence
@@ -177,7 +180,14 @@ async def test_fence_makes_the_old_primary_refuse_an_insert(pg_db: ReplicatedDb)
     async with await psycopg.AsyncConnection.connect(pg_db.primary_dsn, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             await conn.execute("INSERT INTO accounts (owner, balance) VALUES ('late', 1)")
-    assert pg_db.on_primary("SELECT active FROM pg_replication_slots WHERE slot_name = 'failover_sub'") == [(True,)]
+    # not timing-dependent: once the ended session is gone, the same walsender must still be there for a
+    # while (a terminated one would be gone too, and a reconnect would come back with another pid)
+    wait_until(lambda: not pg_db.on_primary(f"SELECT 1 FROM pg_stat_activity WHERE pid = {victim_pid}"), 10,
+               "the ended session to exit")
+    for _ in range(10):
+        assert pg_db.on_primary("SELECT active_pid FROM pg_replication_slots "
+                                "WHERE slot_name = 'failover_sub'") == [(walsender,)]
+        await asyncio.sleep(0.05)
     again = await fence(config, "gcp")
     assert again.ok, again.sentence
 
@@ -236,6 +246,26 @@ async def test_promotion_does_not_allow_writes_when_sequences_fail(pg_db: Replic
     assert "sequences failed (statement timeout); writes failed (not allowed: sequences were not synced)" \
         in result.sentence
     assert pg_db.on_standby("SHOW default_transaction_read_only") == [("on",)]
+
+
+async def test_promotion_moves_an_unowned_default_sequence_and_an_int4_one(pg_pair: Any) -> None:
+    """A ``DEFAULT nextval`` on a sequence no column owns, and a ``serial`` (int4) sequence, both move."""
+    schema = ("CREATE SEQUENCE shared_ids AS integer; "
+              "CREATE TABLE invoices (id integer PRIMARY KEY DEFAULT nextval('shared_ids'), v int); "
+              "CREATE TABLE small (id serial PRIMARY KEY, v int);")
+    db = pg_pair.replicate(schema=schema, tables=("invoices", "small"))
+    try:
+        db.on_primary("INSERT INTO invoices (v) SELECT g FROM generate_series(1, 30) g")
+        db.on_primary("INSERT INTO small (v) SELECT g FROM generate_series(1, 40) g")
+        db.wait_caught_up()
+        result = await promote(config_for(db, promotion={"sequence_margin": 100}), "azure")
+        assert result.ok, result.sentence
+        moved = {m["sequence"]: (m["table"], m["after"]) for m in result.data["sequences"]}
+        assert moved == {"shared_ids": ("invoices", 130), "small_id_seq": ("small", 140)}
+        assert db.on_standby("INSERT INTO invoices (v) VALUES (0) RETURNING id") == [(131,)]
+        assert db.on_standby("INSERT INTO small (v) VALUES (0) RETURNING id") == [(141,)]
+    finally:
+        db.drop()
 
 
 async def test_consistency_reports_the_loss_window_when_the_publisher_dies_with_writes_in_flight(
@@ -331,6 +361,26 @@ async def test_failback_replicates_back_without_recopying_after_a_clean_reconcil
         await poll(reverse_caught_up)
     finally:
         await writer.aclose()
+
+
+async def test_a_failed_reverse_subscription_keeps_the_password_out_of_the_log_and_does_not_wait(
+        pg_db: ReplicatedDb) -> None:
+    """The old primary cannot reach the new one: failback fails at once, and no log line holds the password."""
+    secret = f"PwLeak-{pg_db.dbname}-secret"
+    section = pg_db.database_config(reconcile={"tables": [{"name": "accounts"}]})
+    section["sites"]["azure"].update(password=secret, replication_port=1)  # type: ignore[index]
+    config = DatabaseConfig.model_validate(section)  # (trust auth ignores the password)
+    assert (await promote(config, "azure")).ok
+    check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+    started = time.monotonic()
+    result = await prepare_failback(config, "azure", check)
+    assert time.monotonic() - started < 5.0  # no 30 s catch-up poll after a failed subscription
+    assert not result.ok
+    assert "reverse subscription failed" in result.sentence
+    assert "catch-up failed (not attempted: no reverse subscription)" in result.sentence
+    assert secret not in str(result.to_dict())
+    assert "could not connect to the publisher" in pg_db.pair.publisher.logfile.read_text()
+    assert secret not in pg_db.pair.publisher.logfile.read_text()
 
 
 async def test_db_init_creates_the_heartbeat_table_and_publishes_it_idempotently(pg_pair: Any) -> None:

@@ -44,8 +44,12 @@ def replicated(pg_pair: PgPair) -> Iterator[ReplicatedDb]:
     db.drop()
 
 
+OPERATOR, VIEWER = "db-op-token-0123456789", "db-view-token-0123456789"
+
+
 async def start(tmp_path: Path, db: ReplicatedDb, **kw: object) -> Cluster:
-    c = Cluster(tmp_path, extra_service=lambda _vid: database_yaml(db), **kw)  # type: ignore[arg-type]
+    c = Cluster(tmp_path, extra_service=lambda _vid: database_yaml(db),  # type: ignore[arg-type]
+                api_tokens=[("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)], **kw)
     await c.start()
     for vid in c.voters:
         await c.wait_for(vid, lambda s: all(site["health"] == "up" for site in s["services"]["shop"]["sites"].values()),
@@ -104,3 +108,4 @@ async def test_standby_lag_above_rpo_refuses_failover(tmp_path: Path, replicated
     finally:
         await c.stop()
         replicated.on_standby(f"ALTER SUBSCRIPTION {replicated.subscription} ENABLE")
+

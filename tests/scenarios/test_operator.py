@@ -153,3 +153,27 @@ async def test_halted_runbook_retry_and_abort(cluster: Cluster) -> None:
     assert (status, body["state"]) == (200, "aborted")
     s = await cluster.status_as("engine-azure", VIEWER)
     assert s["services"]["shop"]["operation"] is None and s["services"]["shop"]["active"] == "azure"
+
+
+async def test_failback_is_manual_and_checked(cluster: Cluster) -> None:
+    """After a failover nothing moves back by itself; failback waits for a healthy home, then runs its runbook."""
+    for vid in cluster.voters:
+        await cluster.cut(vid, "gcp", "reset")
+    await cluster.wait_for("engine-azure", lambda s: s["services"]["shop"]["active"] == "azure", what="failover")
+    await cluster.heal()
+    s = await cluster.wait_for("engine-azure", lambda s: up(s, "gcp"), what="home back up")
+    assert s["services"]["shop"]["active"] == "azure"  # never automatic
+    status, body = await cluster.call("engine-azure", "POST", "/v1/services/shop/failback", OPERATOR,
+                                      {"reason": "home is back", "dry_run": True})
+    assert status == 200 and body["target"] == "gcp"
+    await asyncio.sleep(1.2)  # failback_healthy_for is 1s in the cluster config
+    status, body = await cluster.call("engine-azure", "POST", "/v1/services/shop/failback", OPERATOR,
+                                      {"reason": "home is back"})
+    assert status == 202, body
+    await cluster.wait_for("engine-azure", lambda s: s["services"]["shop"]["active"] == "gcp", what="failback")
+    ops = await cluster.operations("engine-azure")
+    assert ops[0]["kind"] == "failback" and ops[0]["state"] == "done" and ops[0]["epoch_to"] == 3
+    assert cluster.dns_site() == "gcp"
+    status, body = await cluster.call("engine-azure", "POST", "/v1/services/shop/failback", OPERATOR,
+                                      {"reason": "again"})
+    assert (status, body["error"]) == (409, "already_home")

@@ -141,6 +141,7 @@ services:
   shop:
     active: gcp
     policy: {{failure_threshold: {self.threshold}, success_threshold: 2, rpo: {self.rpo}, cooldown: 10m,
+              failback_healthy_for: 1s,
               executors: {json.dumps(executors)}}}
     sites:
       gcp: {{probes: {probes['gcp']}}}

@@ -51,3 +51,18 @@ def test_complete_outcome_lists_every_step() -> None:
                                              "writes: new sessions may write")
     assert result.to_dict()["steps"][1] == {"name": "writes", "status": "ok", "detail": "new sessions may write",
                                             "seconds": 0.0}
+
+
+def test_a_subscription_points_at_the_old_primary_by_either_address() -> None:
+    """Host and port as configured, or the replication address, in single- or multi-host strings."""
+    from actions.database.promote import points_at
+    from engine.config.database import PgConnection
+
+    gcp = PgConnection(host="10.0.0.5", port=5432, dbname="app", user="u", replication_host="gcp.internal",
+                       replication_port=6432)
+    assert points_at("host=10.0.0.5 port=5432 dbname=app", gcp)
+    assert points_at("host=gcp.internal port=6432 dbname=other user=r password=x", gcp)
+    assert points_at("host=elsewhere,gcp.internal port=5432,6432", gcp)
+    assert not points_at("host=10.0.0.5 port=5433 dbname=app", gcp)
+    assert not points_at("host=azure.example port=5432", gcp)
+    assert points_at("this is = not a conninfo '", gcp)  # unreadable: assume the worst

@@ -117,21 +117,34 @@ def test_conninfo_carries_the_password_but_reasons_never_do() -> None:
     assert describe_pg_error(refused) == "connect refused"
 
 
+def test_a_replication_passfile_replaces_the_password_in_a_subscription_conninfo() -> None:
+    """With ``replication_passfile`` the string another server stores names the file, never the password."""
+    conn = PgConnection(host="db", dbname="app", user="u", password=SecretStr("pa55-w0rd"),
+                        replication_passfile="/etc/postgresql/failover.pgpass", replication_host="db.internal")
+    text = conninfo(conn, for_replication=True)
+    assert "pa55-w0rd" not in text and "passfile=/etc/postgresql/failover.pgpass" in text
+    assert "host=db.internal" in text
+    assert "password=pa55-w0rd" in conninfo(conn)  # the engine's own sessions still use it
+
+
 def test_an_old_primary_heartbeat_fails_the_signal_even_with_zero_lag() -> None:
     """No beat on the primary for more than three intervals: the lag (0 s) cannot be trusted."""
-    args = dict(primary_site="gcp", standby_site="azure", heartbeat_interval=5.0)
-    ok, reason, value, details = judge(primary(), None, standby(), None, 1016.0, 30.0, **args)  # type: ignore[arg-type]
+    ok, reason, value, details = judge(primary(), None, standby(), None, 1016.0, 30.0, primary_site="gcp",
+                                       standby_site="azure", heartbeat_interval=5.0)
     assert (ok, value) == (False, 0.0)
     assert reason == "slot lag 0 B, no heartbeat on gcp for 16s (is the heartbeat writer running?)"
     assert details["primary_heartbeat_age_s"] == 16.0
-    fresh = judge(primary(), None, standby(), None, 1015.0, 30.0, **args)  # type: ignore[arg-type]
+    fresh = judge(primary(), None, standby(), None, 1015.0, 30.0, primary_site="gcp", standby_site="azure",
+                  heartbeat_interval=5.0)
     assert fresh[0] and fresh[1] == "heartbeat lag 0.0s, slot lag 0 B"
 
 
 def test_a_stalled_slot_fails_only_past_max_lag_and_only_with_wal_waiting() -> None:
     """The slot's position standing still longer than max_lag while WAL waits: apply is stuck."""
-    args = dict(primary_site="gcp", standby_site="azure")
-    stuck = judge(primary(5000), None, standby(), None, 1000.0, 30.0, stalled_for=31.0, **args)  # type: ignore[arg-type]
-    assert stuck[:2] == (False, "slot lag 5.0 kB, apply stalled for 31s (slot position not moving)")
-    assert judge(primary(5000), None, standby(), None, 1000.0, 30.0, stalled_for=29.0, **args)[0]  # type: ignore[arg-type]
-    assert judge(primary(0), None, standby(), None, 1000.0, 30.0, stalled_for=99.0, **args)[0]  # type: ignore[arg-type]
+    def verdict(slot: int, stalled: float) -> tuple[bool, str]:
+        ok, reason, _, _ = judge(primary(slot), None, standby(), None, 1000.0, 30.0, primary_site="gcp",
+                                 standby_site="azure", stalled_for=stalled)
+        return ok, reason
+
+    assert verdict(5000, 31.0) == (False, "slot lag 5.0 kB, apply stalled for 31s (slot position not moving)")
+    assert verdict(5000, 29.0)[0] and verdict(0, 99.0)[0]

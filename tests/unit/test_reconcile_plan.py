@@ -7,6 +7,7 @@ the walk's bisection and classification are tested here without a database.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 import pytest
 from hypothesis import given, settings
@@ -35,7 +36,7 @@ def row_hash(key: int, value: object) -> int:
 class MemorySide:
     """A table in a dict, answering like :class:`actions.reconcile.pg_side.PgSide`."""
 
-    def __init__(self, rows: dict[int, object], updated: dict[int, float] | None = None) -> None:
+    def __init__(self, rows: Mapping[int, object], updated: dict[int, float] | None = None) -> None:
         self.data = dict(rows)
         self.updated = updated or {}
         self.calls = 0
@@ -74,8 +75,8 @@ async def no_sleep(_seconds: float) -> None:
 @st.composite
 def table_pair(draw: st.DrawFn) -> tuple[dict[int, object], dict[int, object], set[tuple[int, str]]]:
     keys = draw(st.sets(st.integers(-500, 5000), min_size=0, max_size=300))
-    primary = {k: draw(st.integers(0, 5)) for k in sorted(keys)}
-    standby = dict(primary)
+    primary: dict[int, object] = {k: draw(st.integers(0, 5)) for k in sorted(keys)}
+    standby: dict[int, object] = dict(primary)
     expected: set[tuple[int, str]] = set()
     ordered = sorted(primary)
     for key in draw(st.lists(st.sampled_from(ordered), max_size=5, unique=True)) if ordered else []:
@@ -149,7 +150,7 @@ async def test_rows_newer_than_the_watermark_are_in_flight() -> None:
 
 async def test_gaps_in_sparse_keys_are_skipped() -> None:
     """Keys far apart do not cost one query per empty chunk: the plan jumps over gaps both sides share."""
-    rows: dict[int, object] = dict.fromkeys(range(10), "v") | {10**12 + k: "w" for k in range(10)}
+    rows: dict[int, object] = {**dict.fromkeys(range(10), "v"), **{10**12 + k: "w" for k in range(10)}}
     standby = dict(rows)
     standby[10**12 + 5] = "changed"
     stats = await walk(MemorySide(rows), MemorySide(standby), pacing=Pacing(chunk_keys=5), sleep=no_sleep)
@@ -203,3 +204,34 @@ def test_classify_kinds() -> None:
 def test_chunk_size_follows_the_budget(size: int, elapsed: float, expected: int) -> None:
     """Slower than the 2 s budget halves the chunk; much faster doubles it, within bounds."""
     assert next_chunk_size(size, elapsed, 2.0, smallest=16, largest=4000) == expected
+
+
+async def test_bisection_is_paced_and_keeps_only_a_bounded_number_of_rows() -> None:
+    """Each bisection step rests ``pause``; with ``keep`` only that many rows stay in memory, all are counted."""
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(seconds)
+
+    primary = dict.fromkeys(range(1000), 1)
+    standby = {k: (2 if k % 100 == 0 else 1) for k in range(1000)} | {5000: 1}
+    stats = await walk(MemorySide(primary), MemorySide(standby), pacing=Pacing(chunk_keys=10_000, pause=0.25,
+                                                                               row_threshold=50),
+                       sleep=record, keep=3)
+    assert (stats.real_count, stats.standby_only_count, len(stats.diffs)) == (11, 1, 3)
+    assert [d.key for d in stats.diffs] == [0, 100, 200]
+    assert len(slept) >= stats.bisected_ranges > 1 and set(slept) == {0.25}
+
+
+def test_rows_only_on_the_standby_are_in_flight_until_the_standby_is_proven_caught_up() -> None:
+    """Not caught up: a row only on the standby (its delete may be on the way) moves to in flight."""
+    from actions.reconcile.bisect import WalkStats
+    from actions.reconcile.runner import _recheck_plan
+
+    stats = WalkStats()
+    stats.add([RowDiff(1, "changed"), RowDiff(2, "missing_on_primary"), RowDiff(3, "missing_on_standby", True)])
+    assert _recheck_plan(stats, caught_up=True) == [1, 2] and stats.real_count == 2
+    assert _recheck_plan(stats, caught_up=False) == []
+    assert stats.diffs == [RowDiff(1, "changed"), RowDiff(2, "missing_on_primary", True),
+                           RowDiff(3, "missing_on_standby", True)]
+    assert (stats.real_count, stats.in_flight_count) == (1, 2)
