@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -78,7 +79,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        if "Allow" in exc.headers:  # a 405 names the methods that are allowed (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("api handler failed", path=request.path)
         return error(500, "internal_error", "the engine failed to answer; see its log")
@@ -89,6 +93,12 @@ async def status_page(request: web.Request) -> web.Response:
 
     return web.Response(text=render_page(request.app[ENGINE]), content_type="text/html", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
+
+
+async def openapi(_request: web.Request) -> web.Response:
+    from engine.openapi import build
+
+    return _json(build())
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -120,22 +130,33 @@ async def service(request: web.Request) -> web.Response:
     return _json({"name": name, **services[name]})
 
 
+_INT = re.compile(r"^-?[0-9]{1,18}$")
+_FLOAT = re.compile(r"^-?[0-9]{1,18}(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?$")
+
+
 def _number(request: web.Request, name: str, kind: type[int] | type[float]) -> Any:
+    """A plain ASCII number from the query string (no underscores, spaces or other digits)."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(text=f"query parameter {name} must be a number, got {raw!r}") from None
+    if not (_INT if kind is int else _FLOAT).match(raw):
+        raise web.HTTPBadRequest(text=f"query parameter {name} must be a number, got {raw!r}")
+    value = kind(raw)
     if not math.isfinite(value):
         raise web.HTTPBadRequest(text=f"query parameter {name} must be finite")
     return value
 
 
+def _only(request: web.Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise web.HTTPBadRequest(text=f"unknown query parameter(s) {unknown}; allowed: {sorted(allowed)}")
+
+
 async def events(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     assert engine.journal is not None
+    _only(request, {"service", "kind", "since", "until", "limit", "before_id"})
     limit = _number(request, "limit", int)
     if limit is not None and not 1 <= limit <= 1000:
         return error(400, "bad_request", "limit must be between 1 and 1000")
@@ -190,10 +211,12 @@ async def operation(request: web.Request) -> web.Response:
 
 async def operations(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
+    _only(request, {"service", "limit"})
     svc = request.query.get("service")
     if svc is not None and svc not in engine.services:
         return error(404, "unknown_service", f"no service named {svc!r}")
-    limit = _number(request, "limit", int) or 50
+    limit = _number(request, "limit", int)
+    limit = 50 if limit is None else limit
     if not 1 <= limit <= 500:
         return error(400, "bad_request", "limit must be between 1 and 500")
     return _json({"operations": engine.journal_or_fail().operations(service=svc, limit=limit)})
@@ -204,6 +227,7 @@ def build_app(engine: Engine) -> web.Application:
     app[ENGINE] = engine
     app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/status", status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +128,7 @@ class Coordinator:
         finally:
             await provider.aclose()
         number, site = state.epoch.number, state.site
-        rt.dns_state = state.describe()
+        rt.dns_state = f"{state.describe()} (read {time.strftime('%H:%M:%S', time.gmtime(now))} UTC)"
         if number > rt.state.epoch and site in rt.config.sites:
             await self.engine.set_state(rt, ServiceState(site, number, rt.state.paused, rt.state.last_move_at), now,
                                         f"{rt.name} is active in {site} at epoch {number} (read from DNS)")
@@ -206,6 +207,7 @@ class Coordinator:
             await engine.set_state(rt, ServiceState(op.target, op.epoch_to, rt.state.paused, now), now,
                                    f"{op.service} is active in {op.target} at epoch {op.epoch_to} ({op.id})")
             rt.operation = None
+            await self.sync_dns(rt, now)  # show what the move left in DNS
         elif op.state is OpState.STOOD_DOWN:
             rt.operation = None
             await self.sync_dns(rt, now)  # adopt the winner's epoch at once

@@ -45,6 +45,13 @@ class CliError(Exception):
 
 
 # -- talking to the engine -----------------------------------------------------------------------
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: it could carry the bearer token to another host."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        return None
+
+
 class Client:
     """A small blocking JSON client; every failure becomes a :class:`CliError` with the right exit code."""
 
@@ -53,7 +60,7 @@ class Client:
         self.base = url.rstrip("/")
         self._token = token
         self.timeout = timeout
-        handlers: list[urllib.request.BaseHandler] = []
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirects()]
         if self.base.startswith("https://"):
             context = ssl.create_default_context(cafile=ca_file)
             if insecure:
@@ -71,13 +78,14 @@ class Client:
             path += "?" + urllib.parse.urlencode(params)
         return self.request("GET", path)
 
-    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        return self.request_status("POST", path, body)
+    def post(self, path: str, body: dict[str, Any], timeout: float | None = None) -> tuple[int, Any]:
+        return self.request_status("POST", path, body, timeout)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request_status(method, path, body)[1]
 
-    def request_status(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    def request_status(self, method: str, path: str, body: dict[str, Any] | None = None,
+                       timeout: float | None = None) -> tuple[int, Any]:
         headers = {"Accept": "application/json", "User-Agent": f"{PROG}-cli"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -87,7 +95,7 @@ class Client:
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
+            with self._opener.open(req, timeout=timeout or self.timeout) as resp:
                 status, raw = resp.status, resp.read(MAX_RESPONSE)
         except urllib.error.HTTPError as exc:
             status = exc.code
@@ -98,14 +106,18 @@ class Client:
             finally:
                 exc.close()
         except (urllib.error.URLError, OSError, HTTPException, ValueError) as exc:
-            raise CliError(EXIT_UNREACHABLE, f"{PROG}: cannot reach the engine at {self.base}: {_why(exc)}") from None
+            hint = ""
+            if method == "POST" and not isinstance(exc, urllib.error.URLError | ConnectionRefusedError):
+                hint = f" (the request may have been applied: check `{PROG} status`)"
+            raise CliError(EXIT_UNREACHABLE,
+                           f"{PROG}: cannot reach the engine at {self.base}: {_why(exc)}{hint}") from None
         try:
             payload = json.loads(raw) if raw else None
         except ValueError:
             payload = None
         if not isinstance(payload, dict):
-            raise CliError(EXIT_UNREACHABLE, f"{self.base}{path.partition('?')[0]} answered {status} without a JSON "
-                                             "object: is this a failover-engine API?")
+            raise CliError(EXIT_UNREACHABLE, f"{PROG}: {self.base}{path.partition('?')[0]} answered {status} "
+                                             "without a JSON object: is this a failover-engine API?")
         if status >= 400:
             raise api_error(status, payload)
         return status, payload
@@ -129,7 +141,7 @@ def _why(exc: BaseException) -> str:
 
 def api_error(status: int, body: dict[str, Any]) -> CliError:
     code = str(body.get("error") or "error")
-    detail = str(body.get("detail") or "")
+    detail = str(body.get("detail") or body.get("sentence") or "")
     lines = [f"{PROG}: {code.replace('_', ' ')} ({status}): {detail}".rstrip(": ")]
     reasons = [str(r) for r in body.get("reasons") or body.get("problems") or []]
     if len(reasons) > 1 or (reasons and reasons[0] not in detail):
@@ -222,6 +234,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         else:
             p.add_argument("--acknowledge-reconciliation", action="store_true",
                            help="go ahead although the last reconciliation found differences")
+            p.add_argument("--prepare", action="store_true",
+                           help="do not move yet: reconcile the pair and replicate the active database back to "
+                                "the home site (waits up to max(--timeout, 300) s)")
         p.add_argument("--reason", required=True, type=_reason, help="why (recorded in the audit log)")
         p.add_argument("--dry-run", action="store_true",
                        help="show the plan and every gate, change nothing (exit 1 if it would be refused)")
@@ -322,6 +337,10 @@ def run(args: argparse.Namespace, func: Callable[[argparse.Namespace, Client], i
         return exc.code
     except BrokenPipeError:  # `| head`
         return EXIT_OK
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # an answer of an unexpected shape
+        print(f"{PROG}: unexpected answer from the engine ({type(exc).__name__}: {exc}); try --json",
+              file=sys.stderr)
+        return EXIT_REFUSED
 
 
 # -- formatting ----------------------------------------------------------------------------------
@@ -396,7 +415,7 @@ def render_status(data: dict[str, Any]) -> str:
     for name, s in services.items():
         op = s.get("operation")
         rows.append([name, s.get("active"), s.get("epoch"), bool(s.get("paused")), secs(s.get("lag_s")),
-                     f"{op['id']} {op['state']}" if op else None, s.get("dns")])
+                     f"{op.get('id')} {op.get('state')}" if op else None, s.get("dns")])
     out.append(table(["SERVICE", "ACTIVE", "EPOCH", "PAUSED", "LAG", "OPERATION", "DNS"], rows))
     for name, s in services.items():
         out.append("")
@@ -404,7 +423,7 @@ def render_status(data: dict[str, Any]) -> str:
         out.append(f"{name}: {decision.get('message') or 'no decision yet'}")
         op = s.get("operation")
         if op and op.get("message"):
-            out.append(f"  operation {op['id']} {op['state']}: {op['message']}")
+            out.append(f"  operation {op.get('id')} {op.get('state')}: {op['message']}")
         rows = []
         for site, view in (s.get("sites") or {}).items():
             for sig in view.get("signals") or [{}]:
@@ -475,6 +494,8 @@ def cmd_pause(args: argparse.Namespace, client: Client) -> int:
 
 # -- failover and failback -----------------------------------------------------------------------
 def cmd_move(args: argparse.Namespace, client: Client) -> int:
+    if getattr(args, "prepare", False):
+        return _prepare_failback(args, client)
     body: dict[str, Any] = {"reason": args.reason}
     if args.dry_run:
         body["dry_run"] = True
@@ -507,6 +528,22 @@ def cmd_move(args: argparse.Namespace, client: Client) -> int:
             print(f"follow it: {PROG} operation {op_id} --wait")
         return EXIT_OK
     return wait_for(client, str(op_id), args)
+
+
+def _prepare_failback(args: argparse.Namespace, client: Client) -> int:
+    if args.dry_run or args.wait or args.acknowledge_reconciliation:
+        raise CliError(EXIT_USAGE, f"{PROG}: --prepare goes alone (no --dry-run, --wait or "
+                                   "--acknowledge-reconciliation)")
+    _, data = client.post(f"/v1/services/{_path(args.service)}/prepare-failback", {"reason": args.reason},
+                          timeout=max(args.timeout, 300.0))
+    if args.json:
+        emit_json(data)
+        return EXIT_OK
+    print(f"failback of {args.service} prepared: {data.get('sentence') or 'ok'}")
+    if data.get("reconciliation"):
+        print(f"  reconciliation: {data['reconciliation']}")
+    print(f"next: {PROG} failback {args.service} --dry-run --reason ...")
+    return EXIT_OK
 
 
 def _print_dry_run(args: argparse.Namespace, data: dict[str, Any]) -> int:

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     schema = sub.add_parser("schema", help="print the JSON Schema of the config file")
     schema.set_defaults(func=cmd_schema)
 
+    doc = sub.add_parser("openapi", help="print the OpenAPI 3.1 document of the HTTP API")
+    doc.set_defaults(func=cmd_openapi)
+
     hashed = sub.add_parser("hash-token", help="print the sha256 to put in api.tokens for a token read from stdin")
     hashed.set_defaults(func=cmd_hash_token)
 
@@ -71,4 +74,11 @@ def cmd_hash_token(_args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     print(hash_token(token))
+    return 0
+
+
+def cmd_openapi(_args: argparse.Namespace) -> int:
+    from engine.openapi import build
+
+    print(json.dumps(build(), indent=2, sort_keys=True))
     return 0

@@ -145,6 +145,9 @@ async def test_no_heartbeat_writer_and_a_blocked_apply_worker_fail_the_signal(pg
     try:
         await blocker.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
         pg_db.on_primary("INSERT INTO accounts (owner, balance) SELECT 'x', g FROM generate_series(1, 2000) g")
+        wait_until(lambda: bool(pg_db.on_standby("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                                 "AND backend_type = 'logical replication worker'")),
+                   10, "the apply worker to block on the lock")
         first = await probe.observe()
         assert first.ok and first.value == 0.0, first.reason  # nothing stale yet
         assert first.details["apply_worker_alive"] is True and first.details["slot_lag_bytes"] > 0
@@ -325,7 +328,9 @@ async def test_consistency_reads_only_the_last_known_writers_beats(pg_db: Replic
     caught_up = await check_consistency(config, "azure", CommitPoint(10_000.0, None, "gcp", "gcp"), rpo=30.0)
     assert caught_up.loss_window_s == 0.0
     elsewhere = await check_consistency(config, "azure", CommitPoint(10_000.0, None, "gcp", "azure"), rpo=30.0)
-    assert elsewhere.status == "unknown"  # no beat of gcp written on azure: never another primary's rows
+    assert elsewhere.status == "unknown"  # a point of another primary is never compared
+    assert elsewhere.sentence == ("data loss unknown: the last known commit point was taken on azure, "
+                                  "not on the old primary gcp")
 
 
 async def test_failback_replicates_back_without_recopying_after_a_clean_reconciliation(pg_db: ReplicatedDb) -> None:

@@ -145,6 +145,15 @@ async def test_cli_client_against_a_cluster(cluster: Cluster, tmp_path: Path) ->
     r = await cli("operation", "op-nope", **viewer)
     assert r.returncode == 2 and "no operation 'op-nope'" in r.stderr
 
+    # failback (the harness asks gcp to be healthy for 1 s): dry run, then followed to the end
+    r = await cli("failback", "shop", "--reason", "gcp is fine again", "--dry-run", *op)
+    assert r.returncode == 0 and "failback of shop azure -> gcp would START" in r.stdout, (r.stdout, r.stderr)
+    assert any(line.split()[:3] == ["home_healthy", "yes", "yes"] for line in r.stdout.splitlines()), r.stdout
+    r = await cli("failback", "shop", "--reason", "gcp is fine again", "--wait", *op)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert r.stdout.startswith("failback of shop azure -> gcp started") and " done" in r.stdout.splitlines()[-1]
+    assert cluster.dns_site() == "gcp"
+
 
 async def test_cli_client_unreachable_and_bad_arguments(tmp_path: Path) -> None:
     """No engine: exit 3 with one line; bad arguments: exit 2 before anything is sent."""
@@ -213,3 +222,65 @@ async def test_cli_client_over_https(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
     finally:
         await runner.cleanup()
+
+
+async def test_cli_client_failback_and_halted_wait_against_a_fake_api() -> None:
+    """Failback is sent like failover (dry run, refusal with reasons, acknowledge_reconciliation); --wait
+    exits 1 when the runbook halts and says how to retry (the API here is a stand-in with the engine's shapes)."""
+    from aiohttp import web
+
+    bodies: list[dict[str, Any]] = []
+    polls = {"n": 0}
+
+    async def failback(request: web.Request) -> web.Response:
+        body = await request.json()
+        bodies.append(body)
+        if body.get("dry_run"):
+            return web.json_response({"dry_run": True, "service": "shop", "source": "azure", "target": "gcp",
+                                      "would": "start", "plan": ["precheck", "shift_dns"], "reasons": [],
+                                      "gates": [{"gate": "home_healthy_for", "ok": True, "blocking": True,
+                                                 "detail": "gcp up for 12m (needs 10m)"}]})
+        if not body.get("acknowledge_reconciliation"):
+            return web.json_response({"error": "refused", "detail": "failback of shop to gcp refused",
+                                      "reasons": ["reconciliation: 3 rows differ (acknowledge them)"]}, status=409)
+        return web.json_response({"operation": "op-7", "service": "shop", "source": "azure", "target": "gcp"},
+                                 status=202)
+
+    async def operation(request: web.Request) -> web.Response:
+        polls["n"] += 1
+        steps: dict[str, Any] = {"precheck": {"state": "done", "attempts": 1, "started_at": 1.0, "duration_s": 0.01,
+                                              "summary": "DNS at epoch 2, azure"}}
+        state = "running"
+        if polls["n"] > 1:
+            steps["shift_dns"] = {"state": "failed", "attempts": 3, "started_at": 2.0, "duration_s": 0.2,
+                                  "error": "update refused"}
+            state = "halted"
+        return web.json_response({"id": "op-7", "service": "shop", "kind": "failback", "source": "azure",
+                                  "target": "gcp", "state": state, "steps": steps,
+                                  "message": "failback of shop stuck at shift_dns: update refused"
+                                  if state == "halted" else ""})
+
+    app = web.Application()
+    app.router.add_post("/v1/services/{name}/failback", failback)
+    app.router.add_get("/v1/operations/{id}", operation)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    env = {"FAILOVER_ENGINE_URL": f"http://127.0.0.1:{runner.addresses[0][1]}", "FAILOVER_ENGINE_TOKEN": OPERATOR}
+    try:
+        r = await cli("failback", "shop", "--reason", "gcp is back", "--dry-run", **env)
+        assert r.returncode == 0 and "would START" in r.stdout and "home_healthy_for" in r.stdout, r.stderr
+        r = await cli("failback", "shop", "--reason", "gcp is back", **env)
+        assert r.returncode == 1 and "refused (409)" in r.stderr and "3 rows differ" in r.stderr
+        r = await cli("failback", "shop", "--reason", "gcp is back", "--acknowledge-reconciliation", "--wait",
+                      "--poll", "0.05", **env)
+        assert r.returncode == 1, r.stderr
+        assert [line.split()[:2] for line in r.stdout.splitlines()[1:3]] == [["precheck", "done"],
+                                                                            ["shift_dns", "failed"]]
+        assert "halted: failback of shop stuck at shift_dns" in r.stdout
+        assert "operation op-7 --retry" in r.stderr
+    finally:
+        await runner.cleanup()
+    assert bodies == [{"reason": "gcp is back", "dry_run": True}, {"reason": "gcp is back"},
+                      {"reason": "gcp is back", "acknowledge_reconciliation": True}]

@@ -48,9 +48,10 @@ def _status(signals_per_site: int = 1, hostile: str = "ok") -> dict[str, Any]:
 
 
 def _operation(hostile: str = "ok") -> dict[str, Any]:
-    steps = {name: {"state": "done", "started_at": 950.0 + i, "finished_at": 950.5 + i, "attempts": 1,
-                    "duration_s": 0.5, "summary": hostile, "error": None, "data": {}}
-             for i, name in enumerate(FAILOVER_STEPS)}
+    steps: dict[str, dict[str, Any]] = {
+        name: {"state": "done", "started_at": 950.0 + i, "finished_at": 950.5 + i, "attempts": 1,
+               "duration_s": 0.5, "summary": hostile, "error": None, "data": {}}
+        for i, name in enumerate(FAILOVER_STEPS)}
     steps["verify_dns"]["error"] = hostile
     return {"id": "op-1", "service": "shop", "kind": "failover", "source": "gcp", "target": "azure",
             "epoch_from": 1, "epoch_to": 2, "trigger": "automatic", "state": "done", "created_at": 950.0,
@@ -84,6 +85,21 @@ async def test_hostile_page_in_chromium(tmp_path: Path) -> None:
     text = dom_text(dom)
     assert f"holding: {HOSTILE}" in text
     assert text.count(HOSTILE) > 10
+
+
+def test_running_operation_timeline() -> None:
+    """A runbook in flight: the started step runs until now, the steps not reached yet are pending."""
+    op = _operation()
+    op.update(state="running", finished_at=None)
+    for name in FAILOVER_STEPS[4:]:
+        del op["steps"][name]
+    op["steps"]["shift_dns"].update(state="started", finished_at=None, duration_s=None, attempts=2)
+    page = render(_status(), [], {"shop": op})
+    text = dom_text(page)
+    assert "operation op-1 running" in text and "running for 50.00 s" in text
+    assert "shift_dns started 2 —" in text
+    assert all(f"{name} pending 0 —" in text for name in FAILOVER_STEPS[4:]), text
+    assert page.count('<div class="bar started"') == 1 and page.count('<div class="bar done"') == 3
 
 
 def test_render_is_fast_for_1000_signals() -> None:
@@ -140,7 +156,8 @@ async def test_page_follows_a_failover_in_chromium(tmp_path: Path) -> None:
                 break
         else:
             raise AssertionError(f"the page never showed the finished failover; pages seen: {seen}\n{c.logs()}")
-        assert seen[0].startswith("gcp"), seen
+        # pages never go back: once one shows azure active, every later one does
+        assert seen == sorted(seen, key=lambda page: page.startswith("azure")), seen
 
         after = await dump_dom(url)
         text = dom_text(after)

@@ -63,7 +63,7 @@ async def dump_dom(url: str, *, timeout: float = 30.0) -> str:
 async def screenshot(url: str, path: Path, *, width: int = 1280, height: int = 2000, timeout: float = 30.0) -> Path:
     """A PNG of ``url`` rendered at ``width`` x ``height``; returns ``path``."""
     await run_chromium(url, f"--screenshot={path}", f"--window-size={width},{height}", timeout=timeout)
-    if not path.exists() or path.stat().st_size == 0:
+    if not await asyncio.to_thread(lambda: path.exists() and path.stat().st_size > 0):
         raise AssertionError(f"chromium wrote no screenshot of {url} to {path}")
     return path
 

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +72,8 @@ class Cluster:
     def __init__(self, workdir: Path, *, witness: bool = True, interval: float = 0.3, timeout: float = 0.2,
                  threshold: int = 3, rpo: float = 30.0,
                  tick: float = 0.2, executors: dict[str, list[str]] | None = None,
-                 extra_service: Callable[[str], str] | None = None, webhooks: list[tuple[str, str]] = (),
-                 api_tokens: list[tuple[str, str, str]] = ()) -> None:
+                 extra_service: Callable[[str], str] | None = None, webhooks: Sequence[tuple[str, str]] = (),
+                 api_tokens: Sequence[tuple[str, str, str]] = ()) -> None:
         self.workdir = workdir
         self.interval, self.timeout, self.tick, self.threshold = interval, timeout, tick, threshold
         self.rpo = rpo
