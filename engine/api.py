@@ -52,7 +52,10 @@ async def authorize(request: web.Request, handler: Handler) -> web.StreamRespons
             request[PRINCIPAL] = engine.auth.authorize(request.headers.get("Authorization"),
                                                        mutation=request.method == "POST", now=engine.clock.monotonic())
         except AuthError as exc:
-            return error(exc.status, exc.code, exc.detail)
+            response = error(exc.status, exc.code, exc.detail)
+            if path == "/" and exc.status == 401:
+                response.headers["WWW-Authenticate"] = 'Basic realm="failover-engine", charset="UTF-8"'
+            return response
     return await handler(request)
 
 

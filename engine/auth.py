@@ -5,12 +5,15 @@
   every mutation.
 - Without configured tokens, reads are open (the default listener is loopback) and every mutation
   is refused with 403 naming what to configure.
+- The status page also takes HTTP Basic credentials (any user name, the token as password), so a
+  browser can log in; its 401 asks for them.
 - Peers never use tokens: ``/v1/peer/*`` carries HMAC-signed verdicts (and optionally mTLS).
 - Mutations are rate limited per token (a token bucket refilled every minute).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -52,7 +55,14 @@ class Authenticator:
         if not authorization:
             return None
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if scheme.lower() == "basic":  # browsers on the status page: any user name, the token as password
+            try:
+                token = base64.b64decode(token.strip(), validate=True).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                raise AuthError(401, "unauthorized", "malformed basic credentials") from None
+        elif scheme.lower() != "bearer":
+            raise AuthError(401, "unauthorized", "use 'Authorization: Bearer <token>'")
+        if not token.strip():
             raise AuthError(401, "unauthorized", "use 'Authorization: Bearer <token>'")
         digest = hash_token(token.strip())
         match = None

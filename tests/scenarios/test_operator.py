@@ -177,3 +177,21 @@ async def test_failback_is_manual_and_checked(cluster: Cluster) -> None:
     status, body = await cluster.call("engine-azure", "POST", "/v1/services/shop/failback", OPERATOR,
                                       {"reason": "again"})
     assert (status, body["error"]) == (409, "already_home")
+
+
+async def test_status_page_asks_a_browser_for_the_token(cluster: Cluster) -> None:
+    """With tokens on, / answers 401 with a Basic challenge, and serves the page to the token as password."""
+    import base64
+
+    import aiohttp
+
+    url = cluster.voters["engine-azure"].url + "/"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url) as r:
+            assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+        basic = base64.b64encode(f"me:{VIEWER}".encode()).decode()
+        async with s.get(url, headers={"Authorization": f"Basic {basic}"}) as r:
+            assert r.status == 200 and "engine-azure" in await r.text()
+        wrong = base64.b64encode(b"me:nope").decode()
+        async with s.get(url, headers={"Authorization": f"Basic {wrong}"}) as r:
+            assert r.status == 401
