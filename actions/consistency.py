@@ -7,8 +7,17 @@ new primary (the old standby) holds the replicated heartbeat rows: the freshest 
 applied is the last moment of the old primary it is known to contain. The difference is the
 **data-loss window**: writes committed on the old primary in that window may be missing.
 
-Both timestamps come from the engine clock that wrote the heartbeat (not from either database
-host), so host clock skew does not enter. The window is exact to within one heartbeat interval.
+Both timestamps come from the clock of the **same writer** (the engine instance named in the last
+known point's ``site``), read for the same old primary (its ``primary``): rows of other writers
+(other engine instances, whose clocks may be offset) and rows written on other primaries are never
+mixed in. Host clock skew does not enter.
+
+The window is a **lower bound**: the old primary may have committed writes after its last
+heartbeat, up to one heartbeat interval before it died (or more, if the heartbeat writer was
+failing), and those are not counted. When the journal holds the last beat's WAL position (``lsn``)
+and the new primary can show its subscription's ``pg_replication_origin_status.remote_lsn``, the
+result also says whether the WAL up to that point was applied (``lsn_gap_bytes``: 0 when everything
+up to the last known commit arrived, else how many bytes of the old primary's WAL did not).
 
 :func:`assess` is pure; :func:`check_consistency` reads the new primary and calls it.
 """
@@ -31,15 +40,16 @@ class CommitPoint:
 
     heartbeat_at: float
     lsn: str | None = None
-    site: str | None = None
+    site: str | None = None      # the engine site that wrote the beat (whose clock heartbeat_at is)
+    primary: str | None = None   # the database site the beat was written on
 
     def to_dict(self) -> dict[str, Any]:
-        return {"heartbeat_at": self.heartbeat_at, "lsn": self.lsn, "site": self.site}
+        return {"heartbeat_at": self.heartbeat_at, "lsn": self.lsn, "site": self.site, "primary": self.primary}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CommitPoint:
         """Inverse of :meth:`to_dict`; also accepts the lag probe's ``primary_commit`` detail."""
-        return cls(float(data["heartbeat_at"]), data.get("lsn"), data.get("site"))
+        return cls(float(data["heartbeat_at"]), data.get("lsn"), data.get("site"), data.get("primary"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,7 @@ class ConsistencyResult:
     rpo_s: float
     last_known: CommitPoint | None
     new_primary_latest: CommitPoint | None
+    lsn_gap_bytes: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -66,53 +77,104 @@ class ConsistencyResult:
         return {"status": self.status, "sentence": self.sentence, "loss_window_s": self.loss_window_s,
                 "rpo_s": self.rpo_s,
                 "last_known": self.last_known.to_dict() if self.last_known else None,
-                "new_primary_latest": self.new_primary_latest.to_dict() if self.new_primary_latest else None}
+                "new_primary_latest": self.new_primary_latest.to_dict() if self.new_primary_latest else None,
+                "lsn_gap_bytes": self.lsn_gap_bytes}
 
 
 def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
 
 
-def assess(last_known: CommitPoint | None, new_latest: CommitPoint | None, rpo: float) -> ConsistencyResult:
-    """Pure: the data-loss window and its verdict against ``rpo`` (seconds)."""
+def _wal_note(gap: int | None) -> str:
+    if gap is None:
+        return ""
+    if gap <= 0:
+        return "; its WAL was applied up to the last known commit LSN"
+    return f"; {gap} B of its WAL before the last known commit LSN were not applied"
+
+
+def assess(last_known: CommitPoint | None, new_latest: CommitPoint | None, rpo: float, *,
+           interval: float | None = None, lsn_gap_bytes: int | None = None) -> ConsistencyResult:
+    """Pure: the data-loss window (a lower bound, see the module docstring) and its verdict against ``rpo``.
+
+    ``interval``: the heartbeat interval, named in the sentence as what the window cannot see.
+    ``lsn_gap_bytes``: bytes of the old primary's WAL up to the last known LSN not applied (None: unknown).
+    """
     if last_known is None:
         return ConsistencyResult("unknown", "data loss unknown: no last known primary commit point in the journal",
-                                 None, rpo, last_known, new_latest)
+                                 None, rpo, last_known, new_latest, lsn_gap_bytes)
     if new_latest is None:
         return ConsistencyResult(
             "unknown", "data loss unknown: the new primary holds no replicated heartbeat", None, rpo,
-            last_known, new_latest)
+            last_known, new_latest, lsn_gap_bytes)
     window = max(0.0, last_known.heartbeat_at - new_latest.heartbeat_at)
     if not math.isfinite(window):
         return ConsistencyResult("unknown", "data loss unknown: invalid heartbeat times", None, rpo,
-                                 last_known, new_latest)
+                                 last_known, new_latest, lsn_gap_bytes)
+    after = ("writes after the last heartbeat" + (f" (up to {format_duration(interval)})" if interval else "")
+             + " are not counted")
+    wal = _wal_note(lsn_gap_bytes)
     if window > rpo:
-        sentence = (f"RPO breached: about {_seconds(window)} of writes may be lost "
-                    f"(RPO {format_duration(rpo)})")
-        return ConsistencyResult("rpo_breached", sentence, window, rpo, last_known, new_latest)
+        sentence = (f"RPO breached: at least about {_seconds(window)} of writes may be lost "
+                    f"(RPO {format_duration(rpo)}; {after}){wal}")
+        return ConsistencyResult("rpo_breached", sentence, window, rpo, last_known, new_latest, lsn_gap_bytes)
     if window == 0:
-        sentence = "ok: the new primary has every write up to the last known primary commit"
+        sentence = f"ok: the new primary has every write up to the last known primary commit ({after}){wal}"
     else:
-        sentence = (f"ok: at most about {_seconds(window)} of writes may be lost, "
-                    f"within RPO {format_duration(rpo)}")
-    return ConsistencyResult("ok", sentence, window, rpo, last_known, new_latest)
+        sentence = (f"ok: about {_seconds(window)} of writes may be lost, within RPO {format_duration(rpo)} "
+                    f"({after}){wal}")
+    return ConsistencyResult("ok", sentence, window, rpo, last_known, new_latest, lsn_gap_bytes)
 
 
-async def latest_replicated(config: DatabaseConfig, site: str) -> CommitPoint | None:
-    """The freshest heartbeat written on the other site that ``site`` holds (None when it holds none)."""
+async def latest_replicated(config: DatabaseConfig, site: str, last_known: CommitPoint | None = None,
+                            ) -> CommitPoint | None:
+    """The freshest heartbeat of the old primary that ``site`` holds (None when it holds none).
+
+    Only rows written on the old primary (``last_known.primary``, else the other site) by the
+    writer of ``last_known`` (its ``site``, when known) count: beats of other writers carry other
+    clocks and must not be compared with the journal's point.
+    """
     from psycopg import sql
 
     from probes.postgres import table_ident
     from probes.postgres_conn import connect, fetch
 
+    old_primary = (last_known.primary if last_known is not None and last_known.primary else None) \
+        or config.other_site(site)
+    writer = last_known.site if last_known is not None else None
     async with await connect(config.sites[site], statement_timeout=config.lag_probe.statement_timeout,
                              application_name="failover-engine consistency") as conn:
-        rows = await fetch(conn, sql.SQL("SELECT beat_at, lsn::text, site FROM {} WHERE primary_site = %s "
+        rows = await fetch(conn, sql.SQL("SELECT beat_at, lsn::text, site, primary_site FROM {} "
+                                         "WHERE primary_site = %s AND (%s::text IS NULL OR site = %s) "
                                          "ORDER BY beat_at DESC LIMIT 1").format(table_ident(config.heartbeat.table)),
-                           (config.other_site(site),), deadline=config.lag_probe.timeout)
+                           (old_primary, writer, writer), deadline=config.lag_probe.timeout)
     if not rows:
         return None
-    return CommitPoint(float(rows[0][0]), rows[0][1], rows[0][2])
+    return CommitPoint(float(rows[0][0]), rows[0][1], rows[0][2], rows[0][3])
+
+
+async def lsn_gap(config: DatabaseConfig, site: str, lsn: str) -> int | None:
+    """Bytes of the old primary's WAL up to ``lsn`` that the subscription on ``site`` did not apply.
+
+    From ``pg_replication_origin_status.remote_lsn`` of the configured subscription (the end of the
+    last remote commit applied). None when it cannot be read (no privilege, subscription gone).
+    """
+    import psycopg
+
+    from probes.postgres_conn import PgError, connect, fetch
+
+    try:
+        async with await connect(config.sites[site], statement_timeout=config.lag_probe.statement_timeout,
+                                 application_name="failover-engine consistency") as conn:
+            rows = await fetch(conn, "SELECT greatest(0, pg_wal_lsn_diff(%s::pg_lsn, os.remote_lsn))::bigint "
+                                     "FROM pg_replication_origin_status os JOIN pg_subscription s "
+                                     "ON os.external_id = 'pg_' || s.oid "
+                                     "JOIN pg_database d ON d.oid = s.subdbid AND d.datname = current_database() "
+                                     "WHERE s.subname = %s AND os.remote_lsn IS NOT NULL",
+                               (lsn, config.subscription), deadline=config.lag_probe.timeout)
+    except (PgError, psycopg.Error, TimeoutError):
+        return None
+    return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
 async def check_consistency(config: DatabaseConfig, new_primary: str, last_known: CommitPoint | None,
@@ -123,12 +185,18 @@ async def check_consistency(config: DatabaseConfig, new_primary: str, last_known
 
     from probes.postgres_conn import PgError, describe_pg_error
 
+    old_primary = config.other_site(new_primary)
+    if last_known is not None and last_known.primary and last_known.primary != old_primary:
+        return ConsistencyResult("unknown", f"data loss unknown: the last known commit point was taken on "
+                                 f"{last_known.primary}, not on the old primary {old_primary}", None, rpo,
+                                 last_known, None)
     try:
-        latest = await latest_replicated(config, new_primary)
+        latest = await latest_replicated(config, new_primary, last_known)
     except PgError as exc:
         return ConsistencyResult("unknown", f"data loss unknown: {new_primary} unreachable: {exc}", None, rpo,
                                  last_known, None)
     except (psycopg.Error, TimeoutError) as exc:
         return ConsistencyResult("unknown", f"data loss unknown: {describe_pg_error(exc)}", None, rpo,
                                  last_known, None)
-    return assess(last_known, latest, rpo)
+    gap = await lsn_gap(config, new_primary, last_known.lsn) if last_known is not None and last_known.lsn else None
+    return assess(last_known, latest, rpo, interval=config.heartbeat.interval, lsn_gap_bytes=gap)

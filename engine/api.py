@@ -122,7 +122,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return _json(request.app[ENGINE].status())
+    return web.Response(body=request.app[ENGINE].status_json(), content_type="application/json")
 
 
 async def service(request: web.Request) -> web.Response:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import signal
+import sqlite3
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +98,10 @@ class ServiceRuntime:
         return Snapshot(self.name, now, sites)
 
 
+class StartupError(Exception):
+    """The engine cannot start (journal not writable, address in use): one line for the operator."""
+
+
 class Engine:
     """A running instance. ``await start()``, then ``await stop()`` (or ``await run_forever()``)."""
 
@@ -118,6 +124,7 @@ class Engine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
         self._poked = asyncio.Event()
+        self._status_cache: tuple[float, bytes] | None = None
         self._api: Any = None
         self.api_url: str | None = None
         self.peering = Peering(config, self.clock)
@@ -140,7 +147,10 @@ class Engine:
     async def start(self, *, serve_api: bool = True) -> None:
         cfg = self.config
         self.started_at = self.clock.now()
-        self.journal = Journal.open(cfg.journal.path)
+        try:
+            self.journal = Journal.open(cfg.journal.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(f"journal.path {cfg.journal.path}: {getattr(exc, 'strerror', None) or exc}") from None
         for name, svc in cfg.services.items():
             self.services[name] = ServiceRuntime(name, svc, self._load_state(name, svc))
             self.metrics.active_site.labels(name, self.services[name].state.active).set(1)
@@ -149,7 +159,11 @@ class Engine:
             from engine.api import ApiServer
 
             self._api = ApiServer(self)
-            self.api_url = await self._api.start(cfg.instance.listen)
+            try:
+                self.api_url = await self._api.start(cfg.instance.listen)
+            except OSError as exc:
+                await self.journal.close()
+                raise StartupError(f"instance.listen {cfg.instance.listen}: {exc.strerror or exc}") from None
         await self.record("engine", f"engine {cfg.instance.id} started in {cfg.instance.site} "
                           f"({cfg.instance.role}, {len(self.signals)} signals)",
                           data={"version": __version__, "listen": self.api_url})
@@ -340,7 +354,8 @@ class Engine:
         rt.decision_key = key
         rt.decided_at = now
         self.metrics.decisions.labels(rt.name, str(decision.verdict)).inc()
-        log.info("decision", service=rt.name, verdict=str(decision.verdict), message=decision.message)
+        (log.warning if str(decision.verdict) == "page" else log.info)(
+            "decision", service=rt.name, verdict=str(decision.verdict), message=decision.message)
         await self.record("decision", decision.message, service=rt.name, at=now,
                           data={"verdict": str(decision.verdict), "target": decision.target,
                                 "executor": decision.executor, "reasons": list(decision.reasons)})
@@ -389,6 +404,7 @@ class Engine:
     async def record(self, kind: str, message: str, *, service: str | None = None, at: float | None = None,
                      actor: str | None = None, data: dict[str, Any] | None = None) -> int:
         assert self.journal is not None
+        self._status_cache = None  # something happened: the next status read rebuilds
         self.metrics.journal_events.labels(kind).inc()
         return await self.journal.append(kind, message, service=service,
                                          at=self.clock.now() if at is None else at, actor=actor, data=data)
@@ -416,6 +432,16 @@ class Engine:
         if waiting:
             reasons.append(f"{len(waiting)} signal(s) not observed yet, e.g. {waiting[0]}")
         return not reasons, reasons
+
+    def status_json(self, max_age: float = 0.2) -> bytes:
+        """The status as JSON, rebuilt at most every ``max_age`` seconds: a dashboard polled by many
+        clients must not rebuild a view of every signal per request."""
+        now = self.clock.monotonic()
+        cached = self._status_cache
+        if cached is None or now - cached[0] > max_age:
+            cached = (now, json.dumps(self.status(), default=str).encode())
+            self._status_cache = cached
+        return cached[1]
 
     def status(self) -> dict[str, Any]:
         inst = self.config.instance
@@ -449,6 +475,7 @@ class Engine:
             "time": self.clock.now(),
             "healthy": self.healthy()[0],
             "quorum": self.coordinator.quorum_ok,
+            "scheduler": self.scheduler.summary(),
             "peers": self.peering.status(),
             "services": services,
         }

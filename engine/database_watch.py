@@ -74,8 +74,7 @@ class DatabaseWatch:
                 self.last_beat_error = None
                 if point.site:
                     self.probe.remember(point.heartbeat_at, point.site)
-                await self.engine.journal_or_fail().put_state(self.rt.name, "primary_commit",
-                                                              {**point.to_dict(), "primary": self.writer.primary},
+                await self.engine.journal_or_fail().put_state(self.rt.name, "primary_commit", point.to_dict(),
                                                               at=now)
             await asyncio.sleep(max(0.0, interval - (self.engine.clock.monotonic() - started)))
 

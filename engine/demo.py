@@ -8,7 +8,6 @@ keeps running until Ctrl-C (or for ``seconds``). Everything listens on 127.0.0.1
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 import tempfile
@@ -91,28 +90,36 @@ async def _demo(seconds: float | None) -> None:
             await asyncio.sleep(0.2)
 
     narrator = asyncio.create_task(narrate())
-    try:
+    started = time.monotonic()
+
+    async def script() -> None:
         _say(f"sample sites: gcp {gcp.url}  azure {azure.url}")
-        _say(f"engine API: {engine.api_url}/v1/status   metrics: {engine.api_url}/metrics")
+        _say(f"engine API: {engine.api_url}/v1/status   status page: {engine.api_url}/   "
+             f"metrics: {engine.api_url}/metrics")
         if await _wait_for(engine, "both_up", 15):
             _say(">>> breaking the primary: gcp now answers 503")
             gcp.set_mode("fail")
-            started = time.monotonic()
+            broke = time.monotonic()
             if await _wait_for(engine, "gcp_down", 15):
-                _say(f">>> gcp declared down {time.monotonic() - started:.1f}s after the break "
+                _say(f">>> gcp declared down {time.monotonic() - broke:.1f}s after the break "
                      "(3 consecutive failures at 1 s)")
             await asyncio.sleep(1.5)
-            _say(">>> restoring gcp")
+            _say(">>> restoring gcp (the engine never fails back by itself)")
             gcp.set_mode("ok")
         if seconds is None:
             _say("running; Ctrl-C to stop")
-            await stop.wait()
+            await asyncio.Event().wait()
         else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=seconds)
+            await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))
+
+    runner = asyncio.create_task(script())
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        narrator.cancel()
-        await asyncio.gather(narrator, return_exceptions=True)
+        for task in (narrator, runner, stopper):
+            task.cancel()
+        await asyncio.gather(narrator, runner, stopper, return_exceptions=True)
         await engine.stop()
         await gcp.stop()
         await azure.stop()

@@ -7,8 +7,10 @@ precheck     read DNS: already moved at our epoch by this operation (its id is t
              the epoch record: a resume) goes on; any other epoch means another executor won: stand
              down, even when it moved traffic where we wanted it.
 fence        best effort, bounded: old primary read-only, client sessions ended.
-promote      standby: subscription disabled (slot detached if the publisher is gone), sequences
-             synced, writes allowed. Idempotent.
+promote      standby: the configured subscription disabled (slot detached if the publisher is gone),
+             any other subscription still pointing at the old primary disabled, sequences synced,
+             writes allowed. Refused (writes stay blocked) when the configured subscription does not
+             exist. Idempotent.
 shift_dns    compare-and-set from epoch N to N+1; finding N+1 in place already changes nothing.
 verify_dns   every authoritative server answers the target, or the step fails naming who lags.
 consistency  the new primary's latest replicated commit against the last known primary commit
@@ -194,8 +196,14 @@ class FailoverSteps:
         return Outcome(result.sentence, data)
 
     async def report(self, op: Operation) -> Outcome:
-        timings = {name: rec.get("duration_s") for name, rec in op.steps.items() if rec.get("duration_s") is not None}
+        done = [(name, rec) for name, rec in op.steps.items()
+                if rec.get("duration_s") is not None and rec.get("state") == "done"]
+        done.sort(key=lambda item: item[1].get("started_at") or 0)
+        timings = {name: rec["duration_s"] for name, rec in done}
+        skipped = sorted(name for name, rec in op.steps.items() if rec.get("state") == "skipped")
         total = self.engine.clock.now() - op.created_at
-        phases = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+        phases = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()) or "no step ran"
+        if skipped:
+            phases += f"; skipped: {', '.join(skipped)}"
         return Outcome(f"{op.kind} of {op.service} {op.source} -> {op.target} took {total:.1f}s ({phases})",
-                       {"total_s": round(total, 3), "phases_s": timings})
+                       {"total_s": round(total, 3), "phases_s": timings, "skipped": skipped})

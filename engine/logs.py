@@ -26,8 +26,10 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
     json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    # plain tracebacks: a rich one prints local variables, and a local may hold a secret
     renderer: Any = (structlog.processors.JSONRenderer() if json_output
-                     else structlog.dev.ConsoleRenderer(colors=False))
+                     else structlog.dev.ConsoleRenderer(colors=False,
+                                                        exception_formatter=structlog.dev.plain_traceback))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -110,6 +110,15 @@ class Peering:
         await asyncio.gather(*(self._send(peer, body, headers, deadline) for peer in self.peers.values()))
 
     async def _send(self, peer: PeerState, body: bytes, headers: dict[str, str], deadline: float) -> None:
+        before = peer.last_error
+        await self._post(peer, body, headers, deadline)
+        if peer.last_error != before:
+            if peer.last_error is None:
+                log.info("peer reachable again", peer=peer.id)
+            elif before is None:
+                log.warning("cannot reach peer", peer=peer.id, url=peer.url, error=peer.last_error)
+
+    async def _post(self, peer: PeerState, body: bytes, headers: dict[str, str], deadline: float) -> None:
         assert self._session is not None
         try:
             async with asyncio.timeout(deadline), self._session.post(

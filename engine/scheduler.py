@@ -9,6 +9,7 @@ is measured for every check and handed to ``on_lateness``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -60,6 +61,8 @@ class Scheduler:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self.started_at: float | None = None
+        self.recent_lateness: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.skipped_total = 0
 
     def add(self, key: SignalKey, probe: Probe, interval: float, *, jitter: float | None = None,
             start: float | None = None) -> None:
@@ -74,6 +77,16 @@ class Scheduler:
     def stats(self, key: SignalKey) -> dict[str, float | int]:
         entry = self._entries[key]
         return {"checks": entry.checks, "skipped": entry.skipped, "lateness_s": entry.last_lateness}
+
+    def summary(self) -> dict[str, Any]:
+        """Lateness over the last 10,000 checks, in milliseconds, and the checks in flight."""
+        ordered = sorted(self.recent_lateness)
+
+        def q(p: float) -> float | None:
+            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 3) if ordered else None
+
+        return {"signals": len(self._entries), "in_flight": len(self._tasks), "skipped": self.skipped_total,
+                "lateness_p50_ms": q(0.5), "lateness_p99_ms": q(0.99), "lateness_max_ms": q(1.0)}
 
     @property
     def in_flight(self) -> int:
@@ -114,11 +127,13 @@ class Scheduler:
                 continue
             if entry.running:
                 entry.skipped += 1
+                self.skipped_total += 1
                 if self._on_skip:
                     self._on_skip(key)
             else:
                 lateness = now - due
                 entry.last_lateness = lateness
+                self.recent_lateness.append(lateness)
                 if self._on_lateness:
                     self._on_lateness(key, lateness)
                 entry.running = True

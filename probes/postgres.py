@@ -24,6 +24,18 @@ Only with no remembered beat at all does it fall back to ``now`` (this engine's 
 freshest replicated ``beat_at``. ``details["heartbeat_age_s"]`` (``now`` minus that beat) says how old
 the standby's newest data is in every case. While the primary is unreachable a stopped apply worker
 is expected and does not fail the signal by itself: the signal judges the standby's data.
+
+Two liveness rules keep a stopped pipeline from reading as caught up (the heartbeat lag compares
+beats, so with no new beats it stays at 0 whatever happens):
+
+- **no heartbeat**: when the primary is readable but its newest heartbeat row is older than
+  ``3 x heartbeat.interval`` (by this engine's clock), the signal fails with "no heartbeat on gcp
+  for 40s": nobody is writing beats, so the lag cannot be measured. (Writers on other instances
+  with offset clocks only shift this by their offset; three intervals leave room for that.)
+- **apply stalled**: when the slot has WAL to confirm and its ``confirmed_flush_lsn`` has not moved
+  for longer than ``lag_probe.max_lag`` (the probe remembers it between observations, on its
+  monotonic clock), the signal fails with "apply stalled for 35s": the apply worker is alive but
+  stuck (a lock, a conflict, a huge transaction).
 """
 
 from __future__ import annotations
@@ -69,6 +81,7 @@ class PrimaryReading:
     heartbeats: dict[str, float]
     lsn: str
     publication_found: bool
+    slot_confirmed_lsn: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +108,13 @@ def heartbeat_lag(primary: dict[str, float] | None, standby: dict[str, float], n
 
 def judge(primary: PrimaryReading | None, primary_error: str | None, standby: StandbyReading | None,
           standby_error: str | None, now: float, max_lag: float, *, primary_site: str, standby_site: str,
-          remembered: dict[str, float] | None = None) -> tuple[bool, str, float | None, dict[str, Any]]:
+          remembered: dict[str, float] | None = None, heartbeat_interval: float | None = None,
+          stalled_for: float | None = None) -> tuple[bool, str, float | None, dict[str, Any]]:
     """Pure verdict from the two readings: (ok, reason, heartbeat lag, details).
 
     ``remembered``: the primary's heartbeats as last seen, used when ``primary`` is None.
+    ``heartbeat_interval``: enables the "no heartbeat" rule (module docstring); ``stalled_for``:
+    seconds the slot's confirmed position has not moved while it had WAL to confirm.
     """
     details: dict[str, Any] = {"primary": primary_site, "standby": standby_site, "slot_lag_bytes": None,
                                "heartbeat_lag_s": None, "apply_worker_alive": None}
@@ -109,6 +125,14 @@ def judge(primary: PrimaryReading | None, primary_error: str | None, standby: St
             details["primary_commit"] = {"heartbeat_at": max(primary.heartbeats.values()), "lsn": primary.lsn}
         if not primary.publication_found:
             problems.append(f"publication not found on {primary_site}")
+        if primary.heartbeats and heartbeat_interval:
+            age = now - max(primary.heartbeats.values())
+            details["primary_heartbeat_age_s"] = age
+            if age > 3 * heartbeat_interval:
+                problems.append(f"no heartbeat on {primary_site} for {age:.0f}s (is the heartbeat writer running?)")
+        if stalled_for is not None and stalled_for > max_lag and primary.slot_lag_bytes:
+            details["apply_stalled_s"] = stalled_for
+            problems.append(f"apply stalled for {stalled_for:.0f}s (slot position not moving)")
     else:
         details["primary_error"] = primary_error
     if standby is None:
@@ -150,6 +174,7 @@ class PostgresLagProbe(BaseProbe):
         self.key = SignalKey(service, None, SIGNAL_NAME)
         self.primary = primary
         self._last_primary_beats: dict[str, float] = {}
+        self._confirmed: tuple[str, float] | None = None  # (slot confirmed LSN, since when: monotonic)
 
     @property
     def standby(self) -> str:
@@ -160,6 +185,18 @@ class PostgresLagProbe(BaseProbe):
         self.config.other_site(site)
         self.primary = site
         self._last_primary_beats = {}
+        self._confirmed = None
+
+    def _stalled_for(self, primary: PrimaryReading | None) -> float | None:
+        """Seconds the slot's confirmed LSN has stood still while WAL was waiting (None: moving or idle)."""
+        if primary is None or not primary.slot_lag_bytes or primary.slot_confirmed_lsn is None:
+            self._confirmed = None
+            return None
+        mono = self.clock.monotonic()
+        if self._confirmed is None or self._confirmed[0] != primary.slot_confirmed_lsn:
+            self._confirmed = (primary.slot_confirmed_lsn, mono)
+            return 0.0
+        return mono - self._confirmed[1]
 
     def remember(self, heartbeat_at: float, writer_site: str) -> None:
         """Seed the last known primary heartbeat (from the journal after a restart, or from a beat)."""
@@ -185,7 +222,8 @@ class PostgresLagProbe(BaseProbe):
             standby = results[1]
         return judge(primary, primary_error, standby, standby_error, self.clock.now(),
                      self.config.lag_probe.max_lag, primary_site=primary_site, standby_site=standby_site,
-                     remembered=dict(self._last_primary_beats))
+                     remembered=dict(self._last_primary_beats), heartbeat_interval=self.config.heartbeat.interval,
+                     stalled_for=self._stalled_for(primary))
 
     def _reason(self, exc: BaseException) -> str:
         if isinstance(exc, asyncio.CancelledError):
@@ -203,14 +241,16 @@ class PostgresLagProbe(BaseProbe):
                 "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %s)", (self.config.publication,))
             lsn, pub_found = await _one(cur)
             cur = await conn.execute(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, active "
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, active, "
+                "confirmed_flush_lsn::text "
                 "FROM pg_replication_slots WHERE slot_name = %s", (self.config.slot_name,))
             slot = await cur.fetchone()
             beats = await _heartbeats(conn, self.config.heartbeat.table, site)
         return PrimaryReading(
             slot_lag_bytes=None if slot is None or slot[0] is None else int(str(slot[0])),
             slot_active=None if slot is None else bool(slot[1]),
-            heartbeats=beats, lsn=str(lsn), publication_found=bool(pub_found))
+            heartbeats=beats, lsn=str(lsn), publication_found=bool(pub_found),
+            slot_confirmed_lsn=None if slot is None or slot[2] is None else str(slot[2]))
 
     async def _read_standby(self, site: str, primary: str) -> StandbyReading:
         conn_cfg = self.config.sites[site]

@@ -40,14 +40,20 @@ class Refused(PgError):
 
 def conninfo(conn: PgConnection, *, for_replication: bool = False, application_name: str = "failover-engine",
              ) -> str:
-    """A libpq conninfo string. It contains the password: never log it or put it in a reason."""
+    """A libpq conninfo string. It contains the password: never log it or put it in a reason.
+
+    ``for_replication``: the string another server uses to reach this one (a subscription); it
+    names ``replication_passfile`` instead of the password when that is configured.
+    """
     host = (conn.replication_host or conn.host) if for_replication else conn.host
     port = (conn.replication_port or conn.port) if for_replication else conn.port
     params: dict[str, Any] = {
         "host": host, "port": port, "dbname": conn.dbname, "user": conn.user, "sslmode": conn.sslmode,
         "connect_timeout": max(2, math.ceil(conn.connect_timeout)), "application_name": application_name,
     }
-    if conn.password is not None:
+    if for_replication and conn.replication_passfile:
+        params["passfile"] = conn.replication_passfile  # read by the other server: no password in the string
+    elif conn.password is not None:
         params["password"] = conn.password.get_secret_value()
     return make_conninfo("", **params)
 

@@ -12,12 +12,25 @@ which does not re-copy data, would silently keep the differences; the caller pas
 4. ``catch-up``: wait, bounded, until the new slot has confirmed the new primary's current LSN.
 
 Every step checks before it acts, so running it again is harmless. The old primary stays fenced
-(logical apply workers write even into a ``default_transaction_read_only`` database).
+(logical apply workers write even into a ``default_transaction_read_only`` database). When the
+reverse subscription cannot be created, catch-up is not waited for (it cannot happen).
+
+Secrets: the reverse subscription's connection string names the new primary. When the new
+primary's site config has ``replication_passfile`` (a libpq password file *on the old primary's
+host*), the string carries ``passfile=...`` and no password. Otherwise the password is embedded,
+and then it is stored in ``pg_subscription.subconninfo`` on the old primary (readable by
+superusers only; ``pg_dump`` of subscriptions includes it): prefer a passfile, or a certificate /
+``trust`` for the replication user. Either way, the session that runs ``CREATE SUBSCRIPTION``
+first sets ``log_statement = none``, ``log_min_duration_statement = -1`` and
+``log_min_error_statement = panic`` (when the role may; they are superuser settings), so neither a
+failed nor a slow statement copies the string into the old primary's server log. Error reasons
+returned to the caller are masked (:func:`~probes.postgres_conn.describe_pg_error`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, Protocol
 
@@ -35,6 +48,11 @@ SELECT n.nspname, c.relname FROM pg_subscription_rel r JOIN pg_subscription s ON
 JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE s.subname = %s ORDER BY 1, 2
 """
+
+REQUIRED = ("publication", "old subscription", "reverse subscription", "catch-up")
+# a failed or slow CREATE SUBSCRIPTION must not copy its connection string into the server log
+QUIET = ("SET log_statement = 'none'", "SET log_min_duration_statement = -1",
+         "SET log_min_error_statement = panic")
 
 
 class Reconciled(Protocol):
@@ -99,7 +117,11 @@ async def prepare_failback(config: DatabaseConfig, new_primary: str, reconciliat
                     steps.append(Step("publication", "ok", f"{pub} on {new_primary} has all {len(tables)} tables",
                                       time.perf_counter() - t0))
                 steps.append(await _drop_old_subscription(new, back, sub, slot))
-                steps.append(await _reverse_subscription(back, config, new_primary, sub, pub))
+                reverse = await _reverse_subscription(back, config, new_primary, sub, pub)
+                steps.append(reverse)
+                if reverse.status == "failed":
+                    steps.append(Step("catch-up", "failed", "not attempted: no reverse subscription"))
+                    return summarize("failback preparation", old, steps, required=REQUIRED)
                 t0 = time.perf_counter()
                 lag = await _wait_caught_up(new, back, sub, slot, catch_up_timeout)
                 if lag == 0:
@@ -113,8 +135,7 @@ async def prepare_failback(config: DatabaseConfig, new_primary: str, reconciliat
         steps.append(Step("timeout", "failed", "failback preparation timed out"))
     except (PgError, psycopg.Error) as exc:
         steps.append(Step("failback", "failed", str(exc) if isinstance(exc, PgError) else describe_pg_error(exc)))
-    return summarize("failback preparation", old, steps,
-                     required=("publication", "old subscription", "reverse subscription", "catch-up"))
+    return summarize("failback preparation", old, steps, required=REQUIRED)
 
 
 async def _drop_old_subscription(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any],
@@ -154,6 +175,9 @@ async def _reverse_subscription(back: psycopg.AsyncConnection[Any], config: Data
     ident = sql.Identifier(sub)
     if row is None:
         source = conninfo(config.sites[new_primary], for_replication=True, application_name=sub)
+        for setting in QUIET:  # not a superuser: the server's own settings decide (see the module docstring)
+            with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+                await back.execute(setting)
         try:
             await back.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
                                        "WITH (copy_data = false, slot_name = {})").format(

@@ -85,7 +85,7 @@ class HeartbeatWriter:
         except psycopg.Error as exc:
             await self.aclose()
             raise PgError(f"heartbeat on {self.primary} failed: {describe_pg_error(exc)}") from None
-        return CommitPoint(now, str(row[0]) if row else None, self.writer_site)
+        return CommitPoint(now, str(row[0]) if row else None, self.writer_site, self.primary)
 
     async def aclose(self) -> None:
         for conn in (self._conn, self._stale):

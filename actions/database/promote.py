@@ -5,10 +5,17 @@ Steps (each idempotent, so the runbook may repeat the whole promotion after a cr
 1. ``subscription``: ``ALTER SUBSCRIPTION ... DISABLE`` and wait (bounded) until its apply worker
    has exited, so no row arrives after the sequences are read. When the old primary cannot be
    reached its slot is detached (``SET (slot_name = NONE)``), so the subscription can later be
-   dropped without the publisher. A missing subscription is *skipped* (already removed) and said so.
-2. ``sequences``: every sequence of the replicated tables to at least ``max(column) + margin``.
-3. ``writes``: reset ``default_transaction_read_only`` (a fence from an earlier failback) and check
-   from a new session that it can write.
+   dropped without the publisher. A configured subscription that does not exist is a **refusal**
+   (a misspelt name must not promote a database that another subscription keeps writing into).
+2. ``other subscriptions``: every *other* enabled subscription of this database whose connection
+   string points at the old primary (host and port, or its ``replication_host``/``replication_port``)
+   is disabled too (and its slot detached when the old primary is unreachable), and named in the
+   result. A subscription whose connection string cannot be read (no privilege) is refused, not
+   guessed about. Subscriptions to other servers are left alone.
+3. ``sequences``: every sequence of the replicated tables to at least ``max(column) + margin``.
+4. ``writes``: reset ``default_transaction_read_only`` (a fence from an earlier failback) and check
+   from a new session that it can write. Skipped (and the promotion reported incomplete) when an
+   earlier step failed: writes are never allowed with sequences behind or a subscription applying.
 
 A physical standby (``pg_is_in_recovery()``) is refused: this engine promotes logical replicas only.
 The result is ok only when every step is; anything less names the steps that failed.
@@ -22,12 +29,15 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from actions.database.fence import unfence
 from actions.database.results import ActionResult, Step, summarize
 from actions.database.sequences import SequenceMove, sync_sequences
-from engine.config.database import DatabaseConfig
+from engine.config.database import DatabaseConfig, PgConnection
 from probes.postgres_conn import PgError, Unreachable, connect, describe_pg_error
+
+REQUIRED = ("subscription", "other subscriptions", "sequences", "writes")
 
 
 async def publisher_reachable(config: DatabaseConfig, site: str) -> str | None:
@@ -49,9 +59,23 @@ async def _disable_subscription(conn: psycopg.AsyncConnection[Any], config: Data
                              "ON d.oid = s.subdbid AND d.datname = current_database() WHERE subname = %s", (name,))
     row = await cur.fetchone()
     if row is None:
-        return Step("subscription", "skipped", f"subscription {name} not found (already removed?)",
+        return Step("subscription", "failed",
+                    f"subscription {name} not found in this database: refusing to allow writes "
+                    f"(check the configured name; another subscription may still apply writes from {old_primary})",
                     time.perf_counter() - t0)
     enabled, slot = bool(row[0]), row[1]
+    notes = await _stop(conn, config, name, enabled, slot, old_primary)
+    if notes is None:
+        return Step("subscription", "failed", "apply worker still running after DISABLE", time.perf_counter() - t0)
+    return Step("subscription", "ok", ", ".join(notes), time.perf_counter() - t0)
+
+
+async def _stop(conn: psycopg.AsyncConnection[Any], config: DatabaseConfig, name: str, enabled: bool,
+                slot: str | None, old_primary: str) -> list[str] | None:
+    """Disable subscription ``name``, wait for its worker, detach its slot if the publisher is gone.
+
+    Returns what was done, or None when the apply worker did not exit in time.
+    """
     ident = sql.Identifier(name)
     notes = []
     if enabled:
@@ -67,8 +91,7 @@ async def _disable_subscription(conn: psycopg.AsyncConnection[Any], config: Data
         if not alive or not alive[0]:
             break
         if time.monotonic() > deadline:
-            return Step("subscription", "failed", "apply worker still running after DISABLE",
-                        time.perf_counter() - t0)
+            return None
         await asyncio.sleep(0.05)
     if slot is not None:
         unreachable = await publisher_reachable(config, old_primary)
@@ -79,7 +102,74 @@ async def _disable_subscription(conn: psycopg.AsyncConnection[Any], config: Data
             notes.append(f"slot {slot} kept on {old_primary} (dropped when failback is prepared)")
     else:
         notes.append("slot already detached")
-    return Step("subscription", "ok", ", ".join(notes), time.perf_counter() - t0)
+    return notes
+
+
+OTHER_SUBSCRIPTIONS = """
+SELECT s.subname, s.subslotname, s.subconninfo FROM pg_subscription s
+JOIN pg_database d ON d.oid = s.subdbid AND d.datname = current_database()
+WHERE s.subenabled AND s.subname <> %s ORDER BY 1
+"""
+
+
+def points_at(conninfo_text: str, target: PgConnection) -> bool:
+    """Pure: does a subscription's connection string name ``target`` (host and port, either address)?
+
+    Host names are compared as written (no DNS); a multi-host string matches if any host does.
+    """
+    try:
+        params = conninfo_to_dict(conninfo_text)
+    except psycopg.ProgrammingError:
+        return True  # unreadable: assume the worst
+    hosts = [h.strip() for h in str(params.get("host") or params.get("hostaddr") or "localhost").split(",")]
+    ports = [p.strip() for p in str(params.get("port") or "5432").split(",")]
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    wanted = {(target.host, target.port),
+              (target.replication_host or target.host, target.replication_port or target.port)}
+    for host, port in zip(hosts, ports, strict=False):
+        try:
+            number = int(port or 5432)
+        except ValueError:
+            return True
+        if (host, number) in wanted:
+            return True
+    return False
+
+
+async def _other_subscriptions(conn: psycopg.AsyncConnection[Any], config: DatabaseConfig, old_primary: str,
+                               ) -> Step:
+    """Disable every other enabled subscription of this database that still reads from ``old_primary``."""
+    t0 = time.perf_counter()
+    try:
+        cur = await conn.execute(OTHER_SUBSCRIPTIONS, (config.subscription,))
+        rows = await cur.fetchall()
+    except psycopg.errors.InsufficientPrivilege:
+        cur = await conn.execute("SELECT s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+                                 "AND d.datname = current_database() WHERE s.subenabled AND s.subname <> %s "
+                                 "ORDER BY 1", (config.subscription,))
+        names = [str(r[0]) for r in await cur.fetchall()]
+        if not names:
+            return Step("other subscriptions", "ok", "none enabled", time.perf_counter() - t0)
+        return Step("other subscriptions", "failed",
+                    f"enabled subscription(s) {', '.join(names)} may still apply writes from {old_primary} "
+                    "(their connection strings cannot be read without superuser): disable them first",
+                    time.perf_counter() - t0)
+    target = config.sites[old_primary]
+    stopped = []
+    for name, slot, info in rows:
+        if not points_at(str(info or ""), target):
+            continue
+        notes = await _stop(conn, config, str(name), True, slot, old_primary)
+        if notes is None:
+            return Step("other subscriptions", "failed",
+                        f"subscription {name} (pointing at {old_primary}) still applying after DISABLE",
+                        time.perf_counter() - t0)
+        stopped.append(f"{name} ({', '.join(notes)})")
+    if not stopped:
+        return Step("other subscriptions", "ok", f"none enabled pointing at {old_primary}", time.perf_counter() - t0)
+    return Step("other subscriptions", "ok", f"also pointing at {old_primary}: {'; '.join(stopped)}",
+                time.perf_counter() - t0)
 
 
 def _describe_moves(moves: list[SequenceMove]) -> str:
@@ -106,11 +196,12 @@ async def promote(config: DatabaseConfig, site: str) -> ActionResult:
                 if row and row[0]:
                     steps.append(Step("subscription", "failed",
                                       "server is a physical standby (in recovery): not a logical replica"))
-                    return summarize("promotion", site, steps, required=("subscription", "sequences", "writes"))
-                step = await _disable_subscription(conn, config, old_primary)
-                steps.append(step)
-                if step.status == "failed":
-                    return summarize("promotion", site, steps, required=("subscription", "sequences", "writes"))
+                    return summarize("promotion", site, steps, required=REQUIRED)
+                for check in (_disable_subscription, _other_subscriptions):
+                    step = await check(conn, config, old_primary)
+                    steps.append(step)
+                    if step.status == "failed":
+                        return summarize("promotion", site, steps, data=data, required=REQUIRED)
                 t0 = time.perf_counter()
                 try:
                     moves = await sync_sequences(conn, subscription=config.subscription,
@@ -119,7 +210,10 @@ async def promote(config: DatabaseConfig, site: str) -> ActionResult:
                     steps.append(Step("sequences", "ok", _describe_moves(moves), time.perf_counter() - t0))
                 except psycopg.Error as exc:
                     steps.append(Step("sequences", "failed", describe_pg_error(exc), time.perf_counter() - t0))
-            steps.append(await unfence(config, site))
+            if steps[-1].status == "failed":  # sequences behind: the first insert would collide
+                steps.append(Step("writes", "failed", "not allowed: sequences were not synced"))
+            else:
+                steps.append(await unfence(config, site))
     except TimeoutError:
         steps.append(Step("timeout", "failed", f"promotion gave up after {config.promotion.timeout:g}s",
                           time.perf_counter() - started))
@@ -127,5 +221,4 @@ async def promote(config: DatabaseConfig, site: str) -> ActionResult:
         steps.append(Step("connect", "failed", f"{site} unreachable: {exc}"))
     except (PgError, psycopg.Error) as exc:
         steps.append(Step("promote", "failed", str(exc) if isinstance(exc, PgError) else describe_pg_error(exc)))
-    required = ("subscription", "sequences", "writes")
-    return summarize("promotion", site, steps, data=data, required=required)
+    return summarize("promotion", site, steps, data=data, required=REQUIRED)

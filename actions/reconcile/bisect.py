@@ -3,7 +3,9 @@
 A :class:`Side` answers four questions about one table on one server (SQL in
 :mod:`actions.reconcile.pg_side`; an in-memory one in the unit tests). Both sides are asked at
 the same time. The walk's decisions come from :mod:`actions.reconcile.plan`; pacing follows
-``chunk_budget`` (chunk size adapts) and ``pause`` (rest between chunks), with the sleep injected.
+``chunk_budget`` (chunk size adapts) and ``pause`` (rest between chunks and between the bisection's
+queries), with the sleep injected. With ``keep``, at most that many differing rows (and as many in
+flight) are held in memory; every one is still counted (``real_count``, ``in_flight_count``).
 """
 
 from __future__ import annotations
@@ -75,6 +77,23 @@ class WalkStats:
     seconds: float = 0.0
     bisect_seconds: float = 0.0
     diffs: list[RowDiff] = field(default_factory=list)
+    real_count: int = 0          # differing rows, kept or not
+    in_flight_count: int = 0     # rows in flight, kept or not
+    standby_only_count: int = 0  # of real_count: rows only on the standby
+    keep: int | None = None
+
+    def add(self, found: list[RowDiff]) -> None:
+        """Count every diff; keep at most ``keep`` real and ``keep`` in-flight ones."""
+        for diff in found:
+            if diff.in_flight:
+                self.in_flight_count += 1
+                held = self.in_flight_count
+            else:
+                self.real_count += 1
+                self.standby_only_count += diff.kind == "missing_on_primary"
+                held = self.real_count
+            if self.keep is None or held <= self.keep:
+                self.diffs.append(diff)
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -82,13 +101,13 @@ LOOKAHEAD = 4  # chunks one side may run ahead of the other
 
 
 async def walk(primary: Side, standby: Side, *, pacing: Pacing, watermark: float | None = None,
-               sleep: Sleep = asyncio.sleep) -> WalkStats:
+               sleep: Sleep = asyncio.sleep, keep: int | None = None) -> WalkStats:
     """Compare the table on both sides; return every differing row (classified) and counters.
 
     The two sides scan the shared chunk plan concurrently, each at its own pace (no lock-step per
     chunk); differing chunks are bisected once both scans are done.
     """
-    stats = WalkStats()
+    stats = WalkStats(keep=keep)
     started = time.perf_counter()
     left, right = await asyncio.gather(primary.bounds(), standby.bounds())
     stats.queries += 2
@@ -141,22 +160,24 @@ async def walk(primary: Side, standby: Side, *, pacing: Pacing, watermark: float
     for index, chunk in enumerate(plan.ranges):
         a, b = ours.get(index, EMPTY), theirs.get(index, EMPTY)
         if a != b:
-            await _descend(primary, standby, chunk, max(a.count, b.count), pacing, watermark, stats)
+            await _descend(primary, standby, chunk, max(a.count, b.count), pacing, watermark, stats, sleep)
     stats.bisect_seconds = time.perf_counter() - t1
     stats.seconds = time.perf_counter() - started
     return stats
 
 
 async def _descend(primary: Side, standby: Side, key_range: KeyRange, rows: int, pacing: Pacing,
-                   watermark: float | None, stats: WalkStats) -> None:
+                   watermark: float | None, stats: WalkStats, sleep: Sleep) -> None:
     stats.bisected_ranges += 1
+    if pacing.pause > 0:  # the bisection is paced like the scan
+        await sleep(pacing.pause)
     if fetch_rows_now(key_range, rows, pacing.row_threshold, pacing.fanout):
         left, right = await asyncio.gather(primary.rows(key_range), standby.rows(key_range))
         stats.queries += 2
-        stats.diffs.extend(classify(left, right, watermark))
+        stats.add(classify(left, right, watermark))
         return
     width = bucket_width(key_range, pacing.fanout)
     a, b = await asyncio.gather(primary.buckets(key_range, width), standby.buckets(key_range, width))
     stats.queries += 2
     for sub, count in differing_buckets(key_range, width, a, b):
-        await _descend(primary, standby, sub, count, pacing, watermark, stats)
+        await _descend(primary, standby, sub, count, pacing, watermark, stats, sleep)

@@ -13,6 +13,14 @@ Row hash, chosen per run by :func:`hash_mode`:
   form. Canonical = the same session settings on both sides (UTC, ISO dates, all float digits, hex
   bytea) and the columns in one agreed order.
 
+The two modes do not agree on every value, so a run uses one mode for both sides, and results of
+the two modes must not be compared with each other. The known case is ``numeric`` scale:
+``hash_numeric`` hashes *values* (``1.0`` and ``1.00`` are equal, as ``=`` says), while the text form
+keeps the scale, so in ``portable`` mode a row holding ``1.0`` on one side and ``1.00`` on the other
+is reported as changed (a ``numeric(p,s)`` column always has one scale, so this needs an unconstrained
+``numeric``). Likewise ``-0.0`` and ``0.0`` in ``float8``, and equal ``jsonb`` or ``timestamptz``
+values, hash alike natively; portable mode canonicalises what the session settings can.
+
 Only tables with a single-column integer primary key are supported; a table without a primary key
 (or with another key) is refused with a reason rather than compared wrongly.
 """
@@ -142,6 +150,8 @@ class PgSide:
                                 "WHERE {k} >= %s AND {k} < %s GROUP BY 1").format(h=h, t=t, k=k)
         self._rows_sql = sql.SQL("SELECT {k}, {h}, {ts} FROM {t} WHERE {k} >= %s AND {k} < %s").format(
             h=h, t=t, k=k, ts=ts)
+        self._rows_by_key = sql.SQL("SELECT {k}, {h}, {ts} FROM {t} WHERE {k} = ANY(%s)").format(
+            h=h, t=t, k=k, ts=ts)
         self._text = sql.SQL("SELECT {k}, ROW({cols})::text FROM {t} WHERE {k} = ANY(%s)").format(
             k=k, t=t, cols=sql.SQL(", ").join(sql.Identifier(n) for n, _, _ in shape.columns))
 
@@ -171,6 +181,13 @@ class PgSide:
 
     async def rows(self, key_range: KeyRange) -> dict[int, RowState]:
         rows = await self._rows(self._rows_sql, (key_range.lo, key_range.hi))
+        return {int(k): RowState(int(h), None if ts is None else float(ts)) for k, h, ts in rows}
+
+    async def rows_for(self, keys: list[int]) -> dict[int, RowState]:
+        """The rows (hash and update time) of exactly these keys (for the in-flight recheck)."""
+        if not keys:
+            return {}
+        rows = await self._rows(self._rows_by_key, (keys,))
         return {int(k): RowState(int(h), None if ts is None else float(ts)) for k, h, ts in rows}
 
     async def texts(self, keys: list[int]) -> dict[int, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from typing import Any
 
 from engine.cli.common import load_or_report
@@ -49,7 +50,7 @@ def cmd_schema(_args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from engine import logs
-    from engine.daemon import Engine
+    from engine.daemon import Engine, StartupError
 
     if args.config is None:
         from engine.demo import run_demo
@@ -59,13 +60,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     logs.configure(config.logging.level, config.logging.format)
-    asyncio.run(Engine(config).run_forever())
+    try:
+        asyncio.run(Engine(config).run_forever())
+    except StartupError as exc:
+        print(f"{args.config}: cannot start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def cmd_hash_token(_args: argparse.Namespace) -> int:
-    import sys
-
     from engine.auth import hash_token
 
     token = sys.stdin.readline().strip()

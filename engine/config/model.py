@@ -290,6 +290,9 @@ class EngineConfig(Model):
         if ptls is not None and ptls.require_client_cert and (
                 self.instance.tls is None or self.instance.tls.client_ca_file is None):
             raise rule_error("peering.tls.require_client_cert", "needs instance.tls.client_ca_file to verify peers")
+        key = self.peering.hmac_key
+        if key is not None and len(key.get_secret_value()) < 16:
+            raise rule_error("peering.hmac_key", "at least 16 characters (e.g. openssl rand -base64 32)")
         if self.peers and self.peering.hmac_key is None:
             raise rule_error("peering.hmac_key", "required when peers are configured (verdicts are signed)")
         engines = {self.instance.id} | {p.id for p in self.peers if p.role == "engine"}

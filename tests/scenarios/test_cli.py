@@ -45,7 +45,7 @@ def test_check_config_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 
 def test_check_config_ok_and_missing_secret() -> None:
     """The example config passes with its secret set and names the variable when it is not."""
-    secrets = {"FAILOVER_PEER_KEY": "k", "CLOUDFLARE_API_TOKEN": "t", "PGPASSWORD": "p",
+    secrets = {"FAILOVER_PEER_KEY": "k" * 32, "CLOUDFLARE_API_TOKEN": "t", "PGPASSWORD": "p",
                "SLACK_WEBHOOK_URL": "https://hooks.example/x", "PAGER_WEBHOOK_URL": "https://pager.example/x"}
     ok = cli("check-config", "config/gcp.yaml", env=secrets)
     assert ok.returncode == 0, ok.stderr

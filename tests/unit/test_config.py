@@ -123,10 +123,10 @@ def test_env_expansion_and_missing_variable() -> None:
 def test_secret_from_file_is_hidden(tmp_path: Path) -> None:
     """A file: secret is read, never shown in repr or dumps."""
     key = tmp_path / "peer.key"
-    key.write_text("s3cr3t-value\n")
+    key.write_text("s3cr3t-value-long-enough\n")
     config = parse_config(MINIMAL + f"peering: {{hmac_key: 'file:{key}'}}\n", env={})
     assert config.peering.hmac_key is not None
-    assert config.peering.hmac_key.get_secret_value() == "s3cr3t-value"
+    assert config.peering.hmac_key.get_secret_value() == "s3cr3t-value-long-enough"
     assert "s3cr3t" not in repr(config)
     assert "s3cr3t" not in config.model_dump_json()
 
