@@ -38,6 +38,7 @@ class Coordinator:
         self._broadcast: asyncio.Task[None] | None = None
         self._op_tasks: set[asyncio.Task[Any]] = set()
         self.quorum_ok: bool | None = None
+        self._timed: set[tuple[object, ...]] = set()  # step attempts already in the duration histogram
 
     # -- per tick --------------------------------------------------------------------------------
     async def tick(self, now: float) -> None:
@@ -190,6 +191,12 @@ class Coordinator:
         specs, steps = self.steps_factory(engine, rt)
 
         async def on_event(o: Operation, kind: str, message: str) -> None:
+            for step, rec in o.steps.items():
+                mark = (o.id, step, rec.get("attempts"), str(rec.get("state")))
+                if rec.get("duration_s") is not None and mark not in self._timed:
+                    self._timed.add(mark)
+                    engine.metrics.step_seconds.labels(o.service, o.kind, step, str(rec["state"])).observe(
+                        float(rec["duration_s"]))
             await engine.record(kind, message, service=o.service, data={"operation": o.id})
             await engine.notify(kind, message, o.service, {"operation": o.id})
 

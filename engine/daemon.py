@@ -434,8 +434,8 @@ class Engine:
         return not reasons, reasons
 
     def status_json(self, max_age: float = 0.2) -> bytes:
-        """The status as JSON, rebuilt at most every ``max_age`` seconds: a dashboard polled by many
-        clients must not rebuild a view of every signal per request."""
+        """The status as JSON, rebuilt at most every ``max_age`` seconds and at once after any recorded
+        event: a dashboard polled by many clients must not rebuild a view of every signal per request."""
         now = self.clock.monotonic()
         cached = self._status_cache
         if cached is None or now - cached[0] > max_age:

@@ -54,6 +54,10 @@ class Metrics:
         self.journal_events = Counter(
             "failover_engine_journal_events", "Events written to the journal.", ["kind"], registry=r)
 
+        self.step_seconds = Histogram(
+            "failover_engine_runbook_step_duration_seconds", "Runbook step durations.",
+            ["service", "kind", "step", "state"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r)
         self.api_requests = Counter(
             "failover_engine_api_requests", "API requests by method, route and status.",
             ["method", "route", "status"], registry=r)

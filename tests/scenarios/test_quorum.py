@@ -59,6 +59,10 @@ async def test_primary_dies_fails_over_once(cluster: Cluster, mode: str) -> None
     assert op["steps"]["verify_dns"]["state"] == "done"
     assert re.match(r"failover shop gcp -> azure: [23] of 3 voters see gcp down \(need 2\), [23] see azure up; "
                     r"this instance acts$", op["evidence"]["decision"])
+    metrics = await cluster.get("engine-azure", "/metrics")
+    assert 'failover_engine_runbook_step_duration_seconds_count{kind="failover",service="shop",state="done",' \
+           'step="shift_dns"} 1.0' in metrics
+    assert 'failover_engine_failovers_total{result="done",service="shop"} 1.0' in metrics
     # the others learn the new epoch from the verdicts and never act themselves
     for vid in ("engine-gcp", "witness"):
         await cluster.wait_for(vid, lambda s: active(s) == "azure", what="adopted epoch")
