@@ -170,7 +170,7 @@ def main() -> None:
     targets = args.targets or (2000 if args.quick else 10_000)
     interval = args.interval or (2.0 if args.quick else 10.0)
     window = args.window or 3 * interval
-    warmup = interval * 1.5
+    warmup = interval * 3  # every signal has had its phase and two successes: measure steady state
     ports = [free_port() for _ in range(PORTS_PER_SERVER)]
     server = spawn("--child", "server", "--ports", ",".join(map(str, ports)))
     workdir = Path(tempfile.mkdtemp(prefix="probe-scale-"))

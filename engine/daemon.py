@@ -39,6 +39,7 @@ from probes.http import new_session
 from probes.registry import build_probe
 
 log = structlog.get_logger("engine")
+POKE_GAP = 0.02  # seconds: the shortest time between two decision ticks
 
 
 @dataclass
@@ -329,6 +330,11 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._poked.wait()
+            # a burst of changes (thousands of signals coming up at start) coalesces into at most one
+            # tick every POKE_GAP seconds, so deciding at once never costs a snapshot per change
+            gap = POKE_GAP - (self.clock.monotonic() - started)
+            if gap > 0:
+                await asyncio.sleep(gap)
 
     def poke(self) -> None:
         """Something that can change a decision happened: decide now rather than at the next tick."""
