@@ -78,12 +78,13 @@ class DatabaseWatch:
                                                               at=now)
             await asyncio.sleep(max(0.0, interval - (self.engine.clock.monotonic() - started)))
 
-    async def reconcile_now(self) -> dict[str, Any]:
+    async def reconcile_now(self, *, watermark: Any = "auto") -> dict[str, Any]:
+        """Reconcile the pair now (``watermark=None`` when nothing flows between them)."""
         from actions.reconcile.runner import reconcile
 
         rt, engine = self.rt, self.engine
         now = engine.clock.now()
-        result = await reconcile(self.db, service=rt.name, primary=rt.state.active, now=now)
+        result = await reconcile(self.db, service=rt.name, primary=rt.state.active, now=now, watermark=watermark)
         data = result.to_dict()
         await engine.journal_or_fail().put_state(rt.name, "last_reconciliation", data, at=now)
         engine.metrics.export_reconcile(result.gauges())

@@ -37,7 +37,7 @@ WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
 
 
 def build() -> dict[str, Any]:
-    from engine.operator import FailbackBody, FailoverBody, ReasonBody
+    from engine.operator import FailbackBody, FailoverBody, PrepareFailbackBody, ReasonBody
 
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error", "detail"],
@@ -63,7 +63,7 @@ def build() -> dict[str, Any]:
                                 "reasons": {"type": "array", "items": {"type": "string"}}}},
         "Started": {"type": "object", "required": ["operation"], "properties": {"operation": {"type": "string"}}},
     }
-    for model in (ReasonBody, FailoverBody, FailbackBody):
+    for model in (ReasonBody, FailoverBody, FailbackBody, PrepareFailbackBody):
         schema = model.model_json_schema()
         schema.pop("title", None)
         schemas[model.__name__] = schema
@@ -121,7 +121,8 @@ def build() -> dict[str, Any]:
                       "202": _resp("started", started_or_plan), **_errors(*WRITE_ERRORS)}}}
     paths["/v1/services/{name}/prepare-failback"] = {"post": {
         "summary": "reconcile, then replicate back to the home site", "parameters": [NAME],
-        "requestBody": _body("ReasonBody"), "responses": {"200": _resp("prepared"), **_errors(*WRITE_ERRORS)}}}
+        "requestBody": _body("PrepareFailbackBody"),
+        "responses": {"200": _resp("prepared"), **_errors(*WRITE_ERRORS)}}}
     for verb in ("retry", "abort"):
         paths[f"/v1/operations/{{id}}/{verb}"] = {"post": {
             "summary": f"{verb} a halted runbook", "parameters": [OP_ID], "requestBody": _body("ReasonBody"),

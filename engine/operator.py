@@ -40,6 +40,12 @@ class FailbackBody(_Body):
     acknowledge_reconciliation: bool = Field(False, description="go on although the last reconciliation differed")
 
 
+class PrepareFailbackBody(_Body):
+    reason: str = Field(min_length=3, max_length=500)
+    acknowledge_reconciliation: bool = Field(
+        False, description="go on although rows the old primary holds are not explained by writes since promotion")
+
+
 class FailoverBody(_Body):
     target: str | None = Field(None, max_length=64)
     reason: str = Field(min_length=3, max_length=500)
@@ -241,6 +247,10 @@ async def failback(request: web.Request) -> web.Response:
         return _error(409, "operation_in_progress",
                       f"operation {rt.operation.id} is {rt.operation.state}: retry or abort it first")
     gates = failback_gates(engine, rt, body)
+    reverse = next((g for g in gates if g["gate"] == "reverse_replication"), None)
+    if reverse is not None and reverse["ok"] and rt.database is not None:
+        await rt.database.reconcile_now()  # with replication flowing back, the pair should now agree
+        gates = failback_gates(engine, rt, body)
     reasons = [f"{g['gate']}: {g['detail']}" for g in gates if g["blocking"] and not g["ok"]]
     if body.dry_run:
         return _json({"dry_run": True, "service": rt.name, "source": rt.state.active, "target": home,
@@ -265,7 +275,7 @@ async def prepare_failback(request: web.Request) -> web.Response:
     """Reconcile, then replicate the current primary back to the home site (no copy when identical)."""
     try:
         rt = _service(request)
-        body = await read_body(request, ReasonBody)
+        body = await read_body(request, PrepareFailbackBody)
     except BadInput as exc:
         return exc.response
     engine, actor = _engine(request), _actor(request)
@@ -277,8 +287,9 @@ async def prepare_failback(request: web.Request) -> web.Response:
         return _error(409, "operation_in_progress", f"operation {rt.operation.id} is {rt.operation.state}")
     from actions.database.failback import prepare_failback as prepare
 
-    reconciled = await rt.database.reconcile_now()
-    result = await prepare(rt.config.database, rt.state.active, _Reconciled(reconciled))
+    reconciled = await rt.database.reconcile_now(watermark=None)  # nothing flows back yet: no rows in flight
+    result = await prepare(rt.config.database, rt.state.active, _Reconciled(reconciled),
+                           acknowledge=body.acknowledge_reconciliation)
     await engine.record("operator", f"{actor} prepared failback of {rt.name}: {result.sentence} ({body.reason})",
                         service=rt.name, actor=actor, data={"action": "prepare_failback", **result.to_dict()})
     return _json({"ok": result.ok, "sentence": result.sentence, "result": result.to_dict(),
@@ -286,7 +297,10 @@ async def prepare_failback(request: web.Request) -> web.Response:
 
 
 class _Reconciled:
+    """The reconciliation as prepare_failback reads it (the full result: tables and differences)."""
+
     def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
         self.identical = bool(data.get("identical"))
         self.sentence = str(data.get("sentence", ""))
 

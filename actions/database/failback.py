@@ -1,19 +1,51 @@
 """Preparing failback: replicate the other way, from the new primary back to the returned old one.
 
-Only after reconciliation found the two databases identical (otherwise the reverse subscription,
-which does not re-copy data, would silently keep the differences; the caller passes the result):
+Design. The promotion created, before the new primary took any write, the publication and a
+logical slot on it (:mod:`actions.database.reverse`): the slot holds *exactly* the writes made since
+promotion. The old primary subscribes to that slot with ``create_slot = false, copy_data = false``,
+so nothing is re-copied and nothing written after promotion is missed. What the reverse stream
+cannot fix is a difference that already existed *at promotion*: writes the old primary committed
+that never reached the standby (lost at failover), or its deletes that never arrived.
 
-1. ``publication``: on the new primary, the publication with the tables the old primary published
-   (read from the old primary, or from the old subscription if the old publication is gone);
-2. ``old subscription``: on the new primary, the disabled subscription from before the failover is
+Reconciliation runs now, not at promotion, so it also sees the post-promotion writes. Rather than
+guess from timestamps, the slot is **peeked** (decoded, not consumed) and every differing row is
+classified: a key the new primary wrote after promotion is *explained* (the stream brings the old
+primary to the new primary's version); any other difference is *unexplained*: a row only the old
+primary holds (a write lost at failover), a row it changed, or one it deleted. Unexplained rows
+are never overwritten silently: they are listed in the result (``data["unexplained"]``; issue 11
+quarantines them) and the preparation is **refused** unless the caller passes ``acknowledge=True``
+(the operator accepts to keep them on the old primary as they are). Without row details in the
+given reconciliation (a summary only) the comparison is run here, without a watermark (the old
+primary receives nothing, so nothing is in flight). Limits, stated: a row the old primary changed
+(lost) *and* the new primary changed again after promotion is indistinguishable from an ordinary
+post-promotion update, and the stream overwrites the old version; the consistency check's
+data-loss window bounds how many such writes there can be. A difference in a business metric is
+reported, not gated (post-promotion writes move metrics).
+
+Steps (each checks before it acts, so running it again is harmless; once the reverse
+subscription exists a re-run only checks and waits, the gate is not repeated):
+
+1. ``reverse slot``: the slot made at promotion exists on the new primary, is ``pgoutput``, not
+   invalidated (``wal_status = lost``: a full re-copy is needed) and not read by someone else;
+2. ``publication``: on the new primary, with every table the old primary published (tables added
+   only now were not published between promotion and now: said in the step);
+3. ``reconciliation``: the gate above;
+4. ``old subscription``: on the new primary, the disabled subscription from before the failover is
    detached and dropped; its slot on the old primary is dropped (it would hold WAL forever);
-3. ``reverse subscription``: on the old primary, ``CREATE SUBSCRIPTION ... WITH (copy_data = false)``
-   pointing at the new primary (or re-enabled if it exists);
-4. ``catch-up``: wait, bounded, until the new slot has confirmed the new primary's current LSN.
+5. ``reverse subscription``: on the old primary, ``CREATE SUBSCRIPTION ... WITH (create_slot =
+   false, slot_name = <slot>, copy_data = false)`` pointing at the new primary (re-enabled if it
+   exists);
+6. ``catch-up``: wait, bounded, until the slot has confirmed the new primary's current LSN;
+7. ``heartbeat``: heartbeat rows of the new primary (``primary_site = new``) that the old primary
+   still lacks are copied once, after catch-up. A row inserted before the slot existed would
+   otherwise never appear on the old primary (its later upserts replicate as UPDATEs of a missing
+   row, which logical replication skips) and the reverse lag probe would read "no heartbeat row"
+   forever. Copying only *after* catch-up and only *missing or older* rows cannot collide with an
+   INSERT still in the stream.
 
-Every step checks before it acts, so running it again is harmless. The old primary stays fenced
-(logical apply workers write even into a ``default_transaction_read_only`` database). When the
-reverse subscription cannot be created, catch-up is not waited for (it cannot happen).
+The old primary stays fenced (logical apply workers write even into a
+``default_transaction_read_only`` database). When the reverse subscription cannot be created,
+catch-up is not waited for (it cannot happen).
 
 Secrets: the reverse subscription's connection string names the new primary. When the new
 primary's site config has ``replication_passfile`` (a libpq password file *on the old primary's
@@ -38,31 +70,78 @@ import psycopg
 from psycopg import sql
 
 from actions.database.results import ActionResult, Step, summarize
+from actions.database.reverse import PUBLISHED, SLOT, SUBSCRIBED, Touched, ensure_publication, peek_touched
 from engine.config.database import DatabaseConfig
-from probes.postgres import format_bytes
+from probes.postgres import format_bytes, table_ident
 from probes.postgres_conn import PgError, connect, conninfo, describe_pg_error
 
-PUBLISHED = "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1, 2"
-SUBSCRIBED = """
-SELECT n.nspname, c.relname FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
-JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE s.subname = %s ORDER BY 1, 2
-"""
-
-REQUIRED = ("publication", "old subscription", "reverse subscription", "catch-up")
+REQUIRED = ("reverse slot", "publication", "reconciliation", "old subscription", "reverse subscription",
+            "catch-up", "heartbeat")
 # a failed or slow CREATE SUBSCRIPTION must not copy its connection string into the server log
 QUIET = ("SET log_statement = 'none'", "SET log_min_duration_statement = -1",
          "SET log_min_error_statement = panic")
+SHOWN = 20  # unexplained rows named in the sentence (all of them are in data["unexplained"])
+KEY_COLUMN = """
+SELECT n.nspname, c.relname, (SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
+       AND a.attnum = i.indkey[0] WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)
+"""
 
 
 class Reconciled(Protocol):
-    """What failback needs to know from a reconciliation result."""
+    """What failback needs to know from a reconciliation result (row details are read if present:
+    a :class:`~actions.reconcile.result.ReconcileResult`, or an object with ``data``/``to_dict()``)."""
 
     @property
     def identical(self) -> bool: ...
 
     @property
     def sentence(self) -> str: ...
+
+
+def reconciliation_tables(reconciliation: Any) -> list[dict[str, Any]] | None:
+    """The per-table results (as dicts) of a reconciliation, or None when it carries only a summary."""
+    data: Any = None
+    if hasattr(reconciliation, "to_dict"):
+        data = reconciliation.to_dict()
+    elif isinstance(getattr(reconciliation, "data", None), dict):
+        data = reconciliation.data
+    elif isinstance(reconciliation, dict):
+        data = reconciliation
+    if not isinstance(data, dict) or data.get("error") or not isinstance(data.get("tables"), list):
+        return None
+    return [t for t in data["tables"] if isinstance(t, dict)]
+
+
+def explain(tables: list[dict[str, Any]], touched: Touched, names: dict[str, tuple[str, str]], new_primary: str,
+            old: str) -> tuple[int, list[dict[str, Any]], list[str]]:
+    """Pure: (explained rows, unexplained rows, problems that cannot be judged row by row).
+
+    ``tables`` come from a reconciliation with ``new_primary`` as its primary: ``missing_on_primary``
+    is a row only the old primary holds, ``missing_on_standby`` one only the new primary holds.
+    """
+    explained, unexplained, problems = 0, [], []
+    where = {"missing_on_primary": f"only on {old}", "missing_on_standby": f"only on {new_primary}",
+             "changed": "changed"}
+    for t in tables:
+        name = str(t.get("table"))
+        if t.get("status") in ("refused", "error"):
+            problems.append(f"{name} not compared ({t.get('reason')})")
+            continue
+        rel = names.get(name)
+        listed = [d for d in t.get("differences", []) if isinstance(d, dict) and not d.get("in_flight")]
+        unlisted = int(t.get("difference_count") or 0) - len(listed)
+        if unlisted > 0:
+            problems.append(f"{name}: {unlisted} differing row{'s' * (unlisted != 1)} not listed")
+        if t.get("in_flight"):
+            problems.append(f"{name}: {t['in_flight']} row(s) in flight not listed")
+        for d in listed:
+            key, kind = int(d["key"]), str(d["kind"])
+            if rel is not None and touched.has(rel, key):
+                explained += 1
+            else:
+                unexplained.append({"table": name, "key": key, "kind": kind, "where": where.get(kind, kind)})
+    return explained, unexplained, problems
 
 
 async def slot_lag_bytes(conn: psycopg.AsyncConnection[Any], slot: str) -> int | None:
@@ -74,13 +153,18 @@ async def slot_lag_bytes(conn: psycopg.AsyncConnection[Any], slot: str) -> int |
 
 
 async def prepare_failback(config: DatabaseConfig, new_primary: str, reconciliation: Reconciled | None, *,
-                           catch_up_timeout: float = 30.0) -> ActionResult:
-    """Set up replication ``new_primary`` → old primary; never raises for server errors."""
+                           acknowledge: bool = False, catch_up_timeout: float = 30.0) -> ActionResult:
+    """Set up replication ``new_primary`` → old primary (module docstring); never raises for server errors.
+
+    ``acknowledge``: go on although some differences are not explained by writes made after
+    promotion (they are reported and kept on the old primary as they are).
+    """
     old = config.other_site(new_primary)
     steps: list[Step] = []
-    if reconciliation is None or not reconciliation.identical:
-        why = "no reconciliation result" if reconciliation is None else reconciliation.sentence
-        steps.append(Step("reconciliation", "failed", f"the databases must be reconciled first ({why})"))
+    data: dict[str, Any] = {}
+    if reconciliation is None:
+        steps.append(Step("reconciliation", "failed", "the databases must be reconciled first "
+                          "(no reconciliation result)"))
         return summarize("failback preparation", old, steps)
     timeout = config.promotion.statement_timeout
     pub, sub, slot = config.publication, config.subscription, config.slot_name
@@ -90,52 +174,160 @@ async def prepare_failback(config: DatabaseConfig, new_primary: str, reconciliat
                                      application_name="failover-engine failback") as new, \
                     await connect(config.sites[old], statement_timeout=timeout, writable=True,
                                   application_name="failover-engine failback") as back:
-                t0 = time.perf_counter()
-                tables = [tuple(r) for r in await (await back.execute(PUBLISHED, (pub,))).fetchall()]
-                if not tables:
-                    tables = [tuple(r) for r in await (await new.execute(SUBSCRIBED, (sub,))).fetchall()]
-                if not tables:
-                    steps.append(Step("publication", "failed",
-                                      f"no tables known: publication {pub} on {old} and subscription {sub} "
-                                      f"on {new_primary} are both missing or empty"))
-                    return summarize("failback preparation", old, steps)
-                have = {tuple(r) for r in await (await new.execute(PUBLISHED, (pub,))).fetchall()}
-                exists = await (await new.execute("SELECT 1 FROM pg_publication WHERE pubname = %s",
-                                                  (pub,))).fetchone()
-                listed = sql.SQL(", ").join(sql.Identifier(str(s), str(t)) for s, t in tables)
-                if exists is None:
-                    await new.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(pub),
-                                                                                          listed))
-                    steps.append(Step("publication", "ok", f"created {pub} on {new_primary} "
-                                      f"({len(tables)} tables)", time.perf_counter() - t0))
+                existing = await (await back.execute(
+                    "SELECT subenabled FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+                    "AND d.datname = current_database() WHERE subname = %s", (sub,))).fetchone()
+                slot_step = await _check_slot(new, slot, set_up=existing is not None)
+                steps.append(slot_step)
+                if slot_step.status == "failed":
+                    return summarize("failback preparation", old, steps, data=data, required=REQUIRED)
+                publication = await _publication(new, back, config, new_primary, old, fresh=existing is None)
+                steps.append(publication)
+                if publication.status == "failed":
+                    return summarize("failback preparation", old, steps, data=data, required=REQUIRED)
+                if existing is None:
+                    gate = await _gate(config, new, new_primary, old, reconciliation, acknowledge, data)
+                    steps.append(gate)
+                    if gate.status == "failed":
+                        return summarize("failback preparation", old, steps, data=data, required=REQUIRED)
                 else:
-                    missing = [t for t in tables if t not in have]
-                    if missing:
-                        await new.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-                            sql.Identifier(pub), sql.SQL(", ").join(sql.Identifier(str(s), str(t))
-                                                                    for s, t in missing)))
-                    steps.append(Step("publication", "ok", f"{pub} on {new_primary} has all {len(tables)} tables",
-                                      time.perf_counter() - t0))
+                    steps.append(Step("reconciliation", "skipped", f"{sub} already set up on {old}"))
                 steps.append(await _drop_old_subscription(new, back, sub, slot))
                 reverse = await _reverse_subscription(back, config, new_primary, sub, pub)
                 steps.append(reverse)
                 if reverse.status == "failed":
                     steps.append(Step("catch-up", "failed", "not attempted: no reverse subscription"))
-                    return summarize("failback preparation", old, steps, required=REQUIRED)
+                    return summarize("failback preparation", old, steps, data=data, required=REQUIRED)
                 t0 = time.perf_counter()
                 lag = await _wait_caught_up(new, back, sub, slot, catch_up_timeout)
                 if lag == 0:
                     steps.append(Step("catch-up", "ok", f"{old} has applied everything from {new_primary}",
                                       time.perf_counter() - t0))
+                    steps.append(await _copy_heartbeats(new, back, config, new_primary))
                 else:
                     behind = "no slot yet" if lag is None else f"{format_bytes(lag)} behind"
                     steps.append(Step("catch-up", "failed", f"{behind} after {catch_up_timeout:g}s",
                                       time.perf_counter() - t0))
+                    steps.append(Step("heartbeat", "skipped", "not before catch-up (prepare again)"))
     except TimeoutError:
         steps.append(Step("timeout", "failed", "failback preparation timed out"))
     except (PgError, psycopg.Error) as exc:
         steps.append(Step("failback", "failed", str(exc) if isinstance(exc, PgError) else describe_pg_error(exc)))
-    return summarize("failback preparation", old, steps, required=REQUIRED)
+    return summarize("failback preparation", old, steps, data=data, required=REQUIRED)
+
+
+async def _publication(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any],
+                       config: DatabaseConfig, new_primary: str, old: str, *, fresh: bool) -> Step:
+    """The publication on the new primary with every table the old primary published."""
+    t0 = time.perf_counter()
+    pub, sub = config.publication, config.subscription
+    tables: list[tuple[str, str]] = []
+    for conn, query, name in ((back, PUBLISHED, pub), (new, SUBSCRIBED, sub), (new, PUBLISHED, pub)):
+        tables = [(str(s), str(t)) for s, t in await (await conn.execute(query, (name,))).fetchall()]
+        if tables:
+            break
+    if not tables:
+        return Step("publication", "failed", f"no tables known: publication {pub} on {old} and subscription "
+                    f"{sub} on {new_primary} are both missing or empty", time.perf_counter() - t0)
+    done, added = await ensure_publication(new, pub, tables)
+    if added and fresh:
+        done += " (writes to them before now were not published: reconcile them)"
+    return Step("publication", "ok", f"{done} on {new_primary}", time.perf_counter() - t0)
+
+
+async def _check_slot(new: psycopg.AsyncConnection[Any], slot: str, *, set_up: bool) -> Step:
+    t0 = time.perf_counter()
+    row = await (await new.execute(SLOT, (slot,))).fetchone()
+    if row is None:
+        return Step("reverse slot", "failed", f"no slot {slot} on the new primary (the promotion makes it before "
+                    "any write): writes since promotion cannot be replayed, a full re-copy is needed",
+                    time.perf_counter() - t0)
+    plugin, active, wal_status, here = row
+    if plugin != "pgoutput" or not here:
+        return Step("reverse slot", "failed", f"slot {slot} is not a pgoutput slot of this database",
+                    time.perf_counter() - t0)
+    if wal_status == "lost":
+        return Step("reverse slot", "failed", f"slot {slot} was invalidated (WAL removed, max_slot_wal_keep_size): "
+                    "a full re-copy is needed", time.perf_counter() - t0)
+    if active and not set_up:
+        return Step("reverse slot", "failed", f"slot {slot} is read by another consumer", time.perf_counter() - t0)
+    return Step("reverse slot", "ok", f"{slot} ({'in use' if active else 'waiting'}, wal_status {wal_status})",
+                time.perf_counter() - t0)
+
+
+async def _gate(config: DatabaseConfig, new: psycopg.AsyncConnection[Any], new_primary: str, old: str,
+                reconciliation: Reconciled, acknowledge: bool, data: dict[str, Any]) -> Step:
+    """The reconciliation gate of the module docstring; fills ``data`` with what it found."""
+    t0 = time.perf_counter()
+    if reconciliation.identical:
+        return Step("reconciliation", "ok", "identical: " + reconciliation.sentence, time.perf_counter() - t0)
+    tables = reconciliation_tables(reconciliation)
+    source = "given"
+    if tables is None:  # a summary only: compare here (nothing flows to the old primary, nothing is in flight)
+        from actions.reconcile.runner import reconcile
+
+        fresh = await reconcile(config, service="failback", primary=new_primary, now=time.time(), watermark=None)
+        if fresh.identical:
+            return Step("reconciliation", "ok", "identical: " + fresh.sentence, time.perf_counter() - t0)
+        tables, source = reconciliation_tables(fresh), "re-run"
+        if tables is None:
+            return Step("reconciliation", "failed", fresh.sentence, time.perf_counter() - t0)
+    names: dict[str, tuple[str, str]] = {}
+    keys: dict[tuple[str, str], str] = {}
+    configured = {t.name: t.key for t in config.reconcile.tables}
+    for t in tables:
+        name = str(t.get("table"))
+        row = await (await new.execute(KEY_COLUMN, (name,))).fetchone()
+        if row is not None:
+            rel = (str(row[0]), str(row[1]))
+            names[name] = rel
+            column = configured.get(name) or row[2]
+            if column:
+                keys[rel] = str(column)
+    touched = await peek_touched(new, config.slot_name, config.publication, keys)
+    explained, unexplained, problems = explain(tables, touched, names, new_primary, old)
+    if not touched.complete:
+        problems.append(f"slot not fully decoded ({touched.note})")
+    data["differences"] = {"explained": explained, "unexplained": unexplained, "problems": problems,
+                           "changes_since_promotion": touched.changes, "reconciliation": source}
+    head = (f"{explained} difference{'s' * (explained != 1)} written on {new_primary} after promotion "
+            f"(the slot carries them)")
+    if not unexplained and not problems:
+        return Step("reconciliation", "ok", head, time.perf_counter() - t0)
+    listed = ", ".join(f"{u['table']} {u['key']} ({u['where']})" for u in unexplained[:SHOWN])
+    more = f" and {len(unexplained) - SHOWN} more" if len(unexplained) > SHOWN else ""
+    why = "; ".join(([f"{len(unexplained)} not explained by writes since promotion: {listed}{more}"]
+                     if unexplained else []) + problems)
+    if acknowledge:
+        return Step("reconciliation", "ok", f"{head}; acknowledged: {why} (kept on {old} as they are)",
+                    time.perf_counter() - t0)
+    return Step("reconciliation", "failed", f"{head}; {why}: acknowledge to go on (kept on {old} as they are, "
+                "never overwritten by this preparation)", time.perf_counter() - t0)
+
+
+async def _copy_heartbeats(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any],
+                           config: DatabaseConfig, new_primary: str) -> Step:
+    """After catch-up: the new primary's heartbeat rows the old primary lacks (or has older), copied once."""
+    t0 = time.perf_counter()
+    table = table_ident(config.heartbeat.table)
+    try:
+        cur = await new.execute(sql.SQL("SELECT site, primary_site, beat_at, lsn::text, written_at FROM {} "
+                                        "WHERE primary_site = %s").format(table), (new_primary,))
+        rows = await cur.fetchall()
+        copied = 0
+        for row in rows:
+            cur = await back.execute(sql.SQL(
+                "INSERT INTO {} AS h (site, primary_site, beat_at, lsn, written_at) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (site, primary_site) DO UPDATE SET beat_at = excluded.beat_at, lsn = excluded.lsn, "
+                "written_at = excluded.written_at WHERE h.beat_at < excluded.beat_at").format(table), row)
+            copied += cur.rowcount or 0
+    except psycopg.errors.UndefinedTable:
+        return Step("heartbeat", "skipped", f"no table {config.heartbeat.table} (run `db init`)",
+                    time.perf_counter() - t0)
+    if not rows:
+        return Step("heartbeat", "ok", f"no heartbeat on {new_primary} yet", time.perf_counter() - t0)
+    return Step("heartbeat", "ok", f"{copied} of {len(rows)} heartbeat row{'s' * (len(rows) != 1)} copied "
+                f"(the others arrived through the slot)", time.perf_counter() - t0)
 
 
 async def _drop_old_subscription(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any],
@@ -180,12 +372,13 @@ async def _reverse_subscription(back: psycopg.AsyncConnection[Any], config: Data
                 await back.execute(setting)
         try:
             await back.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
-                                       "WITH (copy_data = false, slot_name = {})").format(
+                                       "WITH (create_slot = false, copy_data = false, slot_name = {})").format(
                 ident, sql.Literal(source), sql.Identifier(pub), sql.Literal(config.slot_name)))
         except psycopg.Error as exc:  # the message could quote the conninfo: keep only a safe reason
             return Step("reverse subscription", "failed", describe_pg_error(exc, config.sites[new_primary]),
                         time.perf_counter() - t0)
-        return Step("reverse subscription", "ok", f"created {sub} (copy_data = false)", time.perf_counter() - t0)
+        return Step("reverse subscription", "ok", f"created {sub} on the slot made at promotion "
+                    "(copy_data = false)", time.perf_counter() - t0)
     if not row[0]:
         await back.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(ident))
         return Step("reverse subscription", "ok", f"re-enabled {sub}", time.perf_counter() - t0)

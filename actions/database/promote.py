@@ -12,8 +12,13 @@ Steps (each idempotent, so the runbook may repeat the whole promotion after a cr
    is disabled too (and its slot detached when the old primary is unreachable), and named in the
    result. A subscription whose connection string cannot be read (no privilege) is refused, not
    guessed about. Subscriptions to other servers are left alone.
-3. ``sequences``: every sequence of the replicated tables to at least ``max(column) + margin``.
-4. ``writes``: reset ``default_transaction_read_only`` (a fence from an earlier failback) and check
+3. ``reverse slot``: the publication of the replicated tables and a logical slot (named like the
+   forward slot, ``slot`` or the subscription name) on this server, *before* it accepts writes, so
+   every write from now on is retained for the old primary's failback (see
+   :mod:`actions.database.reverse`: why, the disk-usage risk and its clean-up). Never blocks
+   writes: a slot that cannot be made is a ``skipped`` step with the reason.
+4. ``sequences``: every sequence of the replicated tables to at least ``max(column) + margin``.
+5. ``writes``: reset ``default_transaction_read_only`` (a fence from an earlier failback) and check
    from a new session that it can write. Skipped (and the promotion reported incomplete) when an
    earlier step failed: writes are never allowed with sequences behind or a subscription applying.
 
@@ -33,6 +38,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from actions.database.fence import unfence
 from actions.database.results import ActionResult, Step, summarize
+from actions.database.reverse import ensure_reverse_slot
 from actions.database.sequences import SequenceMove, sync_sequences
 from engine.config.database import DatabaseConfig, PgConnection
 from probes.postgres_conn import PgError, Unreachable, connect, describe_pg_error
@@ -202,6 +208,7 @@ async def promote(config: DatabaseConfig, site: str) -> ActionResult:
                     steps.append(step)
                     if step.status == "failed":
                         return summarize("promotion", site, steps, data=data, required=REQUIRED)
+                steps.append(await ensure_reverse_slot(conn, config, site))
                 t0 = time.perf_counter()
                 try:
                     moves = await sync_sequences(conn, subscription=config.subscription,

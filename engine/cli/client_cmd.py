@@ -531,10 +531,12 @@ def cmd_move(args: argparse.Namespace, client: Client) -> int:
 
 
 def _prepare_failback(args: argparse.Namespace, client: Client) -> int:
-    if args.dry_run or args.wait or args.acknowledge_reconciliation:
-        raise CliError(EXIT_USAGE, f"{PROG}: --prepare goes alone (no --dry-run, --wait or "
-                                   "--acknowledge-reconciliation)")
-    _, data = client.post(f"/v1/services/{_path(args.service)}/prepare-failback", {"reason": args.reason},
+    if args.dry_run or args.wait:
+        raise CliError(EXIT_USAGE, f"{PROG}: --prepare goes alone (no --dry-run or --wait)")
+    body: dict[str, Any] = {"reason": args.reason}
+    if args.acknowledge_reconciliation:
+        body["acknowledge_reconciliation"] = True
+    _, data = client.post(f"/v1/services/{_path(args.service)}/prepare-failback", body,
                           timeout=max(args.timeout, 300.0))
     if args.json:
         emit_json(data)

@@ -18,6 +18,7 @@ from actions.database.failback import prepare_failback
 from actions.database.fence import fence
 from actions.database.heartbeat import HeartbeatWriter, init_database
 from actions.database.promote import promote
+from actions.database.reverse import drop_reverse_slot
 from actions.reconcile import reconcile
 from engine.clock import ManualClock
 from engine.config.database import DatabaseConfig
@@ -224,7 +225,8 @@ async def test_promotion_also_disables_other_subscriptions_reading_from_the_old_
                      "PUBLICATION p WITH (connect = false)")  # disabled, slotless: never touched
     result = await promote(config_for(pg_db), "azure")
     assert result.ok, result.sentence
-    assert [s.name for s in result.steps] == ["subscription", "other subscriptions", "sequences", "writes"]
+    assert [s.name for s in result.steps] == ["subscription", "other subscriptions", "reverse slot", "sequences",
+                                              "writes"]
     assert "other subscriptions: also pointing at gcp: side_sub (disabled, slot side_sub kept on gcp" \
         in result.sentence
     assert pg_db.on_standby("SELECT subname, subenabled FROM pg_subscription ORDER BY 1") == [
@@ -366,6 +368,93 @@ async def test_failback_replicates_back_without_recopying_after_a_clean_reconcil
         await poll(reverse_caught_up)
     finally:
         await writer.aclose()
+
+
+async def test_failback_replays_writes_since_promotion_and_reports_rows_only_the_old_primary_has(
+        pg_db: ReplicatedDb) -> None:
+    """Promotion keeps a slot; writes on the new primary reach the old one; a lost write there is reported, kept."""
+    config = config_for(pg_db, reconcile={"tables": [{"name": "accounts"}, {"name": "orders"}]})
+    pg_db.on_primary("INSERT INTO accounts (owner, balance) SELECT 'o' || g, g FROM generate_series(1, 20) g")
+    pg_db.wait_caught_up()
+    # a heartbeat row of the future primary written before the slot exists (the case that broke the lag probe)
+    early = HeartbeatWriter(config, writer_site="azure", primary="azure")
+    try:
+        await early.beat(1.0)
+    finally:
+        await early.aclose()
+    assert (await fence(config, "gcp")).ok
+    promoted = await promote(config, "azure")
+    assert promoted.ok, promoted.sentence
+    assert "reverse slot: created failover_pub (3 tables), slot failover_sub created" in promoted.sentence
+    again = await promote(config, "azure")
+    assert again.ok and "slot failover_sub kept" in again.sentence, again.sentence
+    # a write the old primary committed that never reached the standby (lost at failover)
+    pg_db.pair.publisher.execute("INSERT INTO accounts (id, owner, balance) VALUES (500, 'lost', 5)", pg_db.dbname,
+                                 force_write=True)
+    # writes on the new primary after promotion: two inserts, an update, a delete
+    pg_db.on_standby("INSERT INTO accounts (owner, balance) VALUES ('after', 7), ('after', 8)")
+    pg_db.on_standby("UPDATE accounts SET balance = 333 WHERE id = 3")
+    pg_db.on_standby("DELETE FROM accounts WHERE id = 4")
+    clock = ManualClock(1000.0)
+    writer = HeartbeatWriter(config, writer_site="azure", primary="azure")
+    probe = PostgresLagProbe(config, service="api", primary="azure", clock=clock)
+    try:
+        await writer.beat(clock.now())  # an UPDATE of a row the old primary lacks: skipped by the apply worker
+        check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+        assert not check.identical and check.differences_found == 5, check.sentence
+        refused = await prepare_failback(config, "azure", check)
+        assert not refused.ok
+        assert "4 differences written on azure after promotion (the slot carries them)" in refused.sentence
+        assert "1 not explained by writes since promotion: accounts 500 (only on gcp)" in refused.sentence
+        assert refused.data["differences"]["unexplained"] == [
+            {"table": "accounts", "key": 500, "kind": "missing_on_primary", "where": "only on gcp"}]
+        assert pg_db.on_primary("SELECT count(*) FROM pg_subscription") == [(0,)]  # nothing set up
+        result = await prepare_failback(config, "azure", check, acknowledge=True)
+        assert result.ok, result.sentence
+        assert "acknowledged" in result.sentence and "1 of 1 heartbeat row copied" in result.sentence
+        assert pg_db.on_primary("SELECT owner, balance FROM accounts WHERE id IN (3, 4, 500) ORDER BY id") == [
+            ("o3", 333), ("lost", 5)]
+        assert pg_db.on_primary("SELECT count(*) FROM accounts WHERE owner = 'after'") == [(2,)]
+        # the reverse lag probe reads a real lag
+        clock.advance(2.0)
+        await writer.beat(clock.now())
+
+        async def reverse_measured() -> Any:
+            obs = await probe.observe()
+            return obs if obs.ok and obs.value == 0.0 and obs.details["apply_worker_alive"] else None
+
+        obs = await poll(reverse_measured)
+        assert obs.reason.startswith("heartbeat lag 0.0s"), obs.reason
+        pg_db.pair.publisher.execute("ALTER SUBSCRIPTION failover_sub DISABLE", pg_db.dbname, force_write=True)
+        wait_until(lambda: not pg_db.on_primary("SELECT 1 FROM pg_stat_subscription WHERE pid IS NOT NULL"),
+                   10, "the reverse apply worker to stop")
+        clock.advance(3.0)
+        await writer.beat(clock.now())
+        behind = await probe.observe()
+        assert behind.value == 3.0, behind.reason
+        pg_db.pair.publisher.execute("ALTER SUBSCRIPTION failover_sub ENABLE", pg_db.dbname, force_write=True)
+        twice = await prepare_failback(config, "azure", check)  # idempotent: no gate, no second subscription
+        assert twice.ok, twice.sentence
+        assert "reconciliation: failover_sub already set up on gcp" in twice.sentence
+        assert pg_db.on_primary("SELECT count(*) FROM pg_subscription") == [(1,)]
+        assert await poll(reverse_measured)
+    finally:
+        await writer.aclose()
+        await probe.aclose()
+
+
+async def test_failback_without_the_promotion_slot_is_refused_and_the_slot_can_be_dropped(pg_db: ReplicatedDb) -> None:
+    """Failback abandoned (slot dropped, WAL released): preparing it later says a full re-copy is needed."""
+    config = config_for(pg_db, reconcile={"tables": [{"name": "accounts"}]})
+    assert (await promote(config, "azure")).ok
+    dropped = await drop_reverse_slot(config, "azure")  # the operator gave up on failback
+    assert dropped.ok and "dropped slot failover_sub on azure" in dropped.sentence, dropped.sentence
+    assert (await drop_reverse_slot(config, "azure")).ok  # idempotent
+    check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+    result = await prepare_failback(config, "azure", check)
+    assert not result.ok
+    assert "reverse slot failed (no slot failover_sub on the new primary" in result.sentence
+    assert "a full re-copy is needed" in result.sentence
 
 
 async def test_a_failed_reverse_subscription_keeps_the_password_out_of_the_log_and_does_not_wait(

@@ -11,7 +11,9 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 
@@ -109,3 +111,57 @@ async def test_standby_lag_above_rpo_refuses_failover(tmp_path: Path, replicated
         await c.stop()
         replicated.on_standby(f"ALTER SUBSCRIPTION {replicated.subscription} ENABLE")
 
+
+
+async def post(cluster: Cluster, vid: str, path: str, body: dict[str, Any], timeout: float = 60.0,
+               ) -> tuple[int, Any]:
+    """An operator POST with a longer bound than ``Cluster.call`` (prepare-failback reconciles and waits)."""
+    async with aiohttp.ClientSession() as s, s.post(
+            cluster.voters[vid].url + path, json=body, headers={"Authorization": f"Bearer {OPERATOR}"},
+            timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+        return r.status, await r.json()
+
+
+async def test_failback_replays_the_writes_made_in_azure_then_moves_home(cluster: Cluster,
+                                                                         replicated: ReplicatedDb) -> None:
+    """Failover, a write in azure, gcp back: prepare-failback replays azure's writes to gcp; failback moves home."""
+    await cluster.wait_for("engine-azure", lambda s: s["services"]["shop"]["lag_s"] is not None, what="lag known")
+    for vid in cluster.voters:
+        await cluster.cut(vid, "gcp", "reset")
+    await cluster.wait_for("engine-azure", lambda s: s["services"]["shop"]["active"] == "azure", timeout=30,
+                           what="failover")
+    promote = (await cluster.operations("engine-azure"))[0]["steps"]["promote"]
+    assert "slot failover_sub created" in promote["summary"], promote["summary"]
+    replicated.on_standby("INSERT INTO orders(account, amount) VALUES (7, 7777)")  # written while in azure
+    await cluster.heal()
+    await cluster.wait_for("engine-azure", lambda s: s["services"]["shop"]["sites"]["gcp"]["health"] == "up")
+    await asyncio.sleep(1.2)  # failback_healthy_for
+    status, body = await post(cluster, "engine-azure", "/v1/services/shop/failback", {"reason": "home is back"})
+    assert status == 409 and any(r.startswith("reverse_replication") for r in body["reasons"]), body
+    status, body = await post(cluster, "engine-azure", "/v1/services/shop/prepare-failback",
+                              {"reason": "home is back"})
+    assert status == 200, body
+    assert "written on azure after promotion (the slot carries them)" in body["sentence"], body["sentence"]
+    assert replicated.on_primary("SELECT count(*) FROM orders WHERE amount = 7777") == [(1,)]
+    await cluster.wait_for("engine-azure", lambda s: s["services"]["shop"]["replication"]["state"] == "up"
+                           and (s["services"]["shop"]["lag_s"] if s["services"]["shop"]["lag_s"] is not None
+                                else 99) < 2, timeout=20, what="reverse replication")
+    replicated.on_standby("INSERT INTO orders(account, amount) VALUES (8, 8888)")  # streams at once now
+    deadline = asyncio.get_running_loop().time() + 10
+    while replicated.on_primary("SELECT count(*) FROM orders WHERE amount = 8888")[0][0] != 1:
+        assert asyncio.get_running_loop().time() < deadline, "the write made in azure did not reach gcp"
+        await asyncio.sleep(0.05)
+    # failback reconciles again now that replication flows back: the pair agrees, no acknowledgement needed
+    status, body = await post(cluster, "engine-azure", "/v1/services/shop/failback", {"reason": "home is back"})
+    assert status == 202, body
+    await cluster.wait_for("engine-azure", lambda s: s["services"]["shop"]["active"] == "gcp", timeout=30,
+                           what="failback")
+    op = (await cluster.operations("engine-azure"))[0]
+    assert (op["kind"], op["state"]) == ("failback", "done"), json.dumps(op["steps"], indent=1)[:3000]
+    assert op["steps"]["reconcile"]["data"]["identical"] is True, op["steps"]["reconcile"]["summary"]
+    # gcp takes writes again (sequences past azure's rows); azure refuses them
+    azure_max = replicated.on_standby("SELECT max(id) FROM orders")[0][0]
+    rows = replicated.on_primary("INSERT INTO orders(account, amount) VALUES (1, 1) RETURNING id")
+    assert int(str(rows[0][0])) > int(str(azure_max))
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        replicated.on_standby("INSERT INTO orders(account, amount) VALUES (1, 1)")

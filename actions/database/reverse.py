@@ -1,0 +1,241 @@
+"""The reverse direction, prepared at promotion: publication and logical slot on the new primary.
+
+Why at promotion: failback needs the old primary to receive *every* write made on the new primary
+after it was promoted, without re-copying the tables (a full copy of a production database is hours
+and would overwrite what only the old primary holds). A logical replication slot created on the new
+primary *before it accepts writes* retains exactly that stream; the reverse subscription created
+later by :func:`actions.database.failback.prepare_failback` uses it (``create_slot = false,
+copy_data = false``). The publication must exist before the slot is created and before the writes:
+``pgoutput`` reads publications through the historic catalog snapshot of each change, so changes
+made before a publication existed are not published (and an unknown publication is an error).
+
+:func:`ensure_reverse_slot` (the promotion's ``reverse slot`` step) is idempotent: an existing
+publication gets the missing tables, an existing slot is kept. It never blocks writes: when the slot
+cannot be created (``max_replication_slots`` exhausted, no privilege) the step is ``skipped`` with
+the reason, the promotion goes on (availability first), and failback then needs a full re-copy.
+
+**Disk usage.** The slot retains WAL on the new primary until the reverse subscription consumes
+it. If failback is never prepared the WAL grows without bound: watch the replication signal's slot
+lag (it reads this slot: same name as the forward one), set ``max_slot_wal_keep_size`` on the new
+primary to cap it (the slot is then invalidated, ``wal_status = lost``, and prepare-failback refuses
+with "full re-copy needed"), or give up on failback with :func:`drop_reverse_slot` (the
+``abandon failback`` clean-up). Aborting a halted promotion does not need it: the promotion, retried,
+keeps the slot it made.
+
+:func:`touched_keys` decodes the ``pgoutput`` messages of a slot (peeked, not consumed) into the
+keys written after promotion, table by table, so prepare-failback can tell which differences the
+slot will carry to the old primary and which it will not (see :mod:`actions.database.failback`).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from actions.database.results import ActionResult, Step, summarize
+from engine.config.database import DatabaseConfig
+from probes.postgres_conn import PgError, connect, describe_pg_error
+
+PUBLISHED = "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1, 2"
+SUBSCRIBED = """
+SELECT n.nspname, c.relname FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
+JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE s.subname = %s ORDER BY 1, 2
+"""
+SLOT = ("SELECT plugin, active, wal_status, database = current_database() FROM pg_replication_slots "
+        "WHERE slot_name = %s")
+
+
+def _listed(tables: list[tuple[str, str]]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(s, t) for s, t in tables)
+
+
+async def ensure_publication(conn: psycopg.AsyncConnection[Any], pub: str, tables: list[tuple[str, str]],
+                             ) -> tuple[str, list[tuple[str, str]]]:
+    """Create ``pub`` with ``tables`` or add the missing ones; returns (what was done, tables added)."""
+    exists = await (await conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,))).fetchone()
+    if exists is None:
+        await conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(pub), _listed(tables)))
+        return f"created {pub} ({len(tables)} tables)", []
+    have = {(str(s), str(t)) for s, t in await (await conn.execute(PUBLISHED, (pub,))).fetchall()}
+    missing = [t for t in tables if t not in have]
+    if missing:
+        await conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(pub), _listed(missing)))
+        return f"added {', '.join(f'{s}.{t}' for s, t in missing)} to {pub}", missing
+    return f"{pub} has all {len(tables)} tables", []
+
+
+async def ensure_reverse_slot(conn: psycopg.AsyncConnection[Any], config: DatabaseConfig, site: str) -> Step:
+    """On the promoted ``site`` (before writes): publication of the replicated tables, then the slot."""
+    t0 = time.perf_counter()
+    pub, slot = config.publication, config.slot_name
+    try:
+        tables = [(str(s), str(t)) for s, t in await (await conn.execute(SUBSCRIBED, (config.subscription,)))
+                  .fetchall()]
+        if not tables:
+            tables = [(str(s), str(t)) for s, t in await (await conn.execute(PUBLISHED, (pub,))).fetchall()]
+        if not tables:
+            return Step("reverse slot", "skipped",
+                        f"no replicated tables known (subscription {config.subscription} lists none): "
+                        "failback will need a full re-copy", time.perf_counter() - t0)
+        done, _ = await ensure_publication(conn, pub, tables)
+        row = await (await conn.execute(SLOT, (slot,))).fetchone()
+        if row is None:
+            await conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+            made = f"slot {slot} created (retains WAL until failback is prepared)"
+        elif row[0] != "pgoutput" or not row[3]:
+            return Step("reverse slot", "skipped", f"{done}; a slot {slot} of another kind or database exists: "
+                        "failback will need a full re-copy", time.perf_counter() - t0)
+        else:
+            made = f"slot {slot} kept" + (f" (wal_status {row[2]})" if row[2] not in (None, "reserved") else "")
+    except psycopg.Error as exc:
+        return Step("reverse slot", "skipped", f"{describe_pg_error(exc)}: failback will need a full re-copy",
+                    time.perf_counter() - t0)
+    return Step("reverse slot", "ok", f"{done}, {made}", time.perf_counter() - t0)
+
+
+async def drop_reverse_slot(config: DatabaseConfig, site: str) -> ActionResult:
+    """Give up on failback: drop the reverse slot on ``site`` so it stops retaining WAL (idempotent)."""
+    t0 = time.perf_counter()
+    slot = config.slot_name
+    try:
+        async with await connect(config.sites[site], statement_timeout=config.promotion.statement_timeout,
+                                 writable=True, application_name="failover-engine failback") as conn:
+            row = await (await conn.execute(SLOT, (slot,))).fetchone()
+            if row is None:
+                step = Step("reverse slot", "ok", f"no slot {slot} on {site}", time.perf_counter() - t0)
+            elif row[1]:
+                step = Step("reverse slot", "failed", f"slot {slot} is in use (a reverse subscription reads it)",
+                            time.perf_counter() - t0)
+            else:
+                await conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                step = Step("reverse slot", "ok", f"dropped slot {slot} on {site}", time.perf_counter() - t0)
+    except (PgError, psycopg.Error) as exc:
+        step = Step("reverse slot", "failed", str(exc) if isinstance(exc, PgError) else describe_pg_error(exc))
+    return summarize("reverse slot drop", site, [step])
+
+
+# -- pgoutput decoding ---------------------------------------------------------------------------
+@dataclass
+class Touched:
+    """Keys written after promotion, per ``(schema, table)``; ``complete`` False when not all was decoded."""
+
+    keys: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    truncated: set[tuple[str, str]] = field(default_factory=set)
+    changes: int = 0
+    complete: bool = True
+    note: str = ""
+
+    def has(self, table: tuple[str, str], key: int) -> bool:
+        return key in self.keys.get(table, ())
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError("truncated message")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def byte(self) -> str:
+        return self.take(1).decode("latin-1")
+
+    def int16(self) -> int:
+        return int(struct.unpack("!h", self.take(2))[0])
+
+    def int32(self) -> int:
+        return int(struct.unpack("!i", self.take(4))[0])
+
+    def cstring(self) -> str:
+        end = self.data.index(b"\0", self.pos)
+        out = self.data[self.pos:end].decode()
+        self.pos = end + 1
+        return out
+
+    def tuple(self) -> list[str | None]:
+        values: list[str | None] = []
+        for _ in range(self.int16()):
+            kind = self.byte()
+            if kind in ("t", "b"):
+                values.append(self.take(self.int32()).decode(errors="replace") if kind == "t" else None)
+            else:  # 'n' null, 'u' unchanged TOAST value
+                values.append(None)
+        return values
+
+
+def touched_keys(messages: list[bytes], key_columns: dict[tuple[str, str], str]) -> Touched:
+    """Pure: decode ``pgoutput`` (protocol 1) messages into the integer keys of ``key_columns``' tables."""
+    out = Touched()
+    relations: dict[int, tuple[tuple[str, str], int | None]] = {}
+    for message in messages:
+        r = _Reader(message)
+        try:
+            kind = r.byte()
+            if kind == "R":
+                relid = r.int32()
+                name = (r.cstring(), r.cstring())
+                r.byte()  # replica identity
+                columns = []
+                for _ in range(r.int16()):
+                    r.byte()
+                    columns.append(r.cstring())
+                    r.take(8)  # type oid, typmod
+                wanted = key_columns.get(name)
+                relations[relid] = (name, columns.index(wanted) if wanted in columns else None)
+            elif kind in ("I", "U", "D"):
+                relid = r.int32()
+                tuples = []
+                while r.pos < len(r.data):
+                    if r.byte() not in ("K", "O", "N"):
+                        raise ValueError("unexpected tuple tag")
+                    tuples.append(r.tuple())
+                known = relations.get(relid)
+                out.changes += 1
+                if known is None or known[1] is None:
+                    continue
+                name, index = known[0], known[1]
+                for values in tuples:
+                    value = values[index] if index < len(values) else None
+                    if value is not None:
+                        out.keys.setdefault(name, set()).add(int(value))
+            elif kind == "T":
+                count = r.int32()
+                r.byte()
+                for _ in range(count):
+                    relid = r.int32()
+                    if relid in relations:
+                        out.truncated.add(relations[relid][0])
+            elif kind not in ("B", "C", "O", "Y", "M"):
+                out.complete, out.note = False, f"unknown pgoutput message {kind!r}"
+                return out
+        except (ValueError, struct.error, UnicodeDecodeError) as exc:
+            out.complete, out.note = False, f"undecodable pgoutput message: {exc}"
+            return out
+    return out
+
+
+PEEK_LIMIT = 200_000
+
+
+async def peek_touched(conn: psycopg.AsyncConnection[Any], slot: str, pub: str,
+                       key_columns: dict[tuple[str, str], str], *, limit: int = PEEK_LIMIT) -> Touched:
+    """Peek (not consume) the inactive slot ``slot`` and decode the keys it carries."""
+    try:
+        cur = await conn.execute("SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s, "
+                                 "'proto_version', '1', 'publication_names', %s)", (slot, limit, pub))
+        rows = await cur.fetchall()
+    except psycopg.errors.QueryCanceled:
+        return Touched(complete=False, note="the slot could not be decoded within the statement timeout")
+    touched = touched_keys([bytes(row[0]) for row in rows], key_columns)
+    if len(rows) >= limit and touched.complete:
+        touched.complete, touched.note = False, f"more than {limit} changes: only the first ones were read"
+    return touched
