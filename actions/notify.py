@@ -2,8 +2,9 @@
 
 :meth:`Notifier.send` only enqueues, so the decision loop never waits on a webhook. A background
 worker posts each notification to every webhook that wants its kind, with a timeout and retries
-(exponential backoff). The queue is bounded: when webhooks are down for long, the oldest
-notifications are dropped and counted, never memory without end. Webhook URLs are secrets and are
+(exponential backoff). Each webhook has its own bounded queue and worker, so one dead
+hook never delays another; when a hook is down for long its oldest notifications are dropped, counted
+and logged, never memory without end. Webhook URLs are secrets and are
 never logged.
 """
 
@@ -32,12 +33,20 @@ def render(hook: WebhookConfig, note: dict[str, Any]) -> dict[str, Any]:
     return note
 
 
+class _Hook:
+    """One webhook with its own queue and worker: a dead hook's retries never delay the others."""
+
+    def __init__(self, config: WebhookConfig, size: int) -> None:
+        self.config = config
+        self.queue: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
+        self.wake = asyncio.Event()
+        self.worker: asyncio.Task[None] | None = None
+
+
 class Notifier:
     def __init__(self, config: NotificationsConfig) -> None:
         self.config = config
-        self._queue: collections.deque[dict[str, Any]] = collections.deque(maxlen=config.queue)
-        self._wake = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
+        self._hooks = [_Hook(hook, config.queue) for hook in config.webhooks]
         self._session: aiohttp.ClientSession | None = None
         self.sent = 0
         self.failed = 0
@@ -45,26 +54,28 @@ class Notifier:
 
     def send(self, kind: str, message: str, *, service: str | None, instance: str, at: float,
              data: dict[str, Any] | None = None) -> None:
-        if not any(kind in hook.kinds for hook in self.config.webhooks):
-            return
-        if len(self._queue) == self._queue.maxlen:
-            self.dropped += 1
-        self._queue.append({"kind": kind, "message": message, "service": service, "instance": instance,
-                            "at": at, "data": data or {}})
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._run(), name="notifier")
-        self._wake.set()
-
-    async def _run(self) -> None:
-        self._session = aiohttp.ClientSession(trust_env=False)
-        while True:
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
+        note = {"kind": kind, "message": message, "service": service, "instance": instance, "at": at,
+                "data": data or {}}
+        for hook in self._hooks:
+            if kind not in hook.config.kinds:
                 continue
-            note = self._queue.popleft()
-            await asyncio.gather(*(self._deliver(hook, note) for hook in self.config.webhooks
-                                   if note["kind"] in hook.kinds))
+            if len(hook.queue) == hook.queue.maxlen:
+                self.dropped += 1
+                log.warning("notification queue full: dropping the oldest", format=hook.config.format)
+            hook.queue.append(note)
+            if hook.worker is None:
+                hook.worker = asyncio.create_task(self._run(hook), name="notifier")
+            hook.wake.set()
+
+    async def _run(self, hook: _Hook) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(trust_env=False)
+        while True:
+            if not hook.queue:
+                hook.wake.clear()
+                await hook.wake.wait()
+                continue
+            await self._deliver(hook.config, hook.queue.popleft())
 
     async def _deliver(self, hook: WebhookConfig, note: dict[str, Any]) -> None:
         assert self._session is not None
@@ -93,13 +104,15 @@ class Notifier:
 
     async def close(self, drain: float = 2.0) -> None:
         """Give queued notifications a short chance to go out, then stop."""
-        if self._worker is None:
+        workers = [hook.worker for hook in self._hooks if hook.worker is not None]
+        if not workers:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain):
-                while self._queue:  # noqa: ASYNC110 - a short bounded drain at shutdown
+                while any(hook.queue for hook in self._hooks):  # noqa: ASYNC110 - a bounded drain at shutdown
                     await asyncio.sleep(0.05)
-        self._worker.cancel()
-        await asyncio.gather(self._worker, return_exceptions=True)
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         if self._session is not None:
             await self._session.close()

@@ -39,6 +39,7 @@ class Coordinator:
         self._op_tasks: set[asyncio.Task[Any]] = set()
         self.quorum_ok: bool | None = None
         self._timed: set[tuple[object, ...]] = set()  # step attempts already in the duration histogram
+        self._last_hint_sync: dict[str, float] = {}
 
     # -- per tick --------------------------------------------------------------------------------
     async def tick(self, now: float) -> None:
@@ -97,7 +98,7 @@ class Coordinator:
         mono = engine.clock.monotonic()
         fresh = 1 + sum(1 for p in engine.peering.peers.values()
                         if (heard := p.effective_heard()) is not None and p.verdict is not None
-                        and mono - heard <= 2 * p.verdict.interval)
+                        and mono - heard <= 2 * min(p.verdict.interval, 4 * engine.config.instance.tick))
         majority = len(voters) // 2 + 1
         for peer in engine.peering.peers.values():
             heard = peer.effective_heard()
@@ -131,7 +132,9 @@ class Coordinator:
         number, site = state.epoch.number, state.site
         rt.dns_state = f"{state.describe()} (read {time.strftime('%H:%M:%S', time.gmtime(now))} UTC)"
         if number > rt.state.epoch and site in rt.config.sites:
-            await self.engine.set_state(rt, ServiceState(site, number, rt.state.paused, rt.state.last_move_at), now,
+            # a move we learn of starts the cool-down like one we made (not the first read after a fresh start)
+            moved_at = now if rt.state.epoch > 0 else rt.state.last_move_at
+            await self.engine.set_state(rt, ServiceState(site, number, rt.state.paused, moved_at), now,
                                         f"{rt.name} is active in {site} at epoch {number} (read from DNS)")
         elif number < rt.state.epoch:
             log.warning("dns epoch behind the journal", service=rt.name, dns=number, journal=rt.state.epoch)
@@ -175,8 +178,13 @@ class Coordinator:
         task.add_done_callback(self._op_tasks.discard)
 
     async def resume_open(self) -> None:
-        """Continue every operation the journal shows as running (after a crash or restart)."""
+        """Continue every operation the journal shows as running (after a crash or restart); put halted
+        ones back in place, so they keep blocking new runbooks until an operator retries or aborts them."""
         engine = self.engine
+        for data in engine.journal_or_fail().operations(state=str(OpState.HALTED), limit=100):
+            rt = engine.services.get(data["service"])
+            if rt is not None and rt.operation is None:
+                rt.operation = Operation.from_dict(data)
         for data in engine.journal_or_fail().operations(state=str(OpState.RUNNING), limit=100):
             rt = engine.services.get(data["service"])
             if rt is None:
@@ -200,7 +208,10 @@ class Coordinator:
             await engine.record(kind, message, service=o.service, data={"operation": o.id})
             await engine.notify(kind, message, o.service, {"operation": o.id})
 
-        runner = RunbookRunner(engine.journal_or_fail(), specs, steps, clock=engine.clock, on_event=on_event)
+        from engine.failover import RERUN_ON_RESUME
+
+        runner = RunbookRunner(engine.journal_or_fail(), specs, steps, rerun_on_resume=RERUN_ON_RESUME,
+                               clock=engine.clock, on_event=on_event)
         try:
             await runner.run(op)
         except asyncio.CancelledError:

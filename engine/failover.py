@@ -51,6 +51,9 @@ def step_specs(rt: ServiceRuntime) -> list[StepSpec]:
     return [specs[name] for name in FAILOVER_STEPS]
 
 
+RERUN_ON_RESUME = frozenset({"precheck"})
+
+
 def failover_steps(engine: Engine, rt: ServiceRuntime) -> tuple[Sequence[StepSpec], Mapping[str, StepFn]]:
     steps = FailoverSteps(engine, rt)
     return step_specs(rt), {name: getattr(steps, name) for name in FAILOVER_STEPS}
@@ -76,6 +79,17 @@ class FailoverSteps:
             raise StepFailed(str(exc)) from None
         finally:
             await provider.aclose()
+
+    async def _epoch_guard(self, op: Operation) -> Outcome | None:
+        """Before touching a database: stand down unless DNS is still at our starting epoch or at ours."""
+        if self.rt.config.dns is None:
+            return None
+        state = await self._dns_read()
+        number = state.epoch.number
+        if number == op.epoch_from or (number == op.epoch_to and state.epoch.op == op.id):
+            return None
+        return Outcome(f"DNS is at {state.describe()}: another operation moved {op.service}; not touching the "
+                       "databases", {"dns": state.describe()}, stand_down=True)
 
     async def precheck(self, op: Operation) -> Outcome:
         if self.rt.config.dns is None:
@@ -127,6 +141,9 @@ class FailoverSteps:
         if self.rt.config.dns is None:
             return Outcome.skip("no dns configured for this service")
         state = await self._dns_read()
+        if state.epoch.number != op.epoch_to or state.epoch.op != op.id:
+            return Outcome(f"DNS is at {state.describe()}, not this operation's write: another operation moved "
+                           f"{op.service}", {"dns": state.describe()}, stand_down=True)
         if state.site != op.target:
             raise StepFailed(f"the zone itself points to {state.site}: {state.describe()}")
         result = await build_verifier(self.rt.config.dns, clock=self.engine.clock).verify(state)
@@ -143,6 +160,9 @@ class FailoverSteps:
             return Outcome.skip("no database configured for this service")
         if not db.fencing.enabled:
             return Outcome.skip("fencing disabled in the config")
+        stale = await self._epoch_guard(op)
+        if stale is not None:
+            return stale
         from actions.database.fence import fence
 
         result = await fence(db, op.source)
@@ -154,6 +174,9 @@ class FailoverSteps:
         db = self.rt.config.database
         if db is None:
             return Outcome.skip("no database configured for this service")
+        stale = await self._epoch_guard(op)
+        if stale is not None:
+            return stale
         from actions.database.promote import promote
 
         result = await promote(db, op.target)

@@ -44,8 +44,21 @@ class Verifier:
     replay_window: float
     known_senders: frozenset[str]
     _last: dict[str, tuple[str, int]] = field(default_factory=dict)
+    _last_at: dict[str, float] = field(default_factory=dict)
 
     def verify(self, headers: dict[str, str], body: bytes, now: float) -> Verdict:
+        """Check a message and, when it passes, remember it (its sequence and time) as the sender's newest."""
+        verdict = self.check(headers, body, now)
+        self.accept(verdict)
+        return verdict
+
+    def accept(self, verdict: Verdict) -> None:
+        """Remember ``verdict`` as its sender's newest: call only after every other check passed."""
+        self._last[verdict.sender] = (verdict.boot, verdict.seq)
+        self._last_at[verdict.sender] = verdict.at
+
+    def check(self, headers: dict[str, str], body: bytes, now: float) -> Verdict:
+        """Every check, remembering nothing (so a message refused later cannot poison the state)."""
         if len(body) > MAX_BODY:
             raise Rejected(f"body of {len(body)} bytes exceeds {MAX_BODY}")
         stamp = headers.get(TIMESTAMP_HEADER)
@@ -73,5 +86,7 @@ class Verifier:
         last = self._last.get(verdict.sender)
         if last is not None and last[0] == verdict.boot and verdict.seq <= last[1]:
             raise Rejected(f"replayed or reordered message from {verdict.sender} (seq {verdict.seq} <= {last[1]})")
-        self._last[verdict.sender] = (verdict.boot, verdict.seq)
+        last_at = self._last_at.get(verdict.sender)
+        if last_at is not None and verdict.at <= last_at:  # across restarts of the sender too
+            raise Rejected(f"replayed or reordered message from {verdict.sender} (sent at or before the newest seen)")
         return verdict

@@ -32,6 +32,9 @@ from engine.verdict import ServiceVerdict, Verdict
 log = structlog.get_logger("engine.peering")
 
 
+SKEW_ALLOWANCE = 2.0  # seconds of clock difference between hosts tolerated before a message counts as old
+
+
 @dataclass
 class PeerState:
     id: str
@@ -54,7 +57,9 @@ class PeerState:
         """
         if self.last_heard is None or not self.delays:
             return self.last_heard
-        return self.last_heard - max(0.0, self.delays[-1] - min(self.delays))
+        relative = self.delays[-1] - min(self.delays)
+        absolute = self.delays[-1] - SKEW_ALLOWANCE  # also right for the first message after a restart
+        return self.last_heard - max(0.0, relative, absolute)
 
 
 def client_ssl(config: EngineConfig) -> ssl.SSLContext | bool:
@@ -142,13 +147,14 @@ class Peering:
         ``peer_cn`` is the common name of the client certificate the message came with (mTLS).
         """
         try:
-            verdict = self.verifier.verify(headers, body, self.clock.now())
+            verdict = self.verifier.check(headers, body, self.clock.now())
             tls = self.config.peering.tls
             if tls is not None and tls.require_client_cert:
                 if peer_cn is None:
                     raise Rejected("a client certificate is required from peers")
                 if peer_cn != verdict.sender:
                     raise Rejected(f"client certificate {peer_cn!r} does not belong to sender {verdict.sender!r}")
+            self.verifier.accept(verdict)
         except Rejected as exc:
             self.rejections += 1
             log.warning("peer message rejected", reason=str(exc))
@@ -170,7 +176,9 @@ class Peering:
             if verdict is None or heard is None or service not in verdict.services:
                 out[peer.id] = None
             else:
-                out[peer.id] = Received(verdict.services[service], heard, verdict.interval)
+                # a peer cannot stretch its own freshness: its interval counts up to 4 of our ticks
+                interval = min(verdict.interval, 4 * self.config.instance.tick)
+                out[peer.id] = Received(verdict.services[service], heard, interval)
         return out
 
     def status(self) -> list[dict[str, Any]]:

@@ -16,7 +16,9 @@ A step has a timeout and bounded retries with backoff. A *best-effort* step (fen
 primary that may be gone) that fails is recorded as skipped and the runbook continues. Any other
 step that fails for good halts the operation with a sentence naming the step and the reason
 ("failover of api stuck at verify_dns: ns2 still answers gcp after 120s"). A step may also end
-the operation early: ``Outcome.stand_down`` when another executor won the epoch race.
+the operation early: ``Outcome.stand_down`` when another executor won the epoch race. Steps named in
+``rerun_on_resume`` (the precheck) run again whenever a run resumes, so a runbook interrupted for
+hours re-reads the world before it touches a database.
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ class RunbookRunner:
     """Runs an operation's steps with journaling, timeouts, retries, and resume after a crash."""
 
     def __init__(self, store: OperationStore, specs: Sequence[StepSpec], steps: Mapping[str, StepFn], *,
+                 rerun_on_resume: frozenset[str] = frozenset(),
                  clock: Clock | None = None,
                  on_event: Callable[[Operation, str, str], Awaitable[None]] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
@@ -144,6 +147,7 @@ class RunbookRunner:
         if missing:
             raise ValueError(f"no step function for {missing}")
         self.store = store
+        self.rerun_on_resume = rerun_on_resume
         self.specs = list(specs)
         self.steps = steps
         self.clock = clock or SystemClock()
@@ -158,9 +162,11 @@ class RunbookRunner:
         """Run (or resume) ``op`` until it is done, halted or stood down."""
         if op.state is not OpState.RUNNING:
             return op
+        resuming = any(rec.get("state") for rec in op.steps.values())
         for spec in self.specs:
             record = op.steps.get(spec.name, {})
-            if record.get("state") in (StepState.DONE, StepState.SKIPPED):
+            again = resuming and spec.name in self.rerun_on_resume and record.get("state") == StepState.DONE
+            if record.get("state") in (StepState.DONE, StepState.SKIPPED) and not again:
                 continue
             if record.get("state") == StepState.STARTED:
                 log.info("resuming interrupted step", operation=op.id, step=spec.name)

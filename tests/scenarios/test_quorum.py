@@ -218,7 +218,15 @@ async def test_dns_provider_down_halts_with_an_alert(cluster: Cluster) -> None:
     events = await cluster.get("engine-azure", "/v1/events?kind=alert")
     assert [e["message"] for e in events["events"]] == [message]
     assert cluster.dns_site() == "gcp"
-    # one runbook per service: nothing new starts while this one is halted
+    # one runbook per service: nothing new starts while this one is halted, not even after a restart
+    await asyncio.sleep(1.0)
+    assert len(await cluster.operations("engine-azure")) == 1
+    await cluster.kill("engine-azure")
+    cluster.launch("engine-azure")
+    await cluster.wait_api("engine-azure")
+    status = await cluster.wait_for("engine-azure", lambda s: (s["services"]["shop"]["operation"] or {}).get("state")
+                                    == "halted", what="halted after restart")
+    assert status["services"]["shop"]["operation"]["message"] == message
     await asyncio.sleep(1.0)
     assert len(await cluster.operations("engine-azure")) == 1
 

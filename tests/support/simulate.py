@@ -57,13 +57,15 @@ class Result:
 class Simulation:
     def __init__(self, *, days: float, interval: float = 10.0, timeout: float = 5.0, tick: float = 1.0,
                  blip_rate: float = 0.05, loss: float = 0.1, threshold: int = 3, seed: int = 1,
-                 outages: list[Outage] | None = None) -> None:
+                 outages: list[Outage] | None = None, flaky_voter: str | None = None,
+                 flaky_rate: float = 0.01) -> None:
         self.rng = random.Random(seed)
         self.end = days * 86400
         self.interval, self.timeout, self.tick = interval, timeout, tick
         self.blip_rate, self.loss = blip_rate, loss
         self.policy = PolicyConfig(failure_threshold=threshold, success_threshold=2, rpo=30, cooldown=1800)
         self.outages = sorted(outages or [], key=lambda o: o.start)
+        self.flaky_voter, self.flaky_rate = flaky_voter, flaky_rate  # its own link fails for 3-8 probes at times
         self._starts = [o.start for o in self.outages]
         self.machines = {(v.id, s): HealthMachine(threshold, 2) for v in VOTERS for s in SITES}
         self.blip_left = {(v.id, s): 0 for v in VOTERS for s in SITES}
@@ -122,6 +124,9 @@ class Simulation:
         outage = self._outage_at(key[1], t)
         if outage is not None:
             return True, (self.timeout if outage.mode == "blackhole" else 0.002)
+        if key[0] == self.flaky_voter and self.blip_left[key] == 0 and self.rng.random() < self.flaky_rate:
+            self.blip_left[key] = self.rng.randint(3, 8)  # long enough to take this voter's view DOWN
+            result.blips += 1
         if self.blip_left[key] > 0:
             self.blip_left[key] -= 1
             self.cool[key] = self.blip_left[key] == 0

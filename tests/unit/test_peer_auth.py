@@ -84,3 +84,35 @@ def test_malformed_and_unknown_sender() -> None:
     big = b" " * (MAX_BODY + 1)
     with pytest.raises(Rejected, match="exceeds"):
         v.verify(sign(KEY, 1000.0, big), big, now=1000.0)
+
+
+def test_replay_from_before_the_senders_restart_is_rejected() -> None:
+    """A message from the sender's previous boot, replayed after its new boot spoke, is refused."""
+    v = verifier()
+    old = body(seq=7, at=1000.0, boot="old")
+    new = body(seq=0, at=1005.0, boot="new")
+    v.verify(sign(KEY, 1000.0, old), old, now=1000.0)
+    v.verify(sign(KEY, 1005.0, new), new, now=1005.0)
+    with pytest.raises(Rejected, match="replayed or reordered"):
+        v.verify(sign(KEY, 1000.0, old), old, now=1006.0)
+
+
+def test_check_remembers_nothing_until_accepted() -> None:
+    """A message refused after check (e.g. a wrong client certificate) cannot raise the sequence bar."""
+    v = verifier()
+    forged = body(seq=10**9, at=1000.0)
+    v.check(sign(KEY, 1000.0, forged), forged, now=1000.0)  # then refused elsewhere: never accepted
+    real = body(seq=1, at=1000.5)
+    assert v.verify(sign(KEY, 1000.5, real), real, now=1000.6).seq == 1
+
+
+def test_a_message_that_waited_counts_from_when_it_was_sent() -> None:
+    """Even the first message after a restart: one signed 25 s ago is 23 s old (beyond 2 s of skew)."""
+    from engine.peering import PeerState
+
+    peer = PeerState("engine-azure", "http://x")
+    peer.last_heard = 500.0
+    peer.delays.append(25.0)
+    assert peer.effective_heard() == 500.0 - 23.0
+    peer.delays.extend([0.003, 0.004])
+    assert peer.effective_heard() == pytest.approx(500.0 - 0.001)  # fresh: only its own ms of transit

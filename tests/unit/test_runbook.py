@@ -208,3 +208,41 @@ def test_missing_step_function_is_refused() -> None:
     """A runner cannot be built with a step that has no function."""
     with pytest.raises(ValueError, match="no step function"):
         RunbookRunner(MemoryStore(), SPECS, {"fence": World().fns()["fence"]})  # type: ignore[arg-type]
+
+
+async def test_resume_reruns_the_precheck_and_can_stand_down_before_the_databases() -> None:
+    """A resumed run re-reads the world first: when someone else moved the service, nothing is touched."""
+    world, store = World(), MemoryStore()
+    op = new_op()
+    op.steps["precheck"] = {"state": "done", "attempts": 1}
+    op.steps["fence"] = {"state": "started", "attempts": 1}
+    calls: list[str] = []
+
+    async def precheck(_op: Operation) -> Outcome:
+        calls.append("precheck")
+        return Outcome("DNS is at epoch 3 by another operation", stand_down=True)
+
+    fns = world.fns()
+    fns["precheck"] = precheck
+    specs = [StepSpec("precheck"), *SPECS]
+    done = await RunbookRunner(store, specs, fns, rerun_on_resume=frozenset({"precheck"}), sleep=no_sleep).run(op)
+    assert done.state is OpState.STOOD_DOWN
+    assert calls == ["precheck"] and world.actions == []  # neither fence nor promote ran again
+    assert done.steps["precheck"]["attempts"] == 2
+
+
+async def test_a_fresh_run_does_not_rerun_its_precheck() -> None:
+    """Only a resumed run repeats the precheck; a run in one go does each step once."""
+    world, store = World(), MemoryStore()
+    fns = world.fns()
+    count = 0
+
+    async def precheck(_op: Operation) -> Outcome:
+        nonlocal count
+        count += 1
+        return Outcome("ok")
+
+    fns["precheck"] = precheck
+    specs = [StepSpec("precheck"), *SPECS]
+    await RunbookRunner(store, specs, fns, rerun_on_resume=frozenset({"precheck"}), sleep=no_sleep).run(new_op())
+    assert count == 1

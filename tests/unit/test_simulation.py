@@ -48,3 +48,23 @@ def test_short_outage_is_not_required_but_long_one_is() -> None:
     result = Simulation(days=0.1, blip_rate=0.0, loss=0.0, seed=2, outages=outages).run()
     assert 1 in result.detections and result.detections[1] <= BOUND + 3 * TICK
     assert result.false_failovers == []
+
+
+def test_one_voter_seeing_the_primary_down_is_never_enough() -> None:
+    """A witness whose own link keeps failing (its view of gcp goes DOWN often) never causes a failover."""
+    sim = Simulation(days=30, interval=INTERVAL, timeout=TIMEOUT, blip_rate=0.05, loss=0.10, seed=13,
+                     flaky_voter="witness", flaky_rate=0.01)
+    downs = 0
+    original = sim.machines[("witness", "gcp")].observe
+
+    def counting(ok: bool, at: float, reason: str = "") -> object:
+        nonlocal downs
+        change = original(ok, at, reason)
+        if change is not None and change.current.value == "down":
+            downs += 1
+        return change
+
+    sim.machines[("witness", "gcp")].observe = counting  # type: ignore[method-assign]
+    result = sim.run()
+    assert downs > 500  # the witness alone saw gcp down hundreds of times...
+    assert result.false_failovers == []  # ...and nobody acted
