@@ -120,7 +120,8 @@ def build() -> dict[str, Any]:
         "responses": {"200": _resp("dry run", {"$ref": "#/components/schemas/Plan"}),
                       "202": _resp("started", started_or_plan), **_errors(*WRITE_ERRORS)}}}
     paths["/v1/services/{name}/prepare-failback"] = {"post": {
-        "summary": "reconcile, then replicate back to the home site", "parameters": [NAME],
+        "summary": "reconcile, then replicate the current primary to the other site (before failback, and after it)",
+        "parameters": [NAME],
         "requestBody": _body("PrepareFailbackBody"),
         "responses": {"200": _resp("prepared"), **_errors(*WRITE_ERRORS)}}}
     for verb in ("retry", "abort"):

@@ -272,7 +272,8 @@ async def failback(request: web.Request) -> web.Response:
 
 
 async def prepare_failback(request: web.Request) -> web.Response:
-    """Reconcile, then replicate the current primary back to the home site (no copy when identical)."""
+    """Reconcile, then replicate the current primary to the other site through the slot its promotion
+    created: after a failover that prepares the failback; after a failback it re-protects the service."""
     try:
         rt = _service(request)
         body = await read_body(request, PrepareFailbackBody)
@@ -281,8 +282,6 @@ async def prepare_failback(request: web.Request) -> web.Response:
     engine, actor = _engine(request), _actor(request)
     if rt.config.database is None or rt.database is None:
         return _error(409, "no_database", f"{rt.name} has no database pair on this instance")
-    if rt.state.active == rt.config.active:
-        return _error(409, "already_home", f"{rt.name} is active in its home site: nothing to replicate back")
     if rt.operation is not None:
         return _error(409, "operation_in_progress", f"operation {rt.operation.id} is {rt.operation.state}")
     from actions.database.failback import prepare_failback as prepare

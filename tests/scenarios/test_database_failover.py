@@ -165,3 +165,15 @@ async def test_failback_replays_the_writes_made_in_azure_then_moves_home(cluster
     assert int(str(rows[0][0])) > int(str(azure_max))
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         replicated.on_standby("INSERT INTO orders(account, amount) VALUES (1, 1)")
+    # re-protect: the same call now replicates gcp -> azure again, through the slot the failback made
+    status, body = await post(cluster, "engine-azure", "/v1/services/shop/prepare-failback",
+                              {"reason": "protect the service again"})
+    assert status == 200, body
+    await cluster.wait_for("engine-azure", lambda s: s["services"]["shop"]["replication"]["state"] == "up"
+                           and (s["services"]["shop"]["lag_s"] if s["services"]["shop"]["lag_s"] is not None
+                                else 99) < 2, timeout=20, what="forward replication again")
+    replicated.on_primary("INSERT INTO orders(account, amount) VALUES (9, 9999)")
+    deadline = asyncio.get_running_loop().time() + 10
+    while replicated.on_standby("SELECT count(*) FROM orders WHERE amount = 9999")[0][0] != 1:
+        assert asyncio.get_running_loop().time() < deadline, "gcp's write did not reach azure"
+        await asyncio.sleep(0.05)
