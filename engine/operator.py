@@ -154,13 +154,52 @@ def failover_gates(engine: Engine, rt: ServiceRuntime, target: str) -> list[dict
     return gates
 
 
+def _cannot_act(engine: Engine, rt: ServiceRuntime) -> web.Response | None:
+    """Refusals every move shares: a witness never acts; one runbook per service."""
+    if engine.config.instance.role != "engine":
+        return _error(409, "witness", "a witness never acts: send this to an engine")
+    if rt.operation is not None:
+        return _error(409, "operation_in_progress",
+                      f"operation {rt.operation.id} is {rt.operation.state}: retry or abort it first")
+    return None
+
+
+async def _move(request: web.Request, rt: ServiceRuntime, *, kind: str, target: str, gates: list[dict[str, Any]],
+                reason: str, dry_run: bool, force: bool, audit: dict[str, Any]) -> web.Response:
+    """The common end of a manual move: dry run, refusal, or an audited start of the runbook."""
+    engine, actor = _engine(request), _actor(request)
+    blocked = [g for g in gates if g["blocking"] and not g["ok"]]
+    reasons = [f"{g['gate']}: {g['detail']}" for g in blocked]
+    if dry_run:
+        return _json({"dry_run": True, "service": rt.name, "source": rt.state.active, "target": target,
+                      "would": "refuse" if blocked and not force else "start",
+                      "plan": [s.name for s in step_specs(rt)], "gates": gates, "reasons": reasons,
+                      "epoch": {"from": rt.state.epoch, "to": rt.state.epoch + 1}})
+    if blocked and not force:
+        return _error(409, "refused", f"{kind} of {rt.name} to {target} refused: {'; '.join(reasons)}",
+                      reasons=reasons, gates=gates)
+    now = engine.clock.now()
+    forced = f"; forced past: {'; '.join(reasons)}" if blocked else ""
+    await engine.record("operator", f"{actor} started a {kind} of {rt.name} to {target}: {reason}{forced}",
+                        service=rt.name, actor=actor, at=now,
+                        data={"action": kind, "target": target, "reason": reason, "force": force,
+                              "forced_past": reasons, **audit})
+    decision = ClusterDecision(Verdict.FAILOVER, f"manual {kind} by {actor}: {reason}{forced}", target,
+                               engine.config.instance.id, True, (),
+                               {"gates": gates, "actor": actor, "reason": reason, "force": force})
+    op = await engine.coordinator.start_operation(rt, decision, now, trigger="manual", actor=actor, reason=reason,
+                                                  kind=kind)
+    return _json({"operation": op.id, "service": rt.name, "source": op.source, "target": op.target,
+                  "forced_past": reasons}, 202)
+
+
 async def failover(request: web.Request) -> web.Response:
     try:
         rt = _service(request)
         body = await read_body(request, FailoverBody)
     except BadInput as exc:
         return exc.response
-    engine, actor = _engine(request), _actor(request)
+    engine = _engine(request)
     others = [s for s in rt.config.sites if s != rt.state.active]
     target = body.target or (others[0] if len(others) == 1 else None)
     if target is None:
@@ -169,35 +208,11 @@ async def failover(request: web.Request) -> web.Response:
         return _error(404, "unknown_site", f"{target!r} is not a site of {rt.name}: {sorted(rt.config.sites)}")
     if target == rt.state.active:
         return _error(409, "already_active", f"{rt.name} is already active in {target}")
-    if engine.config.instance.role != "engine":
-        return _error(409, "witness", "a witness never acts: send this to an engine")
-    if rt.operation is not None:
-        return _error(409, "operation_in_progress",
-                      f"operation {rt.operation.id} is {rt.operation.state}: retry or abort it first")
-    gates = failover_gates(engine, rt, target)
-    blocked = [g for g in gates if g["blocking"] and not g["ok"]]
-    reasons = [f"{g['gate']}: {g['detail']}" for g in blocked]
-    plan = [s.name for s in step_specs(rt)]
-    if body.dry_run:
-        return _json({"dry_run": True, "service": rt.name, "source": rt.state.active, "target": target,
-                      "would": "refuse" if blocked and not body.force else "start", "plan": plan,
-                      "gates": gates, "reasons": reasons, "epoch": {"from": rt.state.epoch, "to": rt.state.epoch + 1}})
-    if blocked and not body.force:
-        return _error(409, "refused", f"failover of {rt.name} to {target} refused: {'; '.join(reasons)}",
-                      reasons=reasons, gates=gates)
-    now = engine.clock.now()
-    forced = f"; forced past: {'; '.join(reasons)}" if blocked else ""
-    message = f"manual failover by {actor}: {body.reason}{forced}"
-    await engine.record("operator", f"{actor} started a failover of {rt.name} to {target}: {body.reason}{forced}",
-                        service=rt.name, actor=actor, at=now,
-                        data={"action": "failover", "target": target, "reason": body.reason, "force": body.force,
-                              "forced_past": reasons})
-    decision = ClusterDecision(Verdict.FAILOVER, message, target, engine.config.instance.id, True, (),
-                               {"gates": gates, "actor": actor, "reason": body.reason, "force": body.force})
-    op = await engine.coordinator.start_operation(rt, decision, now, trigger="manual", actor=actor,
-                                                  reason=body.reason)
-    return _json({"operation": op.id, "service": rt.name, "source": op.source, "target": op.target,
-                  "forced_past": reasons}, 202)
+    refused = _cannot_act(engine, rt)
+    if refused is not None:
+        return refused
+    return await _move(request, rt, kind="failover", target=target, gates=failover_gates(engine, rt, target),
+                       reason=body.reason, dry_run=body.dry_run, force=body.force, audit={})
 
 
 # -- failback ------------------------------------------------------------------------------------
@@ -237,38 +252,21 @@ async def failback(request: web.Request) -> web.Response:
         body = await read_body(request, FailbackBody)
     except BadInput as exc:
         return exc.response
-    engine, actor = _engine(request), _actor(request)
+    engine = _engine(request)
     home = rt.config.active
     if rt.state.active == home:
         return _error(409, "already_home", f"{rt.name} is already active in its home site {home}")
-    if engine.config.instance.role != "engine":
-        return _error(409, "witness", "a witness never acts: send this to an engine")
-    if rt.operation is not None:
-        return _error(409, "operation_in_progress",
-                      f"operation {rt.operation.id} is {rt.operation.state}: retry or abort it first")
+    refused = _cannot_act(engine, rt)
+    if refused is not None:
+        return refused
     gates = failback_gates(engine, rt, body)
     reverse = next((g for g in gates if g["gate"] == "reverse_replication"), None)
     if reverse is not None and reverse["ok"] and rt.database is not None:
         await rt.database.reconcile_now()  # with replication flowing back, the pair should now agree
         gates = failback_gates(engine, rt, body)
-    reasons = [f"{g['gate']}: {g['detail']}" for g in gates if g["blocking"] and not g["ok"]]
-    if body.dry_run:
-        return _json({"dry_run": True, "service": rt.name, "source": rt.state.active, "target": home,
-                      "would": "refuse" if reasons else "start", "plan": [s.name for s in step_specs(rt)],
-                      "gates": gates, "reasons": reasons})
-    if reasons:
-        return _error(409, "refused", f"failback of {rt.name} to {home} refused: {'; '.join(reasons)}",
-                      reasons=reasons, gates=gates)
-    now = engine.clock.now()
-    await engine.record("operator", f"{actor} started a failback of {rt.name} to {home}: {body.reason}",
-                        service=rt.name, actor=actor, at=now,
-                        data={"action": "failback", "target": home, "reason": body.reason,
-                              "acknowledged_reconciliation": body.acknowledge_reconciliation})
-    decision = ClusterDecision(Verdict.FAILOVER, f"failback by {actor}: {body.reason}", home,
-                               engine.config.instance.id, True, (), {"gates": gates, "actor": actor})
-    op = await engine.coordinator.start_operation(rt, decision, now, trigger="manual", actor=actor,
-                                                  reason=body.reason, kind="failback")
-    return _json({"operation": op.id, "service": rt.name, "source": op.source, "target": op.target}, 202)
+    return await _move(request, rt, kind="failback", target=home, gates=gates, reason=body.reason,
+                       dry_run=body.dry_run, force=False,
+                       audit={"acknowledged_reconciliation": body.acknowledge_reconciliation})
 
 
 async def prepare_failback(request: web.Request) -> web.Response:
