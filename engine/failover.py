@@ -154,35 +154,34 @@ class FailoverSteps:
         return Outcome(result.message, data)
 
     # -- database --------------------------------------------------------------------------------
+    async def _guarded(self, op: Operation, action: Any, site: str, *, may_skip: bool = False) -> Outcome:
+        """Run a database action on ``site`` behind the epoch guard; a failed action fails the step."""
+        db = self.rt.config.database
+        assert db is not None
+        stale = await self._epoch_guard(op)
+        if stale is not None:
+            return stale
+        result = await action(db, site)
+        if not result.ok:
+            raise StepFailed(result.sentence)
+        return Outcome(result.sentence, result.to_dict(), skipped=may_skip and result.skipped)
+
     async def fence(self, op: Operation) -> Outcome:
         db = self.rt.config.database
         if db is None:
             return Outcome.skip("no database configured for this service")
         if not db.fencing.enabled:
             return Outcome.skip("fencing disabled in the config")
-        stale = await self._epoch_guard(op)
-        if stale is not None:
-            return stale
         from actions.database.fence import fence
 
-        result = await fence(db, op.source)
-        if not result.ok:
-            raise StepFailed(result.sentence)
-        return Outcome(result.sentence, result.to_dict(), skipped=result.skipped)
+        return await self._guarded(op, fence, op.source, may_skip=True)
 
     async def promote(self, op: Operation) -> Outcome:
-        db = self.rt.config.database
-        if db is None:
+        if self.rt.config.database is None:
             return Outcome.skip("no database configured for this service")
-        stale = await self._epoch_guard(op)
-        if stale is not None:
-            return stale
         from actions.database.promote import promote
 
-        result = await promote(db, op.target)
-        if not result.ok:
-            raise StepFailed(result.sentence)
-        return Outcome(result.sentence, result.to_dict())
+        return await self._guarded(op, promote, op.target)
 
     async def consistency(self, op: Operation) -> Outcome:
         db = self.rt.config.database

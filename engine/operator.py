@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.api import _json
 from engine.decide import ServiceState, Verdict
 from engine.failover import step_specs
 from engine.policy import ClusterDecision
@@ -51,10 +52,6 @@ class FailoverBody(_Body):
     reason: str = Field(min_length=3, max_length=500)
     dry_run: bool = False
     force: bool = False
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data, default=str), status=status, content_type="application/json")
 
 
 def _error(status: int, code: str, detail: str, **extra: Any) -> web.Response:
@@ -314,14 +311,20 @@ def _halted(request: web.Request) -> tuple[ServiceRuntime, Any]:
     raise BadInput(_error(409, "not_halted", f"operation {op_id} is not halted on this instance"))
 
 
+async def _halted_request(request: web.Request, refusal: str) -> tuple[ServiceRuntime, Any, ReasonBody]:
+    """The halted operation named in the path and the reason in the body, or BadInput."""
+    rt, op = _halted(request)
+    body = await read_body(request, ReasonBody)
+    if op.state is not OpState.HALTED:
+        raise BadInput(_error(409, "not_halted", f"operation {op.id} is {op.state}{refusal}"))
+    return rt, op, body
+
+
 async def retry(request: web.Request) -> web.Response:
     try:
-        rt, op = _halted(request)
-        body = await read_body(request, ReasonBody)
+        rt, op, body = await _halted_request(request, "")
     except BadInput as exc:
         return exc.response
-    if op.state is not OpState.HALTED:
-        return _error(409, "not_halted", f"operation {op.id} is {op.state}")
     engine, actor = _engine(request), _actor(request)
     await engine.record("operator", f"{actor} retried {op.id}: {body.reason}", service=rt.name, actor=actor,
                         data={"action": "retry", "operation": op.id, "reason": body.reason})
@@ -334,12 +337,9 @@ async def retry(request: web.Request) -> web.Response:
 
 async def abort(request: web.Request) -> web.Response:
     try:
-        rt, op = _halted(request)
-        body = await read_body(request, ReasonBody)
+        rt, op, body = await _halted_request(request, ": only a halted runbook can be aborted")
     except BadInput as exc:
         return exc.response
-    if op.state is not OpState.HALTED:
-        return _error(409, "not_halted", f"operation {op.id} is {op.state}: only a halted runbook can be aborted")
     engine, actor = _engine(request), _actor(request)
     now = engine.clock.now()
     op.state = OpState.ABORTED
