@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import re
 import sys
@@ -30,32 +31,83 @@ sys.path.insert(0, str(ROOT))
 from bench.common import final_line, free_port, percentile  # noqa: E402
 from bench.probe_scale import PORTS_PER_SERVER, engine_config, spawn, wait_line  # noqa: E402
 
+TOKEN = "bench-viewer-token-0123456789"  # a viewer token: the dashboard's view, authenticated as deployed
+
+
+class _Client(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection in a closed loop: send, read the whole response, repeat.
+
+    A load generator of its own (asyncio protocol, no parsing beyond the status line and
+    Content-Length) rather than aiohttp's client: on two cores the generator shares the CPU with the
+    server it measures, and aiohttp's client spent more of it than the server did."""
+
+    def __init__(self, request: bytes, stop_at: float, latencies: list[float], done: asyncio.Future[None]) -> None:
+        self.request, self.stop_at, self.latencies, self.done = request, stop_at, latencies, done
+        self.buffer = bytearray()
+        self.need: int | None = None
+        self.errors = 0
+        self.transport: asyncio.Transport | None = None
+        self.started = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None
+        self.started = time.perf_counter()
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.need is None:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = bytes(self.buffer[:head_end]).lower()
+            if not head.startswith((b"http/1.1 200", b"http/1.0 200")):
+                self.errors += 1
+            match = re.search(rb"\r\ncontent-length: *(\d+)", head)
+            self.need = head_end + 4 + (int(match.group(1)) if match else 0)
+        if len(self.buffer) < self.need:
+            return
+        del self.buffer[:self.need]
+        self.need = None
+        now = time.perf_counter()
+        self.latencies.append(now - self.started)
+        if time.monotonic() < self.stop_at:
+            self._send()
+        else:
+            assert self.transport is not None
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if time.monotonic() < self.stop_at:
+            self.errors += 1
+        if not self.done.done():
+            self.done.set_result(None)
+
 
 async def load(url: str, clients: int, seconds: float) -> None:
-    import aiohttp
+    from urllib.parse import urlsplit
 
+    parts = urlsplit(url)
+    request = (f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+               f"Authorization: Bearer {TOKEN}\r\n\r\n").encode()
+    loop = asyncio.get_running_loop()
     latencies: list[float] = []
-    errors = 0
-    connector = aiohttp.TCPConnector(limit=clients, force_close=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        stop_at = time.monotonic() + seconds
-
-        async def client() -> None:
-            nonlocal errors
-            while time.monotonic() < stop_at:
-                started = time.perf_counter()
-                try:
-                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                        await resp.read()
-                        if resp.status != 200:
-                            errors += 1
-                except (aiohttp.ClientError, TimeoutError):
-                    errors += 1
-                latencies.append(time.perf_counter() - started)
-
-        t0 = time.monotonic()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = time.monotonic() - t0
+    stop_at = time.monotonic() + seconds
+    t0 = time.monotonic()
+    protocols = []
+    for _ in range(clients):
+        done: asyncio.Future[None] = loop.create_future()
+        _transport, protocol = await loop.create_connection(
+            lambda done=done: _Client(request, stop_at, latencies, done), parts.hostname, parts.port)
+        protocols.append(protocol)
+    await asyncio.gather(*(p.done for p in protocols))
+    elapsed = time.monotonic() - t0
+    errors = sum(p.errors for p in protocols)
     print(json.dumps({"requests": len(latencies), "errors": errors, "rps": len(latencies) / elapsed,
                       "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}), flush=True)
 
@@ -103,8 +155,10 @@ def main() -> None:
     if args.child == "load":
         asyncio.run(load(args.url, args.clients, args.seconds))
         return
-    if args.child == "bare":
-        asyncio.run(bare(args.port))
+    if args.child == "bare":  # on the same loop as the engine: the reference is the stack, not the loop
+        from engine.eventloop import run
+
+        run(bare(args.port))
         return
 
     ports = [free_port() for _ in range(PORTS_PER_SERVER)]
@@ -113,7 +167,9 @@ def main() -> None:
     procs = [server]
     try:
         wait_line(server, "ready")
-        text = engine_config(args.signals, args.interval, ports, workdir)
+        digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+        text = engine_config(args.signals, args.interval, ports, workdir) + (
+            f"api: {{tokens: [{{name: dashboard, role: viewer, sha256: {digest}}}]}}\n")
         listen = re.search(r'listen: "127\.0\.0\.1:(\d+)"', text)
         assert listen is not None
         config = workdir / "engine.yaml"
@@ -124,8 +180,10 @@ def main() -> None:
         procs.append(engine)
         wait_line(engine, "started")
         wait_line(engine, "window", timeout=warmup + 60)
-        print(f"api_load: {args.signals} signals probing every {args.interval:g}s; {args.clients} clients "
-              f"for {args.seconds:g}s on /v1/status", flush=True)
+        from engine.eventloop import chosen
+
+        print(f"api_load: event loop {chosen()}; {args.signals} signals probing every {args.interval:g}s; "
+              f"{args.clients} clients for {args.seconds:g}s on /v1/status", flush=True)
         status = run_load(f"http://127.0.0.1:{listen.group(1)}/v1/status", args.clients, args.seconds)
         engine_result = json.loads(wait_line(engine, "{", timeout=60))
         engine.wait(30)

@@ -160,8 +160,10 @@ def main() -> None:
     if args.child == "server":
         asyncio.run(serve([int(p) for p in args.ports.split(",")]))
         return
-    if args.child == "engine":
-        asyncio.run(run_engine(args.config, args.warmup, args.window))
+    if args.child == "engine":  # on the loop the daemon picks (uvloop when installed), as deployed
+        from engine.eventloop import run
+
+        run(run_engine(args.config, args.warmup, args.window))
         return
     if args.child == "raw":
         asyncio.run(raw_client([int(p) for p in args.ports.split(",")], args.window, 64))

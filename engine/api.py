@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from engine.auth import AuthError
+
 if TYPE_CHECKING:
     from engine.daemon import Engine
 
@@ -36,59 +38,65 @@ def error(status: int, code: str, detail: str) -> web.Response:
 
 
 PRINCIPAL: web.RequestKey[object] = web.RequestKey("principal", object)
+COUNTERS: web.AppKey[dict[tuple[str, str, int], Any]] = web.AppKey("counters", dict)
 
 
-@web.middleware
-async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer tokens on /v1 (not on peer endpoints), optionally on /metrics; see :mod:`engine.auth`."""
-    from engine.auth import AuthError
-
-    engine = request.app[ENGINE]
+def _authorize(request: web.Request, engine: Engine) -> web.Response | None:
+    """Bearer tokens on /v1 (not on peer endpoints), optionally on /metrics; see :mod:`engine.auth`.
+    None when the request may go on, else the refusal."""
     path = request.path
     guarded = (path.startswith("/v1/") and not path.startswith("/v1/peer/")) or path == "/" or (
         path == "/metrics" and engine.config.metrics.requires_token)
-    if guarded:
-        try:
-            request[PRINCIPAL] = engine.auth.authorize(request.headers.get("Authorization"),
-                                                       mutation=request.method == "POST", now=engine.clock.monotonic())
-        except AuthError as exc:
-            response = error(exc.status, exc.code, exc.detail)
-            if path == "/" and exc.status == 401:
-                response.headers["WWW-Authenticate"] = 'Basic realm="failover-engine", charset="UTF-8"'
-            return response
-    return await handler(request)
+    if not guarded:
+        return None
+    try:
+        request[PRINCIPAL] = engine.auth.authorize(request.headers.get("Authorization"),
+                                                   mutation=request.method == "POST", now=engine.clock.monotonic())
+    except AuthError as exc:
+        response = error(exc.status, exc.code, exc.detail)
+        if path == "/" and exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Basic realm="failover-engine", charset="UTF-8"'
+        return response
+    return None
+
+
+def _count(request: web.Request, engine: Engine, status: int) -> None:
+    resource = request.match_info.route.resource
+    key = (request.method, resource.canonical if resource else "unmatched", status)
+    counters = request.app[COUNTERS]
+    counter = counters.get(key)
+    if counter is None:  # a label lookup per request was a visible share of a status poll's cost
+        counter = counters[key] = engine.metrics.api_requests.labels(key[0], key[1], str(status))
+    counter.inc()
 
 
 @web.middleware
-async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request: authorization, JSON errors (never a traceback, never an HTML page) and the
+    request counter, in one layer (each middleware layer costs a coroutine per request)."""
     engine = request.app[ENGINE]
     status = 500
     try:
-        response = await handler(request)
+        response: web.StreamResponse | None = _authorize(request, engine)
+        if response is None:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    status = exc.status
+                    raise
+                refusal = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+                if "Allow" in exc.headers:  # a 405 names the methods that are allowed (RFC 9110)
+                    refusal.headers["Allow"] = exc.headers["Allow"]
+                response = refusal
+            except Exception:
+                log.exception("api handler failed", path=request.path)
+                response = error(500, "internal_error", "the engine failed to answer; see its log")
+        assert response is not None
         status = response.status
         return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
     finally:
-        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-        engine.metrics.api_requests.labels(request.method, route, str(status)).inc()
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
-        if "Allow" in exc.headers:  # a 405 names the methods that are allowed (RFC 9110)
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        log.exception("api handler failed", path=request.path)
-        return error(500, "internal_error", "the engine failed to answer; see its log")
+        _count(request, engine, status)
 
 
 async def status_page(request: web.Request) -> web.Response:
@@ -122,7 +130,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[ENGINE].status_json(), content_type="application/json")
+    """Every service; each site lists its signals that are not up (``?signals=all``: every signal)."""
+    _only(request, {"signals"})
+    listing = request.query.get("signals", "attention")
+    if listing not in ("attention", "all"):
+        return error(400, "bad_query", f"signals must be 'attention' or 'all', not {listing!r}")
+    return web.Response(body=request.app[ENGINE].status_json(all_signals=listing == "all"),
+                        content_type="application/json")
 
 
 async def service(request: web.Request) -> web.Response:
@@ -226,8 +240,9 @@ async def operations(request: web.Request) -> web.Response:
 
 
 def build_app(engine: Engine) -> web.Application:
-    app = web.Application(middlewares=[count_requests, json_errors, authorize], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     app[ENGINE] = engine
+    app[COUNTERS] = {}
     app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/openapi.json", openapi)
@@ -239,9 +254,10 @@ def build_app(engine: Engine) -> web.Application:
     app.router.add_get("/v1/operations", operations)
     app.router.add_get("/v1/operations/{id}", operation)
     app.router.add_post("/v1/peer/verdict", peer_verdict)
-    from engine import operator
+    from engine import drills_api, operator
 
     operator.add_routes(app)
+    drills_api.add_routes(app)
     return app
 
 

@@ -54,6 +54,7 @@ class Coordinator:
                 active=rt.state.active, epoch=rt.state.epoch,
                 sites={site: view.health.value for site, view in snapshot.sites.items()},
                 lag_s=rt.lag_s, shared_down=rt.shared_down(), paused=rt.state.paused,
+                drill=engine.drills.announced(rt.name),
                 runbook=rt.operation.id if rt.operation is not None and rt.operation.state is OpState.RUNNING
                 else None)
             verdicts[rt.name] = own

@@ -14,6 +14,7 @@ import gc
 import json
 import signal
 import sqlite3
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ class SignalRuntime:
     machine: HealthMachine
     last: Observation | None = None
     meters: Any = None  # metric children resolved once: labels() per check is costly at scale
+    probe: Any = None  # the probe the scheduler drives (a drill runs it once more, out of schedule)
 
     def to_dict(self) -> dict[str, Any]:
         m = self.machine
@@ -82,6 +84,7 @@ class ServiceRuntime:
     dns_state: str | None = None  # the last DNS read, described
     replication: SignalRuntime | None = None  # the lag signal of the database pair
     database: Any = None  # engine.database_watch.DatabaseWatch, when the service has a database
+    rto_estimate: dict[str, Any] | None = None  # engine.rto's worst case (the config does not change)
 
     shared: dict[str, SignalRuntime] = field(default_factory=dict)  # scope: shared dependencies
 
@@ -125,7 +128,7 @@ class Engine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
         self._poked = asyncio.Event()
-        self._status_cache: tuple[float, bytes] | None = None
+        self._status_cache: dict[bool, tuple[float, bytes]] = {}
         self._api: Any = None
         self.api_url: str | None = None
         self.peering = Peering(config, self.clock)
@@ -138,6 +141,9 @@ class Engine:
 
             steps_factory = failover_steps
         self.coordinator = Coordinator(self, steps_factory)
+        from engine.drills import Drills
+
+        self.drills = Drills(self)
         if notifier is None:
             from actions.notify import Notifier
 
@@ -176,13 +182,15 @@ class Engine:
             if rt.database is not None:
                 rt.database.start()
         await self.coordinator.resume_open()
+        await self.drills.recover()
         for rt in self.services.values():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await self.coordinator.sync_dns(rt, self.clock.now())
         self._tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
                        asyncio.create_task(self._tick_loop(), name="tick"),
-                       asyncio.create_task(self.coordinator.dns_sync_loop(), name="dns-sync")]
+                       asyncio.create_task(self.coordinator.dns_sync_loop(), name="dns-sync"),
+                       asyncio.create_task(self.drills.loop(), name="drills")]
         log.info("engine started", instance=cfg.instance.id, site=cfg.instance.site,
                  signals=len(self.signals), api=self.api_url)
 
@@ -232,6 +240,7 @@ class Engine:
             session = self._session(getattr(probe_cfg, "new_connection", True)) if kind == "http" else None
             probe = self._probe_factory(probe_cfg, clock=self.clock, http_session=session)
         self.scheduler.add(key, probe, probe_cfg.interval)
+        sig.probe = probe
         self.metrics.signal_state.labels(service, site or "*", signal).set(STATE_VALUE["unknown"])
         return sig
 
@@ -249,6 +258,7 @@ class Engine:
             if task.get_name() != "scheduler":
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.drills.close()
         await self.coordinator.close()
         for rt in self.services.values():
             if rt.database is not None:
@@ -402,6 +412,52 @@ class Engine:
             return None
         return {k: data.get(k) for k in ("sentence", "identical", "at", "seconds", "primary", "standby")}
 
+    def _drills_summary(self, rt: ServiceRuntime) -> dict[str, Any] | None:
+        if self.journal is None:
+            return None
+        from engine.drill_schedule import drill_timing
+        from engine.drills import summary
+
+        running = self.drills.running.get(rt.name)
+        out: dict[str, Any] = {"running": None if running is None else running.id}
+        now = self.clock.now()
+        for kind in ("shadow", "full"):
+            sched = rt.config.drills.shadow if kind == "shadow" else rt.config.drills.full
+            last = self.journal.drills(service=rt.name, kind=kind, limit=1)
+            entry: dict[str, Any] = {"scheduled": sched.enabled, "last": summary(last[0]) if last else None}
+            if sched.enabled:
+                timing = drill_timing(sched.schedule, sched.window, now, last[0]["started_at"] if last else None,
+                                      self.started_at)
+                entry.update(schedule=sched.schedule, timing=timing.state, next_at=timing.fire,
+                             window_ends_at=timing.deadline)
+            out[kind] = entry
+        return out
+
+    def _rto_summary(self, rt: ServiceRuntime) -> dict[str, Any]:
+        """The worst case the configuration allows beside the last measured move (a drill's ``rto`` phase,
+        or the last failover runbook from its start to DNS verified)."""
+        if rt.rto_estimate is None:
+            from engine.rto import worst_case_rto
+
+            rt.rto_estimate = worst_case_rto(self.config, rt.name).to_dict()
+        measured: dict[str, Any] | None = None
+        if self.journal is not None:
+            for drill in self.journal.drills(service=rt.name, kind="full", limit=1):
+                phase = next((p for p in drill.get("phases") or [] if p["phase"] == "rto"), None)
+                if phase is not None:
+                    measured = {"seconds": phase["seconds"], "in": f"drill {drill['id']}", "at": drill["started_at"],
+                                "from": "drill start to the standby serving"}
+            for op in self.journal.operations(service=rt.name, limit=5):
+                verified = (op.get("steps") or {}).get("verify_dns") or {}
+                if op.get("kind") == "failover" and op.get("state") == "done" and verified.get("finished_at"):
+                    if measured is None or op["created_at"] > measured["at"]:
+                        measured = {"seconds": round(verified["finished_at"] - op["created_at"], 3),
+                                    "in": f"operation {op['id']}", "at": op["created_at"],
+                                    "from": "decision to DNS verified (detection not included)"}
+                    break
+        return {"worst_case_s": rt.rto_estimate.get("total_s"), "rto_slo_s": rt.config.policy.rto_slo,
+                "measured": measured}
+
     def journal_or_fail(self) -> Journal:
         if self.journal is None:
             raise RuntimeError("the journal is not open")
@@ -410,7 +466,7 @@ class Engine:
     async def record(self, kind: str, message: str, *, service: str | None = None, at: float | None = None,
                      actor: str | None = None, data: dict[str, Any] | None = None) -> int:
         assert self.journal is not None
-        self._status_cache = None  # something happened: the next status read rebuilds
+        self._status_cache.clear()  # something happened: the next status read rebuilds
         self.metrics.journal_events.labels(kind).inc()
         return await self.journal.append(kind, message, service=service,
                                          at=self.clock.now() if at is None else at, actor=actor, data=data)
@@ -439,17 +495,21 @@ class Engine:
             reasons.append(f"{len(waiting)} signal(s) not observed yet, e.g. {waiting[0]}")
         return not reasons, reasons
 
-    def status_json(self, max_age: float = 0.2) -> bytes:
+    def status_json(self, max_age: float = 0.2, *, all_signals: bool = False) -> bytes:
         """The status as JSON, rebuilt at most every ``max_age`` seconds and at once after any recorded
         event: a dashboard polled by many clients must not rebuild a view of every signal per request."""
         now = self.clock.monotonic()
-        cached = self._status_cache
+        cached = self._status_cache.get(all_signals)
         if cached is None or now - cached[0] > max_age:
-            cached = (now, json.dumps(self.status(), default=str).encode())
-            self._status_cache = cached
+            cached = (now, json.dumps(self.status(all_signals=all_signals), default=str).encode())
+            self._status_cache[all_signals] = cached
         return cached[1]
 
-    def status(self) -> dict[str, Any]:
+    def status(self, *, all_signals: bool = True) -> dict[str, Any]:
+        """Everything an operator looks at. Each site carries ``signal_counts`` (by state) and
+        ``signals``: every signal with ``all_signals``, else only those not up, so the overview of
+        a thousand healthy signals stays a few kilobytes (``GET /v1/status``; the service view and
+        ``?signals=all`` list them all)."""
         inst = self.config.instance
         services = {}
         for name, rt in self.services.items():
@@ -469,11 +529,15 @@ class Engine:
                 "sites": {
                     site: {"health": str(snapshot.sites[site].health),
                            "role": "active" if site == rt.state.active else "standby",
-                           "signals": [s.to_dict() for s in sigs]}
+                           "signal_counts": dict(Counter(str(s.machine.state) for s in sigs)),
+                           "signals": [s.to_dict() for s in sigs
+                                       if all_signals or s.machine.state is not Health.UP]}
                     for site, sigs in rt.signals.items()},
                 "shared_dependencies": [s.to_dict() for s in rt.shared.values()],
                 "replication": None if rt.replication is None else rt.replication.to_dict(),
                 "last_reconciliation": self._reconciliation_summary(name),
+                "drills": self._drills_summary(rt),
+                "rto": self._rto_summary(rt),
             }
         return {
             "instance": {"id": inst.id, "site": inst.site, "role": inst.role, "version": __version__,

@@ -42,6 +42,15 @@ CREATE TABLE IF NOT EXISTS operations (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS operations_service ON operations(service, created_at);
+CREATE TABLE IF NOT EXISTS drills (
+    id TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drills_service ON drills(service, kind, started_at);
 CREATE TABLE IF NOT EXISTS state (
     service TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -225,6 +234,32 @@ class Journal:
                 params.append(value)
         sql = "SELECT body FROM operations" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC LIMIT ?"
+        params.append(limit)
+        return [json.loads(r[0]) for r in self._read(sql, params)]
+
+    async def save_drill(self, drill: dict[str, Any]) -> None:
+        """Store a drill report (see :mod:`engine.drills`) durably; rewritten as the drill goes on."""
+        body = json.dumps(drill, default=str, sort_keys=True)
+        await self.write(lambda conn: conn.execute(
+            "INSERT INTO drills(id, service, kind, state, started_at, body) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET state=excluded.state, body=excluded.body",
+            (drill["id"], drill["service"], drill["kind"], drill["state"], drill["started_at"], body)))
+
+    def drill(self, drill_id: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT body FROM drills WHERE id=?", (drill_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def drills(self, *, service: str | None = None, kind: str | None = None, state: str | None = None,
+               limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first."""
+        where: list[str] = []
+        params: list[Any] = []
+        for clause, value in (("service = ?", service), ("kind = ?", kind), ("state = ?", state)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT body FROM drills" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY started_at DESC LIMIT ?"
         params.append(limit)
         return [json.loads(r[0]) for r in self._read(sql, params)]
 

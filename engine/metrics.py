@@ -65,6 +65,21 @@ class Metrics:
             "failover_engine_replication_lag_seconds", "Replication lag from the heartbeat (last known).",
             ["service"], registry=r)
         self._reconcile: dict[str, Gauge] = {}
+        self.drill_result = Gauge(
+            "failover_engine_drill_last_result", "Last drill per kind: 1 passed, 0 failed.", ["service", "kind"],
+            registry=r)
+        self.drill_time = Gauge(
+            "failover_engine_drill_last_timestamp_seconds", "When the last drill per kind finished.",
+            ["service", "kind"], registry=r)
+        self.drill_overdue = Gauge(
+            "failover_engine_drill_overdue", "1 while a scheduled drill missed its window and none has run since.",
+            ["service", "kind"], registry=r)
+        self.drill_phase = Gauge(
+            "failover_engine_drill_phase_seconds", "Phase durations of the last full drill.",
+            ["service", "phase"], registry=r)
+        self.drill_slo_missed = Gauge(
+            "failover_engine_drill_phase_slo_missed", "1 when the phase missed its SLO in the last full drill.",
+            ["service", "phase"], registry=r)
         self.peer_age = Gauge(
             "failover_engine_peer_last_seen_age_seconds", "Seconds since a peer's verdict was last heard.",
             ["peer"], registry=r)

@@ -33,6 +33,7 @@ def _body(ref: str) -> dict[str, Any]:
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 OP_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 READ_ERRORS = (401,)
+STATUS_ERRORS = (400, 401)
 WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
 
 
@@ -63,7 +64,9 @@ def build() -> dict[str, Any]:
                                 "reasons": {"type": "array", "items": {"type": "string"}}}},
         "Started": {"type": "object", "required": ["operation"], "properties": {"operation": {"type": "string"}}},
     }
-    for model in (ReasonBody, FailoverBody, FailbackBody, PrepareFailbackBody):
+    from engine.drills_api import DrillBody
+
+    for model in (ReasonBody, FailoverBody, FailbackBody, PrepareFailbackBody, DrillBody):
         schema = model.model_json_schema()
         schema.pop("title", None)
         schemas[model.__name__] = schema
@@ -80,9 +83,12 @@ def build() -> dict[str, Any]:
         "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": _resp("doc")}}},
         "/": {"get": {"summary": "status page",
                       "responses": {"200": _resp("HTML", {"type": "string"}, "text/html"), **_errors(401)}}},
-        "/v1/status": {"get": {"summary": "every service",
+        "/v1/status": {"get": {"summary": "every service; each site counts its signals by state and lists those not up",
+                               "parameters": [{"name": "signals", "in": "query", "required": False,
+                                               "description": "all: list every signal, not only those not up",
+                                               "schema": {"enum": ["attention", "all"]}}],
                                "responses": {"200": _resp("status", {"$ref": "#/components/schemas/Status"}),
-                                             **_errors(*READ_ERRORS)}}},
+                                             **_errors(*STATUS_ERRORS)}}},
         "/v1/services/{name}": {"get": {"summary": "one service", "parameters": [NAME],
                                         "responses": {"200": _resp("service"), **_errors(401, 404)}}},
         "/v1/events": {"get": {
@@ -128,6 +134,27 @@ def build() -> dict[str, Any]:
         paths[f"/v1/operations/{{id}}/{verb}"] = {"post": {
             "summary": f"{verb} a halted runbook", "parameters": [OP_ID], "requestBody": _body("ReasonBody"),
             "responses": {"200": _resp(verb), "202": _resp(verb), **_errors(*WRITE_ERRORS)}}}
+    drill_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths["/v1/drills"] = {
+        "post": {"summary": "run a shadow or full drill now (dry_run: would it start, and why not)",
+                 "requestBody": _body("DrillBody"),
+                 "responses": {"200": _resp("dry run"), "202": _resp("started"), **_errors(*WRITE_ERRORS)}},
+        "get": {"summary": "drills, newest first",
+                "parameters": [{"name": "service", "in": "query", "required": False, "schema": {"type": "string"}},
+                               {"name": "kind", "in": "query", "required": False,
+                                "schema": {"enum": ["shadow", "full"]}},
+                               {"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
+                "responses": {"200": _resp("drills", {"type": "object", "required": ["drills"], "properties": {
+                    "drills": {"type": "array", "items": {"type": "object"}}}}), **_errors(400, 401, 404)}}}
+    paths["/v1/drills/{id}"] = {"get": {
+        "summary": "one drill: checks, phases against their SLOs, operations", "parameters": [drill_id],
+        "responses": {"200": _resp("drill", {"type": "object", "required": ["id", "service", "kind", "state"]}),
+                      **_errors(401, 404)}}}
+    paths["/v1/drills/{id}/report"] = {"get": {
+        "summary": "one drill as an HTML report (phase timeline against the SLOs, inline SVG)",
+        "parameters": [drill_id],
+        "responses": {"200": _resp("HTML", {"type": "string"}, "text/html"), **_errors(401, 404)}}}
     paths["/v1/peer/verdict"] = {"post": {
         "summary": "peers only: an HMAC-signed verdict (X-Failover-Timestamp, X-Failover-Signature)",
         "security": [], "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object"}}}},

@@ -164,8 +164,31 @@ def _service(name: str, svc: Mapping[str, Any], op: Mapping[str, Any] | None, no
     if recon := svc.get("last_reconciliation"):
         parts.append(f"<h3>last reconciliation</h3><p>{_e(recon.get('sentence'))} "
                      f"<span class=muted>({_clock(recon.get('at'))})</span></p>")
+    parts.append(_rto_and_drills(svc))
     parts.append(_operation(op, now) + "</section>")
     return "".join(parts)
+
+
+def _rto_and_drills(svc: Mapping[str, Any]) -> str:
+    rto = svc.get("rto") or {}
+    measured = rto.get("measured") or {}
+    text = (f"worst case from the configuration {_num(rto.get('worst_case_s'), unit=' s')} "
+            f"(SLO {_num(rto.get('rto_slo_s'), unit=' s')})")
+    if measured:
+        text += f"; measured {_num(measured.get('seconds'), unit=' s')} in {_e(measured.get('in'))}"
+    drills = svc.get("drills") or {}
+    rows = []
+    for kind in ("shadow", "full"):
+        entry = drills.get(kind) or {}
+        last = entry.get("last") or {}
+        state = str(last.get("state") or "none")
+        look = {"passed": "up", "failed": "down"}.get(state, "")
+        rows.append(f"<tr><td>{kind}</td><td>{_badge(state, look)}"
+                    f" {_e(last.get('id') or '')}</td><td>{_clock(last.get('started_at'))}</td>"
+                    f"<td>{_e(entry.get('timing') or 'not scheduled')} {_clock(entry.get('next_at'))}</td></tr>")
+    running = f"<p>drill running: {_e(drills['running'])}</p>" if drills.get("running") else ""
+    return (f"<h3>RTO</h3><p class=rto>{text}</p><h3>drills</h3>{running}<table class=drills><tr><th>kind</th>"
+            f"<th>last</th><th>started</th><th>schedule</th></tr>{''.join(rows)}</table>")
 
 
 def _peer_rows(peers: Iterable[Mapping[str, Any]]) -> Iterable[str]:

@@ -244,6 +244,21 @@ class CloudflareProvider:
             epoch = replace(epoch, ref=txt[0].id)
         return DnsState(self._p.zone, states, epoch, self.epoch_name)
 
+    async def validate(self, expected: DnsState, target_site: str, new_epoch: int) -> str:
+        """Prove what can be proven without writing (a shadow drill): the token is active
+        (``/user/tokens/verify``), the zone reads, and it is still what ``expected`` shows, so the
+        read-compare-write of a shift would go ahead. Cloudflare has no dry run of a batch, so the
+        token's edit permission on the zone is not proven."""
+        verified = await self._call("token verification", self._client.user.tokens.verify)
+        status = getattr(verified, "status", None)
+        if status != "active":
+            raise DnsAuthError(f"Cloudflare reports the API token for zone {self._p.zone} as {status}")
+        current = await self.read([self._configs[r.name] for r in expected.records])
+        if current.epoch.number != expected.epoch.number or current.site != expected.site:
+            raise self._conflict(expected, current)
+        return (f"Cloudflare token active, zone {self._p.zone} reads {current.describe()}: a shift to "
+                f"{target_site} at epoch {new_epoch} would go ahead (nothing changed)")
+
     def _batch(self, current: DnsState, planned: DnsState) -> dict[str, list[dict[str, Any]]]:
         """The batch from ``current`` (just read, with its ids) to ``planned``."""
         deletes: list[dict[str, Any]] = []

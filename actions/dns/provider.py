@@ -40,6 +40,12 @@ class DnsProvider(Protocol):
         """
         ...
 
+    async def validate(self, expected: DnsState, target_site: str, new_epoch: int) -> str:
+        """Check, without changing anything, that :meth:`shift` with these arguments would be accepted
+        (credentials and the compare-and-set conditions); a sentence saying what was proven, or the
+        same errors as ``shift``."""
+        ...
+
     async def aclose(self) -> None:
         """Release clients and connections."""
         ...

@@ -215,7 +215,8 @@ class Rfc2136Provider:
                 notes.append(f"{server[0]}:{server[1]}: {exc}")
         raise DnsUnavailable("no server could be read: " + "; ".join(notes))
 
-    def _update(self, expected: DnsState, planned: DnsState) -> dns.update.UpdateMessage:
+    def _conditional(self, expected: DnsState) -> dns.update.UpdateMessage:
+        """A signed UPDATE whose prerequisites are ``expected``: every record's values and the epoch TXT."""
         key = self._tsig.key()
         update = dns.update.UpdateMessage(self._zone, keyring=key, keyname=self._keyname,
                                           keyalgorithm=self._algorithm)
@@ -228,10 +229,14 @@ class Rfc2136Provider:
         else:
             ref = expected.epoch.ref or _quote(expected.epoch.text)
             update.present(epoch_name, dns.rdataset.from_text_list("IN", "TXT", 0, [ref]))
+        return update
+
+    def _update(self, expected: DnsState, planned: DnsState) -> dns.update.UpdateMessage:
+        update = self._conditional(expected)
         for record in planned.records:
             update.replace(dns.name.from_text(record.name), record.ttl, record.rtype, *record.values)
         epoch_ttl = min(r.ttl for r in planned.records)
-        update.replace(epoch_name, epoch_ttl, "TXT", _quote(planned.epoch.text or ""))
+        update.replace(dns.name.from_text(expected.epoch_name), epoch_ttl, "TXT", _quote(planned.epoch.text or ""))
         return update
 
     def _conflict(self, expected: DnsState, current: DnsState) -> DnsConflict:
@@ -276,6 +281,31 @@ class Rfc2136Provider:
             raise DnsAuthError(f"{host}:{port} refused the update signed with {self._key_words()} "
                                f"({dns.rcode.to_text(rcode)})")
         raise DnsError(f"{host}:{port} answered {dns.rcode.to_text(rcode)} to the update of zone "
+                       f"{self._p.zone}")
+
+    async def validate(self, expected: DnsState, target_site: str, new_epoch: int) -> str:
+        """Prove that the shift would be accepted, without making it (a shadow drill).
+
+        A signed UPDATE with the same compare-and-set prerequisites as :meth:`shift` and an empty
+        update section: the server checks the TSIG signature, then the prerequisites (atomically,
+        as for the real shift), then has nothing to change. NOERROR proves the key and that the
+        zone is what was read; NXRRSET/YXRRSET is a conflict. The update policy is consulted per
+        changed record, so the grant for the records themselves is not proven (BIND:
+        ``update-policy``).
+        """
+        host, port = self.primary
+        response = await self._exchange(lambda: self._conditional(expected),
+                                        f"validation of zone {self._p.zone} at {host}:{port}", self.primary)
+        rcode = response.rcode()
+        if rcode == dns.rcode.NOERROR:
+            return (f"{host}:{port} accepted {self._key_words()} and the compare-and-set prerequisites of a "
+                    f"shift to {target_site} at epoch {new_epoch} (nothing changed)")
+        if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+            raise DnsAuthError(f"{host}:{port} refused the update signed with {self._key_words()} "
+                               f"({dns.rcode.to_text(rcode)})")
+        if rcode in _CONFLICT:
+            raise self._conflict(expected, await self._read_from(self.primary, None))
+        raise DnsError(f"{host}:{port} answered {dns.rcode.to_text(rcode)} to the validation of zone "
                        f"{self._p.zone}")
 
 

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from engine import __version__
-from engine.cli import client_cmd, core_cmd, db_cmd, dns_cmd
+from engine.cli import client_cmd, core_cmd, db_cmd, dns_cmd, drill_cmd
 
-MODULES = (core_cmd, dns_cmd, db_cmd, client_cmd)
+MODULES = (core_cmd, dns_cmd, db_cmd, client_cmd, drill_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -143,7 +143,8 @@ def api_error(status: int, body: dict[str, Any]) -> CliError:
     code = str(body.get("error") or "error")
     detail = str(body.get("detail") or body.get("sentence") or "")
     lines = [f"{PROG}: {code.replace('_', ' ')} ({status}): {detail}".rstrip(": ")]
-    reasons = [str(r) for r in body.get("reasons") or body.get("problems") or []]
+    reasons = [f"{r.get('code')}: {r.get('detail')}" if isinstance(r, dict) else str(r)
+               for r in body.get("reasons") or body.get("problems") or []]
     if len(reasons) > 1 or (reasons and reasons[0] not in detail):
         lines.extend(f"  - {r}" for r in reasons)
     if status == 401:
@@ -389,7 +390,7 @@ def _path(*parts: str) -> str:
 
 # -- status --------------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
-    data = client.get("/v1/status")
+    data = client.get("/v1/status?signals=all")
     services: dict[str, Any] = data.get("services") or {}
     if args.service is not None:
         if args.service not in services:

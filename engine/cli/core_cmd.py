@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import Any
@@ -40,6 +39,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                   + (1 if svc.database is not None else 0) for svc in config.services.values())
     print(f"{args.file}: ok ({config.instance.id} in {config.instance.site}, "
           f"{len(config.services)} service(s), {signals} signal(s), {len(config.peers)} peer(s))")
+    from engine.rto import worst_case_rtos
+
+    for estimate in worst_case_rtos(config):  # what these numbers cost when a site fails, beside the SLO
+        print(estimate.line())
+        for note in estimate.notes:
+            print(f"  {note}")
     return 0
 
 
@@ -60,9 +65,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     logs.configure(config.logging.level, config.logging.format)
+    from engine.eventloop import LoopUnavailable, run
+
     try:
-        asyncio.run(Engine(config).run_forever())
-    except StartupError as exc:
+        run(Engine(config).run_forever(), config.instance.event_loop)
+    except (StartupError, LoopUnavailable) as exc:
         print(f"{args.config}: cannot start: {exc}", file=sys.stderr)
         return 2
     return 0

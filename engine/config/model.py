@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field, SecretStr, field_validator, model_va
 from engine.config.base import Duration, Model, Secret, rule_error
 from engine.config.database import DatabaseConfig
 from engine.config.dns import DnsConfig
+from engine.config.drills import DrillsConfig
 from engine.config.probes import ProbeConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
@@ -70,6 +71,8 @@ class InstanceConfig(Model):
     listen: str = Field("127.0.0.1:8080", description="host:port of the HTTP API")
     tick: Duration = Field(1.0, description="how often the decision loop runs")
     tls: ListenerTlsConfig | None = Field(None, description="serve the API over HTTPS")
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="auto: uvloop when installed (faster API and probing), else the standard loop")
 
     _listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
 
@@ -161,6 +164,7 @@ class ServiceConfig(Model):
     dns: DnsConfig | None = None
     database: DatabaseConfig | None = None
     dependencies: list[DependencyConfig] = Field(default_factory=list)
+    drills: DrillsConfig = Field(default_factory=DrillsConfig, description="shadow and full drills, their SLOs")
 
     @field_validator("sites")
     @classmethod
@@ -186,6 +190,15 @@ class ServiceConfig(Model):
             if dep.name in names:
                 raise rule_error(f"dependencies[{index}].name", f"'{dep.name}' is used twice")
             names.add(dep.name)
+        synthetic = self.drills.synthetic
+        if synthetic is not None:
+            for site in synthetic.sites:
+                if site not in self.sites:
+                    raise rule_error(f"drills.synthetic.sites.{site}", f"'{site}' is not one of the sites")
+            missing = sorted(set(self.sites) - set(synthetic.sites))
+            if missing:
+                raise rule_error("drills.synthetic.sites", f"no base URL for {', '.join(missing)}: every site "
+                                 "is compared")
         return self
 
 

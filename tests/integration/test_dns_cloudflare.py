@@ -463,3 +463,15 @@ async def test_build_provider_picks_cloudflare(fake: CloudflareFake) -> None:
         assert (await provider.read()).site == "gcp"
     finally:
         await provider.aclose()
+
+
+async def test_validate_checks_token_and_state_and_writes_nothing(
+        fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
+    """A shadow drill's validation: token verified, zone read and compared; no batch is sent."""
+    provider = make(providers, fake)
+    state = await provider.read()
+    sentence = await provider.validate(state, "azure", 2)
+    assert "token active" in sentence and fake.requests("POST", "/batch") == []
+    await make(providers, fake).shift(state, "azure", 2)
+    with pytest.raises(DnsConflict):
+        await provider.validate(state, "azure", 2)

@@ -424,3 +424,23 @@ async def test_tsig_secret_is_in_no_repr_of_the_provider(bind_zone: NamedServer)
     assert bind_zone.secret not in repr(dns_provider) and bind_zone.secret not in repr(vars(dns_provider))
     assert bind_zone.secret not in repr(bind_zone)
     assert isinstance(DnsError("x"), Exception)
+
+
+async def test_validate_proves_key_and_conditions_and_changes_nothing(bind_zone: NamedServer) -> None:
+    """A shadow drill's validation: the signed conditional update is accepted up to its sentinel
+    prerequisite; the zone is untouched; a moved zone is a conflict; a wrong secret an auth error."""
+    dns_provider = provider(bind_zone)
+    state = await dns_provider.read()
+    before = bind_zone.snapshot()
+    sentence = await dns_provider.validate(state, "azure", 2)
+    assert "accepted" in sentence and "nothing changed" in sentence
+    assert bind_zone.snapshot() == before
+    moved = await provider(bind_zone).shift(state, "azure", 2)
+    with pytest.raises(DnsConflict) as info:
+        await dns_provider.validate(state, "azure", 2)
+    assert info.value.current.epoch.number == 2
+    assert "accepted" in await dns_provider.validate(moved, "gcp", 3)
+    wrong = base64.b64encode(b"v" * 32).decode()
+    with pytest.raises(DnsAuthError):
+        await provider(bind_zone, provider={"tsig": {"name": "failover-key", "secret": wrong}}).validate(
+            moved, "gcp", 3)

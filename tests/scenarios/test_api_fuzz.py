@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import negative_data_rejection
 
 from engine.auth import hash_token
 from engine.openapi import build
@@ -76,5 +77,11 @@ def test_the_repository_document_is_the_served_one() -> None:
 @schema.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms(case: schemathesis.Case, engine_url: str) -> None:
-    """Every generated request gets a documented status, never a 5xx, and a body matching the schema."""
-    case.call_and_validate(base_url=engine_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    """Every generated request gets a documented status, never a 5xx, and a body matching the schema.
+
+    schemathesis's negative-data check is left out: this test sends its own Authorization header (which
+    replaces a generated invalid one) and an "invalid" empty object in the query serializes to no
+    parameter at all, so the check failed now and then on requests that were in fact valid. Invalid
+    input is covered by the generated cases' statuses and by the bad-input tests of each endpoint."""
+    case.call_and_validate(base_url=engine_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10,
+                           excluded_checks=[negative_data_rejection])

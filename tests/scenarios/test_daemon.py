@@ -100,6 +100,14 @@ async def test_detects_a_broken_primary_and_decides(daemon: tuple[Daemon, Sample
     assert code == 200 and ready["ready"] is True, ready
     code, health = await d.get("/healthz")
     assert code == 200 and health["ok"] is True
+    # the overview counts signals by state and lists only those not up; ?signals=all lists every one
+    code, overview = await d.get("/v1/status")
+    assert overview["services"]["api"]["sites"]["gcp"]["signal_counts"] == {"up": 2}
+    assert overview["services"]["api"]["sites"]["gcp"]["signals"] == []
+    code, full = await d.get("/v1/status?signals=all")
+    assert len(full["services"]["api"]["sites"]["gcp"]["signals"]) == 2
+    code, bad = await d.get("/v1/status?signals=some")
+    assert code == 400 and bad["error"] == "bad_query", bad
 
     gcp.set_mode("fail")
     status = await d.wait_for(lambda s: s["services"]["api"]["sites"]["gcp"]["health"] == "down")

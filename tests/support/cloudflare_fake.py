@@ -140,6 +140,7 @@ class CloudflareFake:
     async def start(self) -> str:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get(f"{PREFIX}/zones", self._zones)
+        app.router.add_get(f"{PREFIX}/user/tokens/verify", self._verify_token)
         app.router.add_get(f"{PREFIX}/zones/{{zid}}/dns_records", self._list)
         app.router.add_post(f"{PREFIX}/zones/{{zid}}/dns_records/batch", self._batch)
         self._runner = web.AppRunner(app, handle_signals=False)
@@ -195,6 +196,9 @@ class CloudflareFake:
         headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
         return envelope(None, status=fault.status, success=False, headers=headers,
                         errors=[{"code": 1000 + fault.status, "message": f"injected {fault.status}"}])
+
+    async def _verify_token(self, _request: web.Request) -> web.Response:
+        return envelope({"id": "0" * 32, "status": "active"})
 
     async def _zones(self, request: web.Request) -> web.Response:
         name = request.query.get("name")
