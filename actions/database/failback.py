@@ -12,15 +12,26 @@ guess from timestamps, the slot is **peeked** (decoded, not consumed) and every 
 classified: a key the new primary wrote after promotion is *explained* (the stream brings the old
 primary to the new primary's version); any other difference is *unexplained*: a row only the old
 primary holds (a write lost at failover), a row it changed, or one it deleted. Unexplained rows
-are never overwritten silently: they are listed in the result (``data["unexplained"]``; issue 11
-quarantines them) and the preparation is **refused** unless the caller passes ``acknowledge=True``
-(the operator accepts to keep them on the old primary as they are). Without row details in the
-given reconciliation (a summary only) the comparison is run here, without a watermark (the old
-primary receives nothing, so nothing is in flight). Limits, stated: a row the old primary changed
-(lost) *and* the new primary changed again after promotion is indistinguishable from an ordinary
-post-promotion update, and the stream overwrites the old version; the consistency check's
+are never overwritten silently: they are listed in the result (``data["differences"]["unexplained"]``)
+and the preparation is **refused** unless the caller passes ``acknowledge=True`` (the operator
+accepts to keep them on the old primary as they are). Without row details in the given
+reconciliation (a summary only) the comparison is run here, without a watermark (the old primary
+receives nothing, so nothing is in flight); a reconciliation that counted more differing rows than
+it listed is run again here with up to :data:`LIST_LIMIT` rows listed per table, so the rows can be
+kept. Limits, stated: a row the old primary changed (lost) *and* the new primary changed again
+after promotion is indistinguishable from an ordinary post-promotion update, and the stream
+overwrites it; its old version is kept in the quarantine (below), and the consistency check's
 data-loss window bounds how many such writes there can be. A difference in a business metric is
 reported, not gated (post-promotion writes move metrics).
+
+**Quarantine.** Before anything can overwrite the old primary, every differing row it holds (only
+there, or different there; explained or not) is copied into a quarantine schema on the old primary
+(:mod:`actions.database.quarantine`: one table per source table, ``<table>__<tag>``, never
+published). The tag is the new primary's site and the reverse slot's start LSN: stable until the
+reverse subscription consumes the slot, so a preparation that failed later and is run again finds
+the same tables and duplicates nothing. The listing is the result's ``data["quarantine"]`` (and the
+step's sentence), so the operator's journal record and API answer name every kept table and key.
+If the rows cannot be kept, the preparation fails before the old subscription is touched.
 
 Steps (each checks before it acts, so running it again is harmless; once the reverse
 subscription exists a re-run only checks and waits, the gate is not repeated):
@@ -28,15 +39,18 @@ subscription exists a re-run only checks and waits, the gate is not repeated):
 1. ``reverse slot``: the slot made at promotion exists on the new primary, is ``pgoutput``, not
    invalidated (``wal_status = lost``: a full re-copy is needed) and not read by someone else;
 2. ``publication``: on the new primary, with every table the old primary published (tables added
-   only now were not published between promotion and now: said in the step);
+   only now were not published between promotion and now: said in the step; the quarantine
+   schema's tables are never among them);
 3. ``reconciliation``: the gate above;
-4. ``old subscription``: on the new primary, the disabled subscription from before the failover is
+4. ``quarantine``: the old primary's differing rows copied into the quarantine schema (above);
+   skipped when nothing differs, or when the reverse subscription already exists;
+5. ``old subscription``: on the new primary, the disabled subscription from before the failover is
    detached and dropped; its slot on the old primary is dropped (it would hold WAL forever);
-5. ``reverse subscription``: on the old primary, ``CREATE SUBSCRIPTION ... WITH (create_slot =
+6. ``reverse subscription``: on the old primary, ``CREATE SUBSCRIPTION ... WITH (create_slot =
    false, slot_name = <slot>, copy_data = false)`` pointing at the new primary (re-enabled if it
    exists);
-6. ``catch-up``: wait, bounded, until the slot has confirmed the new primary's current LSN;
-7. ``heartbeat``: heartbeat rows of the new primary (``primary_site = new``) that the old primary
+7. ``catch-up``: wait, bounded, until the slot has confirmed the new primary's current LSN;
+8. ``heartbeat``: heartbeat rows of the new primary (``primary_site = new``) that the old primary
    still lacks are copied once, after catch-up. A row inserted before the slot existed would
    otherwise never appear on the old primary (its later upserts replicate as UPDATEs of a missing
    row, which logical replication skips) and the reverse lag probe would read "no heartbeat row"
@@ -63,24 +77,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
+from actions.database.quarantine import (
+    DEFAULT_SCHEMA,
+    Divergent,
+    describe,
+    divergent_rows,
+    keep_rows,
+    listing,
+    promotion_tag,
+)
 from actions.database.results import ActionResult, Step, summarize
 from actions.database.reverse import PUBLISHED, SLOT, SUBSCRIBED, Touched, ensure_publication, peek_touched
 from engine.config.database import DatabaseConfig
 from probes.postgres import format_bytes, table_ident
 from probes.postgres_conn import PgError, connect, conninfo, describe_pg_error
 
-REQUIRED = ("reverse slot", "publication", "reconciliation", "old subscription", "reverse subscription",
-            "catch-up", "heartbeat")
+REQUIRED = ("reverse slot", "publication", "reconciliation", "quarantine", "old subscription",
+            "reverse subscription", "catch-up", "heartbeat")
 # a failed or slow CREATE SUBSCRIPTION must not copy its connection string into the server log
 QUIET = ("SET log_statement = 'none'", "SET log_min_duration_statement = -1",
          "SET log_min_error_statement = panic")
-SHOWN = 20  # unexplained rows named in the sentence (all of them are in data["unexplained"])
+SHOWN = 20  # unexplained rows named in the sentence (all of them are in data["differences"]["unexplained"])
+LIST_LIMIT = 100_000  # rows listed per table when a reconciliation is run again to list them all
 KEY_COLUMN = """
 SELECT n.nspname, c.relname, (SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
        AND a.attnum = i.indkey[0] WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1)
@@ -144,6 +169,13 @@ def explain(tables: list[dict[str, Any]], touched: Touched, names: dict[str, tup
     return explained, unexplained, problems
 
 
+def listed_partly(tables: list[dict[str, Any]]) -> bool:
+    """Pure: some table counted more differing rows than it listed (their keys are unknown)."""
+    return any(int(t.get("difference_count") or 0) > len([d for d in t.get("differences") or []
+                                                          if isinstance(d, dict) and not d.get("in_flight")])
+               for t in tables if t.get("status") not in ("refused", "error"))
+
+
 async def slot_lag_bytes(conn: psycopg.AsyncConnection[Any], slot: str) -> int | None:
     """Bytes of WAL the slot has not confirmed; None when the slot does not exist."""
     cur = await conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
@@ -153,11 +185,15 @@ async def slot_lag_bytes(conn: psycopg.AsyncConnection[Any], slot: str) -> int |
 
 
 async def prepare_failback(config: DatabaseConfig, new_primary: str, reconciliation: Reconciled | None, *,
-                           acknowledge: bool = False, catch_up_timeout: float = 30.0) -> ActionResult:
+                           acknowledge: bool = False, catch_up_timeout: float = 30.0,
+                           quarantine_schema: str = DEFAULT_SCHEMA, quarantine_tag: str | None = None,
+                           ) -> ActionResult:
     """Set up replication ``new_primary`` → old primary (module docstring); never raises for server errors.
 
     ``acknowledge``: go on although some differences are not explained by writes made after
-    promotion (they are reported and kept on the old primary as they are).
+    promotion (they are reported and kept on the old primary as they are, and quarantined).
+    ``quarantine_schema`` / ``quarantine_tag``: where the old primary's differing rows are kept; the
+    tag defaults to the new primary's site and the reverse slot's start LSN (module docstring).
     """
     old = config.other_site(new_primary)
     steps: list[Step] = []
@@ -180,24 +216,31 @@ async def prepare_failback(config: DatabaseConfig, new_primary: str, reconciliat
                 slot_step = await _check_slot(new, slot, set_up=existing is not None)
                 steps.append(slot_step)
                 if slot_step.status == "failed":
-                    return summarize("failback preparation", old, steps, data=data, required=REQUIRED)
-                publication = await _publication(new, back, config, new_primary, old, fresh=existing is None)
+                    return _result(old, steps, data)
+                publication = await _publication(new, back, config, new_primary, old, fresh=existing is None,
+                                                 skip_schema=quarantine_schema)
                 steps.append(publication)
                 if publication.status == "failed":
-                    return summarize("failback preparation", old, steps, data=data, required=REQUIRED)
+                    return _result(old, steps, data)
                 if existing is None:
-                    gate = await _gate(config, new, new_primary, old, reconciliation, acknowledge, data)
+                    gate, divergent = await _gate(config, new, new_primary, old, reconciliation, acknowledge, data)
                     steps.append(gate)
                     if gate.status == "failed":
-                        return summarize("failback preparation", old, steps, data=data, required=REQUIRED)
+                        return _result(old, steps, data)
+                    kept = await _quarantine(new, back, slot, new_primary, old, divergent, quarantine_schema,
+                                             quarantine_tag, data)
+                    steps.append(kept)
+                    if kept.status == "failed":
+                        return _result(old, steps, data)
                 else:
                     steps.append(Step("reconciliation", "skipped", f"{sub} already set up on {old}"))
+                    steps.append(Step("quarantine", "skipped", f"not repeated: {sub} already set up on {old}"))
                 steps.append(await _drop_old_subscription(new, back, sub, slot))
                 reverse = await _reverse_subscription(back, config, new_primary, sub, pub)
                 steps.append(reverse)
                 if reverse.status == "failed":
                     steps.append(Step("catch-up", "failed", "not attempted: no reverse subscription"))
-                    return summarize("failback preparation", old, steps, data=data, required=REQUIRED)
+                    return _result(old, steps, data)
                 t0 = time.perf_counter()
                 lag = await _wait_caught_up(new, back, sub, slot, catch_up_timeout)
                 if lag == 0:
@@ -213,17 +256,32 @@ async def prepare_failback(config: DatabaseConfig, new_primary: str, reconciliat
         steps.append(Step("timeout", "failed", "failback preparation timed out"))
     except (PgError, psycopg.Error) as exc:
         steps.append(Step("failback", "failed", str(exc) if isinstance(exc, PgError) else describe_pg_error(exc)))
-    return summarize("failback preparation", old, steps, data=data, required=REQUIRED)
+    return _result(old, steps, data)
+
+
+def _result(old: str, steps: list[Step], data: dict[str, Any]) -> ActionResult:
+    """The preparation's result; an incomplete one still says which rows were quarantined (its
+    sentence otherwise names only the failed steps, and the kept rows matter to whoever reads it)."""
+    result = summarize("failback preparation", old, steps, data=data, required=REQUIRED)
+    kept = next((s for s in steps if s.name == "quarantine" and s.status == "ok"), None)
+    if result.ok or kept is None:
+        return result
+    return dataclasses.replace(result, sentence=f"{result.sentence}; quarantine: {kept.detail}")
 
 
 async def _publication(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any],
-                       config: DatabaseConfig, new_primary: str, old: str, *, fresh: bool) -> Step:
-    """The publication on the new primary with every table the old primary published."""
+                       config: DatabaseConfig, new_primary: str, old: str, *, fresh: bool,
+                       skip_schema: str = DEFAULT_SCHEMA) -> Step:
+    """The publication on the new primary with every table the old primary published.
+
+    Tables of ``skip_schema`` (the quarantine: it exists on the old primary only) are never added.
+    """
     t0 = time.perf_counter()
     pub, sub = config.publication, config.subscription
     tables: list[tuple[str, str]] = []
     for conn, query, name in ((back, PUBLISHED, pub), (new, SUBSCRIBED, sub), (new, PUBLISHED, pub)):
-        tables = [(str(s), str(t)) for s, t in await (await conn.execute(query, (name,))).fetchall()]
+        tables = [(str(s), str(t)) for s, t in await (await conn.execute(query, (name,))).fetchall()
+                  if str(s) != skip_schema]
         if tables:
             break
     if not tables:
@@ -256,22 +314,28 @@ async def _check_slot(new: psycopg.AsyncConnection[Any], slot: str, *, set_up: b
 
 
 async def _gate(config: DatabaseConfig, new: psycopg.AsyncConnection[Any], new_primary: str, old: str,
-                reconciliation: Reconciled, acknowledge: bool, data: dict[str, Any]) -> Step:
-    """The reconciliation gate of the module docstring; fills ``data`` with what it found."""
+                reconciliation: Reconciled, acknowledge: bool, data: dict[str, Any],
+                ) -> tuple[Step, list[Divergent]]:
+    """The reconciliation gate of the module docstring; fills ``data`` with what it found and returns
+    the step and the differing rows the old primary holds (to quarantine)."""
     t0 = time.perf_counter()
     if reconciliation.identical:
-        return Step("reconciliation", "ok", "identical: " + reconciliation.sentence, time.perf_counter() - t0)
+        return Step("reconciliation", "ok", "identical: " + reconciliation.sentence, time.perf_counter() - t0), []
     tables = reconciliation_tables(reconciliation)
     source = "given"
-    if tables is None:  # a summary only: compare here (nothing flows to the old primary, nothing is in flight)
+    partly = tables is not None and listed_partly(tables) and config.reconcile.max_reported_rows < LIST_LIMIT
+    if tables is None or partly:  # compare here (nothing flows to the old primary, nothing is in flight)
         from actions.reconcile.runner import reconcile
 
-        fresh = await reconcile(config, service="failback", primary=new_primary, now=time.time(), watermark=None)
+        listing_all = config.model_copy(update={"reconcile": config.reconcile.model_copy(
+            update={"max_reported_rows": max(LIST_LIMIT, config.reconcile.max_reported_rows)})})
+        fresh = await reconcile(listing_all, service="failback", primary=new_primary, now=time.time(),
+                                watermark=None)
         if fresh.identical:
-            return Step("reconciliation", "ok", "identical: " + fresh.sentence, time.perf_counter() - t0)
-        tables, source = reconciliation_tables(fresh), "re-run"
+            return Step("reconciliation", "ok", "identical: " + fresh.sentence, time.perf_counter() - t0), []
+        tables, source = reconciliation_tables(fresh), ("re-run to list every row" if partly else "re-run")
         if tables is None:
-            return Step("reconciliation", "failed", fresh.sentence, time.perf_counter() - t0)
+            return Step("reconciliation", "failed", fresh.sentence, time.perf_counter() - t0), []
     names: dict[str, tuple[str, str]] = {}
     keys: dict[tuple[str, str], str] = {}
     configured = {t.name: t.key for t in config.reconcile.tables}
@@ -286,6 +350,12 @@ async def _gate(config: DatabaseConfig, new: psycopg.AsyncConnection[Any], new_p
                 keys[rel] = str(column)
     touched = await peek_touched(new, config.slot_name, config.publication, keys)
     explained, unexplained, problems = explain(tables, touched, names, new_primary, old)
+
+    def streamed(table: str, key: int) -> bool:
+        rel = names.get(table)
+        return rel is not None and touched.has(rel, key)
+
+    divergent = divergent_rows(tables, old=old, new_primary=new_primary, explained=streamed)
     if not touched.complete:
         problems.append(f"slot not fully decoded ({touched.note})")
     data["differences"] = {"explained": explained, "unexplained": unexplained, "problems": problems,
@@ -293,16 +363,43 @@ async def _gate(config: DatabaseConfig, new: psycopg.AsyncConnection[Any], new_p
     head = (f"{explained} difference{'s' * (explained != 1)} written on {new_primary} after promotion "
             f"(the slot carries them)")
     if not unexplained and not problems:
-        return Step("reconciliation", "ok", head, time.perf_counter() - t0)
+        return Step("reconciliation", "ok", head, time.perf_counter() - t0), divergent
     listed = ", ".join(f"{u['table']} {u['key']} ({u['where']})" for u in unexplained[:SHOWN])
     more = f" and {len(unexplained) - SHOWN} more" if len(unexplained) > SHOWN else ""
     why = "; ".join(([f"{len(unexplained)} not explained by writes since promotion: {listed}{more}"]
                      if unexplained else []) + problems)
     if acknowledge:
         return Step("reconciliation", "ok", f"{head}; acknowledged: {why} (kept on {old} as they are)",
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0), divergent
     return Step("reconciliation", "failed", f"{head}; {why}: acknowledge to go on (kept on {old} as they are, "
-                "never overwritten by this preparation)", time.perf_counter() - t0)
+                "never overwritten by this preparation)", time.perf_counter() - t0), divergent
+
+
+async def _quarantine(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any], slot: str,
+                      new_primary: str, old: str, divergent: list[Divergent], schema: str, tag: str | None,
+                      data: dict[str, Any]) -> Step:
+    """Keep the old primary's differing rows before anything can overwrite them; fills ``data["quarantine"]``.
+
+    Failed (and the preparation stops) when they cannot be kept: resynchronising would lose them.
+    """
+    t0 = time.perf_counter()
+    if not divergent:
+        data["quarantine"] = listing([], schema=schema, tag=tag)
+        return Step("quarantine", "skipped", f"no row of {old} differs from {new_primary}", time.perf_counter() - t0)
+    if tag is None:
+        row = await (await new.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                                       "WHERE slot_name = %s", (slot,))).fetchone()
+        lsn = row[0] if row is not None and row[0] else time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        tag = promotion_tag(new_primary, str(lsn))
+    try:
+        kept = await keep_rows(back, divergent, tag=tag, schema=schema, site=old, other=new_primary)
+    except (PgError, psycopg.Error, ValueError) as exc:
+        why = describe_pg_error(exc) if isinstance(exc, psycopg.Error) else str(exc)
+        data["quarantine"] = {"schema": schema, "tag": tag, "error": why, "tables": []}
+        return Step("quarantine", "failed", f"{len(divergent)} differing row{'s' * (len(divergent) != 1)} of "
+                    f"{old} could not be kept ({why}): {old} was not resynchronised", time.perf_counter() - t0)
+    data["quarantine"] = listing(kept, schema=schema, tag=tag)
+    return Step("quarantine", "ok", describe(kept, schema, old), time.perf_counter() - t0)
 
 
 async def _copy_heartbeats(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any],

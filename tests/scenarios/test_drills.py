@@ -133,7 +133,8 @@ async def test_refusals_carry_reasons(cluster: Cluster) -> None:
                                       {"service": "shop", "kind": "shadow", "reason": "second"})
     assert status == 409 and "drill_in_progress" in [r["code"] for r in body["reasons"]], body
     await wait_drill(cluster, "engine-gcp", first["drill"])
-    refused = await cli(cluster, "engine-gcp", "drill", "run", "--kind", "full", "shop", "--reason", "can it run", "--dry-run")
+    refused = await cli(cluster, "engine-gcp", "drill", "run", "--kind", "full", "shop", "--reason", "can it run",
+                        "--dry-run")
     assert refused.returncode == 0 and "would start" in refused.stdout, refused.stdout + refused.stderr
 
 

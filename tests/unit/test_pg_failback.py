@@ -5,7 +5,17 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from actions.database.failback import explain, reconciliation_tables
+import pytest
+
+from actions.database.failback import explain, listed_partly, reconciliation_tables
+from actions.database.quarantine import (
+    KeptTable,
+    clean_tag,
+    describe,
+    divergent_rows,
+    promotion_tag,
+    quarantine_table_name,
+)
 from actions.database.reverse import Touched, touched_keys
 
 
@@ -87,3 +97,51 @@ def test_row_details_are_read_from_a_result_a_dict_or_not_at_all() -> None:
     assert reconciliation_tables(Summary()) is None
     assert reconciliation_tables(WithData()) == [table("orders", [])]
     assert reconciliation_tables({"error": "gcp unreachable", "tables": []}) is None
+
+
+def test_the_rows_to_quarantine_are_those_the_old_primary_holds_differently_or_alone() -> None:
+    """Only-on-old and changed rows are kept, with why; a row the old primary lacks has nothing to keep."""
+    tables = [table("accounts", [(3, "changed"), (4, "missing_on_primary"), (9, "missing_on_standby"),
+                                 (500, "missing_on_primary"), (2, "changed")]),
+              {"table": "orders", "status": "refused", "reason": "no primary key"}]
+    rows = divergent_rows(tables, old="gcp", new_primary="azure", explained=lambda t, k: k in (3, 4))
+    assert [(r.table, r.key) for r in rows] == [("accounts", 3), ("accounts", 4), ("accounts", 500), ("accounts", 2)]
+    why = {r.key: r.reason for r in rows}
+    assert why[3] == "differs from azure: written there after promotion (the reverse stream overwrites it)"
+    assert why[4] == "only on gcp: deleted on azure after promotion (the reverse stream deletes it)"
+    assert why[500] == "only on gcp: not on azure and not written there since promotion (a write lost at failover)"
+    assert why[2] == "differs from azure: not written there since promotion (a change lost at failover)"
+    assert divergent_rows([table("t", [(1, "missing_on_standby")])], old="gcp", new_primary="azure") == []
+
+
+def test_quarantine_names_fit_postgres_and_stay_distinct() -> None:
+    """Names carry the source and the tag, stay within 63 bytes, and two long sources never collide."""
+    assert quarantine_table_name("public", "accounts", "azure_0_3000a28") == "accounts__azure_0_3000a28"
+    assert quarantine_table_name("billing", "accounts", "t") == "billing_accounts__t"
+    long_a = quarantine_table_name("public", "x" * 60 + "a", "azure_0_3000a28")
+    long_b = quarantine_table_name("public", "x" * 60 + "b", "azure_0_3000a28")
+    assert long_a != long_b and long_a.endswith("__azure_0_3000a28")
+    assert max(len(long_a.encode()), len(long_b.encode())) <= 63
+    accented = quarantine_table_name("public", "é" * 40, "t" * 40)
+    assert len(accented.encode()) <= 63 and accented.endswith("__" + "t" * 40)
+
+
+def test_tags_are_cleaned_and_bounded() -> None:
+    """A tag is part of a table name: lower case, letters, digits and underscores, at most 40 characters."""
+    assert promotion_tag("Azure-West", "0/3000A28") == "azure_west_0_3000a28"
+    assert clean_tag("Incident 42!") == "incident_42"
+    with pytest.raises(ValueError, match="no letter or digit"):
+        clean_tag("--")
+    with pytest.raises(ValueError, match="longer than 40"):
+        clean_tag("x" * 41)
+
+
+def test_a_partly_listed_table_is_noticed_and_the_sentence_names_what_was_kept() -> None:
+    """More differing rows counted than listed means the keys must be listed again before quarantining."""
+    assert listed_partly([table("orders", [(7, "changed")], difference_count=150)])
+    assert not listed_partly([table("orders", [(7, "changed")]),
+                              {"table": "accounts", "status": "refused", "difference_count": 3}])
+    kept = [KeptTable("public.orders", "q.orders__t", 12, 2, tuple(range(12)), 13)]
+    assert describe(kept, "q", "gcp") == ("kept 12 rows of gcp in schema q: orders__t 12 (keys 0, 1, 2, 3, 4, 5, "
+                                          "6, 7, 8, 9 and 2 more; 10 kept earlier, 1 no longer on gcp)")
+    assert describe([], "q", "gcp") == "no row of gcp to keep"
