@@ -10,6 +10,7 @@ verdicts go to every peer. On start, operations the journal shows as running are
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
     from engine.daemon import Engine, ServiceRuntime
 
 log = structlog.get_logger("engine.coordinator")
+GLOBAL = "*"  # the journal's service name for engine-wide state (the engine-wide circuit breaker)
+
+
+def _hms(at: Any) -> str:
+    return "?" if not isinstance(at, int | float) else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
 
 StepsFactory = Callable[["Engine", "ServiceRuntime"], tuple[Sequence[StepSpec], Mapping[str, StepFn]]]
 
@@ -40,6 +46,9 @@ class Coordinator:
         self.quorum_ok: bool | None = None
         self._timed: set[tuple[object, ...]] = set()  # step attempts already in the duration histogram
         self._last_hint_sync: dict[str, float] = {}
+        self.grant_lost_at: float | None = None  # monotonic: when this engine lost a majority of grants
+        self._self_fencing: set[str] = set()
+        self.started_mono: float | None = None
 
     # -- per tick --------------------------------------------------------------------------------
     async def tick(self, now: float) -> None:
@@ -59,15 +68,111 @@ class Coordinator:
                 else None)
             verdicts[rt.name] = own
             votes = tally(engine.peering.voters, own_id, own, engine.peering.received_for(rt.name), mono)
+            await self._pause_expiry(rt, now)
+            await self._scheduled_switchover(rt, now)
             decision = decide_cluster(
                 rt.state, rt.name, rt.config.active, votes, own_id, engine.peering.engines, now,
                 rt.config.policy, executors=rt.config.policy.executors,
                 rpo_applies=rt.config.database is not None)
+            if decision.acting and engine.config.instance.role == "engine" and rt.operation is None:
+                decision = await self._brake(rt, decision, now)
             await engine.note_decision(rt, decision, now, snapshot)
             if decision.acting and engine.config.instance.role == "engine" and rt.operation is None:
                 await self.start_operation(rt, decision, now, trigger="auto")
         await self._quorum_events(now)
         self._send(verdicts)
+
+    # -- brakes ------------------------------------------------------------------------------------
+    def breaker(self, rt: ServiceRuntime, now: float) -> dict[str, Any]:
+        """The circuit breaker of ``rt`` (and the engine-wide one): open or armed, with the counts."""
+        journal = self.engine.journal_or_fail()
+        policy = rt.config.policy
+        brakes = self.engine.config.brakes
+        own = journal.get_state(rt.name, "breaker") or {}
+        glob = journal.get_state(GLOBAL, "breaker") or {}
+        armed_at = float(own.get("armed_at") or 0.0)
+        recent = [op for op in journal.operations(service=rt.name, limit=200)
+                  if op.get("trigger") == "auto" and op["created_at"] >= max(now - policy.breaker_window, armed_at)]
+        global_armed = float(glob.get("armed_at") or 0.0)
+        everywhere = [op for op in journal.operations(limit=500)
+                      if op.get("trigger") == "auto" and op["created_at"] >= max(now - brakes.window, global_armed)]
+        open_ = own if own.get("open") else glob if glob.get("open") else None
+        return {"open": open_ is not None, "since": None if open_ is None else open_.get("since"),
+                "reason": None if open_ is None else open_.get("reason"),
+                "auto_failovers_in_window": len(recent), "limit": policy.max_auto_failovers,
+                "window_s": policy.breaker_window, "engine_auto_failovers_in_window": len(everywhere),
+                "engine_limit": brakes.max_auto_failovers, "armed_at": own.get("armed_at")}
+
+    async def _brake(self, rt: ServiceRuntime, decision: ClusterDecision, now: float) -> ClusterDecision:
+        """An automatic move the circuit breaker refuses becomes a page; the first refusal opens it."""
+        from engine.config.base import format_duration
+        from engine.decide import Verdict
+
+        state = self.breaker(rt, now)
+        reason = None
+        if state["open"]:
+            reason = f"circuit breaker open since {_hms(state['since'])} UTC ({state['reason']})"
+        elif state["auto_failovers_in_window"] >= state["limit"]:
+            reason = (f"{state['auto_failovers_in_window']} automatic failover(s) of {rt.name} in the last "
+                      f"{format_duration(state['window_s'])} (limit {state['limit']})")
+            await self._trip(rt.name, reason, now)
+        elif state["engine_auto_failovers_in_window"] >= state["engine_limit"]:
+            reason = (f"{state['engine_auto_failovers_in_window']} automatic failovers on this engine in the last "
+                      f"{format_duration(self.engine.config.brakes.window)} (limit {state['engine_limit']})")
+            await self._trip(GLOBAL, reason, now)
+        if reason is None:
+            return decision
+        reason += f"; automatic action is disarmed until an operator re-arms it (POST /v1/services/{rt.name}/arm)"
+        message = decision.message.replace("; this instance acts", "")
+        return ClusterDecision(Verdict.PAGE, f"paging: {message}; not moving: {reason}", decision.target, None,
+                               False, (*decision.reasons, reason), decision.evidence)
+
+    async def _trip(self, service: str, reason: str, now: float) -> None:
+        engine = self.engine
+        await engine.journal_or_fail().put_state(service, "breaker", {"open": True, "since": now, "reason": reason},
+                                                 at=now)
+        name = None if service == GLOBAL else service
+        message = f"circuit breaker opened{' for ' + service if name else ' for every service'}: {reason}"
+        await engine.record("alert", message, service=name, at=now, data={"breaker": "open", "reason": reason})
+        await engine.notify("page", message, name, {"breaker": "open", "reason": reason})
+
+    async def arm(self, rt: ServiceRuntime, now: float) -> None:
+        """Close the breaker of ``rt`` and the engine-wide one; only moves after ``now`` count again."""
+        journal = self.engine.journal_or_fail()
+        await journal.put_state(rt.name, "breaker", {"open": False, "armed_at": now}, at=now)
+        glob = journal.get_state(GLOBAL, "breaker") or {}
+        if glob.get("open"):
+            await journal.put_state(GLOBAL, "breaker", {"open": False, "armed_at": now}, at=now)
+
+    async def _pause_expiry(self, rt: ServiceRuntime, now: float) -> None:
+        until = rt.paused_until
+        if not rt.state.paused or until is None or now < until:
+            return
+        engine = self.engine
+        rt.paused_until = None
+        await engine.journal_or_fail().put_state(rt.name, "paused_until", None, at=now)
+        await engine.set_state(rt, ServiceState(rt.state.active, rt.state.epoch, False, rt.state.last_move_at), now,
+                               f"{rt.name} resumed: the pause expired at {_hms(until)} UTC")
+        await engine.notify("state", f"{rt.name} resumed: the pause expired", rt.name, {"until": until})
+
+    async def _scheduled_switchover(self, rt: ServiceRuntime, now: float) -> None:
+        engine = self.engine
+        if engine.config.instance.role != "engine":
+            return
+        journal = engine.journal_or_fail()
+        plan = journal.get_state(rt.name, "scheduled_switchover")
+        if not plan or now < plan["at"]:
+            return
+        await journal.put_state(rt.name, "scheduled_switchover", None, at=now)
+        from engine.operator import start_switchover
+
+        answer = await start_switchover(engine, rt, plan["target"], actor=plan["actor"], reason=plan["reason"],
+                                        trigger="scheduled")
+        if answer.status >= 400:
+            body = json.loads(answer.text or "{}")
+            message = f"the switchover of {rt.name} scheduled for now did not start: {body.get('detail')}"
+            await engine.record("alert", message, service=rt.name, at=now, data={"plan": plan, "refusal": body})
+            await engine.notify("page", message, rt.name, {"plan": plan})
 
     def _send(self, verdicts: dict[str, ServiceVerdict]) -> None:
         if self._broadcast is not None and not self._broadcast.done():
@@ -97,9 +202,7 @@ class Coordinator:
         if len(voters) < 2:
             return
         mono = engine.clock.monotonic()
-        fresh = 1 + sum(1 for p in engine.peering.peers.values()
-                        if (heard := p.effective_heard()) is not None and p.verdict is not None
-                        and mono - heard <= 2 * min(p.verdict.interval, 4 * engine.config.instance.tick))
+        fresh = 1 + len(engine.peering.fresh_ids())
         majority = len(voters) // 2 + 1
         for peer in engine.peering.peers.values():
             heard = peer.effective_heard()
@@ -114,6 +217,79 @@ class Coordinator:
                 await engine.record("quorum", message, at=now, data={"fresh": fresh, "voters": len(voters)})
                 await engine.notify("quorum", message, None, {"fresh": fresh, "voters": len(voters)})
             self.quorum_ok = ok
+        await self._lease(now, mono, len(voters), majority)
+
+    # -- the self-fencing lease (engine.lease) ---------------------------------------------------
+    async def _lease(self, now: float, mono: float, voters: int, majority: int) -> None:
+        """Count the grants (fresh voters that hear us); cut off from a majority for ``self_fence_after``,
+        an engine in the active site fences its own database. Only with 3 or more voters: with two,
+        the other side never moves by itself, so there is nothing to fence against."""
+        engine = self.engine
+        if voters < 3 or engine.config.instance.role != "engine":
+            return
+        granted = 1 + len(engine.peering.granted_by())
+        if granted >= majority:
+            if self.grant_lost_at is not None:
+                await engine.record("lease", f"lease regained: {granted} of {voters} voters hear this engine",
+                                    at=now, data={"granted": granted})
+            self.grant_lost_at = None
+            return
+        if self.grant_lost_at is None:
+            self.grant_lost_at = mono
+            await engine.record("lease", f"lease lost: only {granted} of {voters} voters hear this engine "
+                                f"(need {majority})", at=now, data={"granted": granted})
+        lost_for = mono - self.grant_lost_at
+        for rt in engine.services.values():
+            lease = engine.config.lease(rt.name)
+            if (lease is None or rt.state.active != engine.config.instance.site or rt.self_fenced is not None
+                    or lost_for < lease.self_fence_after or rt.name in self._self_fencing):
+                continue
+            self._self_fencing.add(rt.name)
+            task = asyncio.create_task(self._self_fence(rt, now, granted, voters, lost_for),
+                                       name=f"self-fence {rt.name}")
+            self._op_tasks.add(task)
+            task.add_done_callback(self._op_tasks.discard)
+
+    async def _self_fence(self, rt: ServiceRuntime, now: float, granted: int, voters: int, lost_for: float) -> None:
+        from actions.database.fence import fence
+
+        engine = self.engine
+        site = engine.config.instance.site
+        assert rt.config.database is not None
+        try:
+            result = await fence(rt.config.database, site)
+        finally:
+            self._self_fencing.discard(rt.name)
+        reason = (f"cut off from the voters for {lost_for:.1f}s (only {granted} of {voters} hear this engine): "
+                  f"the other side may promote once the lease has passed")
+        data = {"site": site, "epoch": rt.state.epoch, "reason": reason, "result": result.to_dict()}
+        if result.ok and not result.skipped:
+            rt.self_fenced = {"at": engine.clock.now(), "epoch": rt.state.epoch, "reason": reason}
+            await engine.journal_or_fail().put_state(rt.name, "self_fenced", rt.self_fenced, at=engine.clock.now())
+            message = (f"{rt.name}: self-fenced the database in {site} ({result.sentence}); {reason}. It stays "
+                       f"fenced until an operator unfences it (POST /v1/services/{rt.name}/unfence)")
+        else:
+            message = f"{rt.name}: self-fencing the database in {site} FAILED: {result.sentence}; {reason}"
+        await engine.record("fence", message, service=rt.name, data=data)
+        await engine.notify("page", message, rt.name, data)
+
+    def lease_remaining(self, site: str, lease_wait: float) -> tuple[float, list[str]]:
+        """How long before every engine of ``site`` has been silent for ``lease_wait`` (0: now), and what
+        was heard of each. An engine never heard since this process started counts from the start."""
+        engine = self.engine
+        mono = engine.clock.monotonic()
+        started = self.started_mono if self.started_mono is not None else mono
+        remaining = 0.0
+        notes = []
+        for peer_cfg in engine.config.peers:
+            if peer_cfg.site != site or peer_cfg.role != "engine":
+                continue
+            heard = engine.peering.peers[peer_cfg.id].effective_heard()
+            since = heard if heard is not None else started
+            remaining = max(remaining, lease_wait - (mono - since))
+            notes.append(f"{peer_cfg.id} last heard {mono - since:.1f}s ago"
+                         + ("" if heard is not None else " (never since this engine started)"))
+        return max(0.0, remaining), notes
 
     async def sync_dns(self, rt: ServiceRuntime, now: float) -> None:
         """Believe the epoch written beside the DNS records: it is the truth about who moved last."""
@@ -156,9 +332,14 @@ class Coordinator:
                               kind: str = "failover") -> Operation:
         assert decision.target is not None
         epoch_to = rt.state.epoch + 1
+        from engine.evidence import decision_context
+
+        evidence = {"decision": decision.message, **decision.evidence}
+        if "observations" not in evidence:  # manual moves add it when they decide; automatic ones here
+            evidence.update(decision_context(self.engine, rt, decision.target))
         op = Operation(f"{rt.name}-e{epoch_to}-{secrets.token_hex(3)}", rt.name, kind, rt.state.active,
                        decision.target, rt.state.epoch, epoch_to, trigger, created_at=now, actor=actor,
-                       reason=reason, evidence={"decision": decision.message, **decision.evidence})
+                       reason=reason, evidence=evidence)
         await self.engine.journal_or_fail().save_operation(op)
         message = (f"{kind} of {rt.name} {op.source} -> {op.target} started "
                    f"(epoch {op.epoch_from} -> {op.epoch_to}, {trigger}): {decision.message}")
@@ -213,10 +394,18 @@ class Coordinator:
 
         runner = RunbookRunner(engine.journal_or_fail(), specs, steps, rerun_on_resume=RERUN_ON_RESUME,
                                clock=engine.clock, on_event=on_event)
+        deadline = rt.config.policy.runbook_deadline
+        # counted from the operation's start (a resume after a restart does not get a fresh deadline), at
+        # least a few seconds so a resumed runbook can record where it is
+        budget = max(5.0, deadline - (engine.clock.now() - op.created_at))
         try:
-            await runner.run(op)
+            async with asyncio.timeout(budget):
+                await runner.run(op)
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            await self._deadline_passed(rt, op, deadline)
+            return
         except Exception:
             log.exception("operation crashed", operation=op.id)
             return
@@ -225,12 +414,31 @@ class Coordinator:
         if op.state is OpState.DONE:
             await engine.set_state(rt, ServiceState(op.target, op.epoch_to, rt.state.paused, now), now,
                                    f"{op.service} is active in {op.target} at epoch {op.epoch_to} ({op.id})")
-            rt.operation = None
+            if rt.operation is op:  # an operator may have started the next one meanwhile
+                rt.operation = None
             await self.sync_dns(rt, now)  # show what the move left in DNS
         elif op.state is OpState.STOOD_DOWN:
-            rt.operation = None
+            if rt.operation is op:
+                rt.operation = None
             await self.sync_dns(rt, now)  # adopt the winner's epoch at once
         # HALTED: keep it in place: one runbook per service until an operator retries or aborts
+
+    async def _deadline_passed(self, rt: ServiceRuntime, op: Operation, deadline: float) -> None:
+        """Halt a runbook that outlived its deadline, and page: it keeps blocking new runbooks."""
+        from engine.config.base import format_duration
+
+        engine = self.engine
+        now = engine.clock.now()
+        current = next((name for name, rec in op.steps.items() if str(rec.get("state")) == "started"), None)
+        op.state = OpState.HALTED
+        op.message = (f"{op.kind} of {op.service} halted: runbook deadline {format_duration(deadline)} passed"
+                      + (f" during {current}" if current else "") + "; retry or abort it")
+        if current is not None:
+            op.steps[current].update(state="failed", finished_at=now, error="runbook deadline passed")
+        await engine.journal_or_fail().save_operation(op)
+        engine.metrics.failovers.labels(op.service, str(op.state)).inc()
+        await engine.record("alert", op.message, service=op.service, at=now, data={"operation": op.id})
+        await engine.notify("page", op.message, op.service, {"operation": op.id})
 
     async def close(self) -> None:
         tasks = [*self._op_tasks, *([self._broadcast] if self._broadcast else [])]

@@ -85,6 +85,9 @@ class ServiceRuntime:
     replication: SignalRuntime | None = None  # the lag signal of the database pair
     database: Any = None  # engine.database_watch.DatabaseWatch, when the service has a database
     rto_estimate: dict[str, Any] | None = None  # engine.rto's worst case (the config does not change)
+    self_fenced: dict[str, Any] | None = None  # this engine fenced its own database (cut off); an operator unfences
+    lease: Any = None  # engine.lease.Lease of the service (EngineConfig.lease), or None
+    paused_until: float | None = None  # a pause with an expiry resumes by itself then
 
     shared: dict[str, SignalRuntime] = field(default_factory=dict)  # scope: shared dependencies
 
@@ -158,8 +161,12 @@ class Engine:
             self.journal = Journal.open(cfg.journal.path)
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(f"journal.path {cfg.journal.path}: {getattr(exc, 'strerror', None) or exc}") from None
+        self.coordinator.started_mono = self.clock.monotonic()
         for name, svc in cfg.services.items():
             self.services[name] = ServiceRuntime(name, svc, self._load_state(name, svc))
+            self.services[name].self_fenced = self.journal.get_state(name, "self_fenced")
+            self.services[name].lease = cfg.lease(name)
+            self.services[name].paused_until = self.journal.get_state(name, "paused_until")
             self.metrics.active_site.labels(name, self.services[name].state.active).set(1)
         self._build_signals()
         if serve_api:
@@ -386,6 +393,10 @@ class Engine:
         for key, value in (("active", state.active), ("epoch", state.epoch), ("paused", state.paused),
                            ("last_move_at", state.last_move_at)):
             await journal.put_state(rt.name, key, value, at=now)
+        fenced = rt.self_fenced
+        if fenced is not None and state.active == self.config.instance.site and state.epoch > fenced.get("epoch", 0):
+            rt.self_fenced = None  # a move back here promoted (unfenced) this site's database
+            await journal.put_state(rt.name, "self_fenced", None, at=now)
         if previous.active != state.active:
             self.metrics.active_site.labels(rt.name, previous.active).set(0)
             self.metrics.active_site.labels(rt.name, state.active).set(1)
@@ -536,6 +547,13 @@ class Engine:
                 "shared_dependencies": [s.to_dict() for s in rt.shared.values()],
                 "replication": None if rt.replication is None else rt.replication.to_dict(),
                 "last_reconciliation": self._reconciliation_summary(name),
+                "paused_until": rt.paused_until if rt.state.paused else None,
+                "cooldown_until": (None if rt.state.last_move_at is None
+                                   else rt.state.last_move_at + rt.config.policy.cooldown),
+                "breaker": None if self.journal is None else self.coordinator.breaker(rt, self.clock.now()),
+                "self_fenced": rt.self_fenced,
+                "lease": None if rt.lease is None else {"self_fence_after_s": rt.lease.self_fence_after,
+                                                        "wait_s": rt.lease.wait, "minimum_s": rt.lease.minimum},
                 "drills": self._drills_summary(rt),
                 "rto": self._rto_summary(rt),
             }

@@ -347,10 +347,13 @@ class Drills:
         if cfg.synthetic is not None:  # the yardstick: how the primary answers before the move
             await self._timed(drill, "synthetic_baseline", self._synthetic(rt, rt.state.active, target))
         actor = drill.actor or "drill"
+        planned = self._both_up(rt, rt.state.active, target)  # then a switchover: nothing is lost
         decision = ClusterDecision(Verdict.FAILOVER, f"{drill.kind} drill {drill.id}: {drill.reason}", target,
-                                   engine.config.instance.id, True, (), {"gates": gates, "drill": drill.id})
+                                   engine.config.instance.id, True, (),
+                                   {"gates": gates, "drill": drill.id, "planned": planned, "require_fence": planned})
         op = await engine.coordinator.start_operation(rt, decision, clock.now(), trigger="drill", actor=actor,
-                                                      reason=drill.reason, kind="failover")
+                                                      reason=drill.reason,
+                                                      kind="switchover" if planned else "failover")
         drill.operations.append(op.id)
         await self._save(drill)
         drill.phase("decision", drill.started_at, op.created_at, slo.decision)
@@ -364,14 +367,18 @@ class Drills:
             return
         await self._save(drill)
         held_ok = await self._hold(rt, drill, target)
-        await self._failback(rt, drill, held_ok)
+        await self._failback(rt, drill, held_ok, reversed_already=planned)
+
+    def _both_up(self, rt: ServiceRuntime, *sites: str) -> bool:
+        snapshot = rt.snapshot(self.engine.clock.now())
+        return all(str(snapshot.sites[s].health) == "up" for s in sites)
 
     def _runbook_phases(self, drill: Drill, op: Operation) -> None:
         slo = self.engine.services[drill.service].config.drills.slo
         steps = op.steps
         shift = steps.get("shift_dns", {})
         verify = steps.get("verify_dns", {})
-        consistency = steps.get("consistency", {})
+        consistency = steps.get("consistency") or steps.get("drain") or {}  # a switchover proves it by draining
         if shift.get("finished_at"):
             drill.phase("dns_shift", op.created_at, shift["finished_at"], slo.dns_shift)
         if shift.get("finished_at") and verify.get("finished_at"):
@@ -419,7 +426,7 @@ class Drills:
         ok = sample.error_rate <= synthetic.max_error_rate_increase and sample.p95_s is not None
         return ok, sample.describe(), sample.to_dict()
 
-    async def _failback(self, rt: ServiceRuntime, drill: Drill, held_ok: bool) -> None:
+    async def _failback(self, rt: ServiceRuntime, drill: Drill, held_ok: bool, *, reversed_already: bool) -> None:
         from engine.decide import Verdict
         from engine.policy import ClusterDecision
 
@@ -429,7 +436,8 @@ class Drills:
         assert home is not None
         started = clock.now()
         if rt.config.database is not None:
-            ok = await self._timed(drill, "prepare_failback", self._prepare(rt))
+            # after a switchover its reverse step already made the old primary the standby
+            ok = True if reversed_already else await self._timed(drill, "prepare_failback", self._prepare(rt))
             if ok:
                 ok = await self._timed(drill, "reverse_caught_up", self._caught_up(rt))
             if not ok:
@@ -438,8 +446,10 @@ class Drills:
                                   f"({drill.checks[-1]['detail']}); fail back by hand (runbooks/manual-failover-"
                                   "and-failback.md)")
                 return
+        planned = self._both_up(rt, home, rt.state.active)
         decision = ClusterDecision(Verdict.FAILOVER, f"{drill.kind} drill {drill.id}: failback", home,
-                                   engine.config.instance.id, True, (), {"drill": drill.id})
+                                   engine.config.instance.id, True, (),
+                                   {"drill": drill.id, "planned": planned, "require_fence": planned})
         op = await engine.coordinator.start_operation(rt, decision, clock.now(), trigger="drill",
                                                       actor=drill.actor or "drill", reason=drill.reason,
                                                       kind="failback")
@@ -451,7 +461,7 @@ class Drills:
             drill.sentence = f"the failback runbook {op.id} ended {op.state}: {op.message or 'see the operation'}"
             return
         drill.phase("failback", started, op.finished_at or clock.now(), rt.config.drills.slo.failback)
-        if rt.config.database is not None:
+        if rt.config.database is not None and not planned:  # a planned failback re-protects in its reverse step
             await self._timed(drill, "re_protect", self._prepare(rt))
         failed = [c for c in drill.checks if not c["ok"]]
         drill.state = PASSED if held_ok and not failed else FAILED

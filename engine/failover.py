@@ -24,6 +24,7 @@ skipped with that reason: nothing is pretended.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +39,14 @@ def step_specs(rt: ServiceRuntime) -> list[StepSpec]:
     db = rt.config.database
     verify_deadline = dns.verify.deadline if dns is not None else 30.0
     fence_timeout = db.fencing.timeout if db is not None else 10.0
+    lease = rt.lease
+    # with a lease, or when the move requires the old primary fenced, the fence step must succeed: it fences, or
+    # waits out the lease; otherwise it is best effort
+    required = lease is not None or fence_required(rt.operation)
     specs = {
         "precheck": StepSpec("precheck", timeout=30.0, attempts=3, backoff=0.5),
-        "fence": StepSpec("fence", timeout=fence_timeout + 5, attempts=1, best_effort=True),
+        "fence": StepSpec("fence", timeout=fence_timeout + 5 + (lease.wait if lease is not None else 0.0),
+                          attempts=3 if required else 1, backoff=1.0 if required else 0.5, best_effort=not required),
         "promote": StepSpec("promote", timeout=120.0, attempts=3, backoff=1.0),
         "shift_dns": StepSpec("shift_dns", timeout=60.0, attempts=4, backoff=0.5),
         "verify_dns": StepSpec("verify_dns", timeout=verify_deadline + 10, attempts=1),
@@ -54,7 +60,17 @@ def step_specs(rt: ServiceRuntime) -> list[StepSpec]:
 RERUN_ON_RESUME = frozenset({"precheck"})
 
 
+def fence_required(op: Operation | None) -> bool:
+    """A manual failover away from a healthy primary (``fence_first``) and a switchover need the fence to hold."""
+    return op is not None and bool(op.evidence.get("require_fence"))
+
+
 def failover_steps(engine: Engine, rt: ServiceRuntime) -> tuple[Sequence[StepSpec], Mapping[str, StepFn]]:
+    """The daemon's steps factory: the planned switchover runbook for planned moves, else the failover one."""
+    from engine.switchover import planned, switchover_steps
+
+    if planned(rt.operation):
+        return switchover_steps(engine, rt)
     steps = FailoverSteps(engine, rt)
     return step_specs(rt), {name: getattr(steps, name) for name in FAILOVER_STEPS}
 
@@ -167,14 +183,53 @@ class FailoverSteps:
         return Outcome(result.sentence, result.to_dict(), skipped=may_skip and result.skipped)
 
     async def fence(self, op: Operation) -> Outcome:
+        """Fence the old primary. When that cannot be confirmed: with a self-fencing lease, wait until the
+        old site's engines have been silent for the lease (they fenced their database themselves); a move
+        that requires the fence fails the step; otherwise the fence was best effort."""
         db = self.rt.config.database
         if db is None:
             return Outcome.skip("no database configured for this service")
+        required = fence_required(op)
         if not db.fencing.enabled:
+            if required:
+                raise StepFailed("this move requires the old primary fenced, and fencing is disabled", retry=False)
             return Outcome.skip("fencing disabled in the config")
         from actions.database.fence import fence
 
-        return await self._guarded(op, fence, op.source, may_skip=True)
+        stale = await self._epoch_guard(op)
+        if stale is not None:
+            return stale
+        result = await fence(db, op.source)
+        if result.ok and not result.skipped:
+            return Outcome(result.sentence, result.to_dict())
+        if required:
+            raise StepFailed(f"the old primary must be fenced first: {result.sentence}")
+        lease = self.rt.lease
+        if lease is None:
+            if not result.ok:
+                raise StepFailed(result.sentence)  # best effort: the runbook goes on
+            return Outcome(result.sentence, result.to_dict(), skipped=True)
+        return await self._wait_out_lease(op, lease, result)
+
+    async def _wait_out_lease(self, op: Operation, lease: Any, result: Any) -> Outcome:
+        coordinator = self.engine.coordinator
+        remaining, notes = coordinator.lease_remaining(op.source, lease.wait)
+        if remaining > 0:
+            await self.engine.record("lease", f"{op.service}: old primary in {op.source} not fenced "
+                                     f"({result.sentence}); waiting {remaining:.1f}s for the lease ({lease.wait:g}s "
+                                     f"of silence: {'; '.join(notes) or 'no engine there'}) before promoting",
+                                     service=op.service, data={"operation": op.id, "remaining_s": remaining})
+        waited = 0.0
+        while remaining > 0:
+            step = min(remaining, 0.5)
+            await asyncio.sleep(step)
+            waited += step
+            remaining, notes = coordinator.lease_remaining(op.source, lease.wait)
+        return Outcome(f"old primary in {op.source} not fenced from here ({result.sentence}); its engines have been "
+                       f"silent for the lease of {lease.wait:g}s ({'; '.join(notes) or 'no engine there'}): a cut-off "
+                       f"active site fences itself within {lease.minimum:g}s",
+                       {"fence": result.to_dict(), "lease_s": lease.wait, "waited_s": round(waited, 3),
+                        "engines": notes})
 
     async def promote(self, op: Operation) -> Outcome:
         if self.rt.config.database is None:

@@ -22,6 +22,7 @@ def _resp(description: str, schema: dict[str, Any] | None = None, media: str = J
 def _errors(*codes: int) -> dict[str, Any]:
     names = {400: "bad request", 401: "missing or unknown token", 403: "not allowed for this token",
              404: "unknown service, site or operation", 409: "refused in the current state",
+             412: "a precondition of the service's health failed (machine-readable reasons)",
              413: "body too large", 422: "invalid body", 429: "too many mutations", 500: "engine failure"}
     return {str(c): _resp(names[c], ERROR) for c in codes}
 
@@ -38,7 +39,15 @@ WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
 
 
 def build() -> dict[str, Any]:
-    from engine.operator import FailbackBody, FailoverBody, PrepareFailbackBody, ReasonBody
+    from engine.operator import (
+        FailbackBody,
+        FailoverBody,
+        PauseBody,
+        PrepareFailbackBody,
+        ReasonBody,
+        SwitchoverBody,
+        UnfenceBody,
+    )
 
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error", "detail"],
@@ -66,7 +75,8 @@ def build() -> dict[str, Any]:
     }
     from engine.drills_api import DrillBody
 
-    for model in (ReasonBody, FailoverBody, FailbackBody, PrepareFailbackBody, DrillBody):
+    for model in (ReasonBody, PauseBody, FailoverBody, FailbackBody, PrepareFailbackBody, SwitchoverBody, UnfenceBody,
+                  DrillBody):
         schema = model.model_json_schema()
         schema.pop("title", None)
         schemas[model.__name__] = schema
@@ -112,10 +122,19 @@ def build() -> dict[str, Any]:
                                                                    {"$ref": "#/components/schemas/Operation"}),
                                                       **_errors(401, 404)}}},
     }
-    for verb, summary in (("pause", "keep observing, never act"), ("resume", "act again")):
+    for verb, summary, body in (
+            ("pause", "keep observing, never act (until/ttl: resume by itself)", "PauseBody"),
+            ("resume", "act again", "ReasonBody"),
+            ("arm", "re-arm automatic action after the circuit breaker opened", "ReasonBody"),
+            ("unfence", "allow writes on the active site's database again after a self-fence", "UnfenceBody")):
         paths[f"/v1/services/{{name}}/{verb}"] = {"post": {
-            "summary": summary, "parameters": [NAME], "requestBody": _body("ReasonBody"),
+            "summary": summary, "parameters": [NAME], "requestBody": _body(body),
             "responses": {"200": _resp(verb), **_errors(*WRITE_ERRORS)}}}
+    paths["/v1/services/{name}/switchover"] = {"post": {
+        "summary": "planned move, both sites healthy, nothing acknowledged lost (dry_run, scheduled_at, cancel)",
+        "parameters": [NAME], "requestBody": _body("SwitchoverBody"),
+        "responses": {"200": _resp("dry run or cancelled"), "202": _resp("started or scheduled"),
+                      **_errors(412, *WRITE_ERRORS)}}}
     paths["/v1/services/{name}/failover"] = {"post": {
         "summary": "manual failover (dry_run returns the plan and gates)", "parameters": [NAME],
         "requestBody": _body("FailoverBody"),

@@ -10,6 +10,7 @@ nothing. Bad input is a 4xx with a JSON error naming the field, never a 5xx.
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.api import _json
 from engine.decide import ServiceState, Verdict
+from engine.evidence import decision_context
 from engine.failover import step_specs
 from engine.policy import ClusterDecision
 from engine.runbook import OpState
@@ -33,6 +35,12 @@ class _Body(BaseModel):
 
 class ReasonBody(_Body):
     reason: str = Field(min_length=3, max_length=500)
+
+
+class PauseBody(_Body):
+    reason: str = Field(min_length=3, max_length=500)
+    until: float | None = Field(None, description="resume by itself at this time (epoch seconds)")
+    ttl: float | None = Field(None, gt=0, le=30 * 86400, description="resume by itself after this many seconds")
 
 
 class FailbackBody(_Body):
@@ -52,6 +60,16 @@ class FailoverBody(_Body):
     reason: str = Field(min_length=3, max_length=500)
     dry_run: bool = False
     force: bool = False
+    fence_first: bool = Field(False, description=(
+        "the active site is healthy: go ahead only once its database is fenced (the fence step must succeed)"))
+
+
+class SwitchoverBody(_Body):
+    target: str | None = Field(None, max_length=64)
+    reason: str = Field(min_length=3, max_length=500)
+    dry_run: bool = False
+    scheduled_at: float | None = Field(None, description="start at this time (epoch seconds) instead of now")
+    cancel: bool = Field(False, description="cancel the scheduled switchover")
 
 
 def _error(status: int, code: str, detail: str, **extra: Any) -> web.Response:
@@ -100,14 +118,51 @@ def _service(request: web.Request) -> ServiceRuntime:
 
 # -- pause and resume ----------------------------------------------------------------------------
 async def pause(request: web.Request) -> web.Response:
-    return await _set_paused(request, True)
+    """Pause, optionally with an expiry (``until`` or ``ttl``): the engine then resumes by itself."""
+    try:
+        rt = _service(request)
+        body = await read_body(request, PauseBody)
+    except BadInput as exc:
+        return exc.response
+    engine = _engine(request)
+    now = engine.clock.now()
+    if body.until is not None and body.ttl is not None:
+        return _error(422, "invalid", "give until or ttl, not both")
+    until = body.until if body.until is not None else (now + body.ttl if body.ttl is not None else None)
+    if until is not None and not now < until <= now + 30 * 86400:
+        return _error(422, "invalid", "until must be in the future, at most 30 days ahead")
+    return await _set_paused(request, rt, True, body.reason, until)
 
 
 async def resume(request: web.Request) -> web.Response:
-    return await _set_paused(request, False)
+    try:
+        rt = _service(request)
+        body = await read_body(request, ReasonBody)
+    except BadInput as exc:
+        return exc.response
+    return await _set_paused(request, rt, False, body.reason, None)
 
 
-async def _set_paused(request: web.Request, paused: bool) -> web.Response:
+async def _set_paused(request: web.Request, rt: ServiceRuntime, paused: bool, reason: str,
+                      until: float | None) -> web.Response:
+    engine, actor = _engine(request), _actor(request)
+    now = engine.clock.now()
+    word = "paused" if paused else "resumed"
+    expiry = f" until {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(until))} UTC" if until is not None else ""
+    rt.paused_until = until
+    await engine.journal_or_fail().put_state(rt.name, "paused_until", until, at=now)
+    if rt.state.paused != paused:
+        state = ServiceState(rt.state.active, rt.state.epoch, paused, rt.state.last_move_at)
+        await engine.set_state(rt, state, now, f"{rt.name} {word}{expiry} by {actor}: {reason}")
+    await engine.record("operator", f"{actor} {word} {rt.name}{expiry}: {reason}", service=rt.name, actor=actor,
+                        at=now, data={"action": word, "reason": reason, "until": until})
+    engine.poke()
+    return _json({"service": rt.name, "paused": paused, "until": until})
+
+
+# -- the circuit breaker and the self-fence --------------------------------------------------------
+async def arm(request: web.Request) -> web.Response:
+    """Re-arm automatic action after the circuit breaker opened (only moves from now on count)."""
     try:
         rt = _service(request)
         body = await read_body(request, ReasonBody)
@@ -115,25 +170,73 @@ async def _set_paused(request: web.Request, paused: bool) -> web.Response:
         return exc.response
     engine, actor = _engine(request), _actor(request)
     now = engine.clock.now()
-    word = "paused" if paused else "resumed"
-    if rt.state.paused != paused:
-        state = ServiceState(rt.state.active, rt.state.epoch, paused, rt.state.last_move_at)
-        await engine.set_state(rt, state, now, f"{rt.name} {word} by {actor}: {body.reason}")
-    await engine.record("operator", f"{actor} {word} {rt.name}: {body.reason}", service=rt.name, actor=actor,
-                        at=now, data={"action": word, "reason": body.reason})
+    before = engine.coordinator.breaker(rt, now)
+    await engine.coordinator.arm(rt, now)
+    was = f"breaker was open since {before['since']}: {before['reason']}" if before["open"] else "breaker was closed"
+    await engine.record("operator", f"{actor} re-armed automatic action for {rt.name} ({was}): {body.reason}",
+                        service=rt.name, actor=actor, at=now, data={"action": "arm", "reason": body.reason,
+                                                                    "was_open": before["open"]})
     engine.poke()
-    return _json({"service": rt.name, "paused": paused})
+    return _json({"service": rt.name, "armed": True, "was_open": before["open"]})
+
+
+class UnfenceBody(_Body):
+    reason: str = Field(min_length=3, max_length=500)
+    force: bool = Field(False, description="unfence although this engine does not hold the lease right now")
+
+
+async def unfence(request: web.Request) -> web.Response:
+    """Allow writes again on the active site's database after a self-fence (never done by the engine itself)."""
+    try:
+        rt = _service(request)
+        body = await read_body(request, UnfenceBody)
+    except BadInput as exc:
+        return exc.response
+    engine, actor = _engine(request), _actor(request)
+    if rt.config.database is None:
+        return _error(409, "no_database", f"{rt.name} has no database pair")
+    if rt.operation is not None:
+        return _error(409, "operation_in_progress", f"operation {rt.operation.id} is {rt.operation.state}")
+    if engine.coordinator.grant_lost_at is not None and not body.force:
+        return _error(409, "refused", "this engine is cut off from a majority of voters right now: unfencing could "
+                      "let both sites take writes (force: true to do it anyway)",
+                      reasons=[{"code": "no_lease", "detail": "a majority of voters does not hear this engine"}])
+    from actions.database.fence import unfence as allow_writes
+
+    site = rt.state.active
+    step = await allow_writes(rt.config.database, site)
+    now = engine.clock.now()
+    ok = step.status == "ok"
+    if ok:
+        rt.self_fenced = None
+        await engine.journal_or_fail().put_state(rt.name, "self_fenced", None, at=now)
+    await engine.record("operator", f"{actor} unfenced the database of {rt.name} in {site}: {step.detail} "
+                        f"({body.reason})", service=rt.name, actor=actor, at=now,
+                        data={"action": "unfence", "site": site, "ok": ok, "force": body.force})
+    return _json({"service": rt.name, "site": site, "ok": ok, "detail": step.detail}, 200 if ok else 409)
 
 
 # -- manual failover -----------------------------------------------------------------------------
-def failover_gates(engine: Engine, rt: ServiceRuntime, target: str) -> list[dict[str, Any]]:
-    """Every check with its verdict; ``blocking`` ones refuse the move unless forced."""
+def failover_gates(engine: Engine, rt: ServiceRuntime, target: str, *, fence_first: bool | None = None,
+                   ) -> list[dict[str, Any]]:
+    """Every check with its verdict; ``blocking`` ones refuse the move unless forced. ``fence_first``:
+    None for a move that does not ask (a drill), else whether the operator asked to fence a healthy
+    active site before promoting."""
     snapshot = rt.snapshot(engine.clock.now())
     view = snapshot.sites[target]
     gates: list[dict[str, Any]] = [
         {"gate": "target_healthy", "blocking": True, "ok": str(view.health) == "up",
          "detail": f"{target} is {view.health} ({view.why()})"},
     ]
+    if fence_first is not None:
+        active_view = snapshot.sites[rt.state.active]
+        healthy = str(active_view.health) == "up"
+        gates.append({"gate": "active_not_healthy", "blocking": True, "ok": not healthy or fence_first,
+                      "detail": (f"{rt.state.active} is {active_view.health}" if not healthy else
+                                 f"{rt.state.active} is healthy: the runbook fences it first (fence_first)"
+                                 if fence_first else
+                                 f"{rt.state.active} is healthy: a planned move is a switchover (POST "
+                                 f".../switchover); else fence_first: true (the fence must succeed), or force")})
     if rt.config.database is not None:
         lag, rpo = rt.lag_s, rt.config.policy.rpo
         gates.append({"gate": "lag_within_rpo", "blocking": True, "ok": lag is not None and lag <= rpo,
@@ -155,22 +258,26 @@ def _cannot_act(engine: Engine, rt: ServiceRuntime) -> web.Response | None:
     """Refusals every move shares: a witness never acts; one runbook per service."""
     if engine.config.instance.role != "engine":
         return _error(409, "witness", "a witness never acts: send this to an engine")
-    if rt.operation is not None:
+    if rt.operation is not None and rt.operation.state in (OpState.RUNNING, OpState.HALTED):
         return _error(409, "operation_in_progress",
                       f"operation {rt.operation.id} is {rt.operation.state}: retry or abort it first")
     return None
 
 
 async def _move(request: web.Request, rt: ServiceRuntime, *, kind: str, target: str, gates: list[dict[str, Any]],
-                reason: str, dry_run: bool, force: bool, audit: dict[str, Any]) -> web.Response:
+                reason: str, dry_run: bool, force: bool, audit: dict[str, Any],
+                evidence: dict[str, Any] | None = None) -> web.Response:
     """The common end of a manual move: dry run, refusal, or an audited start of the runbook."""
     engine, actor = _engine(request), _actor(request)
     blocked = [g for g in gates if g["blocking"] and not g["ok"]]
     reasons = [f"{g['gate']}: {g['detail']}" for g in blocked]
     if dry_run:
+        from engine.switchover import switchover_specs
+
+        specs = switchover_specs(rt) if (evidence or {}).get("planned") else step_specs(rt)
         return _json({"dry_run": True, "service": rt.name, "source": rt.state.active, "target": target,
                       "would": "refuse" if blocked and not force else "start",
-                      "plan": [s.name for s in step_specs(rt)], "gates": gates, "reasons": reasons,
+                      "plan": [s.name for s in specs], "gates": gates, "reasons": reasons,
                       "epoch": {"from": rt.state.epoch, "to": rt.state.epoch + 1}})
     if blocked and not force:
         return _error(409, "refused", f"{kind} of {rt.name} to {target} refused: {'; '.join(reasons)}",
@@ -183,7 +290,8 @@ async def _move(request: web.Request, rt: ServiceRuntime, *, kind: str, target: 
                               "forced_past": reasons, **audit})
     decision = ClusterDecision(Verdict.FAILOVER, f"manual {kind} by {actor}: {reason}{forced}", target,
                                engine.config.instance.id, True, (),
-                               {"gates": gates, "actor": actor, "reason": reason, "force": force})
+                               {"gates": gates, "actor": actor, "reason": reason, "force": force,
+                                **decision_context(engine, rt, target), **(evidence or {})})
     op = await engine.coordinator.start_operation(rt, decision, now, trigger="manual", actor=actor, reason=reason,
                                                   kind=kind)
     return _json({"operation": op.id, "service": rt.name, "source": op.source, "target": op.target,
@@ -208,8 +316,11 @@ async def failover(request: web.Request) -> web.Response:
     refused = _cannot_act(engine, rt)
     if refused is not None:
         return refused
-    return await _move(request, rt, kind="failover", target=target, gates=failover_gates(engine, rt, target),
-                       reason=body.reason, dry_run=body.dry_run, force=body.force, audit={})
+    return await _move(request, rt, kind="failover", target=target,
+                       gates=failover_gates(engine, rt, target, fence_first=body.fence_first),
+                       reason=body.reason, dry_run=body.dry_run, force=body.force,
+                       audit={"fence_first": body.fence_first},
+                       evidence={"require_fence": True} if body.fence_first else None)
 
 
 # -- failback ------------------------------------------------------------------------------------
@@ -261,9 +372,115 @@ async def failback(request: web.Request) -> web.Response:
     if reverse is not None and reverse["ok"] and rt.database is not None:
         await rt.database.reconcile_now()  # with replication flowing back, the pair should now agree
         gates = failback_gates(engine, rt, body)
+    # both sites healthy: fail back as a switchover (fence, drain, promote, re-protect), losing nothing
+    snapshot = rt.snapshot(engine.clock.now())
+    both_up = all(str(snapshot.sites[s].health) == "up" for s in (home, rt.state.active))
     return await _move(request, rt, kind="failback", target=home, gates=gates, reason=body.reason,
                        dry_run=body.dry_run, force=False,
-                       audit={"acknowledged_reconciliation": body.acknowledge_reconciliation})
+                       audit={"acknowledged_reconciliation": body.acknowledge_reconciliation, "planned": both_up},
+                       evidence={"planned": True, "require_fence": True} if both_up else None)
+
+
+# -- planned switchover --------------------------------------------------------------------------
+def switchover_preconditions(engine: Engine, rt: ServiceRuntime, target: str) -> list[dict[str, Any]]:
+    """Why a switchover to ``target`` may not start now: ``{"code", "detail", "status"}`` (412: a
+    precondition of the service's health; 409: the engine's own state). Empty: it may."""
+    out: list[dict[str, Any]] = []
+    refused = _cannot_act(engine, rt)
+    if refused is not None:
+        body = json.loads(refused.text or "{}")
+        out.append({"code": body.get("error"), "detail": body.get("detail"), "status": 409})
+    if rt.name in engine.drills.running:
+        out.append({"code": "drill_in_progress", "detail": f"drill {engine.drills.running[rt.name].id} is running",
+                    "status": 409})
+    snapshot = rt.snapshot(engine.clock.now())
+    for site, code in ((rt.state.active, "source_unhealthy"), (target, "target_unhealthy")):
+        view = snapshot.sites[site]
+        if str(view.health) != "up":
+            out.append({"code": code, "detail": f"{site} is {view.health} ({view.why()}): a switchover needs both "
+                        "sites healthy (else: failover)", "status": 412})
+    if engine.coordinator.quorum_ok is False:
+        out.append({"code": "no_quorum", "detail": "quorum is lost: the other voters could not follow the move",
+                    "status": 412})
+    if rt.config.database is not None:
+        rep, lag, limit = rt.replication, rt.lag_s, rt.config.policy.switchover_max_lag
+        if rep is None or str(rep.machine.state) != "up":
+            out.append({"code": "replication_down", "detail": "replication to the standby is not up: " +
+                        (rep.machine.describe() if rep is not None else "no replication signal"), "status": 412})
+        elif lag is None or lag > limit:
+            out.append({"code": "standby_lagging", "detail": ("replication lag unknown" if lag is None else
+                        f"standby {lag:.1f}s behind, more than switchover_max_lag {limit:g}s"), "status": 412})
+    return out
+
+
+async def switchover(request: web.Request) -> web.Response:
+    """A planned move with both sites healthy: zero acknowledged writes lost (see engine.switchover)."""
+    try:
+        rt = _service(request)
+        body = await read_body(request, SwitchoverBody)
+    except BadInput as exc:
+        return exc.response
+    engine, actor = _engine(request), _actor(request)
+    now = engine.clock.now()
+    journal = engine.journal_or_fail()
+    if body.cancel:
+        pending = journal.get_state(rt.name, "scheduled_switchover")
+        await journal.put_state(rt.name, "scheduled_switchover", None, at=now)
+        if pending:
+            await engine.record("operator", f"{actor} cancelled the switchover of {rt.name} scheduled for "
+                                f"{_utc(pending['at'])}: {body.reason}", service=rt.name, actor=actor,
+                                data={"action": "cancel_switchover", "reason": body.reason})
+        return _json({"service": rt.name, "cancelled": bool(pending)})
+    others = [s for s in rt.config.sites if s != rt.state.active]
+    target = body.target or (others[0] if len(others) == 1 else None)
+    if target is None:
+        return _error(422, "invalid", f"target: choose one of {others}")
+    if target not in rt.config.sites:
+        return _error(404, "unknown_site", f"{target!r} is not a site of {rt.name}: {sorted(rt.config.sites)}")
+    if target == rt.state.active:
+        return _error(409, "already_active", f"{rt.name} is already active in {target}")
+    if body.scheduled_at is not None and not body.dry_run:
+        if not now < body.scheduled_at <= now + 30 * 86400:
+            return _error(422, "invalid", "scheduled_at must be in the future, at most 30 days ahead")
+        plan = {"at": body.scheduled_at, "target": target, "reason": body.reason, "actor": actor}
+        await journal.put_state(rt.name, "scheduled_switchover", plan, at=now)
+        await engine.record("operator", f"{actor} scheduled a switchover of {rt.name} to {target} at "
+                            f"{_utc(body.scheduled_at)}: {body.reason}", service=rt.name, actor=actor,
+                            data={"action": "schedule_switchover", **plan})
+        return _json({"service": rt.name, "target": target, "scheduled_at": body.scheduled_at}, 202)
+    return await start_switchover(engine, rt, target, actor=actor, reason=body.reason, dry_run=body.dry_run)
+
+
+async def start_switchover(engine: Engine, rt: ServiceRuntime, target: str, *, actor: str, reason: str,
+                           dry_run: bool = False, trigger: str = "manual") -> web.Response:
+    from engine.switchover import switchover_specs
+
+    problems = switchover_preconditions(engine, rt, target)
+    if dry_run:
+        return _json({"dry_run": True, "service": rt.name, "source": rt.state.active, "target": target,
+                      "would": "refuse" if problems else "start", "plan": [s.name for s in switchover_specs(rt)],
+                      "gates": [], "reasons": [f"{p['code']}: {p['detail']}" for p in problems],
+                      "preconditions": problems})
+    if problems:
+        status = 409 if any(p["status"] == 409 for p in problems) else 412
+        return _error(status, problems[0]["code"] if len(problems) == 1 else "preconditions_failed",
+                      f"switchover of {rt.name} to {target} refused: " + "; ".join(p["detail"] for p in problems),
+                      reasons=[{"code": p["code"], "detail": p["detail"]} for p in problems])
+    now = engine.clock.now()
+    await engine.record("operator", f"{actor} started a switchover of {rt.name} to {target}: {reason}",
+                        service=rt.name, actor=actor, at=now,
+                        data={"action": "switchover", "target": target, "reason": reason, "trigger": trigger})
+    decision = ClusterDecision(Verdict.FAILOVER, f"switchover by {actor}: {reason}", target,
+                               engine.config.instance.id, True, (),
+                               {"actor": actor, "reason": reason, "planned": True, "require_fence": True,
+                                **decision_context(engine, rt, target)})
+    op = await engine.coordinator.start_operation(rt, decision, now, trigger=trigger, actor=actor, reason=reason,
+                                                  kind="switchover")
+    return _json({"operation": op.id, "service": rt.name, "source": op.source, "target": op.target}, 202)
+
+
+def _utc(at: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at)) if isinstance(at, int | float) else "?"
 
 
 async def prepare_failback(request: web.Request) -> web.Response:
@@ -355,9 +572,12 @@ async def abort(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/services/{name}/pause", pause)
+    app.router.add_post("/v1/services/{name}/arm", arm)
+    app.router.add_post("/v1/services/{name}/unfence", unfence)
     app.router.add_post("/v1/services/{name}/resume", resume)
     app.router.add_post("/v1/services/{name}/failover", failover)
     app.router.add_post("/v1/services/{name}/failback", failback)
+    app.router.add_post("/v1/services/{name}/switchover", switchover)
     app.router.add_post("/v1/services/{name}/prepare-failback", prepare_failback)
     app.router.add_post("/v1/operations/{id}/retry", retry)
     app.router.add_post("/v1/operations/{id}/abort", abort)

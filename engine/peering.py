@@ -100,7 +100,22 @@ class Peering:
     def make_verdict(self, services: dict[str, ServiceVerdict]) -> Verdict:
         inst = self.config.instance
         return Verdict(sender=inst.id, site=inst.site, role=inst.role, boot=self.boot, seq=next(self._seq),
-                       at=round(self.clock.now(), 6), interval=inst.tick, services=services)
+                       at=round(self.clock.now(), 6), interval=inst.tick, services=services,
+                       hears=self.fresh_ids())
+
+    def fresh_ids(self) -> list[str]:
+        """Peers whose latest verdict is fresh: heard within two of their intervals (capped at four of
+        our ticks, so a peer cannot stretch its own freshness)."""
+        mono = self.clock.monotonic()
+        tick = self.config.instance.tick
+        return [p.id for p in self.peers.values()
+                if (heard := p.effective_heard()) is not None and p.verdict is not None
+                and mono - heard <= 2 * min(p.verdict.interval, 4 * tick)]
+
+    def granted_by(self) -> list[str]:
+        """Fresh peers whose verdicts say they hear us: with ourselves, the grants of the lease."""
+        me = self.config.instance.id
+        return [pid for pid in self.fresh_ids() if (v := self.peers[pid].verdict) is not None and me in v.hears]
 
     async def broadcast(self, verdict: Verdict) -> None:
         """Send ``verdict`` to every peer at once; each send is bounded by the tick."""

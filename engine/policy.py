@@ -59,28 +59,48 @@ def _evidence(tally: Tally, active: str, target: str | None) -> dict[str, Any]:
     }
 
 
-def gate_reasons(state: ServiceState, home: str, target: str | None, tally: Tally, now: float,
-                 policy: PolicyConfig, *, rpo_applies: bool) -> list[str]:
-    """Every reason the move may not happen automatically (empty: all gates pass)."""
-    reasons = list(tally.busy())
-    if target is None:
-        reasons.append("no standby is up for a majority of voters")
-    if state.active != home:
-        reasons.append(f"{state.active} is not the home site {home}: failback is a human decision")
-    if not policy.auto_failover:
-        reasons.append("automatic failover is disabled for this service")
+def gate_results(state: ServiceState, home: str, target: str | None, tally: Tally, now: float,
+                 policy: PolicyConfig, *, rpo_applies: bool) -> list[dict[str, Any]]:
+    """Every gate of an automatic move with its result and reason (the evidence of a decision)."""
+    busy = tally.busy()
+    gates: list[dict[str, Any]] = [
+        {"gate": "nothing_under_way", "ok": not busy, "detail": "; ".join(busy) or "no operation or drill announced"},
+        {"gate": "standby_up", "ok": target is not None,
+         "detail": f"{target} is up for a majority" if target else "no standby is up for a majority of voters"},
+        {"gate": "leaving_home", "ok": state.active == home,
+         "detail": f"{state.active} is the home site" if state.active == home else
+         f"{state.active} is not the home site {home}: failback is a human decision"},
+        {"gate": "auto_failover", "ok": policy.auto_failover,
+         "detail": "enabled" if policy.auto_failover else "automatic failover is disabled for this service"},
+    ]
     cooling = cooldown_reason(state, now, policy)
-    if cooling:
-        reasons.append(cooling)
+    gates.append({"gate": "cooldown", "ok": not cooling, "detail": cooling or "not cooling down"})
     shared = tally.shared_down()
-    if shared:
-        reasons.append(f"shared dependency {', '.join(shared)} is down: it would fail there too")
+    gates.append({"gate": "shared_dependencies", "ok": not shared,
+                  "detail": f"shared dependency {', '.join(shared)} is down: it would fail there too" if shared
+                  else "none down"})
     if rpo_applies:
         lag = tally.worst_lag()
         if lag is None:
-            reasons.append("replication lag is unknown")
-        elif lag > policy.rpo:
-            reasons.append(f"standby lag {lag:.1f}s exceeds RPO {format_duration(policy.rpo)}")
+            gates.append({"gate": "rpo", "ok": False, "detail": "replication lag is unknown"})
+        else:
+            ok = lag <= policy.rpo
+            gates.append({"gate": "rpo", "ok": ok, "detail": f"standby lag {lag:.1f}s "
+                          f"{'within' if ok else 'exceeds'} RPO {format_duration(policy.rpo)}"})
+    return gates
+
+
+def gate_reasons(state: ServiceState, home: str, target: str | None, tally: Tally, now: float,
+                 policy: PolicyConfig, *, rpo_applies: bool) -> list[str]:
+    """Every reason the move may not happen automatically (empty: all gates pass)."""
+    reasons: list[str] = []
+    for gate in gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies):
+        if gate["ok"]:
+            continue
+        if gate["gate"] == "nothing_under_way":
+            reasons.extend(tally.busy())
+        else:
+            reasons.append(gate["detail"])
     return reasons
 
 
@@ -121,6 +141,8 @@ def _decide(state: ServiceState, service: str, home: str, tally: Tally, own_id: 
         return ClusterDecision(Verdict.HOLD, f"holding: {active} health not yet known ({up_votes} of "
                                f"{tally.voters} voters see it up, need {tally.majority})", None, None, False, (),
                                evidence)
+    gates = gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies)
+    evidence["gates"] = gates
     reasons = gate_reasons(state, home, target, tally, now, policy, rpo_applies=rpo_applies)
     if reasons:
         return ClusterDecision(Verdict.PAGE, f"paging: {need}; not moving: {'; '.join(reasons)}", target, None,

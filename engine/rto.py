@@ -34,9 +34,10 @@ decision
     ``SKEW_ALLOWANCE`` does not age it (:mod:`engine.peering`). The cool-down does not apply to
     the first move (:func:`engine.decide.cooldown_reason`: no last move), so it is not counted.
 lease
-    With a self-fencing lease the majority waits it out before promoting, so the old primary has
-    fenced itself first. Given as ``lease_wait``; else the policy's ``self_fence_after`` (when the
-    config has that field) plus :func:`lease_margin`; else 0.
+    With a self-fencing lease (:mod:`engine.lease`), when the executor cannot fence the old primary
+    itself, the fence step waits until the old site's engines have been silent for the lease, so
+    the cut-off primary has fenced itself first. Given as ``lease_wait``; else the service's lease
+    (``EngineConfig.lease``); else 0.
 runbook
     The failover steps up to and including ``verify_dns`` (traffic has moved when the
     authoritative servers answer the target). Each step is bounded by its :class:`StepBudget`,
@@ -247,15 +248,6 @@ class RtoEstimate:
         }
 
 
-def lease_margin(config: EngineConfig) -> float:
-    """What is added to ``self_fence_after``: ``3 * tick``.
-
-    The isolated engine notices it lost the majority only when its peers' verdicts go stale (two
-    ticks: :mod:`engine.quorum`) and fences on its next tick; the majority's wait covers both.
-    """
-    return 3 * config.instance.tick
-
-
 def home_signals(svc: ServiceConfig) -> list[SignalDetection]:
     """The signals that judge the home site: its probes and its ``scope: site`` dependencies."""
     policy = svc.policy
@@ -298,18 +290,17 @@ def _decision(config: EngineConfig, policy: PolicyConfig) -> Component:
         f"{fmt(2 * tick)}s (2 × tick, clocks within {fmt(SKEW_ALLOWANCE)}s); {cooldown}"))
 
 
-def _lease(config: EngineConfig, policy: PolicyConfig, lease_wait: float | None) -> Component:
+def _lease(config: EngineConfig, service: str, lease_wait: float | None) -> Component:
     if lease_wait is not None:
         return Component("lease", lease_wait,
                          f"self-fencing lease: wait {format_seconds(lease_wait)}s before promoting")
-    fence_after = getattr(policy, "self_fence_after", None)
-    if fence_after:
-        after = float(fence_after)
-        margin = lease_margin(config)
-        return Component("lease", after + margin, (
-            f"self_fence_after {format_duration(after)} + {format_seconds(margin)}s margin (3 × tick: peers' verdicts "
-            "go stale, then the isolated engine fences)"))
-    return Component("lease", 0.0, "no lease configured")
+    lease = config.lease(service)
+    if lease is not None:
+        return Component("lease", lease.wait, (
+            f"when the old primary cannot be fenced, the fence step waits out the self-fencing lease "
+            f"{format_seconds(lease.wait)}s (minimum: {lease.explain()})"))
+    return Component("lease", 0.0, "no lease configured (no database, fencing off, self_fence_after null, "
+                                   "or fewer than 3 voters)")
 
 
 def _runbook(svc: ServiceConfig) -> tuple[Component, tuple[Component, ...], tuple[Component, ...]]:
@@ -366,13 +357,13 @@ def worst_case_rto(config: EngineConfig, service: str, *, lease_wait: float | No
     """The worst-case RTO of ``service`` under ``config``; see the module docstring for every term.
 
     ``lease_wait``: the self-fencing lease the majority waits out before promoting (None: the
-    policy's ``self_fence_after`` plus :func:`lease_margin` when the config has it, else none).
+    service's own lease, see :meth:`EngineConfig.lease`).
     """
     svc = config.services[service]
     policy = svc.policy
     detection, notes = _detection(svc)
     runbook, steps, after = _runbook(svc)
-    components = (detection, _decision(config, policy), _lease(config, policy, lease_wait), runbook, _dns_ttl(svc))
+    components = (detection, _decision(config, policy), _lease(config, service, lease_wait), runbook, _dns_ttl(svc))
     automatic = bool(home_signals(svc)) and policy.auto_failover
     if not policy.auto_failover:
         notes.append("automatic failover is disabled: detection pages, and an operator's reaction adds to this")

@@ -40,3 +40,5 @@ class Verdict(_Strict):
     at: float = Field(description="sender's wall time when it made the verdict")
     interval: float = Field(gt=0, le=3600, description="how often the sender sends")
     services: dict[str, ServiceVerdict] = Field(max_length=256)
+    hears: list[str] = Field(default_factory=list, max_length=64, description=(
+        "the voters whose verdicts the sender holds fresh: the grants of the self-fencing lease"))

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -243,6 +243,22 @@ class CloudflareProvider:
         if txt:
             epoch = replace(epoch, ref=txt[0].id)
         return DnsState(self._p.zone, states, epoch, self.epoch_name)
+
+    async def retime(self, expected: DnsState, ttls: Mapping[str, int]) -> DnsState:
+        """Change only the TTLs of ``expected``'s records (absolute name -> seconds): read, compare, one batch of
+        patches with the same contents; the epoch record is untouched. DnsConflict when the zone moved."""
+        chosen = [self._configs[r.name] for r in expected.records]
+        zone_id = await self._zone()
+        current = await self.read(chosen)
+        if current != expected:
+            raise self._conflict(expected, current)
+        patches = [{"id": record_id, "type": r.rtype, "name": r.name.rstrip("."), "content": value,
+                    "ttl": int(ttls.get(r.name, r.ttl))}
+                   for r in current.records for record_id, value in zip(r.refs, r.values, strict=False)]
+        if patches:
+            await self._call(f"TTL change in zone {self._p.zone}",
+                             lambda: self._client.dns.records.batch(zone_id=zone_id, patches=patches))  # type: ignore[arg-type]
+        return await self.read(chosen)
 
     async def validate(self, expected: DnsState, target_site: str, new_epoch: int) -> str:
         """Prove what can be proven without writing (a shadow drill): the token is active

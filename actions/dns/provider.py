@@ -9,7 +9,7 @@ Providers are imported lazily so the core runs without the Cloudflare SDK;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from actions.dns.state import DnsState
@@ -38,6 +38,10 @@ class DnsProvider(Protocol):
         Raises DnsConflict (with the current state) when the zone is not ``expected`` any more,
         DnsUnavailable when no answer came and a read-back could not show our write.
         """
+        ...
+
+    async def retime(self, expected: DnsState, ttls: Mapping[str, int]) -> DnsState:
+        """Change only the TTLs of ``expected``'s records, conditionally (DnsConflict when the zone moved)."""
         ...
 
     async def validate(self, expected: DnsState, target_site: str, new_epoch: int) -> str:

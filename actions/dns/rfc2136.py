@@ -18,7 +18,7 @@ means it was applied (success), anything else keeps it DnsUnavailable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 
 import dns.asyncquery
@@ -282,6 +282,35 @@ class Rfc2136Provider:
                                f"({dns.rcode.to_text(rcode)})")
         raise DnsError(f"{host}:{port} answered {dns.rcode.to_text(rcode)} to the update of zone "
                        f"{self._p.zone}")
+
+    async def retime(self, expected: DnsState, ttls: Mapping[str, int]) -> DnsState:
+        """Change only the TTLs of ``expected``'s records (``ttls``: absolute name -> seconds), conditionally:
+        the same prerequisites as a shift, the same values, the epoch untouched (a switchover lowers the TTL
+        ahead of the move). Raises DnsConflict when the zone is not ``expected``."""
+        records = tuple(replace(r, ttl=int(ttls.get(r.name, r.ttl))) for r in expected.records)
+        planned = replace(expected, records=records)
+
+        def build() -> dns.message.Message:
+            update = self._conditional(expected)
+            for record in planned.records:
+                update.replace(dns.name.from_text(record.name), record.ttl, record.rtype, *record.values)
+            return update
+
+        host, port = self.primary
+        response = await self._exchange(build, f"TTL change in zone {self._p.zone} at {host}:{port}", self.primary)
+        rcode = response.rcode()
+        if rcode == dns.rcode.NOERROR:
+            return planned
+        if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+            raise DnsAuthError(f"{host}:{port} refused the update signed with {self._key_words()} "
+                               f"({dns.rcode.to_text(rcode)})")
+        if rcode in _CONFLICT:
+            current = await self._read_from(self.primary, [self._configs[r.name] for r in expected.records])
+            if [(r.name, r.values, r.ttl) for r in current.records] == [(r.name, r.values, r.ttl)
+                                                                       for r in planned.records]:
+                return current  # ours, applied before a reply that was lost
+            raise self._conflict(expected, current)
+        raise DnsError(f"{host}:{port} answered {dns.rcode.to_text(rcode)} to the TTL change in zone {self._p.zone}")
 
     async def validate(self, expected: DnsState, target_site: str, new_epoch: int) -> str:
         """Prove that the shift would be accepted, without making it (a shadow drill).

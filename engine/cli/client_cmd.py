@@ -223,26 +223,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = add("status", "show a running engine's services, sites, signals, peers and quorum", cmd_status)
     p.add_argument("service", nargs="?", help="only this service")
 
-    for kind in ("failover", "failback"):
-        what = ("move a service to its standby site" if kind == "failover"
-                else "move a service back to its home site")
-        p = add(kind, f"{what} (needs an operator token and a reason)", cmd_move)
-        p.add_argument("service")
-        if kind == "failover":
-            p.add_argument("--target", help="the site to move to (default: the only other site)")
-            p.add_argument("--force", action="store_true",
-                           help="go ahead past blocking gates (recorded in the audit log with who and why)")
-        else:
-            p.add_argument("--acknowledge-reconciliation", action="store_true",
-                           help="go ahead although the last reconciliation found differences")
-            p.add_argument("--prepare", action="store_true",
-                           help="do not move yet: reconcile the pair and replicate the active database back to "
-                                "the home site (waits up to max(--timeout, 300) s)")
-        p.add_argument("--reason", required=True, type=_reason, help="why (recorded in the audit log)")
-        p.add_argument("--dry-run", action="store_true",
-                       help="show the plan and every gate, change nothing (exit 1 if it would be refused)")
-        _wait_args(p)
-        p.set_defaults(kind=kind)
+    _register_moves(add)
 
     for kind in ("pause", "resume"):
         what = ("stop automatic action on a service (it keeps observing)" if kind == "pause"
@@ -250,6 +231,19 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         p = add(kind, what, cmd_pause)
         p.add_argument("service")
         p.add_argument("--reason", required=True, type=_reason, help="why (recorded in the audit log)")
+        if kind == "pause":
+            expiry = p.add_mutually_exclusive_group()
+            expiry.add_argument("--until", type=_when, help="resume by itself then (epoch seconds or ISO 8601)")
+            expiry.add_argument("--ttl", type=_positive, help="resume by itself after this many seconds")
+        p.set_defaults(kind=kind)
+
+    for kind, what in (("arm", "re-arm automatic action after the circuit breaker opened"),
+                       ("unfence", "allow writes again on the active site's database after a self-fence")):
+        p = add(kind, f"{what} (operator token)", cmd_simple)
+        p.add_argument("service")
+        p.add_argument("--reason", required=True, type=_reason, help="why (recorded in the audit log)")
+        if kind == "unfence":
+            p.add_argument("--force", action="store_true", help="even while this engine is cut off from the voters")
         p.set_defaults(kind=kind)
 
     p = add("events", "the audit log, newest first", cmd_events)
@@ -269,6 +263,37 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     action.add_argument("--abort", action="store_true", help="give up a halted runbook")
     p.add_argument("--reason", type=_reason, help="why (required with --retry or --abort)")
     _wait_args(p)
+
+
+def _register_moves(add: Callable[[str, str, Callable[[argparse.Namespace, Client], int]],
+                                   argparse.ArgumentParser]) -> None:
+    for kind in ("failover", "failback", "switchover"):
+        what = {"failover": "move a service to its standby site",
+                "failback": "move a service back to its home site (a switchover when both sites are healthy)",
+                "switchover": "planned move with both sites healthy: TTL lowered, writes fenced and drained, "
+                              "standby promoted, old primary made the standby; nothing acknowledged is lost"}[kind]
+        p = add(kind, f"{what} (needs an operator token and a reason)", cmd_move)
+        p.add_argument("service")
+        if kind == "switchover":
+            p.add_argument("--target", help="the site to move to (default: the only other site)")
+            p.add_argument("--scheduled-at", type=_when, help="start then instead of now (epoch seconds or ISO 8601)")
+        elif kind == "failover":
+            p.add_argument("--target", help="the site to move to (default: the only other site)")
+            p.add_argument("--force", action="store_true",
+                           help="go ahead past blocking gates (recorded in the audit log with who and why)")
+            p.add_argument("--fence-first", action="store_true",
+                           help="the active site is healthy: fence its database first (the fence must succeed)")
+        else:
+            p.add_argument("--acknowledge-reconciliation", action="store_true",
+                           help="go ahead although the last reconciliation found differences")
+            p.add_argument("--prepare", action="store_true",
+                           help="do not move yet: reconcile the pair and replicate the active database back to "
+                                "the home site (waits up to max(--timeout, 300) s)")
+        p.add_argument("--reason", required=True, type=_reason, help="why (recorded in the audit log)")
+        p.add_argument("--dry-run", action="store_true",
+                       help="show the plan and every gate, change nothing (exit 1 if it would be refused)")
+        _wait_args(p)
+        p.set_defaults(kind=kind)
 
 
 def _wait_args(p: argparse.ArgumentParser) -> None:
@@ -481,15 +506,36 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
 
 # -- pause and resume ----------------------------------------------------------------------------
 def cmd_pause(args: argparse.Namespace, client: Client) -> int:
-    _, data = client.post(f"/v1/services/{_path(args.service)}/{args.kind}", {"reason": args.reason})
+    body: dict[str, Any] = {"reason": args.reason}
+    if getattr(args, "until", None) is not None:
+        body["until"] = args.until
+    if getattr(args, "ttl", None) is not None:
+        body["ttl"] = args.ttl
+    _, data = client.post(f"/v1/services/{_path(args.service)}/{args.kind}", body)
     if args.json:
         emit_json(data)
         return EXIT_OK
     if data.get("paused"):
-        print(f"{data.get('service', args.service)} paused: the engine keeps observing but will not act "
+        until = f" until {ts(data['until'])} UTC (then it resumes by itself)" if data.get("until") else ""
+        print(f"{data.get('service', args.service)} paused{until}: the engine keeps observing but will not act "
               f"(manual failover still works); undo with `{PROG} resume {args.service} --reason ...`")
     else:
         print(f"{data.get('service', args.service)} resumed: the engine acts on its decisions again")
+    return EXIT_OK
+
+
+def cmd_simple(args: argparse.Namespace, client: Client) -> int:
+    body: dict[str, Any] = {"reason": args.reason}
+    if getattr(args, "force", False):
+        body["force"] = True
+    _, data = client.post(f"/v1/services/{_path(args.service)}/{args.kind}", body)
+    if args.json:
+        emit_json(data)
+    elif args.kind == "arm":
+        print(f"{args.service}: automatic action armed" + (" (the circuit breaker was open)" if data.get("was_open")
+                                                           else ""))
+    else:
+        print(f"{args.service}: database in {data.get('site')} accepts writes again: {data.get('detail')}")
     return EXIT_OK
 
 
@@ -504,6 +550,10 @@ def cmd_move(args: argparse.Namespace, client: Client) -> int:
         body["target"] = args.target
     if getattr(args, "force", False):
         body["force"] = True
+    if getattr(args, "fence_first", False):
+        body["fence_first"] = True
+    if getattr(args, "scheduled_at", None) is not None:
+        body["scheduled_at"] = args.scheduled_at
     if getattr(args, "acknowledge_reconciliation", False):
         body["acknowledge_reconciliation"] = True
     try:
@@ -514,6 +564,13 @@ def cmd_move(args: argparse.Namespace, client: Client) -> int:
         raise
     if args.dry_run or data.get("dry_run"):
         return _print_dry_run(args, data)
+    if data.get("scheduled_at") is not None:
+        if args.json:
+            emit_json(data)
+        else:
+            print(f"{args.kind} of {args.service} to {data.get('target')} scheduled for {ts(data['scheduled_at'])} "
+                  f"UTC; cancel it through POST /v1/services/{args.service}/switchover with cancel: true")
+        return EXIT_OK
     op_id = data.get("operation")
     if not op_id:
         raise CliError(EXIT_REFUSED, f"{PROG}: the engine answered {status} without an operation id", data)

@@ -15,6 +15,7 @@ from engine.config.database import DatabaseConfig
 from engine.config.dns import DnsConfig
 from engine.config.drills import DrillsConfig
 from engine.config.probes import ProbeConfig
+from engine.lease import Lease, lease_for
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
@@ -114,6 +115,22 @@ class PolicyConfig(Model):
         "failback needs the home site up for at least this long"))
     executors: list[str] = Field(default_factory=list, description=(
         "instance ids in the order they should act; default: the engines of the target site first"))
+    self_fence_after: Duration | None = Field(15.0, description=(
+        "an engine in the active site that cannot keep a majority of voters for this long fences its "
+        "own database (null: never; needs 3 or more voters and a database)"))
+    lease_wait: Duration | None = Field(None, description=(
+        "how long the old site's engines must have been silent before a standby is promoted when the old "
+        "primary could not be fenced; default: the minimum that is safe (see check-config)"))
+    runbook_deadline: Duration = Field(900.0, description="a runbook still running after this halts and pages")
+    max_auto_failovers: int = Field(1, ge=1, le=100, description=(
+        "circuit breaker: automatic failovers of this service per breaker_window; one more is refused and "
+        "disarms automatic action until an operator re-arms it"))
+    breaker_window: Duration = Field(3600.0, description="the circuit breaker's window")
+    switchover_ttl: Duration = Field(5.0, description=(
+        "a switchover lowers the records' TTL to this ahead of the move and waits out the old TTL"))
+    switchover_max_lag: Duration = Field(5.0, description="a switchover needs the standby at most this far behind")
+    switchover_drain: Duration = Field(30.0, description=(
+        "how long a switchover waits, writes fenced, for the standby to apply the last of them"))
 
 
 class SiteConfig(Model):
@@ -270,6 +287,14 @@ class NotificationsConfig(Model):
     queue: int = Field(1000, ge=10, le=100_000, description="notifications kept while webhooks are slow")
 
 
+class BrakesConfig(Model):
+    """Limits across every service of this engine."""
+
+    max_auto_failovers: int = Field(3, ge=1, le=1000, description=(
+        "automatic failovers of all services together per window; beyond it every service is disarmed"))
+    window: Duration = Field(3600.0)
+
+
 class EngineConfig(Model):
     """The whole file."""
 
@@ -281,6 +306,7 @@ class EngineConfig(Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    brakes: BrakesConfig = Field(default_factory=BrakesConfig)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
 
     @field_validator("services")
@@ -322,4 +348,22 @@ class EngineConfig(Model):
                     raise rule_error(
                         f"services.{name}.sites",
                         f"this instance's site '{self.instance.site}' is not a site of the service")
+        for name in self.services:
+            lease = self.lease(name)
+            if lease is not None and lease.wait < lease.minimum:
+                raise rule_error(f"services.{name}.policy.lease_wait",
+                                 f"{lease.wait:g}s is too short: a cut-off active site may still accept writes "
+                                 f"until {lease.explain()}; raise lease_wait or lower self_fence_after")
         return self
+
+    def lease(self, service: str) -> Lease | None:
+        """The self-fencing lease of ``service`` (see :mod:`engine.lease`), or None without one: no database,
+        fencing off, ``self_fence_after: null``, or fewer than 3 voters (with two, neither side moves alone)."""
+        if len(self.peers) < 2:
+            return None
+        svc = self.services[service]
+        db = svc.database
+        if db is None:
+            return None
+        return lease_for(self.instance.tick, svc.policy.self_fence_after, db.fencing.enabled, db.fencing.timeout,
+                         svc.policy.lease_wait)

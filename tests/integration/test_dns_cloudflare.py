@@ -475,3 +475,11 @@ async def test_validate_checks_token_and_state_and_writes_nothing(
     await make(providers, fake).shift(state, "azure", 2)
     with pytest.raises(DnsConflict):
         await provider.validate(state, "azure", 2)
+
+
+async def test_retime_patches_only_ttls(fake: CloudflareFake, providers: list[CloudflareProvider]) -> None:
+    provider = make(providers, fake)
+    state = await provider.read()
+    after = await provider.retime(state, {r.name: 5 for r in state.records})
+    assert [r.ttl for r in after.records] == [5, 5, 5]
+    assert [r.values for r in after.records] == [r.values for r in state.records] and after.epoch == state.epoch

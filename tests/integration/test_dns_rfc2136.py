@@ -444,3 +444,17 @@ async def test_validate_proves_key_and_conditions_and_changes_nothing(bind_zone:
     with pytest.raises(DnsAuthError):
         await provider(bind_zone, provider={"tsig": {"name": "failover-key", "secret": wrong}}).validate(
             moved, "gcp", 3)
+
+
+async def test_retime_changes_only_ttls_conditionally(bind_zone: NamedServer) -> None:
+    """A switchover lowers the TTL ahead of the move: values and epoch stay, a moved zone is a conflict."""
+    dns_provider = provider(bind_zone)
+    state = await dns_provider.read()
+    lowered = await dns_provider.retime(state, {r.name: 5 for r in state.records})
+    reread = await dns_provider.read()
+    assert [r.ttl for r in reread.records] == [5, 5, 5] == [r.ttl for r in lowered.records]
+    assert [r.values for r in reread.records] == [r.values for r in state.records]
+    assert reread.epoch == state.epoch
+    await provider(bind_zone).shift(reread, "azure", 2)  # the zone moves on: the old read no longer holds
+    with pytest.raises(DnsConflict):
+        await dns_provider.retime(state, {r.name: 7 for r in state.records})

@@ -43,6 +43,8 @@ class FakeRuntime:
     def __init__(self, config: ServiceConfig) -> None:
         self.name = "api"
         self.config = config
+        self.lease = None
+        self.operation = None
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ async def test_cli_client_against_a_cluster(cluster: Cluster, tmp_path: Path) ->
     assert r.returncode == 0 and "older events: add --before-id" in r.stdout
 
     # dry run: the gates table and the plan, nothing changed
-    r = await cli("failover", "shop", "--reason", "planned drill", "--dry-run", *op)
+    r = await cli("failover", "shop", "--reason", "planned drill", "--dry-run", "--fence-first", *op)
     assert r.returncode == 0, r.stderr
     assert "would START (epoch 1 -> 2); nothing was changed" in r.stdout
     gates = {line.split()[0]: line.split()[1:3] for line in r.stdout.splitlines()
@@ -121,7 +121,7 @@ async def test_cli_client_against_a_cluster(cluster: Cluster, tmp_path: Path) ->
     # a real failover, followed to the end
     await cluster.cut("engine-azure", "azure", "pass")
     await cluster.wait_for("engine-azure", lambda s: up(s, "azure"), what="azure back up")
-    r = await cli("failover", "shop", "--reason", "planned drill", "--wait", *op)
+    r = await cli("failover", "shop", "--reason", "planned drill", "--wait", "--fence-first", *op)
     assert r.returncode == 0, (r.stdout, r.stderr)
     out = r.stdout.splitlines()
     assert out[0].startswith("failover of shop gcp -> azure started: operation ")

@@ -94,6 +94,11 @@ async def test_manual_failover_dry_run_refusal_force_and_audit(cluster: Cluster)
     """Dry run changes nothing; an unhealthy target is refused with reasons; force goes through, audited."""
     status, plan = await cluster.call("engine-azure", "POST", "/v1/services/shop/failover", OPERATOR,
                                       {"reason": "planned test", "dry_run": True})
+    # gcp is healthy: a failover away from it must fence it first (or be a switchover, or forced)
+    assert status == 200 and plan["would"] == "refuse"
+    assert plan["reasons"][0].startswith("active_not_healthy: gcp is healthy: a planned move is a switchover")
+    status, plan = await cluster.call("engine-azure", "POST", "/v1/services/shop/failover", OPERATOR,
+                                      {"reason": "planned test", "dry_run": True, "fence_first": True})
     assert status == 200 and plan["would"] == "start" and plan["target"] == "azure"
     assert plan["plan"] == ["precheck", "fence", "promote", "shift_dns", "verify_dns", "consistency",
                             "reconcile", "report"]
@@ -125,7 +130,7 @@ async def test_halted_runbook_retry_and_abort(cluster: Cluster) -> None:
     """A runbook halted by a DNS outage is retried once DNS is back; another halted one is aborted."""
     await cluster.cut("engine-azure", "dns", "refuse")
     status, body = await cluster.call("engine-azure", "POST", "/v1/services/shop/failover", OPERATOR,
-                                      {"reason": "drill"})
+                                      {"reason": "drill", "fence_first": True})
     assert status == 202
     op_id = body["operation"]
     await cluster.wait_for("engine-azure", lambda s: (s["services"]["shop"]["operation"] or {}).get("state")

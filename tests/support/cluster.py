@@ -73,7 +73,7 @@ class Cluster:
                  threshold: int = 3, rpo: float = 30.0,
                  tick: float = 0.2, executors: dict[str, list[str]] | None = None,
                  extra_service: Callable[[str], str] | None = None, webhooks: Sequence[tuple[str, str]] = (),
-                 api_tokens: Sequence[tuple[str, str, str]] = ()) -> None:
+                 api_tokens: Sequence[tuple[str, str, str]] = (), policy: str = "switchover_ttl: 30s") -> None:
         self.workdir = workdir
         self.interval, self.timeout, self.tick, self.threshold = interval, timeout, tick, threshold
         self.rpo = rpo
@@ -84,6 +84,8 @@ class Cluster:
         self.extra_service = extra_service
         self.webhooks = list(webhooks)  # (url, format)
         self.api_tokens = list(api_tokens)  # (name, role, token)
+        # more policy keys; by default a switchover finds the records' 30 s TTL low enough (no 30 s wait per move)
+        self.policy = policy
         self.sites: dict[str, SampleSite] = {}
         self.voters: dict[str, Voter] = {}
         self.named: NamedServer | None = None
@@ -141,7 +143,7 @@ services:
   shop:
     active: gcp
     policy: {{failure_threshold: {self.threshold}, success_threshold: 2, rpo: {self.rpo}, cooldown: 10m,
-              failback_healthy_for: 1s,
+              failback_healthy_for: 1s, {self.policy + ', ' if self.policy else ''}
               executors: {json.dumps(executors)}}}
     sites:
       gcp: {{probes: {probes['gcp']}}}

@@ -22,7 +22,6 @@ from engine.rto import (
     POKE_GAP,
     SKEW_ALLOWANCE,
     SignalDetection,
-    lease_margin,
     runbook_steps,
     worst_case_rto,
 )
@@ -169,18 +168,18 @@ def test_decision_with_peers_follows_the_tick() -> None:
     assert "majority 2 of 3 voters" in text and "cool-down 30m not counted (first move)" in text
 
 
-def test_lease_argument_and_policy_field() -> None:
-    """lease_wait is taken as given; self_fence_after on the policy (a later field) gets 3 ticks of margin."""
+def test_lease_argument_and_the_configured_lease() -> None:
+    """lease_wait is taken as given; otherwise the service's self-fencing lease (engine.lease) when it has one."""
     cfg = config()
     assert terms(cfg, lease_wait=45.0)["lease"] == 45
     assert terms(cfg, lease_wait=45.0)["detection"] == terms(cfg)["detection"]
-    svc = cfg.services["api"]
-    policy = SimpleNamespace(**dict(svc.policy), self_fence_after=20.0)
-    later = cfg.model_copy(update={"services": {"api": svc.model_copy(update={"policy": policy})}})
-    lease = worst_case_rto(later, "api").component("lease")
-    assert lease.seconds == pytest.approx(20 + lease_margin(cfg)) == pytest.approx(23)
-    assert lease.explanation.startswith("self_fence_after 20s + 3s margin")
-    assert worst_case_rto(later, "api", lease_wait=5.0).component("lease").seconds == 5
+    with_lease = config(SMALL + DATABASE % "true" + PEERS)
+    lease = with_lease.lease("api")
+    assert lease is not None
+    component = worst_case_rto(with_lease, "api").component("lease")
+    assert component.seconds == lease.wait == lease.minimum
+    assert lease.explain() in component.explanation
+    assert worst_case_rto(with_lease, "api", lease_wait=5.0).component("lease").seconds == 5
 
 
 def test_dns_ttl_and_verify_deadline() -> None:
@@ -226,7 +225,7 @@ def test_step_budgets_mirror_the_failover_runbook() -> None:
         svc = config(text).services["api"]
         mine = [(b.name, b.timeout, b.attempts, b.backoff, b.best_effort) for b in runbook_steps(svc)]
         theirs = [(s.name, s.timeout, s.attempts, s.backoff, s.best_effort)
-                  for s in step_specs(SimpleNamespace(config=svc))]  # type: ignore[arg-type]
+                  for s in step_specs(SimpleNamespace(config=svc, lease=None, operation=None))]  # type: ignore[arg-type]
         assert mine == theirs
 
 

@@ -1,0 +1,160 @@
+"""The planned switchover runbook: both sites healthy, zero acknowledged writes lost.
+
+precheck     as for a failover (DNS at our starting epoch, pointing at the source).
+lower_ttl    the records' TTL down to ``switchover_ttl`` (values and epoch untouched), then wait out the
+             old TTL, so that after the move resolvers forget the old answer within the low TTL. Skipped
+             when the TTL is already that low.
+fence        the source database read-only and its client sessions ended; this move needs it (no best
+             effort, no lease: the source is healthy and reachable).
+drain        a last heartbeat written on the fenced source, waited for on the target
+             (:mod:`actions.database.switchover`): every write a client saw acknowledged is there.
+promote      as for a failover (subscription disabled, sequences synced, reverse slot, writes allowed).
+shift_dns    compare-and-set to the target at epoch N+1 (this also restores the configured TTLs).
+verify_dns   every authoritative server answers the target.
+reverse      the old primary becomes the standby: the reconciliation of the pair, then replication from
+             the new primary through the slot the promotion made (see :mod:`actions.database.failback`);
+             rows only the old primary holds would be listed, quarantined and refused, never lost.
+restore_ttl  the configured TTLs back if anything left them low.
+reconcile    counts and checksums of the pair: the proof.
+report       phase timings.
+
+The same steps serve a planned failback and the moves of a full drill when both sites are healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from engine.failover import FailoverSteps
+from engine.runbook import Operation, Outcome, StepFailed, StepFn, StepSpec
+
+if TYPE_CHECKING:
+    from engine.daemon import Engine, ServiceRuntime
+
+SWITCHOVER_STEPS = ("precheck", "lower_ttl", "fence", "drain", "promote", "shift_dns", "verify_dns", "reverse",
+                    "restore_ttl", "reconcile", "report")
+
+
+def planned(op: Operation | None) -> bool:
+    return op is not None and bool(op.evidence.get("planned"))
+
+
+def switchover_specs(rt: ServiceRuntime) -> list[StepSpec]:
+    dns = rt.config.dns
+    db = rt.config.database
+    policy = rt.config.policy
+    old_ttl = max((r.ttl for r in dns.records), default=0.0) if dns is not None else 0.0
+    verify_deadline = dns.verify.deadline if dns is not None else 30.0
+    fence_timeout = db.fencing.timeout if db is not None else 10.0
+    specs = {
+        "precheck": StepSpec("precheck", timeout=30.0, attempts=3, backoff=0.5),
+        "lower_ttl": StepSpec("lower_ttl", timeout=60.0 + old_ttl, attempts=2, backoff=0.5),
+        "fence": StepSpec("fence", timeout=fence_timeout + 5, attempts=3, backoff=0.5),
+        "drain": StepSpec("drain", timeout=policy.switchover_drain + 5, attempts=1),
+        "promote": StepSpec("promote", timeout=120.0, attempts=3, backoff=1.0),
+        "shift_dns": StepSpec("shift_dns", timeout=60.0, attempts=4, backoff=0.5),
+        "verify_dns": StepSpec("verify_dns", timeout=verify_deadline + 10, attempts=1),
+        "reverse": StepSpec("reverse", timeout=600.0, attempts=2, backoff=2.0),
+        "restore_ttl": StepSpec("restore_ttl", timeout=60.0, attempts=3, backoff=0.5, best_effort=True),
+        "reconcile": StepSpec("reconcile", timeout=1800.0, attempts=1, best_effort=True),
+        "report": StepSpec("report", timeout=10.0, attempts=1, best_effort=True),
+    }
+    return [specs[name] for name in SWITCHOVER_STEPS]
+
+
+def switchover_steps(engine: Engine, rt: ServiceRuntime) -> tuple[Sequence[StepSpec], Mapping[str, StepFn]]:
+    steps = SwitchoverSteps(engine, rt)
+    return switchover_specs(rt), {name: getattr(steps, name) for name in SWITCHOVER_STEPS}
+
+
+class SwitchoverSteps(FailoverSteps):
+    async def _retime(self, op: Operation, low: bool) -> Outcome:
+        from actions.dns.errors import DnsAuthError, DnsConflict, DnsError
+        from actions.dns.provider import build_provider
+
+        dns = self.rt.config.dns
+        if dns is None:
+            return Outcome.skip("no dns configured for this service")
+        configured = {dns.fqdn(r.name): int(r.ttl) for r in dns.records}
+        low_ttl = int(self.rt.config.policy.switchover_ttl)
+        provider = build_provider(dns, self.rt.name)
+        try:
+            state = await provider.read()
+            stale = self._stale_epoch(op, state, allow_done=not low)
+            if stale is not None:
+                return stale
+            want = {r.name: min(low_ttl, configured.get(r.name, r.ttl)) if low else configured.get(r.name, r.ttl)
+                    for r in state.records}
+            if all(r.ttl == want[r.name] for r in state.records):
+                return Outcome.skip(f"TTLs already {sorted(set(want.values()))}s") if low else Outcome(
+                    f"TTLs are the configured ones ({sorted(set(want.values()))}s)", {"changed": False})
+            old = max(r.ttl for r in state.records)
+            await provider.retime(state, want)
+        except DnsConflict as exc:
+            return Outcome(f"the zone changed under us: {exc.current.describe()}", {"dns": exc.current.describe()},
+                           stand_down=True)
+        except DnsAuthError as exc:
+            raise StepFailed(str(exc), retry=False) from None
+        except DnsError as exc:
+            raise StepFailed(str(exc)) from None
+        finally:
+            await provider.aclose()
+        if not low:
+            return Outcome(f"TTLs restored to {sorted(set(want.values()))}s", {"changed": True})
+        await self.engine.record("runbook", f"{op.kind} of {op.service}: TTL lowered from {old}s to {low_ttl}s; "
+                                 f"waiting {old}s for resolvers to forget the old TTL", service=op.service,
+                                 data={"operation": op.id})
+        await asyncio.sleep(old)
+        return Outcome(f"TTL lowered from {old}s to {low_ttl}s and the old TTL waited out",
+                       {"old_ttl": old, "ttl": low_ttl, "waited_s": old})
+
+    def _stale_epoch(self, op: Operation, state: Any, *, allow_done: bool) -> Outcome | None:
+        number = state.epoch.number
+        if number == op.epoch_from or (allow_done and number == op.epoch_to and state.epoch.op == op.id):
+            return None
+        return Outcome(f"DNS is at {state.describe()}: another operation moved {op.service}",
+                       {"dns": state.describe()}, stand_down=True)
+
+    async def lower_ttl(self, op: Operation) -> Outcome:
+        return await self._retime(op, low=True)
+
+    async def restore_ttl(self, op: Operation) -> Outcome:
+        return await self._retime(op, low=False)
+
+    async def drain(self, op: Operation) -> Outcome:
+        db = self.rt.config.database
+        if db is None:
+            return Outcome.skip("no database configured for this service")
+        from actions.database.switchover import drain
+
+        stale = await self._epoch_guard(op)
+        if stale is not None:
+            return stale
+        result = await drain(db, op.source, op.target, writer_site=self.engine.config.instance.site,
+                             timeout=self.rt.config.policy.switchover_drain)
+        if not result.ok:
+            raise StepFailed(result.sentence, retry=False)
+        return Outcome(result.sentence, result.to_dict())
+
+    async def reverse(self, op: Operation) -> Outcome:
+        """The old primary becomes the standby (prepare_failback toward it: reconcile, quarantine what only it
+        holds, replicate from the new primary)."""
+        db = self.rt.config.database
+        if db is None:
+            return Outcome.skip("no database configured for this service")
+        from actions.database.failback import prepare_failback
+        from actions.reconcile.runner import reconcile
+        from engine.operator import _Reconciled
+
+        # replication has stopped and the source is fenced: nothing is in flight, every difference is real
+        result = await reconcile(db, service=op.service, primary=op.target, now=self.engine.clock.now(),
+                                 watermark=None)
+        reconciled = result.to_dict()
+        prepared = await prepare_failback(db, op.target, _Reconciled(reconciled))
+        data = {"reconciliation": {k: reconciled.get(k) for k in ("identical", "sentence", "differences")},
+                "prepare": prepared.to_dict()}
+        if not prepared.ok:
+            raise StepFailed(prepared.sentence, retry=False)
+        return Outcome(f"{op.source} is now the standby of {op.target}: {prepared.sentence}", data)
