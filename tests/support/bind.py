@@ -6,7 +6,10 @@ waits until it answers the zone's SOA. :meth:`NamedServer.stop` terminates it an
 directory. Under ``CI=true`` a missing ``named`` is a failure, elsewhere a skip. A server can
 listen on ``::1`` instead (``host="::1"``), and nameserver glue may be AAAA or absent.
 :func:`start_resolver` starts a recursive ``named`` (cache off) that forwards a primary's zone to
-it and serves extra zones itself: a real, distinct resolver for verification tests.
+it and serves extra zones itself: a real, distinct resolver for verification tests. Both take a
+``wrap`` command prefix (e.g. ``["ip", "netns", "exec", ns]``) to run ``named`` elsewhere, such as in
+a network namespace (``tests/support/netns.py``); then ``port`` defaults to 53 and ``host`` must be
+reachable from here, since readiness is checked by querying it.
 
 Fixtures:
 
@@ -26,7 +29,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,16 +177,17 @@ def start_named(*, zone: str = ZONE,
                 nameservers: tuple[tuple[str, str], ...] = (("ns1", "127.0.0.1"),),
                 algorithm: str = ALGORITHM, secret: str | None = None,
                 allow_update: bool = True, notify: tuple[tuple[str, int], ...] = (),
-                primary: NamedServer | None = None) -> NamedServer:
+                primary: NamedServer | None = None, wrap: Sequence[str] = ()) -> NamedServer:
     """Start a fresh ``named`` serving ``zone``; fails or skips when BIND is not installed.
 
     ``notify`` lists (address, port) of secondaries to NOTIFY after each change; with
-    ``primary`` the server is a secondary that transfers the zone from that primary.
+    ``primary`` the server is a secondary that transfers the zone from that primary. ``wrap``
+    prefixes the ``named`` command (then ``port`` defaults to 53: a free port here says nothing there).
     """
     named = require_binary("named", hint=_HINT, extra_dirs=("/usr/sbin",))
     directory = Path(tempfile.mkdtemp(prefix="named-"))
     secret = secret or base64.b64encode(secrets.token_bytes(32)).decode()
-    port = port or free_udp_tcp_port((host,))
+    port = port or (53 if wrap else free_udp_tcp_port((host,)))
     (directory / "tsig.key").write_text(
         f'key "{KEY_NAME}" {{ algorithm {algorithm}; secret "{secret}"; }};\n')
     (directory / f"{zone}.zone").write_text(zone_text(zone, records, nameservers))
@@ -216,19 +220,20 @@ options {{
 controls {{ }};
 zone "{zone}" {{ {zone_clause} }};
 """)
-    return _run(named, directory, host, port, zone, algorithm, secret)
+    return _run(named, directory, host, port, zone, algorithm, secret, wrap=wrap)
 
 
 def start_resolver(forward_to: NamedServer, *, zones: dict[str, str] | None = None,
-                   host: str = "127.0.0.1") -> NamedServer:
+                   host: str = "127.0.0.1", port: int | None = None, wrap: Sequence[str] = ()) -> NamedServer:
     """A recursive ``named`` that forwards ``forward_to``'s zone to it and serves ``zones`` itself.
 
     ``zones`` maps a zone name to its records (zone file lines after the SOA/NS, e.g.
     ``"ns IN AAAA ::1"``); the cache is off so every answer is fresh. No TSIG key is needed.
+    ``wrap`` and ``port`` as for :func:`start_named`.
     """
     named = require_binary("named", hint=_HINT, extra_dirs=("/usr/sbin",))
     directory = Path(tempfile.mkdtemp(prefix="named-resolver-"))
-    port = free_udp_tcp_port((host,))
+    port = port or (53 if wrap else free_udp_tcp_port((host,)))
     clauses = [f'zone "{forward_to.zone}" {{ type forward; forward only; '
                f"forwarders {{ {forward_to.host} port {forward_to.port}; }}; }};"]
     for name, body in (zones or {}).items():
@@ -255,15 +260,16 @@ options {{
 controls {{ }};
 {clause_text}
 """)
-    return _run(named, directory, host, port, forward_to.zone, ALGORITHM, "", soa_zone=forward_to.zone)
+    return _run(named, directory, host, port, forward_to.zone, ALGORITHM, "", soa_zone=forward_to.zone,
+                wrap=wrap)
 
 
 def _run(named: str, directory: Path, host: str, port: int, zone: str, algorithm: str, secret: str,
-         *, soa_zone: str | None = None) -> NamedServer:
+         *, soa_zone: str | None = None, wrap: Sequence[str] = ()) -> NamedServer:
     """Start ``named`` on ``directory/named.conf`` and wait until it answers the SOA of ``zone``."""
     log_path = directory / "named.log"
     with log_path.open("wb") as log_file:  # the child keeps its own descriptor
-        process = subprocess.Popen([named, "-g", "-c", str(directory / "named.conf")],
+        process = subprocess.Popen([*wrap, named, "-g", "-c", str(directory / "named.conf")],
                                    stdout=subprocess.DEVNULL, stderr=log_file)
     server = NamedServer(directory, host, port, zone, KEY_NAME, algorithm, secret, process)
     deadline = time.monotonic() + 10

@@ -10,6 +10,9 @@ wait for the subscriber to catch up and tear everything down (subscriber first).
 Nothing here needs pytest: ``bench/`` and demos use :func:`start_pair`. The pytest part at the end
 gives ``pg_pair_factory`` (session scope: the clusters start once) and ``pg_db`` (a fresh replicated
 database per test). Under ``CI=true`` a missing PostgreSQL is a failure, elsewhere a skip.
+
+A cluster can also listen on another address and start under a command prefix (``host``, ``port``,
+``wrap``): ``tests/support/netns.py`` runs one inside a network namespace that way.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,10 +71,11 @@ def postgres_available() -> bool:
     return True
 
 
-def _as_postgres(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def _as_postgres(*args: str, timeout: float = 60.0, wrap: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     cmd = list(args)
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", PG_USER, "--", *cmd]
+    cmd = [*wrap, *cmd]  # e.g. ["ip", "netns", "exec", name]: the server starts in that namespace
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -81,14 +85,22 @@ def _chown(path: Path) -> None:
 
 
 class PgCluster:
-    """One PostgreSQL cluster in ``base/name`` listening on 127.0.0.1:``port``."""
+    """One PostgreSQL cluster in ``base/name`` listening on ``host``:``port`` (default 127.0.0.1, a free port).
 
-    def __init__(self, base: Path, name: str, *, template: Path | None = None) -> None:
+    ``wrap`` prefixes the ``pg_ctl start`` command (e.g. ``["ip", "netns", "exec", ns]``), so the server
+    runs elsewhere; then ``port`` is kept on every attempt (default 5432: a fresh namespace has it free)
+    and ``host`` must be reachable from here, since readiness and :meth:`execute` connect to it.
+    """
+
+    def __init__(self, base: Path, name: str, *, template: Path | None = None, host: str = "127.0.0.1",
+                 port: int = 0, wrap: Sequence[str] = ()) -> None:
         self.base = base
         self.name = name
         self.datadir = base / name
         self.logfile = base / f"{name}.log"
-        self.port = 0
+        self.host = host
+        self.wrap = tuple(wrap)
+        self.port = port or (5432 if self.wrap else 0)
         self._template = template
 
     # lifecycle ------------------------------------------------------------------------------
@@ -109,11 +121,12 @@ class PgCluster:
         last = ""
         previous = self.port
         for attempt in range(attempts):
-            self.port = previous if attempt == 0 and previous else free_port()
-            opts = " ".join([f"-p {self.port}", "-c listen_addresses=127.0.0.1",
+            if not self.wrap:  # a wrapped server listens elsewhere: a free port here says nothing there
+                self.port = previous if attempt == 0 and previous else free_port(self.host)
+            opts = " ".join([f"-p {self.port}", f"-c listen_addresses={self.host}",
                              f"-c unix_socket_directories={self.base}", *(f"-c {s}" for s in SETTINGS)])
             result = _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
-                                  "-w", "-t", "30", "start", "-o", opts)
+                                  "-w", "-t", "30", "start", "-o", opts, wrap=self.wrap)
             if result.returncode == 0 and self._owns_port():
                 return
             last = (result.stderr or result.stdout).strip() + " " + self._log_tail()
@@ -146,7 +159,7 @@ class PgCluster:
     # connections ----------------------------------------------------------------------------
     def dsn(self, dbname: str = "postgres") -> str:
         """A libpq conninfo for tests (trust auth, no password)."""
-        return f"host=127.0.0.1 port={self.port} user={PG_USER} dbname={dbname}"
+        return f"host={self.host} port={self.port} user={PG_USER} dbname={dbname}"
 
     def execute(self, sql: str, dbname: str = "postgres", *, force_write: bool = False) -> list[tuple[object, ...]]:
         """Run SQL in autocommit (DDL such as CREATE SUBSCRIPTION needs it); return rows if any.
@@ -182,9 +195,9 @@ class ReplicatedDb:
         """A ``database:`` section (as data) for this pair: site ``gcp`` = publisher, ``azure`` = subscriber."""
         section: dict[str, object] = {
             "sites": {
-                "gcp": {"host": "127.0.0.1", "port": self.pair.publisher.port, "dbname": self.dbname,
+                "gcp": {"host": self.pair.publisher.host, "port": self.pair.publisher.port, "dbname": self.dbname,
                         "user": PG_USER, "connect_timeout": "3s", "sslmode": "disable"},
-                "azure": {"host": "127.0.0.1", "port": self.pair.subscriber.port, "dbname": self.dbname,
+                "azure": {"host": self.pair.subscriber.host, "port": self.pair.subscriber.port, "dbname": self.dbname,
                           "user": PG_USER, "connect_timeout": "3s", "sslmode": "disable"},
             },
             "publication": self.publication, "subscription": self.subscription,
