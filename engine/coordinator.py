@@ -396,8 +396,8 @@ class Coordinator:
                                clock=engine.clock, on_event=on_event)
         deadline = rt.config.policy.runbook_deadline
         # counted from the operation's start (a resume after a restart does not get a fresh deadline), at
-        # least a few seconds so a resumed runbook can record where it is
-        budget = max(5.0, deadline - (engine.clock.now() - op.created_at))
+        # least a second so a resumed runbook can record where it is
+        budget = max(1.0, deadline - (engine.clock.now() - op.created_at))
         try:
             async with asyncio.timeout(budget):
                 await runner.run(op)
@@ -431,6 +431,7 @@ class Coordinator:
         now = engine.clock.now()
         current = next((name for name, rec in op.steps.items() if str(rec.get("state")) == "started"), None)
         op.state = OpState.HALTED
+        op.finished_at = now
         op.message = (f"{op.kind} of {op.service} halted: runbook deadline {format_duration(deadline)} passed"
                       + (f" during {current}" if current else "") + "; retry or abort it")
         if current is not None:

@@ -70,13 +70,14 @@ def _started_port(log: Path, offset: int) -> int | None:
 
 class Cluster:
     def __init__(self, workdir: Path, *, witness: bool = True, interval: float = 0.3, timeout: float = 0.2,
-                 threshold: int = 3, rpo: float = 30.0,
+                 threshold: int = 3, rpo: float = 30.0, cooldown: str = "10m",
                  tick: float = 0.2, executors: dict[str, list[str]] | None = None,
                  extra_service: Callable[[str], str] | None = None, webhooks: Sequence[tuple[str, str]] = (),
                  api_tokens: Sequence[tuple[str, str, str]] = (), policy: str = "switchover_ttl: 30s") -> None:
         self.workdir = workdir
         self.interval, self.timeout, self.tick, self.threshold = interval, timeout, tick, threshold
         self.rpo = rpo
+        self.cooldown = cooldown
         self.voter_specs = [("engine-gcp", "gcp", "engine"), ("engine-azure", "azure", "engine")]
         if witness:
             self.voter_specs.append(("witness", "witness", "witness"))
@@ -142,7 +143,7 @@ logging: {{format: json, level: info}}
 services:
   shop:
     active: gcp
-    policy: {{failure_threshold: {self.threshold}, success_threshold: 2, rpo: {self.rpo}, cooldown: 10m,
+    policy: {{failure_threshold: {self.threshold}, success_threshold: 2, rpo: {self.rpo}, cooldown: {self.cooldown},
               failback_healthy_for: 1s, {self.policy + ', ' if self.policy else ''}
               executors: {json.dumps(executors)}}}
     sites:
