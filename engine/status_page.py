@@ -149,7 +149,7 @@ def _service(name: str, svc: Mapping[str, Any], op: Mapping[str, Any] | None, no
              f"<span>paused {_badge('yes' if svc.get('paused') else 'no', 'failover' if svc.get('paused') else '')}"
              f"</span><span>DNS {_e(svc.get('dns') or '—')}</span>"
              f"<span>replication lag {_num(svc.get('lag_s'), unit=' s')}</span>"
-             f"<span>last move {_clock(svc.get('last_move_at'))}</span></p>",
+             f"<span>last move {_clock(svc.get('last_move_at'))}</span>{_brakes(svc)}</p>",
              f'<p class="decision v-{verdict if verdict in CLASSES else "unknown"}">{_badge(verdict)} '
              f"{_e(decision.get('message') or 'no decision yet')}"
              f" <span class=muted>(since {_age(now, decision.get('since'))}{extra})</span></p><div class=sites>"]
@@ -167,6 +167,27 @@ def _service(name: str, svc: Mapping[str, Any], op: Mapping[str, Any] | None, no
     parts.append(_rto_and_drills(svc))
     parts.append(_operation(op, now) + "</section>")
     return "".join(parts)
+
+
+def _brakes(svc: Mapping[str, Any]) -> str:
+    """Breaker, pause expiry, cool-down expiry and a self-fence, when they apply."""
+    out = []
+    breaker = svc.get("breaker") or {}
+    if breaker.get("open"):
+        out.append(f"<span class=breaker>breaker {_badge('OPEN', 'down')} since {_clock(breaker.get('since'))}: "
+                   f"{_e(breaker.get('reason'))}</span>")
+    elif breaker:
+        out.append(f"<span class=breaker>breaker armed ({_e(breaker.get('auto_failovers_in_window'))}/"
+                   f"{_e(breaker.get('limit'))} automatic moves in the window)</span>")
+    if svc.get("paused_until"):
+        out.append(f"<span>paused until {_clock(svc.get('paused_until'))}</span>")
+    if svc.get("cooldown_until"):
+        out.append(f"<span>cool-down until {_clock(svc.get('cooldown_until'))}</span>")
+    fenced = svc.get("self_fenced")
+    if fenced:
+        out.append(f"<span class=fenced>{_badge('SELF-FENCED', 'down')} {_clock(fenced.get('at'))}: "
+                   f"{_e(fenced.get('reason'))}</span>")
+    return "".join(out)
 
 
 def _rto_and_drills(svc: Mapping[str, Any]) -> str:
