@@ -25,7 +25,8 @@ skipped with that reason: nothing is pretended.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.runbook import FAILOVER_STEPS, Operation, Outcome, StepFailed, StepFn, StepSpec
@@ -81,14 +82,17 @@ class FailoverSteps:
         self.rt = rt
 
     # -- DNS -------------------------------------------------------------------------------------
-    async def _dns_read(self) -> Any:
+    @contextlib.asynccontextmanager
+    async def _provider(self) -> AsyncIterator[Any]:
+        """The service's DNS provider, closed after use; its auth errors fail the step for good, other DNS
+        errors fail the attempt (retried). A DnsConflict is the caller's to catch inside."""
         from actions.dns.errors import DnsAuthError, DnsError
         from actions.dns.provider import build_provider
 
         assert self.rt.config.dns is not None
         provider = build_provider(self.rt.config.dns, self.rt.name)
         try:
-            return await provider.read()
+            yield provider
         except DnsAuthError as exc:
             raise StepFailed(str(exc), retry=False) from None
         except DnsError as exc:
@@ -96,16 +100,25 @@ class FailoverSteps:
         finally:
             await provider.aclose()
 
+    async def _dns_read(self) -> Any:
+        async with self._provider() as provider:
+            return await provider.read()
+
     async def _epoch_guard(self, op: Operation) -> Outcome | None:
         """Before touching a database: stand down unless DNS is still at our starting epoch or at ours."""
         if self.rt.config.dns is None:
             return None
-        state = await self._dns_read()
+        return self._moved_by_another(op, await self._dns_read(), "not touching the databases")
+
+    @staticmethod
+    def _moved_by_another(op: Operation, state: Any, consequence: str, *, ours_done: bool = True) -> Outcome | None:
+        """None while DNS is at the operation's starting epoch (or, with ``ours_done``, at the epoch this
+        operation wrote); else the stand-down."""
         number = state.epoch.number
-        if number == op.epoch_from or (number == op.epoch_to and state.epoch.op == op.id):
+        if number == op.epoch_from or (ours_done and number == op.epoch_to and state.epoch.op == op.id):
             return None
-        return Outcome(f"DNS is at {state.describe()}: another operation moved {op.service}; not touching the "
-                       "databases", {"dns": state.describe()}, stand_down=True)
+        return Outcome(f"DNS is at {state.describe()}: another operation moved {op.service}; {consequence}",
+                       {"dns": state.describe()}, stand_down=True)
 
     async def precheck(self, op: Operation) -> Outcome:
         if self.rt.config.dns is None:
@@ -123,33 +136,26 @@ class FailoverSteps:
         return Outcome(f"DNS at {state.describe()}", {"dns": state.describe()})
 
     async def shift_dns(self, op: Operation) -> Outcome:
-        from actions.dns.errors import DnsAuthError, DnsConflict, DnsError
-        from actions.dns.provider import build_provider
+        from actions.dns.errors import DnsConflict
 
         if self.rt.config.dns is None:
             return Outcome.skip("no dns configured for this service")
-        provider = build_provider(self.rt.config.dns, self.rt.name)
-        try:
-            state = await provider.read()
-            if state.epoch.number == op.epoch_to and state.site == op.target and state.epoch.op == op.id:
-                return Outcome(f"already shifted by this operation: {state.describe()}",
-                               {"changed": False, "dns": state.describe()})
-            if state.epoch.number != op.epoch_from:
-                return Outcome(f"epoch moved to {state.epoch.number} under us: {state.describe()}",
-                               {"changed": False, "dns": state.describe()}, stand_down=True)
-            sent_at = self.engine.clock.now()
-            new = await provider.shift(state, op.target, op.epoch_to, op=op.id)
-            return Outcome(f"shifted to {new.describe()}", {"changed": True, "dns": new.describe(),
-                                                            "sent_at": sent_at})
-        except DnsConflict as exc:
-            return Outcome(f"lost the race: {exc.current.describe()}",
-                           {"changed": False, "dns": exc.current.describe()}, stand_down=True)
-        except DnsAuthError as exc:
-            raise StepFailed(str(exc), retry=False) from None
-        except DnsError as exc:
-            raise StepFailed(str(exc)) from None
-        finally:
-            await provider.aclose()
+        async with self._provider() as provider:
+            try:
+                state = await provider.read()
+                if state.epoch.number == op.epoch_to and state.site == op.target and state.epoch.op == op.id:
+                    return Outcome(f"already shifted by this operation: {state.describe()}",
+                                   {"changed": False, "dns": state.describe()})
+                if state.epoch.number != op.epoch_from:
+                    return Outcome(f"epoch moved to {state.epoch.number} under us: {state.describe()}",
+                                   {"changed": False, "dns": state.describe()}, stand_down=True)
+                sent_at = self.engine.clock.now()
+                new = await provider.shift(state, op.target, op.epoch_to, op=op.id)
+                return Outcome(f"shifted to {new.describe()}", {"changed": True, "dns": new.describe(),
+                                                                "sent_at": sent_at})
+            except DnsConflict as exc:
+                return Outcome(f"lost the race: {exc.current.describe()}",
+                               {"changed": False, "dns": exc.current.describe()}, stand_down=True)
 
     async def verify_dns(self, op: Operation) -> Outcome:
         from actions.dns.provider import build_verifier

@@ -226,16 +226,7 @@ class Journal:
 
     def operations(self, *, service: str | None = None, state: str | None = None,
                    limit: int = 50) -> list[dict[str, Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        for clause, value in (("service = ?", service), ("state = ?", state)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = "SELECT body FROM operations" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at DESC LIMIT ?"
-        params.append(limit)
-        return [json.loads(r[0]) for r in self._read(sql, params)]
+        return self._bodies("operations", "created_at", limit, service=service, state=state)
 
     async def save_drill(self, drill: dict[str, Any]) -> None:
         """Store a drill report (see :mod:`engine.drills`) durably; rewritten as the drill goes on."""
@@ -252,16 +243,14 @@ class Journal:
     def drills(self, *, service: str | None = None, kind: str | None = None, state: str | None = None,
                limit: int = 50) -> list[dict[str, Any]]:
         """Newest first."""
-        where: list[str] = []
-        params: list[Any] = []
-        for clause, value in (("service = ?", service), ("kind = ?", kind), ("state = ?", state)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = "SELECT body FROM drills" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY started_at DESC LIMIT ?"
-        params.append(limit)
-        return [json.loads(r[0]) for r in self._read(sql, params)]
+        return self._bodies("drills", "started_at", limit, service=service, kind=kind, state=state)
+
+    def _bodies(self, table: str, newest: str, limit: int, **equal: str | None) -> list[dict[str, Any]]:
+        """The JSON bodies of ``table`` whose columns equal the given values (None: any), newest first."""
+        given = {column: value for column, value in equal.items() if value is not None}
+        sql = f"SELECT body FROM {table}" + (" WHERE " + " AND ".join(f"{c} = ?" for c in given) if given else "")
+        sql += f" ORDER BY {newest} DESC LIMIT ?"
+        return [json.loads(r[0]) for r in self._read(sql, [*given.values(), limit])]
 
     # -- reading ---------------------------------------------------------------------------------
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:

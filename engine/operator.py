@@ -9,8 +9,10 @@ nothing. Bad input is a 4xx with a JSON error naming the field, never a 5xx.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from engine.daemon import Engine, ServiceRuntime
 
 M = TypeVar("M", bound=BaseModel)
+ActionFn = Callable[[web.Request, "ServiceRuntime", M], Awaitable[web.Response]]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 class _Body(BaseModel):
@@ -107,6 +111,22 @@ def _actor(request: web.Request) -> str:
     return str(getattr(principal, "name", "anonymous"))
 
 
+def action(model: type[M]) -> Callable[[ActionFn[M]], Handler]:
+    """An operator action on ``/v1/services/{name}/...``: the service and the validated body are handed
+    to it; bad input anywhere (unknown service, bad JSON, a refusal raised as BadInput) is its 4xx."""
+    def wrap(fn: ActionFn[M]) -> Handler:
+        @functools.wraps(fn)
+        async def handler(request: web.Request) -> web.Response:
+            try:
+                rt = _service(request)
+                body = await read_body(request, model)
+                return await fn(request, rt, body)
+            except BadInput as exc:
+                return exc.response
+        return handler
+    return wrap
+
+
 def _service(request: web.Request) -> ServiceRuntime:
     engine = _engine(request)
     name = request.match_info["name"]
@@ -116,14 +136,23 @@ def _service(request: web.Request) -> ServiceRuntime:
     return rt
 
 
+def _target(rt: ServiceRuntime, requested: str | None) -> str:
+    """The site a move goes to: the one asked for, else the only other site; BadInput when that is wrong."""
+    others = [s for s in rt.config.sites if s != rt.state.active]
+    target = requested or (others[0] if len(others) == 1 else None)
+    if target is None:
+        raise BadInput(_error(422, "invalid", f"target: choose one of {others}"))
+    if target not in rt.config.sites:
+        raise BadInput(_error(404, "unknown_site", f"{target!r} is not a site of {rt.name}: {sorted(rt.config.sites)}"))
+    if target == rt.state.active:
+        raise BadInput(_error(409, "already_active", f"{rt.name} is already active in {target}"))
+    return target
+
+
 # -- pause and resume ----------------------------------------------------------------------------
-async def pause(request: web.Request) -> web.Response:
+@action(PauseBody)
+async def pause(request: web.Request, rt: ServiceRuntime, body: PauseBody) -> web.Response:
     """Pause, optionally with an expiry (``until`` or ``ttl``): the engine then resumes by itself."""
-    try:
-        rt = _service(request)
-        body = await read_body(request, PauseBody)
-    except BadInput as exc:
-        return exc.response
     engine = _engine(request)
     now = engine.clock.now()
     if body.until is not None and body.ttl is not None:
@@ -134,12 +163,8 @@ async def pause(request: web.Request) -> web.Response:
     return await _set_paused(request, rt, True, body.reason, until)
 
 
-async def resume(request: web.Request) -> web.Response:
-    try:
-        rt = _service(request)
-        body = await read_body(request, ReasonBody)
-    except BadInput as exc:
-        return exc.response
+@action(ReasonBody)
+async def resume(request: web.Request, rt: ServiceRuntime, body: ReasonBody) -> web.Response:
     return await _set_paused(request, rt, False, body.reason, None)
 
 
@@ -161,13 +186,9 @@ async def _set_paused(request: web.Request, rt: ServiceRuntime, paused: bool, re
 
 
 # -- the circuit breaker and the self-fence --------------------------------------------------------
-async def arm(request: web.Request) -> web.Response:
+@action(ReasonBody)
+async def arm(request: web.Request, rt: ServiceRuntime, body: ReasonBody) -> web.Response:
     """Re-arm automatic action after the circuit breaker opened (only moves from now on count)."""
-    try:
-        rt = _service(request)
-        body = await read_body(request, ReasonBody)
-    except BadInput as exc:
-        return exc.response
     engine, actor = _engine(request), _actor(request)
     now = engine.clock.now()
     before = engine.coordinator.breaker(rt, now)
@@ -185,13 +206,9 @@ class UnfenceBody(_Body):
     force: bool = Field(False, description="unfence although this engine does not hold the lease right now")
 
 
-async def unfence(request: web.Request) -> web.Response:
+@action(UnfenceBody)
+async def unfence(request: web.Request, rt: ServiceRuntime, body: UnfenceBody) -> web.Response:
     """Allow writes again on the active site's database after a self-fence (never done by the engine itself)."""
-    try:
-        rt = _service(request)
-        body = await read_body(request, UnfenceBody)
-    except BadInput as exc:
-        return exc.response
     engine, actor = _engine(request), _actor(request)
     if rt.config.database is None:
         return _error(409, "no_database", f"{rt.name} has no database pair")
@@ -298,21 +315,10 @@ async def _move(request: web.Request, rt: ServiceRuntime, *, kind: str, target: 
                   "forced_past": reasons}, 202)
 
 
-async def failover(request: web.Request) -> web.Response:
-    try:
-        rt = _service(request)
-        body = await read_body(request, FailoverBody)
-    except BadInput as exc:
-        return exc.response
+@action(FailoverBody)
+async def failover(request: web.Request, rt: ServiceRuntime, body: FailoverBody) -> web.Response:
     engine = _engine(request)
-    others = [s for s in rt.config.sites if s != rt.state.active]
-    target = body.target or (others[0] if len(others) == 1 else None)
-    if target is None:
-        return _error(422, "invalid", f"target: choose one of {others}")
-    if target not in rt.config.sites:
-        return _error(404, "unknown_site", f"{target!r} is not a site of {rt.name}: {sorted(rt.config.sites)}")
-    if target == rt.state.active:
-        return _error(409, "already_active", f"{rt.name} is already active in {target}")
+    target = _target(rt, body.target)
     refused = _cannot_act(engine, rt)
     if refused is not None:
         return refused
@@ -354,12 +360,8 @@ def failback_gates(engine: Engine, rt: ServiceRuntime, body: FailbackBody) -> li
     return gates
 
 
-async def failback(request: web.Request) -> web.Response:
-    try:
-        rt = _service(request)
-        body = await read_body(request, FailbackBody)
-    except BadInput as exc:
-        return exc.response
+@action(FailbackBody)
+async def failback(request: web.Request, rt: ServiceRuntime, body: FailbackBody) -> web.Response:
     engine = _engine(request)
     home = rt.config.active
     if rt.state.active == home:
@@ -413,13 +415,9 @@ def switchover_preconditions(engine: Engine, rt: ServiceRuntime, target: str) ->
     return out
 
 
-async def switchover(request: web.Request) -> web.Response:
+@action(SwitchoverBody)
+async def switchover(request: web.Request, rt: ServiceRuntime, body: SwitchoverBody) -> web.Response:
     """A planned move with both sites healthy: zero acknowledged writes lost (see engine.switchover)."""
-    try:
-        rt = _service(request)
-        body = await read_body(request, SwitchoverBody)
-    except BadInput as exc:
-        return exc.response
     engine, actor = _engine(request), _actor(request)
     now = engine.clock.now()
     journal = engine.journal_or_fail()
@@ -431,14 +429,7 @@ async def switchover(request: web.Request) -> web.Response:
                                 f"{_utc(pending['at'])}: {body.reason}", service=rt.name, actor=actor,
                                 data={"action": "cancel_switchover", "reason": body.reason})
         return _json({"service": rt.name, "cancelled": bool(pending)})
-    others = [s for s in rt.config.sites if s != rt.state.active]
-    target = body.target or (others[0] if len(others) == 1 else None)
-    if target is None:
-        return _error(422, "invalid", f"target: choose one of {others}")
-    if target not in rt.config.sites:
-        return _error(404, "unknown_site", f"{target!r} is not a site of {rt.name}: {sorted(rt.config.sites)}")
-    if target == rt.state.active:
-        return _error(409, "already_active", f"{rt.name} is already active in {target}")
+    target = _target(rt, body.target)
     if body.scheduled_at is not None and not body.dry_run:
         if not now < body.scheduled_at <= now + 30 * 86400:
             return _error(422, "invalid", "scheduled_at must be in the future, at most 30 days ahead")
@@ -483,14 +474,10 @@ def _utc(at: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at)) if isinstance(at, int | float) else "?"
 
 
-async def prepare_failback(request: web.Request) -> web.Response:
+@action(PrepareFailbackBody)
+async def prepare_failback(request: web.Request, rt: ServiceRuntime, body: PrepareFailbackBody) -> web.Response:
     """Reconcile, then replicate the current primary to the other site through the slot its promotion
     created: after a failover that prepares the failback; after a failback it re-protects the service."""
-    try:
-        rt = _service(request)
-        body = await read_body(request, PrepareFailbackBody)
-    except BadInput as exc:
-        return exc.response
     engine, actor = _engine(request), _actor(request)
     if rt.config.database is None or rt.database is None:
         return _error(409, "no_database", f"{rt.name} has no database pair on this instance")

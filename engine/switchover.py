@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.failover import FailoverSteps
 from engine.runbook import Operation, Outcome, StepFailed, StepFn, StepSpec
@@ -71,36 +71,29 @@ def switchover_steps(engine: Engine, rt: ServiceRuntime) -> tuple[Sequence[StepS
 
 class SwitchoverSteps(FailoverSteps):
     async def _retime(self, op: Operation, low: bool) -> Outcome:
-        from actions.dns.errors import DnsAuthError, DnsConflict, DnsError
-        from actions.dns.provider import build_provider
+        from actions.dns.errors import DnsConflict
 
         dns = self.rt.config.dns
         if dns is None:
             return Outcome.skip("no dns configured for this service")
         configured = {dns.fqdn(r.name): int(r.ttl) for r in dns.records}
         low_ttl = int(self.rt.config.policy.switchover_ttl)
-        provider = build_provider(dns, self.rt.name)
-        try:
-            state = await provider.read()
-            stale = self._stale_epoch(op, state, allow_done=not low)
-            if stale is not None:
-                return stale
-            want = {r.name: min(low_ttl, configured.get(r.name, r.ttl)) if low else configured.get(r.name, r.ttl)
-                    for r in state.records}
-            if all(r.ttl == want[r.name] for r in state.records):
-                return Outcome.skip(f"TTLs already {sorted(set(want.values()))}s") if low else Outcome(
-                    f"TTLs are the configured ones ({sorted(set(want.values()))}s)", {"changed": False})
-            old = max(r.ttl for r in state.records)
-            await provider.retime(state, want)
-        except DnsConflict as exc:
-            return Outcome(f"the zone changed under us: {exc.current.describe()}", {"dns": exc.current.describe()},
-                           stand_down=True)
-        except DnsAuthError as exc:
-            raise StepFailed(str(exc), retry=False) from None
-        except DnsError as exc:
-            raise StepFailed(str(exc)) from None
-        finally:
-            await provider.aclose()
+        async with self._provider() as provider:
+            try:
+                state = await provider.read()
+                stale = self._moved_by_another(op, state, "not changing TTLs", ours_done=not low)
+                if stale is not None:
+                    return stale
+                want = {r.name: min(low_ttl, configured.get(r.name, r.ttl)) if low
+                        else configured.get(r.name, r.ttl) for r in state.records}
+                if all(r.ttl == want[r.name] for r in state.records):
+                    return Outcome.skip(f"TTLs already {sorted(set(want.values()))}s") if low else Outcome(
+                        f"TTLs are the configured ones ({sorted(set(want.values()))}s)", {"changed": False})
+                old = max(r.ttl for r in state.records)
+                await provider.retime(state, want)
+            except DnsConflict as exc:
+                return Outcome(f"the zone changed under us: {exc.current.describe()}",
+                               {"dns": exc.current.describe()}, stand_down=True)
         if not low:
             return Outcome(f"TTLs restored to {sorted(set(want.values()))}s", {"changed": True})
         await self.engine.record("runbook", f"{op.kind} of {op.service}: TTL lowered from {old}s to {low_ttl}s; "
@@ -109,13 +102,6 @@ class SwitchoverSteps(FailoverSteps):
         await asyncio.sleep(old)
         return Outcome(f"TTL lowered from {old}s to {low_ttl}s and the old TTL waited out",
                        {"old_ttl": old, "ttl": low_ttl, "waited_s": old})
-
-    def _stale_epoch(self, op: Operation, state: Any, *, allow_done: bool) -> Outcome | None:
-        number = state.epoch.number
-        if number == op.epoch_from or (allow_done and number == op.epoch_to and state.epoch.op == op.id):
-            return None
-        return Outcome(f"DNS is at {state.describe()}: another operation moved {op.service}",
-                       {"dns": state.describe()}, stand_down=True)
 
     async def lower_ttl(self, op: Operation) -> Outcome:
         return await self._retime(op, low=True)

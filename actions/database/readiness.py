@@ -17,10 +17,9 @@ import time
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from actions.database.results import ActionResult, Step, summarize
-from actions.database.sequences import SEQUENCES, SUBSCRIBED_TABLES, target_value
+from actions.database.sequences import SEQUENCES, SUBSCRIBED_TABLES, planned_value
 from engine.config.database import DatabaseConfig
 from probes.postgres_conn import PgError, Unreachable, connect, describe_pg_error
 
@@ -51,17 +50,8 @@ async def _sequences(conn: psycopg.AsyncConnection[Any], config: DatabaseConfig)
         if not grants or not grants[0] or not grants[1]:
             denied.append(seq_name)
             continue
-        cur = await conn.execute(sql.SQL("SELECT max({})::bigint FROM {}").format(
-            sql.Identifier(column), sql.SQL(table)))  # table is a regclass text: already quoted
-        row = await cur.fetchone()
-        max_value = None if row is None or row[0] is None else int(row[0])
-        cur = await conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(seq_name)))
-        state = await cur.fetchone()
-        cur = await conn.execute("SELECT seqmax FROM pg_sequence WHERE seqrelid = %s", (seq_oid,))
-        bound = await cur.fetchone()
-        assert state is not None and bound is not None
-        if target_value(max_value, int(state[0]), bool(state[1]), config.promotion.sequence_margin,
-                        int(bound[0])) is not None:
+        target, _, _ = await planned_value(conn, seq_oid, seq_name, table, column, config.promotion.sequence_margin)
+        if target is not None:
             behind += 1
     seconds = time.perf_counter() - t0
     if denied:

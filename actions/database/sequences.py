@@ -95,17 +95,23 @@ async def sync_sequences(conn: psycopg.AsyncConnection[Any], *, subscription: st
     cur = await conn.execute(SEQUENCES, {"tables": tables})
     moves: list[SequenceMove] = []
     for seq_oid, seq_name, table, column in await cur.fetchall():
-        cur = await conn.execute(sql.SQL("SELECT max({})::bigint FROM {}").format(
-            sql.Identifier(column), sql.SQL(table)))  # table is a regclass text: already quoted
-        row = await cur.fetchone()
-        max_value = None if row is None or row[0] is None else int(row[0])
-        cur = await conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(seq_name)))
-        state = await cur.fetchone()
-        cur = await conn.execute("SELECT seqmax FROM pg_sequence WHERE seqrelid = %s", (seq_oid,))
-        bound = await cur.fetchone()
-        assert state is not None and bound is not None
-        target = target_value(max_value, int(state[0]), bool(state[1]), margin, int(bound[0]))
+        target, last_value, is_called = await planned_value(conn, seq_oid, seq_name, table, column, margin)
         if target is not None:
             await conn.execute("SELECT setval(%s::regclass, %s, true)", (seq_name, target))
-        moves.append(SequenceMove(seq_name, table, str(column), int(state[0]) if state[1] else None, target))
+        moves.append(SequenceMove(seq_name, table, str(column), last_value if is_called else None, target))
     return moves
+
+
+async def planned_value(conn: psycopg.AsyncConnection[Any], seq_oid: int, seq_name: str, table: str, column: str,
+                        margin: int) -> tuple[int | None, int, bool]:
+    """(the value a promotion sets, or None when the sequence is far enough; last_value; is_called)."""
+    cur = await conn.execute(sql.SQL("SELECT max({})::bigint FROM {}").format(
+        sql.Identifier(column), sql.SQL(table)))  # table is a regclass text: already quoted
+    row = await cur.fetchone()
+    max_value = None if row is None or row[0] is None else int(row[0])
+    cur = await conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(seq_name)))
+    state = await cur.fetchone()
+    cur = await conn.execute("SELECT seqmax FROM pg_sequence WHERE seqrelid = %s", (seq_oid,))
+    bound = await cur.fetchone()
+    assert state is not None and bound is not None
+    return target_value(max_value, int(state[0]), bool(state[1]), margin, int(bound[0])), int(state[0]), bool(state[1])

@@ -98,7 +98,7 @@ async def test_runbook_past_its_deadline_halts_and_pages(tmp_path: Path) -> None
                                   timeout=30, what="halted by the deadline")
         assert "runbook deadline 2s passed" in svc(status)["operation"]["message"], svc(status)["operation"]
         op = (await c.operations("engine-azure"))[0]
-        assert op["state"] == "halted" and 2.0 <= op["finished_at"] - op["created_at"] < 3.5
+        assert op["state"] == "halted" and 1.9 <= op["finished_at"] - op["created_at"] < 3.5
         alerts = [e for e in await events(c, "engine-azure", "alert") if "runbook deadline" in e["message"]]
         assert alerts, "no alert for the deadline"
         # it keeps blocking: one runbook per service until an operator acts
