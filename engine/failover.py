@@ -40,6 +40,7 @@ def step_specs(rt: ServiceRuntime) -> list[StepSpec]:
     db = rt.config.database
     verify_deadline = dns.verify.deadline if dns is not None else 30.0
     fence_timeout = db.fencing.timeout if db is not None else 10.0
+    promote_timeout = db.promotion.timeout + 5 if db is not None else 120.0  # promote() bounds itself
     lease = rt.lease
     # with a lease, or when the move requires the old primary fenced, the fence step must succeed: it fences, or
     # waits out the lease; otherwise it is best effort
@@ -48,7 +49,7 @@ def step_specs(rt: ServiceRuntime) -> list[StepSpec]:
         "precheck": StepSpec("precheck", timeout=30.0, attempts=3, backoff=0.5),
         "fence": StepSpec("fence", timeout=fence_timeout + 5 + (lease.wait if lease is not None else 0.0),
                           attempts=3 if required else 1, backoff=1.0 if required else 0.5, best_effort=not required),
-        "promote": StepSpec("promote", timeout=120.0, attempts=3, backoff=1.0),
+        "promote": StepSpec("promote", timeout=promote_timeout, attempts=3, backoff=1.0),
         "shift_dns": StepSpec("shift_dns", timeout=60.0, attempts=4, backoff=0.5),
         "verify_dns": StepSpec("verify_dns", timeout=verify_deadline + 10, attempts=1),
         "consistency": StepSpec("consistency", timeout=60.0, attempts=2, best_effort=True),

@@ -210,11 +210,12 @@ def test_database_steps_and_fencing() -> None:
     """A database adds fence (best effort, with the trailing backoff) and promote; fencing off skips fence."""
     with_db = worst_case_rto(config(SMALL + DATABASE % "true"), "api")
     steps = {c.name: c.seconds for c in with_db.steps}
-    assert steps == {"precheck": 91.5, "fence": 15.5, "promote": 363.0, "shift_dns": 243.5, "verify_dns": 40.0}
+    # promote: 3 attempts of promotion.timeout (60 s default) + 5 = 195, + backoff 1 + 2 between attempts
+    assert steps == {"precheck": 91.5, "fence": 15.5, "promote": 198.0, "shift_dns": 243.5, "verify_dns": 40.0}
     after = {c.name: c.seconds for c in with_db.after_traffic}
     assert after == {"consistency": 121.5, "reconcile": 1800.5, "report": 10.5}  # not in the total
     no_fence = {c.name: c.seconds for c in worst_case_rto(config(SMALL + DATABASE % "false"), "api").steps}
-    assert no_fence["fence"] == 0 and no_fence["promote"] == 363
+    assert no_fence["fence"] == 0 and no_fence["promote"] == 198
 
 
 def test_step_budgets_mirror_the_failover_runbook() -> None:
