@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("engine.coordinator")
 GLOBAL = "*"  # the journal's service name for engine-wide state (the engine-wide circuit breaker)
+SELF_FENCE_RETRY = 30.0  # seconds between attempts when fencing our own database failed
 
 
 def _hms(at: Any) -> str:
@@ -48,6 +49,7 @@ class Coordinator:
         self._last_hint_sync: dict[str, float] = {}
         self.grant_lost_at: float | None = None  # monotonic: when this engine lost a majority of grants
         self._self_fencing: set[str] = set()
+        self._self_fence_retry_at: dict[str, float] = {}  # monotonic: when a failed self-fence is tried again
         self.started_mono: float | None = None
 
     # -- per tick --------------------------------------------------------------------------------
@@ -70,6 +72,7 @@ class Coordinator:
             votes = tally(engine.peering.voters, own_id, own, engine.peering.received_for(rt.name), mono)
             await self._pause_expiry(rt, now)
             await self._scheduled_switchover(rt, now)
+            engine.metrics.self_fenced.labels(rt.name).set(1 if rt.self_fenced else 0)
             decision = decide_cluster(
                 rt.state, rt.name, rt.config.active, votes, own_id, engine.peering.engines, now,
                 rt.config.policy, executors=rt.config.policy.executors,
@@ -132,6 +135,9 @@ class Coordinator:
         await engine.journal_or_fail().put_state(service, "breaker", {"open": True, "since": now, "reason": reason},
                                                  at=now)
         name = None if service == GLOBAL else service
+        for rt in engine.services.values():
+            if name is None or rt.name == name:
+                engine.metrics.breaker_open.labels(rt.name).set(1)
         message = f"circuit breaker opened{' for ' + service if name else ' for every service'}: {reason}"
         await engine.record("alert", message, service=name, at=now, data={"breaker": "open", "reason": reason})
         await engine.notify("page", message, name, {"breaker": "open", "reason": reason})
@@ -140,6 +146,7 @@ class Coordinator:
         """Close the breaker of ``rt`` and the engine-wide one; only moves after ``now`` count again."""
         journal = self.engine.journal_or_fail()
         await journal.put_state(rt.name, "breaker", {"open": False, "armed_at": now}, at=now)
+        self.engine.metrics.breaker_open.labels(rt.name).set(0)
         glob = journal.get_state(GLOBAL, "breaker") or {}
         if glob.get("open"):
             await journal.put_state(GLOBAL, "breaker", {"open": False, "armed_at": now}, at=now)
@@ -228,21 +235,26 @@ class Coordinator:
         if voters < 3 or engine.config.instance.role != "engine":
             return
         granted = 1 + len(engine.peering.granted_by())
+        engine.metrics.lease_granted.set(1 if granted >= majority else 0)
         if granted >= majority:
             if self.grant_lost_at is not None:
-                await engine.record("lease", f"lease regained: {granted} of {voters} voters hear this engine",
-                                    at=now, data={"granted": granted})
+                message = f"lease regained: {granted} of {voters} voters hear this engine"
+                await engine.record("lease", message, at=now, data={"granted": granted})
+                await engine.notify("quorum", message, None, {"granted": granted})
             self.grant_lost_at = None
             return
         if self.grant_lost_at is None:
             self.grant_lost_at = mono
-            await engine.record("lease", f"lease lost: only {granted} of {voters} voters hear this engine "
-                                f"(need {majority})", at=now, data={"granted": granted})
+            message = (f"lease lost: only {granted} of {voters} voters hear this engine (need {majority}); an engine "
+                       "in the active site fences its database if this lasts")
+            await engine.record("lease", message, at=now, data={"granted": granted})
+            await engine.notify("quorum", message, None, {"granted": granted})
         lost_for = mono - self.grant_lost_at
         for rt in engine.services.values():
             lease = engine.config.lease(rt.name)
             if (lease is None or rt.state.active != engine.config.instance.site or rt.self_fenced is not None
-                    or lost_for < lease.self_fence_after or rt.name in self._self_fencing):
+                    or lost_for < lease.self_fence_after or rt.name in self._self_fencing
+                    or mono < self._self_fence_retry_at.get(rt.name, 0.0)):
                 continue
             self._self_fencing.add(rt.name)
             task = asyncio.create_task(self._self_fence(rt, now, granted, voters, lost_for),
@@ -263,15 +275,20 @@ class Coordinator:
         reason = (f"cut off from the voters for {lost_for:.1f}s (only {granted} of {voters} hear this engine): "
                   f"the other side may promote once the lease has passed")
         data = {"site": site, "epoch": rt.state.epoch, "reason": reason, "result": result.to_dict()}
+        failed_before = rt.name in self._self_fence_retry_at
         if result.ok and not result.skipped:
+            self._self_fence_retry_at.pop(rt.name, None)
             rt.self_fenced = {"at": engine.clock.now(), "epoch": rt.state.epoch, "reason": reason}
             await engine.journal_or_fail().put_state(rt.name, "self_fenced", rt.self_fenced, at=engine.clock.now())
             message = (f"{rt.name}: self-fenced the database in {site} ({result.sentence}); {reason}. It stays "
                        f"fenced until an operator unfences it (POST /v1/services/{rt.name}/unfence)")
         else:
-            message = f"{rt.name}: self-fencing the database in {site} FAILED: {result.sentence}; {reason}"
+            self._self_fence_retry_at[rt.name] = engine.clock.monotonic() + SELF_FENCE_RETRY
+            message = (f"{rt.name}: self-fencing the database in {site} FAILED: {result.sentence}; {reason}; "
+                       f"trying again every {SELF_FENCE_RETRY:g}s")
         await engine.record("fence", message, service=rt.name, data=data)
-        await engine.notify("page", message, rt.name, data)
+        if not failed_before:  # one page per streak of failures, not one per attempt
+            await engine.notify("page", message, rt.name, data)
 
     def lease_remaining(self, site: str, lease_wait: float) -> tuple[float, list[str]]:
         """How long before every engine of ``site`` has been silent for ``lease_wait`` (0: now), and what
@@ -395,9 +412,10 @@ class Coordinator:
         runner = RunbookRunner(engine.journal_or_fail(), specs, steps, rerun_on_resume=RERUN_ON_RESUME,
                                clock=engine.clock, on_event=on_event)
         deadline = rt.config.policy.runbook_deadline
-        # counted from the operation's start (a resume after a restart does not get a fresh deadline), at
-        # least a second so a resumed runbook can record where it is
-        budget = max(1.0, deadline - (engine.clock.now() - op.created_at))
+        # counted from the operation's start or an operator's retry (a resume after a restart does not get a
+        # fresh deadline), at least a second so a resumed runbook can record where it is
+        started = float(op.evidence.get("deadline_from") or op.created_at)
+        budget = max(1.0, deadline - (engine.clock.now() - started))
         try:
             async with asyncio.timeout(budget):
                 await runner.run(op)

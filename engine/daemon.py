@@ -167,6 +167,8 @@ class Engine:
             self.services[name].self_fenced = self.journal.get_state(name, "self_fenced")
             self.services[name].lease = cfg.lease(name)
             self.services[name].paused_until = self.journal.get_state(name, "paused_until")
+            breaker = self.journal.get_state(name, "breaker") or {}
+            self.metrics.breaker_open.labels(name).set(1 if breaker.get("open") else 0)
             self.metrics.active_site.labels(name, self.services[name].state.active).set(1)
         self._build_signals()
         if serve_api:
@@ -437,8 +439,9 @@ class Engine:
             last = self.journal.drills(service=rt.name, kind=kind, limit=1)
             entry: dict[str, Any] = {"scheduled": sched.enabled, "last": summary(last[0]) if last else None}
             if sched.enabled:
+                first = self.journal.get_state("*", "first_started_at") or self.started_at
                 timing = drill_timing(sched.schedule, sched.window, now, last[0]["started_at"] if last else None,
-                                      self.started_at)
+                                      first)
                 entry.update(schedule=sched.schedule, timing=timing.state, next_at=timing.fire,
                              window_ends_at=timing.deadline)
             out[kind] = entry
@@ -552,6 +555,8 @@ class Engine:
                                    else rt.state.last_move_at + rt.config.policy.cooldown),
                 "breaker": None if self.journal is None else self.coordinator.breaker(rt, self.clock.now()),
                 "self_fenced": rt.self_fenced,
+                "scheduled_switchover": None if self.journal is None else self.journal.get_state(
+                    rt.name, "scheduled_switchover"),
                 "lease": None if rt.lease is None else {"self_fence_after_s": rt.lease.self_fence_after,
                                                         "wait_s": rt.lease.wait, "minimum_s": rt.lease.minimum},
                 "drills": self._drills_summary(rt),

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from engine.coordinator import GLOBAL
 from engine.drill_schedule import drill_timing
 from engine.runbook import Operation, OpState
 
@@ -347,7 +348,7 @@ class Drills:
         if cfg.synthetic is not None:  # the yardstick: how the primary answers before the move
             await self._timed(drill, "synthetic_baseline", self._synthetic(rt, rt.state.active, target))
         actor = drill.actor or "drill"
-        planned = self._both_up(rt, rt.state.active, target)  # then a switchover: nothing is lost
+        planned = self._switchover_possible(rt, target)  # then a switchover: nothing is lost
         decision = ClusterDecision(Verdict.FAILOVER, f"{drill.kind} drill {drill.id}: {drill.reason}", target,
                                    engine.config.instance.id, True, (),
                                    {"gates": gates, "drill": drill.id, "planned": planned, "require_fence": planned})
@@ -369,23 +370,33 @@ class Drills:
         held_ok = await self._hold(rt, drill, target)
         await self._failback(rt, drill, held_ok, reversed_already=planned)
 
+    def _switchover_possible(self, rt: ServiceRuntime, target: str) -> bool:
+        from engine.operator import switchover_preconditions
+
+        problems = [p for p in switchover_preconditions(self.engine, rt, target) if p["code"] != "drill_in_progress"]
+        return not problems
+
     def _both_up(self, rt: ServiceRuntime, *sites: str) -> bool:
         snapshot = rt.snapshot(self.engine.clock.now())
         return all(str(snapshot.sites[s].health) == "up" for s in sites)
 
     def _runbook_phases(self, drill: Drill, op: Operation) -> None:
+        """dns_shift: the shift step itself; dns_verified: shift done to every authoritative server answering;
+        consistency: the data-loss check (a switchover's drain); rto: drill start to the standby serving with
+        DNS verified (and, after a failover, its consistency checked)."""
         slo = self.engine.services[drill.service].config.drills.slo
         steps = op.steps
         shift = steps.get("shift_dns", {})
         verify = steps.get("verify_dns", {})
         consistency = steps.get("consistency") or steps.get("drain") or {}  # a switchover proves it by draining
-        if shift.get("finished_at"):
-            drill.phase("dns_shift", op.created_at, shift["finished_at"], slo.dns_shift)
+        if shift.get("started_at") and shift.get("finished_at"):
+            drill.phase("dns_shift", shift["started_at"], shift["finished_at"], slo.dns_shift)
         if shift.get("finished_at") and verify.get("finished_at"):
             drill.phase("dns_verified", shift["finished_at"], verify["finished_at"], slo.dns_verified)
         if consistency.get("started_at") and consistency.get("finished_at"):
             drill.phase("consistency", consistency["started_at"], consistency["finished_at"], slo.consistency)
-        served = consistency.get("finished_at") or verify.get("finished_at") or op.finished_at
+        ends = [t for t in (verify.get("finished_at"), (steps.get("consistency") or {}).get("finished_at")) if t]
+        served = max(ends) if ends else op.finished_at
         if served:
             drill.phase("rto", drill.started_at, served, slo.rto)
 
@@ -446,7 +457,7 @@ class Drills:
                                   f"({drill.checks[-1]['detail']}); fail back by hand (runbooks/manual-failover-"
                                   "and-failback.md)")
                 return
-        planned = self._both_up(rt, home, rt.state.active)
+        planned = self._switchover_possible(rt, home)
         decision = ClusterDecision(Verdict.FAILOVER, f"{drill.kind} drill {drill.id}: failback", home,
                                    engine.config.instance.id, True, (),
                                    {"drill": drill.id, "planned": planned, "require_fence": planned})
@@ -508,14 +519,17 @@ class Drills:
         if engine.config.instance.role != "engine":
             return
         journal = engine.journal_or_fail()
+        first_start = journal.get_state(GLOBAL, "first_started_at") or engine.started_at
         for rt in engine.services.values():
+            if engine.config.instance.site != rt.state.active:
+                continue  # the engine in the active site runs scheduled drills and says when one is overdue
             for kind in KINDS:
                 sched = rt.config.drills.shadow if kind == "shadow" else rt.config.drills.full
                 if not sched.enabled:
                     continue
                 last = journal.drills(service=rt.name, kind=kind, limit=1)
                 last_started = last[0]["started_at"] if last else None
-                timing = drill_timing(sched.schedule, sched.window, now, last_started, engine.started_at)
+                timing = drill_timing(sched.schedule, sched.window, now, last_started, first_start)
                 if timing.state == "due":
                     await self._start_due(rt, kind, timing.fire, now)
                 elif timing.state == "overdue":
@@ -551,16 +565,21 @@ class Drills:
             await asyncio.sleep(every)
 
     async def recover(self) -> None:
-        """Drills the journal shows as running were cut short by a stop: say so (their runbooks resume)."""
+        """Drills the journal shows as running were cut short by a stop: say so (their runbooks resume).
+        Also remembers the engine's first start: no drill is owed for fire times before it."""
         journal = self.engine.journal_or_fail()
+        if journal.get_state(GLOBAL, "first_started_at") is None:
+            await journal.put_state(GLOBAL, "first_started_at", self.engine.clock.now(), at=self.engine.clock.now())
         for data in journal.drills(state=RUNNING, limit=50):
             data["state"] = FAILED
             data["sentence"] = ("interrupted: the engine stopped during the drill; any runbook it started resumes "
                                 "on its own; check where the service is active")
             data["finished_at"] = self.engine.clock.now()
             await journal.save_drill(data)
-            await self.engine.record("alert", f"drill {data['id']} of {data['service']} was interrupted by a restart",
-                                     service=data["service"], data={"drill": data["id"]})
+            message = (f"drill {data['id']} of {data['service']} was interrupted by a restart: check where the "
+                       "service is active (a full drill may have left it in the standby site)")
+            await self.engine.record("alert", message, service=data["service"], data={"drill": data["id"]})
+            await self.engine.notify("alert", message, data["service"], {"drill": data["id"]})
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -65,6 +65,15 @@ class Metrics:
             "failover_engine_replication_lag_seconds", "Replication lag from the heartbeat (last known).",
             ["service"], registry=r)
         self._reconcile: dict[str, Gauge] = {}
+        self.lease_granted = Gauge(
+            "failover_engine_lease_granted", "1 while a majority of voters hears this engine (the self-fencing lease).",
+            registry=r)
+        self.breaker_open = Gauge(
+            "failover_engine_breaker_open", "1 while the circuit breaker disarms automatic action.", ["service"],
+            registry=r)
+        self.self_fenced = Gauge(
+            "failover_engine_self_fenced", "1 while this engine keeps its own database fenced (cut off).",
+            ["service"], registry=r)
         self.drill_result = Gauge(
             "failover_engine_drill_last_result", "Last drill per kind: 1 passed, 0 failed.", ["service", "kind"],
             registry=r)

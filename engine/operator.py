@@ -380,7 +380,8 @@ async def failback(request: web.Request, rt: ServiceRuntime, body: FailbackBody)
     return await _move(request, rt, kind="failback", target=home, gates=gates, reason=body.reason,
                        dry_run=body.dry_run, force=False,
                        audit={"acknowledged_reconciliation": body.acknowledge_reconciliation, "planned": both_up},
-                       evidence={"planned": True, "require_fence": True} if both_up else None)
+                       evidence={"planned": True, "require_fence": True,
+                                 "acknowledged_reconciliation": body.acknowledge_reconciliation} if both_up else None)
 
 
 # -- planned switchover --------------------------------------------------------------------------
@@ -446,6 +447,8 @@ async def start_switchover(engine: Engine, rt: ServiceRuntime, target: str, *, a
                            dry_run: bool = False, trigger: str = "manual") -> web.Response:
     from engine.switchover import switchover_specs
 
+    if target == rt.state.active or target not in rt.config.sites:  # a scheduled plan the world overtook
+        return _error(409, "already_active", f"{rt.name} is already active in {target}")
     problems = switchover_preconditions(engine, rt, target)
     if dry_run:
         return _json({"dry_run": True, "service": rt.name, "source": rt.state.active, "target": target,
@@ -534,6 +537,7 @@ async def retry(request: web.Request) -> web.Response:
                         data={"action": "retry", "operation": op.id, "reason": body.reason})
     op.state = OpState.RUNNING
     op.message = ""
+    op.evidence["deadline_from"] = engine.clock.now()  # an operator's retry gets a fresh runbook deadline
     await engine.journal_or_fail().save_operation(op)
     engine.coordinator.relaunch(rt, op)
     return _json({"operation": op.id, "state": str(op.state)}, 202)

@@ -12,8 +12,10 @@ promote      as for a failover (subscription disabled, sequences synced, reverse
 shift_dns    compare-and-set to the target at epoch N+1 (this also restores the configured TTLs).
 verify_dns   every authoritative server answers the target.
 reverse      the old primary becomes the standby: the reconciliation of the pair, then replication from
-             the new primary through the slot the promotion made (see :mod:`actions.database.failback`);
-             rows only the old primary holds would be listed, quarantined and refused, never lost.
+             the new primary through the slot the promotion made (see :mod:`actions.database.failback`).
+             Rows only the old primary holds stop the step (nothing is resynchronised) unless the operator
+             acknowledged the reconciliation for a failback: then they are copied into the quarantine
+             schema first, never lost.
 restore_ttl  the configured TTLs back if anything left them low.
 reconcile    counts and checksums of the pair: the proof.
 report       phase timings.
@@ -88,8 +90,16 @@ class SwitchoverSteps(FailoverSteps):
                 want = {r.name: min(low_ttl, configured.get(r.name, r.ttl)) if low
                         else configured.get(r.name, r.ttl) for r in state.records}
                 if all(r.ttl == want[r.name] for r in state.records):
-                    return Outcome.skip(f"TTLs already {sorted(set(want.values()))}s") if low else Outcome(
-                        f"TTLs are the configured ones ({sorted(set(want.values()))}s)", {"changed": False})
+                    if not low:
+                        return Outcome(f"TTLs are the configured ones ({sorted(set(want.values()))}s)",
+                                       {"changed": False})
+                    if int(op.steps.get("lower_ttl", {}).get("attempts", 1)) <= 1:
+                        return Outcome.skip(f"TTLs already {sorted(set(want.values()))}s")
+                    # an earlier attempt lowered them and its wait was cut short: wait out the configured TTL
+                    old = max(configured.values(), default=0)
+                    await asyncio.sleep(old)
+                    return Outcome(f"TTLs already lowered by an earlier attempt; waited out the configured {old}s",
+                                   {"ttl": low_ttl, "waited_s": old})
                 old = max(r.ttl for r in state.records)
                 await provider.retime(state, want)
             except DnsConflict as exc:
@@ -139,7 +149,8 @@ class SwitchoverSteps(FailoverSteps):
         result = await reconcile(db, service=op.service, primary=op.target, now=self.engine.clock.now(),
                                  watermark=None)
         reconciled = result.to_dict()
-        prepared = await prepare_failback(db, op.target, _Reconciled(reconciled))
+        prepared = await prepare_failback(db, op.target, _Reconciled(reconciled),
+                                          acknowledge=bool(op.evidence.get("acknowledged_reconciliation")))
         data = {"reconciliation": {k: reconciled.get(k) for k in ("identical", "sentence", "differences")},
                 "prepare": prepared.to_dict()}
         if not prepared.ok:

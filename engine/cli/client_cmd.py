@@ -190,12 +190,14 @@ def _reason(raw: str) -> str:
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 
 
-def _when(raw: str) -> float:
-    """A time: epoch seconds, ISO 8601 (UTC unless it says otherwise), or an age such as ``15m``, ``2h``."""
+def _when(raw: str, *, ahead: bool = False) -> float:
+    """A time: epoch seconds, ISO 8601 (UTC unless it says otherwise), or a duration such as ``15m``, ``2h``:
+    that long ago, or with ``ahead`` that long from now."""
     text = raw.strip()
     m = _DURATION.match(text)
     if m:
-        return time.time() - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        span = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return time.time() + span if ahead else time.time() - span
     try:
         return float(text)
     except ValueError:
@@ -204,10 +206,15 @@ def _when(raw: str) -> float:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"not a time: {raw!r} (epoch seconds, ISO 8601 like 2026-01-31T03:00, or an age like 15m, 2h)") from None
+            f"not a time: {raw!r} (epoch seconds, ISO 8601 like 2026-01-31T03:00, or a duration: 15m, 2h)") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+def _later(raw: str) -> float:
+    """A time in the future: epoch seconds, ISO 8601, or a duration from now (``30m``, ``2h``)."""
+    return _when(raw, ahead=True)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -233,7 +240,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         p.add_argument("--reason", required=True, type=_reason, help="why (recorded in the audit log)")
         if kind == "pause":
             expiry = p.add_mutually_exclusive_group()
-            expiry.add_argument("--until", type=_when, help="resume by itself then (epoch seconds or ISO 8601)")
+            expiry.add_argument("--until", type=_later,
+                                help="resume by itself then (epoch seconds, ISO 8601, or from now: 30m, 2h)")
             expiry.add_argument("--ttl", type=_positive, help="resume by itself after this many seconds")
         p.set_defaults(kind=kind)
 
@@ -276,7 +284,9 @@ def _register_moves(add: Callable[[str, str, Callable[[argparse.Namespace, Clien
         p.add_argument("service")
         if kind == "switchover":
             p.add_argument("--target", help="the site to move to (default: the only other site)")
-            p.add_argument("--scheduled-at", type=_when, help="start then instead of now (epoch seconds or ISO 8601)")
+            p.add_argument("--scheduled-at", type=_later,
+                           help="start then instead of now (epoch seconds, ISO 8601, or from now: 30m, 2h)")
+            p.add_argument("--cancel", action="store_true", help="cancel the scheduled switchover")
         elif kind == "failover":
             p.add_argument("--target", help="the site to move to (default: the only other site)")
             p.add_argument("--force", action="store_true",
@@ -429,6 +439,27 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
+def _brake_lines(s: dict[str, Any]) -> list[str]:
+    """What holds the engine back: an open breaker, a pause's expiry, a cool-down, a self-fence, a plan."""
+    lines = []
+    breaker = s.get("breaker") or {}
+    if breaker.get("open"):
+        lines.append(f"CIRCUIT BREAKER OPEN since {ts(breaker.get('since'))}: {breaker.get('reason')} "
+                     f"(re-arm: {PROG} arm SERVICE --reason ...)")
+    if s.get("paused") and s.get("paused_until"):
+        lines.append(f"paused until {ts(s['paused_until'])} UTC (then it resumes by itself)")
+    if s.get("cooldown_until") and s["cooldown_until"] > time.time():
+        lines.append(f"cool-down until {ts(s['cooldown_until'])} UTC: no automatic move before")
+    fenced = s.get("self_fenced")
+    if fenced:
+        lines.append(f"SELF-FENCED at {ts(fenced.get('at'))}: {fenced.get('reason')} (unfence: {PROG} unfence ...)")
+    plan = s.get("scheduled_switchover")
+    if plan:
+        lines.append(f"switchover to {plan.get('target')} scheduled for {ts(plan.get('at'))} UTC "
+                     f"by {plan.get('actor')}")
+    return lines
+
+
 def render_status(data: dict[str, Any]) -> str:
     inst = data.get("instance") or {}
     quorum = data.get("quorum")
@@ -450,6 +481,7 @@ def render_status(data: dict[str, Any]) -> str:
         op = s.get("operation")
         if op and op.get("message"):
             out.append(f"  operation {op.get('id')} {op.get('state')}: {op['message']}")
+        out.extend(f"  {line}" for line in _brake_lines(s))
         rows = []
         for site, view in (s.get("sites") or {}).items():
             for sig in view.get("signals") or [{}]:
@@ -554,6 +586,8 @@ def cmd_move(args: argparse.Namespace, client: Client) -> int:
         body["fence_first"] = True
     if getattr(args, "scheduled_at", None) is not None:
         body["scheduled_at"] = args.scheduled_at
+    if getattr(args, "cancel", False):
+        body["cancel"] = True
     if getattr(args, "acknowledge_reconciliation", False):
         body["acknowledge_reconciliation"] = True
     try:
@@ -564,6 +598,13 @@ def cmd_move(args: argparse.Namespace, client: Client) -> int:
         raise
     if args.dry_run or data.get("dry_run"):
         return _print_dry_run(args, data)
+    if "cancelled" in data:
+        if args.json:
+            emit_json(data)
+        else:
+            print(f"{args.service}: " + ("the scheduled switchover is cancelled" if data["cancelled"]
+                                         else "no switchover was scheduled"))
+        return EXIT_OK
     if data.get("scheduled_at") is not None:
         if args.json:
             emit_json(data)
