@@ -42,13 +42,13 @@ class Coordinator:
     def __init__(self, engine: Engine, steps_factory: StepsFactory) -> None:
         self.engine = engine
         self.steps_factory = steps_factory
-        self._broadcast: asyncio.Task[None] | None = None
         self._op_tasks: set[asyncio.Task[Any]] = set()
         self.quorum_ok: bool | None = None
         self._timed: set[tuple[object, ...]] = set()  # step attempts already in the duration histogram
         self._last_hint_sync: dict[str, float] = {}
         self.grant_lost_at: float | None = None  # monotonic: when this engine lost a majority of grants
         self._self_fencing: set[str] = set()
+        self._ever_granted = False
         self._self_fence_retry_at: dict[str, float] = {}  # monotonic: when a failed self-fence is tried again
         self.started_mono: float | None = None
 
@@ -182,10 +182,8 @@ class Coordinator:
             await engine.notify("page", message, rt.name, {"plan": plan})
 
     def _send(self, verdicts: dict[str, ServiceVerdict]) -> None:
-        if self._broadcast is not None and not self._broadcast.done():
-            return  # the last broadcast is still bounded by its own deadline
-        verdict = self.engine.peering.make_verdict(verdicts)
-        self._broadcast = asyncio.create_task(self.engine.peering.broadcast(verdict))
+        """Every peer gets this tick's verdict unless its previous one is still on the way (see dispatch)."""
+        self.engine.peering.dispatch(self.engine.peering.make_verdict(verdicts))
 
     async def _adopt_newer_epoch(self, rt: ServiceRuntime, now: float) -> None:
         """A fresh peer verdict with a higher epoch means the service moved: believe it."""
@@ -234,9 +232,13 @@ class Coordinator:
         engine = self.engine
         if voters < 3 or engine.config.instance.role != "engine":
             return
+        started = self.started_mono if self.started_mono is not None else mono
+        if mono - started < 3 * engine.config.instance.tick + 1.0:
+            return  # the peers' first verdicts (and their grants) are still on the way
         granted = 1 + len(engine.peering.granted_by())
         engine.metrics.lease_granted.set(1 if granted >= majority else 0)
         if granted >= majority:
+            self._ever_granted = True
             if self.grant_lost_at is not None:
                 message = f"lease regained: {granted} of {voters} voters hear this engine"
                 await engine.record("lease", message, at=now, data={"granted": granted})
@@ -244,7 +246,8 @@ class Coordinator:
             self.grant_lost_at = None
             return
         if self.grant_lost_at is None:
-            self.grant_lost_at = mono
+            # never granted since this process started: count from the start (a restart while cut off still fences)
+            self.grant_lost_at = started if not self._ever_granted else mono
             message = (f"lease lost: only {granted} of {voters} voters hear this engine (need {majority}); an engine "
                        "in the active site fences its database if this lasts")
             await engine.record("lease", message, at=now, data={"granted": granted})
@@ -290,23 +293,27 @@ class Coordinator:
         if not failed_before:  # one page per streak of failures, not one per attempt
             await engine.notify("page", message, rt.name, data)
 
-    def lease_remaining(self, site: str, lease_wait: float) -> tuple[float, list[str]]:
-        """How long before every engine of ``site`` has been silent for ``lease_wait`` (0: now), and what
-        was heard of each. An engine never heard since this process started counts from the start."""
+    def lease_remaining(self, site: str, lease_wait: float) -> tuple[float, list[str], float | None]:
+        """How long before every engine of ``site`` has been silent for ``lease_wait`` (0: now), what was heard
+        of each, and (wall clock) when the last of them was last heard. An engine never heard since this
+        process started counts from the start."""
         engine = self.engine
         mono = engine.clock.monotonic()
         started = self.started_mono if self.started_mono is not None else mono
         remaining = 0.0
         notes = []
+        latest: float | None = None
         for peer_cfg in engine.config.peers:
             if peer_cfg.site != site or peer_cfg.role != "engine":
                 continue
             heard = engine.peering.peers[peer_cfg.id].effective_heard()
             since = heard if heard is not None else started
             remaining = max(remaining, lease_wait - (mono - since))
+            latest = since if latest is None else max(latest, since)
             notes.append(f"{peer_cfg.id} last heard {mono - since:.1f}s ago"
                          + ("" if heard is not None else " (never since this engine started)"))
-        return max(0.0, remaining), notes
+        wall = None if latest is None else engine.clock.now() - (mono - latest)
+        return max(0.0, remaining), notes, wall
 
     async def sync_dns(self, rt: ServiceRuntime, now: float) -> None:
         """Believe the epoch written beside the DNS records: it is the truth about who moved last."""
@@ -460,7 +467,7 @@ class Coordinator:
         await engine.notify("page", op.message, op.service, {"operation": op.id})
 
     async def close(self) -> None:
-        tasks = [*self._op_tasks, *([self._broadcast] if self._broadcast else [])]
+        tasks = list(self._op_tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

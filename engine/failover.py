@@ -219,8 +219,12 @@ class FailoverSteps:
         return await self._wait_out_lease(op, lease, result)
 
     async def _wait_out_lease(self, op: Operation, lease: Any, result: Any) -> Outcome:
+        """Wait until the old site's engines have been silent for the lease. When one of them is heard again
+        meanwhile (the partition healed), the old primary is likely reachable again: try the fence once more."""
+        from actions.database.fence import fence
+
         coordinator = self.engine.coordinator
-        remaining, notes = coordinator.lease_remaining(op.source, lease.wait)
+        remaining, notes, last_heard = coordinator.lease_remaining(op.source, lease.wait)
         if remaining > 0:
             await self.engine.record("lease", f"{op.service}: old primary in {op.source} not fenced "
                                      f"({result.sentence}); waiting {remaining:.1f}s for the lease ({lease.wait:g}s "
@@ -231,12 +235,19 @@ class FailoverSteps:
             step = min(remaining, 0.5)
             await asyncio.sleep(step)
             waited += step
-            remaining, notes = coordinator.lease_remaining(op.source, lease.wait)
+            before = remaining
+            remaining, notes, last_heard = coordinator.lease_remaining(op.source, lease.wait)
+            if remaining > before - step + 0.25:  # heard again: the old site is back, fence it from here
+                assert self.rt.config.database is not None
+                retry = await fence(self.rt.config.database, op.source)
+                if retry.ok and not retry.skipped:
+                    return Outcome(f"{retry.sentence} (its engine was heard again while the lease ran)",
+                                   {**retry.to_dict(), "waited_s": round(waited, 3)})
         return Outcome(f"old primary in {op.source} not fenced from here ({result.sentence}); its engines have been "
                        f"silent for the lease of {lease.wait:g}s ({'; '.join(notes) or 'no engine there'}): a cut-off "
                        f"active site fences itself within {lease.minimum:g}s",
                        {"fence": result.to_dict(), "lease_s": lease.wait, "waited_s": round(waited, 3),
-                        "engines": notes})
+                        "engines": notes, "last_heard_at": last_heard})
 
     async def promote(self, op: Operation) -> Outcome:
         if self.rt.config.database is None:
@@ -256,10 +267,27 @@ class FailoverSteps:
         # only a commit point written on the old primary says what it had
         last_known = CommitPoint.from_dict(saved) if saved and saved.get("primary") in (None, op.source) else None
         result = await check_consistency(db, op.target, last_known, self.rt.config.policy.rpo)
-        if result.alert:
-            await self.engine.record("rpo", result.sentence, service=op.service, data=result.to_dict())
-            await self.engine.notify("rpo", result.sentence, op.service, result.to_dict())
-        return Outcome(result.sentence, result.to_dict())
+        data = result.to_dict()
+        sentence = result.sentence
+        alert = result.alert
+        lease_wait = (op.steps.get("fence") or {}).get("data", {})
+        if "lease_s" in lease_wait and lease_wait.get("last_heard_at") is not None and self.rt.lease is not None:
+            # the old primary was not fenced from here: it kept taking writes until it fenced itself, at most
+            # lease.minimum after its engines were last heard; the commit point we know predates that
+            fenced_by = float(lease_wait["last_heard_at"]) + self.rt.lease.minimum
+            since = last_known.heartbeat_at if last_known is not None else float(lease_wait["last_heard_at"])
+            bound = max(0.0, fenced_by - since)
+            data["loss_window_bound_s"] = round(bound, 3)
+            data["status"] = "rpo_breached" if bound > self.rt.config.policy.rpo else "unknown"
+            sentence += (f"; but {op.source} was not fenced from here: it may have accepted writes until it fenced "
+                         f"itself, up to {self.rt.lease.minimum:g}s after its engines were last heard, so up to "
+                         f"{bound:.1f}s of writes may be lost (reconcile when it is reachable)")
+            data["sentence"] = sentence
+            alert = True
+        if alert:
+            await self.engine.record("rpo", sentence, service=op.service, data=data)
+            await self.engine.notify("rpo", sentence, op.service, data)
+        return Outcome(sentence, data)
 
     async def reconcile(self, op: Operation) -> Outcome:
         db = self.rt.config.database

@@ -86,6 +86,7 @@ class Peering:
         self._session: aiohttp.ClientSession | None = None
         self.rejections = 0
         self.on_change: Callable[[], None] | None = None  # called when a peer's view changed
+        self._sending: dict[str, asyncio.Task[None]] = {}  # peer id -> its verdict in flight
 
     @property
     def voters(self) -> list[VoterInfo]:
@@ -128,6 +129,25 @@ class Peering:
         headers = {"Content-Type": "application/json", **sign(self.key, verdict.at, body)}
         deadline = max(0.2, 0.8 * self.config.instance.tick)
         await asyncio.gather(*(self._send(peer, body, headers, deadline) for peer in self.peers.values()))
+
+    def dispatch(self, verdict: Verdict) -> None:
+        """Send ``verdict`` to every peer without waiting: one task per peer, and a peer whose previous send
+        is still pending (a dead or cut-off peer, up to the deadline) is skipped this time, so an unreachable
+        voter never delays the verdicts the others get."""
+        if not self.peers:
+            return
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                trust_env=False, connector=aiohttp.TCPConnector(ssl=client_ssl(self.config)))
+        body = json.dumps(verdict.model_dump(), separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", **sign(self.key, verdict.at, body)}
+        deadline = max(0.2, 0.8 * self.config.instance.tick)
+        for peer in self.peers.values():
+            pending = self._sending.get(peer.id)
+            if pending is not None and not pending.done():
+                continue
+            self._sending[peer.id] = asyncio.create_task(self._send(peer, body, headers, deadline),
+                                                         name=f"verdict to {peer.id}")
 
     async def _send(self, peer: PeerState, body: bytes, headers: dict[str, str], deadline: float) -> None:
         before = peer.last_error
@@ -204,6 +224,10 @@ class Peering:
                  "last_error": p.last_error} for p in self.peers.values()]
 
     async def close(self) -> None:
+        pending = [t for t in self._sending.values() if not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._session is not None:
             with contextlib.suppress(Exception):
                 await self._session.close()
