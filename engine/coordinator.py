@@ -198,7 +198,9 @@ class Coordinator:
         epoch, active, peer_id = best
         if active not in rt.config.sites:
             return
-        await self.engine.set_state(rt, ServiceState(active, epoch, rt.state.paused, now), now,
+        # a move we learn of starts the cool-down like one we made (not the first epoch a fresh voter learns)
+        moved_at = now if rt.state.epoch > 0 else rt.state.last_move_at
+        await self.engine.set_state(rt, ServiceState(active, epoch, rt.state.paused, moved_at), now,
                                     f"{rt.name} is active in {active} at epoch {epoch} (reported by {peer_id})")
 
     async def _quorum_events(self, now: float) -> None:

@@ -144,6 +144,10 @@ def _decide(state: ServiceState, service: str, home: str, tally: Tally, own_id: 
     gates = gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies)
     evidence["gates"] = gates
     reasons = gate_reasons(state, home, target, tally, now, policy, rpo_applies=rpo_applies)
+    busy = tally.busy()
+    if reasons and reasons == busy:  # only an operation or drill under way: it is being handled, no page
+        return ClusterDecision(Verdict.HOLD, f"holding: {need}; {'; '.join(busy)}", target, None, False,
+                               tuple(reasons), evidence)
     if reasons:
         return ClusterDecision(Verdict.PAGE, f"paging: {need}; not moving: {'; '.join(reasons)}", target, None,
                                False, tuple(reasons), evidence)

@@ -12,10 +12,22 @@ from engine.config.model import EngineConfig
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    run = sub.add_parser("run", help="run the engine")
+    run = sub.add_parser("run", help="run the engine (without --config: the demo, kept up until Ctrl-C)")
     run.add_argument("--config", "-c", help="the instance's YAML config (default: the built-in demo)")
-    run.add_argument("--seconds", type=float, help="demo only: stop after this many seconds")
+    run.add_argument("--seconds", type=float, help="demo only: stay up this many seconds after the story")
     run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="two clouds on 127.0.0.1: break the primary, watch the failover, fail back",
+                          description="Starts two sample sites, an authoritative DNS (BIND when installed, else a "
+                                      "built-in one), a PostgreSQL 15 pair when installed, two engines and a witness, "
+                                      "all on 127.0.0.1; breaks gcp and narrates the failover, fails back through "
+                                      "the API and prints the timings. Exit 0 when the story completed.")
+    demo.add_argument("--keep-running", action="store_true", help="leave everything up after the story until Ctrl-C")
+    demo.add_argument("--seconds", type=float, help="leave everything up this many seconds after the story")
+    demo.add_argument("--dns", choices=("auto", "bind", "builtin"), default="auto",
+                      help="the authoritative DNS: BIND when installed (auto), or the built-in server")
+    demo.add_argument("--no-database", action="store_true", help="run without PostgreSQL even when it is installed")
+    demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check-config", help="validate a config file and list every problem")
     check.add_argument("file")
@@ -60,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.config is None:
         from engine.demo import run_demo
 
-        return run_demo(args.seconds)
+        return run_demo(args.seconds, keep_running=args.seconds is None)
     config = load_or_report(args.config)
     if config is None:
         return 2
@@ -73,6 +85,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{args.config}: cannot start: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    return run_demo(args.seconds, keep_running=args.keep_running, dns=args.dns, database=not args.no_database)
 
 
 def cmd_hash_token(_args: argparse.Namespace) -> int:

@@ -104,13 +104,13 @@ class Zone:
     @property
     def serial(self) -> int:
         soa = self.rrsets[(self.origin, SOA)]
-        return int(next(iter(soa)).serial)  # type: ignore[attr-defined]
+        return int(next(iter(soa)).serial)
 
     def bump_serial(self) -> None:
         soa = self.rrsets[(self.origin, SOA)]
         old = next(iter(soa))
         self.rrsets[(self.origin, SOA)] = dns.rdataset.from_rdata(
-            soa.ttl, old.replace(serial=(self.serial + 1) % 2**32))  # type: ignore[attr-defined]
+            soa.ttl, old.replace(serial=(self.serial + 1) % 2**32))
 
     # -- changes (RFC 2136 section 3.4.2) ------------------------------------------------------------
     def add(self, rrset: dns.rrset.RRset) -> bool:
@@ -120,7 +120,7 @@ class Zone:
             return False  # a CNAME and other data never share a name: the update RR is ignored
         if rdtype == SOA:
             new = next(iter(rrset))
-            if name != self.origin or not 0 < (int(new.serial) - self.serial) % 2**32 < 2**31:  # type: ignore[attr-defined]
+            if name != self.origin or not 0 < (int(new.serial) - self.serial) % 2**32 < 2**31:
                 return False
             self.rrsets[(name, SOA)] = dns.rdataset.from_rdata(rrset.ttl, new)
             return True
@@ -232,8 +232,8 @@ class Authority:
         response = dns.message.make_response(query)  # not signed: the query's keyring was never set
         response.set_rcode(dns.rcode.NOTAUTH)
         signed = next(iter(query.tsig))
-        rdata = dns.rdtypes.ANY.TSIG.TSIG(CLASS_ANY, dns.rdatatype.TSIG, signed.algorithm, int(time.time()),
-                                          signed.fudge, b"", query.id, error, b"")
+        rdata = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
+            CLASS_ANY, dns.rdatatype.TSIG, signed.algorithm, int(time.time()), signed.fudge, b"", query.id, error, b"")
         body = rdata.to_wire()
         assert body is not None
         out = bytearray(response.to_wire())
@@ -274,7 +274,7 @@ class Authority:
             if CNAME not in here:
                 break
             response.answer.append(_rrset(name, here[CNAME]))
-            name = next(iter(here[CNAME])).target  # type: ignore[attr-defined]
+            name = next(iter(here[CNAME])).target
             if not name.is_subdomain(zone.origin):
                 break
         if not response.answer or response.rcode() == dns.rcode.NXDOMAIN:
@@ -290,9 +290,9 @@ class Authority:
                 continue
             for rdata in rrset:
                 for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-                    glue = self.zone.get(rdata.target, rdtype)  # type: ignore[attr-defined]
+                    glue = self.zone.get(rdata.target, rdtype)
                     if glue is not None:
-                        response.additional.append(_rrset(rdata.target, glue))  # type: ignore[attr-defined]
+                        response.additional.append(_rrset(rdata.target, glue))
 
     # -- updates (RFC 2136 section 3) --------------------------------------------------------------
     def update(self, message: Any) -> dns.rcode.Rcode:

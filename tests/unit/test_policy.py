@@ -129,9 +129,11 @@ def test_failback_is_never_automatic() -> None:
 
 
 def test_operation_under_way_blocks_and_pause_prefixes() -> None:
-    """A runbook reported by any voter blocks; pause prefixes the sentence and never acts."""
+    """A runbook reported by any voter blocks (a hold: it is being handled, nobody is paged); pause prefixes
+    the sentence and never acts."""
     d = decide("engine-azure", view("down", "up"), {"witness": heard(view("down", "up", runbook="op-7"))})
-    assert d.message.endswith("not moving: witness runs op-7")
+    assert d.verdict is Verdict.HOLD and not d.acting
+    assert d.message.endswith("(need 2); witness runs op-7")
     d = decide("engine-azure", view("down", "up"), {"witness": heard(view("down", "up"))},
                state=ServiceState("gcp", epoch=3, paused=True))
     assert d.verdict is Verdict.HOLD and not d.acting
