@@ -105,7 +105,14 @@ async def load(url: str, clients: int, seconds: float) -> None:
         _transport, protocol = await loop.create_connection(
             lambda done=done: _Client(request, stop_at, latencies, done), parts.hostname, parts.port)
         protocols.append(protocol)
-    await asyncio.gather(*(p.done for p in protocols))
+    # a connection that never answers again must not hang the bench: it counts as an error
+    _, stuck = await asyncio.wait([p.done for p in protocols], timeout=seconds + 30)
+    for protocol in protocols:
+        if not protocol.done.done():
+            protocol.errors += 1
+            assert protocol.transport is not None
+            protocol.transport.abort()
+    del stuck
     elapsed = time.monotonic() - t0
     errors = sum(p.errors for p in protocols)
     print(json.dumps({"requests": len(latencies), "errors": errors, "rps": len(latencies) / elapsed,

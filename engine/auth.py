@@ -45,6 +45,9 @@ class Authenticator:
     def __init__(self, config: ApiConfig) -> None:
         self.config = config
         self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, last refill time)
+        # header -> principal for headers that matched a token: a dashboard polling with the same token
+        # need not be hashed again per request (bounded; wrong tokens are never remembered)
+        self._known: dict[str, Principal] = {}
 
     @property
     def enabled(self) -> bool:
@@ -54,6 +57,17 @@ class Authenticator:
         """The principal for an ``Authorization`` header; None when absent; AuthError when wrong."""
         if not authorization:
             return None
+        known = self._known.get(authorization)
+        if known is not None:
+            return known
+        principal = self._identify(authorization)
+        if principal is not None:
+            if len(self._known) >= 256:
+                self._known.clear()
+            self._known[authorization] = principal
+        return principal
+
+    def _identify(self, authorization: str) -> Principal | None:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "basic":  # browsers on the status page: any user name, the token as password
             try:
