@@ -58,6 +58,7 @@ class Coordinator:
         mono = engine.clock.monotonic()
         own_id = engine.config.instance.id
         verdicts: dict[str, ServiceVerdict] = {}
+        await self._quorum_events(now)  # first: the lease must not depend on every service's tick succeeding
         for rt in engine.services.values():
             snapshot = rt.snapshot(now)
             await self._adopt_newer_epoch(rt, now)
@@ -82,7 +83,6 @@ class Coordinator:
             await engine.note_decision(rt, decision, now, snapshot)
             if decision.acting and engine.config.instance.role == "engine" and rt.operation is None:
                 await self.start_operation(rt, decision, now, trigger="auto")
-        await self._quorum_events(now)
         self._send(verdicts)
 
     # -- brakes ------------------------------------------------------------------------------------

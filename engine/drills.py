@@ -134,8 +134,9 @@ class Drills:
                                       "comes first"})
         if rt.state.paused:
             reasons.append({"code": "paused", "detail": f"{rt.name} is paused: no drill while in maintenance"})
-        if engine.coordinator.quorum_ok is False:
-            reasons.append({"code": "no_quorum", "detail": "quorum is lost: a drill must not run blind"})
+        if engine.coordinator.quorum_ok is False or (engine.coordinator.quorum_ok is None and engine.config.peers):
+            reasons.append({"code": "no_quorum", "detail": "quorum is lost or not known yet: a drill must not run "
+                                                           "blind"})
         reasons.extend({"code": "peer_busy", "detail": b} for b in self._peer_busy(rt))
         if kind == "full" and rt.state.active != rt.config.active:
             reasons.append({"code": "not_home", "detail": f"{rt.name} is active in {rt.state.active}, not its home "
@@ -348,7 +349,16 @@ class Drills:
         if cfg.synthetic is not None:  # the yardstick: how the primary answers before the move
             await self._timed(drill, "synthetic_baseline", self._synthetic(rt, rt.state.active, target))
         actor = drill.actor or "drill"
-        planned = self._switchover_possible(rt, target)  # then a switchover: nothing is lost
+        problems = self._switchover_problems(rt, target)
+        if problems:  # a drill never fails a healthy primary over with possible loss: it refuses
+            drill.state = FAILED
+            drill.sentence = "not started: a switchover is not possible now: " + "; ".join(
+                f"{p['code']}: {p['detail']}" for p in problems)
+            return
+        if rt.operation is not None:
+            drill.state, drill.sentence = FAILED, f"not started: operation {rt.operation.id} is under way"
+            return
+        planned = True
         decision = ClusterDecision(Verdict.FAILOVER, f"{drill.kind} drill {drill.id}: {drill.reason}", target,
                                    engine.config.instance.id, True, (),
                                    {"gates": gates, "drill": drill.id, "planned": planned, "require_fence": planned})
@@ -370,15 +380,10 @@ class Drills:
         held_ok = await self._hold(rt, drill, target)
         await self._failback(rt, drill, held_ok, reversed_already=planned)
 
-    def _switchover_possible(self, rt: ServiceRuntime, target: str) -> bool:
+    def _switchover_problems(self, rt: ServiceRuntime, target: str) -> list[dict[str, Any]]:
         from engine.operator import switchover_preconditions
 
-        problems = [p for p in switchover_preconditions(self.engine, rt, target) if p["code"] != "drill_in_progress"]
-        return not problems
-
-    def _both_up(self, rt: ServiceRuntime, *sites: str) -> bool:
-        snapshot = rt.snapshot(self.engine.clock.now())
-        return all(str(snapshot.sites[s].health) == "up" for s in sites)
+        return [p for p in switchover_preconditions(self.engine, rt, target) if p["code"] != "drill_in_progress"]
 
     def _runbook_phases(self, drill: Drill, op: Operation) -> None:
         """dns_shift: the shift step itself; dns_verified: shift done to every authoritative server answering;
@@ -457,7 +462,7 @@ class Drills:
                                   f"({drill.checks[-1]['detail']}); fail back by hand (runbooks/manual-failover-"
                                   "and-failback.md)")
                 return
-        planned = self._switchover_possible(rt, home)
+        planned = not self._switchover_problems(rt, home)
         decision = ClusterDecision(Verdict.FAILOVER, f"{drill.kind} drill {drill.id}: failback", home,
                                    engine.config.instance.id, True, (),
                                    {"drill": drill.id, "planned": planned, "require_fence": planned})

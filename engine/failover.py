@@ -59,7 +59,9 @@ def step_specs(rt: ServiceRuntime) -> list[StepSpec]:
     return [specs[name] for name in FAILOVER_STEPS]
 
 
-RERUN_ON_RESUME = frozenset({"precheck"})
+# after a crash or an operator's retry: read DNS again, and fence again (the old primary may have been
+# unfenced meanwhile; fencing is idempotent)
+RERUN_ON_RESUME = frozenset({"precheck", "fence"})
 
 
 def fence_required(op: Operation | None) -> bool:
@@ -216,6 +218,11 @@ class FailoverSteps:
             if not result.ok:
                 raise StepFailed(result.sentence)  # best effort: the runbook goes on
             return Outcome(result.sentence, result.to_dict(), skipped=True)
+        if self.engine.config.instance.site == op.source:
+            # this engine is in the old site and holds the lease itself: nobody will fence that database
+            raise StepFailed(f"the old primary in {op.source} could not be fenced ({result.sentence}) and this engine, "
+                             f"in {op.source} too, holds the lease: no self-fence will happen; fence it by hand, "
+                             "then retry")
         return await self._wait_out_lease(op, lease, result)
 
     async def _wait_out_lease(self, op: Operation, lease: Any, result: Any) -> Outcome:

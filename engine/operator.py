@@ -34,7 +34,7 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "yes" is not a boolean
 
 
 class ReasonBody(_Body):
@@ -214,6 +214,9 @@ async def unfence(request: web.Request, rt: ServiceRuntime, body: UnfenceBody) -
         return _error(409, "no_database", f"{rt.name} has no database pair")
     if rt.operation is not None:
         return _error(409, "operation_in_progress", f"operation {rt.operation.id} is {rt.operation.state}")
+    if engine.config.instance.site != rt.state.active:
+        return _error(409, "not_here", f"send this to the engine in {rt.state.active}: it keeps the self-fence "
+                      "mark of its database")
     if engine.coordinator.grant_lost_at is not None and not body.force:
         return _error(409, "refused", "this engine is cut off from a majority of voters right now: unfencing could "
                       "let both sites take writes (force: true to do it anyway)",
@@ -262,9 +265,16 @@ def failover_gates(engine: Engine, rt: ServiceRuntime, target: str, *, fence_fir
     gates.append({"gate": "active_site", "blocking": False, "ok": True,
                   "detail": f"{rt.state.active} is {active_view.health} ({active_view.why()})"})
     quorum = engine.coordinator.quorum_ok
-    gates.append({"gate": "quorum", "blocking": False, "ok": True,
-                  "detail": "not required for a manual failover" + ("" if quorum in (None, True) else
-                                                                     " (quorum is lost right now)")})
+    if rt.lease is not None and quorum is False:
+        # from a minority the old site's engines look silent, yet the old primary may keep its lease through
+        # the others and never fence itself: waiting out the lease proves nothing from here
+        gates.append({"gate": "quorum", "blocking": True, "ok": False,
+                      "detail": "quorum is lost: from a minority the old primary may still hold its lease and take "
+                                "writes; fence it by hand first, then force"})
+    else:
+        gates.append({"gate": "quorum", "blocking": False, "ok": True,
+                      "detail": "not required for a manual failover" + ("" if quorum in (None, True) else
+                                                                         " (quorum is lost right now)")})
     gates.append({"gate": "paused", "blocking": False, "ok": True,
                   "detail": "paused: automatic action is off; manual action is allowed" if rt.state.paused
                   else "not paused"})
@@ -278,6 +288,9 @@ def _cannot_act(engine: Engine, rt: ServiceRuntime) -> web.Response | None:
     if rt.operation is not None and rt.operation.state in (OpState.RUNNING, OpState.HALTED):
         return _error(409, "operation_in_progress",
                       f"operation {rt.operation.id} is {rt.operation.state}: retry or abort it first")
+    drill = engine.drills.running.get(rt.name)
+    if drill is not None and drill.kind == "full":
+        return _error(409, "drill_in_progress", f"full drill {drill.id} is moving {rt.name}: let it finish")
     return None
 
 

@@ -135,6 +135,24 @@ class SwitchoverSteps(FailoverSteps):
             raise StepFailed(result.sentence, retry=False)
         return Outcome(result.sentence, result.to_dict())
 
+    async def reconcile(self, op: Operation) -> Outcome:
+        """The proof at the end: the pair compared with replication flowing new -> old (rows in flight are
+        allowed for by the watermark); a difference is an alert, not a silent best effort."""
+        db = self.rt.config.database
+        if db is None:
+            return Outcome.skip("no database configured for this service")
+        from actions.reconcile.runner import reconcile
+
+        now = self.engine.clock.now()
+        result = await reconcile(db, service=op.service, primary=op.target, now=now, watermark="auto")
+        data = result.to_dict()
+        await self.engine.journal_or_fail().put_state(op.service, "last_reconciliation", data, at=now)
+        if not data.get("identical"):
+            message = f"{op.kind} of {op.service}: the pair differs after the move: {data.get('sentence')}"
+            await self.engine.record("alert", message, service=op.service, data={"operation": op.id})
+            await self.engine.notify("alert", message, op.service, {"operation": op.id})
+        return Outcome(str(data.get("sentence", "")), data)
+
     async def reverse(self, op: Operation) -> Outcome:
         """The old primary becomes the standby (prepare_failback toward it: reconcile, quarantine what only it
         holds, replicate from the new primary)."""

@@ -2,7 +2,7 @@
 
 A second outage within the circuit breaker's window is not acted on automatically, and re-arming
 works; a runbook that hangs past its deadline halts and pages; a pause with an expiry resumes by
-itself; a healthy primary is not failed over without fencing it first.
+itself. (A healthy primary is not failed over without fencing it first: tests/scenarios/test_operator.py.)
 """
 
 from __future__ import annotations
