@@ -1,6 +1,6 @@
 """Peering: sending this instance's verdict to every peer, and receiving theirs.
 
-Every tick the daemon hands :meth:`Peering.broadcast` its verdict; each peer gets it as a signed
+Every tick the daemon hands :meth:`Peering.dispatch` its verdict; each peer gets it as a signed
 POST to ``/v1/peer/verdict`` (see :mod:`engine.peer_auth`), bounded by a deadline below the tick so
 a dead peer never slows the loop. Received verdicts are verified and kept with their arrival time
 on the monotonic clock; :meth:`received_for` hands them to the quorum tally. Rejections are logged
@@ -117,18 +117,6 @@ class Peering:
         """Fresh peers whose verdicts say they hear us: with ourselves, the grants of the lease."""
         me = self.config.instance.id
         return [pid for pid in self.fresh_ids() if (v := self.peers[pid].verdict) is not None and me in v.hears]
-
-    async def broadcast(self, verdict: Verdict) -> None:
-        """Send ``verdict`` to every peer at once; each send is bounded by the tick."""
-        if not self.peers:
-            return
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                trust_env=False, connector=aiohttp.TCPConnector(ssl=client_ssl(self.config)))
-        body = json.dumps(verdict.model_dump(), separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", **sign(self.key, verdict.at, body)}
-        deadline = max(0.2, 0.8 * self.config.instance.tick)
-        await asyncio.gather(*(self._send(peer, body, headers, deadline) for peer in self.peers.values()))
 
     def dispatch(self, verdict: Verdict) -> None:
         """Send ``verdict`` to every peer without waiting: one task per peer, and a peer whose previous send

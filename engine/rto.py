@@ -29,7 +29,7 @@ decision
     as we do (the same config is assumed on every voter), pokes its own loop (``POKE_GAP``), may
     find its previous broadcast still in flight, so its verdict leaves on a later tick
     (``tick * ceil(deadline / tick)``), travels within the post deadline (``max(0.2 s, 0.8 *
-    tick)``, :meth:`engine.peering.Peering.broadcast`), and its arrival pokes the executor's loop
+    tick)``, :meth:`engine.peering.Peering.dispatch`), and its arrival pokes the executor's loop
     (``POKE_GAP``). A verdict stays a vote for two of the sender's ticks; clock skew up to
     ``SKEW_ALLOWANCE`` does not age it (:mod:`engine.peering`). The cool-down does not apply to
     the first move (:func:`engine.decide.cooldown_reason`: no last move), so it is not counted.

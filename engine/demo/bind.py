@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -68,17 +69,22 @@ class NamedDns:
         return f"{self.host}:{self.port}"
 
     def _stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        terminate(self.process)
         shutil.rmtree(self.directory, ignore_errors=True)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._stop)
+
+
+def terminate(process: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; waits for the process either way."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
 
 
 def start_named(named: str, directory: Path, *, zone: str, records: Sequence[Record], key_name: str,

@@ -44,6 +44,7 @@ import dns.update
 import pytest
 
 from engine.config.dns import DnsConfig
+from engine.demo.bind import terminate
 from tests.support import require_binary
 
 ZONE = "example.test"
@@ -128,13 +129,7 @@ class NamedServer:
             raise RuntimeError(f"deleting {name} {rdtype} failed: {dns.rcode.to_text(response.rcode())}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        terminate(self.process)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
