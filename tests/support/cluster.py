@@ -68,7 +68,49 @@ def _started_port(log: Path, offset: int) -> int | None:
     return None
 
 
-class Cluster:
+class Observing:
+    """What both clusters (loopback and network namespaces) share: waiting on a voter's status, and reading
+    where BIND points. Subclasses provide ``status(vid)`` and ``named``."""
+
+    named: NamedServer | None
+
+    async def status(self, vid: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def failure_context(self) -> str:
+        """More to print when a wait fails (e.g. the engines' logs)."""
+        return ""
+
+    async def wait_for(self, vid: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
+                       what: str = "condition") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                last = await self.status(vid)
+                if predicate(last):
+                    return last
+            except (aiohttp.ClientError, OSError, TimeoutError, KeyError):
+                pass
+            await asyncio.sleep(0.05)
+        extra = self.failure_context()
+        raise AssertionError(f"{vid}: {what} not met within {timeout}s; last status: "
+                             f"{json.dumps(last.get('services', last), default=str)[:3000]}"
+                             + (f"\n{extra}" if extra else ""))
+
+    def dns_site(self) -> str:
+        """Where BIND's ``app`` A record points now."""
+        assert self.named is not None
+        values = self.named.query("app", "A")
+        return {v: k for k, v in TARGETS.items()}.get(values[0] if values else "", "unknown")
+
+    def dns_epoch(self) -> str:
+        """The epoch TXT as BIND answers it now, e.g. ``"epoch=2 site=azure op=..."``."""
+        assert self.named is not None
+        return " ".join(self.named.query("_failover-epoch.app", "TXT"))
+
+
+class Cluster(Observing):
     def __init__(self, workdir: Path, *, witness: bool = True, interval: float = 0.3, timeout: float = 0.2,
                  threshold: int = 3, rpo: float = 30.0, cooldown: str = "10m",
                  tick: float = 0.2, executors: dict[str, list[str]] | None = None,
@@ -231,30 +273,6 @@ services:
             raise aiohttp.ClientError(f"status {status}: {data}")
         result: dict[str, Any] = data
         return result
-
-    async def wait_for(self, vid: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
-                       what: str = "condition") -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            try:
-                last = await self.status(vid)
-                if predicate(last):
-                    return last
-            except (aiohttp.ClientError, OSError, TimeoutError):
-                pass
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{vid}: {what} not met within {timeout}s; last status: "
-                             f"{json.dumps(last.get('services', last), default=str)[:3000]}")
-
-    def dns_site(self) -> str:
-        assert self.named is not None
-        values = self.named.query("app", "A")
-        return {v: k for k, v in TARGETS.items()}.get(values[0] if values else "", "unknown")
-
-    def dns_epoch(self) -> str:
-        assert self.named is not None
-        return " ".join(self.named.query("_failover-epoch.app", "TXT"))
 
     async def operations(self, vid: str) -> list[dict[str, Any]]:
         data: dict[str, Any] = await self.get(vid, "/v1/operations?service=shop")

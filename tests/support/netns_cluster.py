@@ -41,7 +41,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from aiohttp import web
 
 from engine.sample_site import SampleSite
 from tests.support.bind import NamedServer
-from tests.support.cluster import PEER_KEY, RECORDS, TARGETS
+from tests.support.cluster import PEER_KEY, RECORDS, TARGETS, Observing
 from tests.support.netns import NetnsPgPair, Topology
 from tests.support.postgres import SAMPLE_SCHEMA, SAMPLE_TABLES
 
@@ -102,7 +102,7 @@ class NetnsSite(SampleSite):
         return self
 
 
-class NetnsCluster:
+class NetnsCluster(Observing):
     """See the module docstring. ``start`` then ``stop`` (always, e.g. in ``finally``)."""
 
     def __init__(self, workdir: Path, *, tick: float = 0.2, interval: float = 0.3, timeout: float = 0.2,
@@ -287,21 +287,6 @@ services:
         data: dict[str, Any] = (await self.status(vid))["services"]["shop"]
         return data
 
-    async def wait_for(self, vid: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
-                       what: str = "condition") -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            try:
-                last = await self.status(vid)
-                if predicate(last):
-                    return last
-            except (aiohttp.ClientError, OSError, TimeoutError, KeyError):
-                pass
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{vid}: {what} not met within {timeout}s; last status: "
-                             f"{json.dumps(last.get('services', last), default=str)[:3000]}\n{self.logs()}")
-
     async def operations(self, vid: str) -> list[dict[str, Any]]:
         ops: list[dict[str, Any]] = (await self.get(vid, "/v1/operations?service=shop&limit=500"))["operations"]
         return ops
@@ -311,16 +296,8 @@ services:
         events: list[dict[str, Any]] = (await self.get(vid, f"/v1/events?kind={kind}&limit=1000"))["events"]
         return events
 
-    def dns_site(self) -> str:
-        """Where BIND's ``app`` A record points now (queried at its namespace address)."""
-        assert self.named is not None
-        values = self.named.query("app", "A")
-        return {v: k for k, v in TARGETS.items()}.get(values[0] if values else "", "unknown")
-
-    def dns_epoch(self) -> str:
-        """The epoch TXT as BIND answers it now, e.g. ``"epoch=2 site=azure op=..."``."""
-        assert self.named is not None
-        return " ".join(self.named.query("_failover-epoch.app", "TXT"))
+    def failure_context(self) -> str:
+        return self.logs()
 
     def logs(self, tail: int = 3000) -> str:
         return "\n".join(f"--- {v.id}\n{v.log.read_text(errors='replace')[-tail:]}" for v in self.voters.values()
