@@ -1,7 +1,8 @@
 """What an operation keeps of the moment it was decided: who saw what, when.
 
 :func:`decision_context` adds to an operation's evidence (beside the votes and gates the decision
-carries): this instance's own observations of every signal (state, consecutive counts, the last
+carries): every peer's latest verdict for the service with its age, this instance's own observations
+of every signal (state, consecutive counts, the last
 result with its reason and time), the replication lag and the RPO at decision time, the candidate
 site and why it qualifies, and quorum. Kept in the journal with the operation (never rotated with
 logs), served at ``/v1/operations/{id}`` and attached to the decision webhook.
@@ -40,7 +41,12 @@ def decision_context(engine: Engine, rt: ServiceRuntime, target: str | None) -> 
     if target is not None and target in snapshot.sites:
         view = snapshot.sites[target]
         candidate = {"site": target, "health": str(view.health), "why": view.why()}
+    mono = engine.clock.monotonic()
+    votes = [{"voter": peer_id, "age_s": None if got is None else round(mono - got.received_at, 3),
+              "view": None if got is None else got.view.model_dump()}
+             for peer_id, got in engine.peering.received_for(rt.name).items()]
     return {"observed_by": engine.config.instance.id, "observed_at": now, "observations": observations(rt),
+            "peer_verdicts": votes,
             "lag_s": rt.lag_s, "rpo_s": rt.config.policy.rpo if rt.config.database is not None else None,
             "candidate": candidate, "quorum": engine.coordinator.quorum_ok,
             "active": {"site": rt.state.active, "health": str(snapshot.sites[rt.state.active].health),
