@@ -45,37 +45,16 @@ OPERATOR = "bench-operator-token-0123456789"
 
 class Writers:
     def __init__(self, cluster: Any, db: Any) -> None:
+        from tests.support.writers import DnsWriter
+
         self.cluster, self.db = cluster, db
-        self.acked: list[tuple[int, str, float]] = []  # DNS writer: (amount, site, wall time)
+        self.dns_writer = DnsWriter(cluster, db, first=10_000_000, pause=0.002, retry_pause=0.005)
         self.accepted: dict[str, list[float]] = {"gcp": [], "azure": []}  # probe writers: wall times
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def dsn(self, site: str) -> str:
         return str(self.db.primary_dsn if site == "gcp" else self.db.standby_dsn)
-
-    async def _dns_writer(self) -> None:
-        import psycopg
-
-        n = 10_000_000
-        conn: Any = None
-        site = ""
-        while not self._stop.is_set():
-            try:
-                if conn is None:
-                    site = await asyncio.to_thread(self.cluster.dns_site)
-                    conn = await psycopg.AsyncConnection.connect(self.dsn(site), autocommit=True, connect_timeout=2)
-                n += 1
-                await conn.execute("INSERT INTO orders(account, amount) VALUES (1, %s)", (n,))
-                self.acked.append((n, site, time.time()))
-            except psycopg.Error:
-                if conn is not None:
-                    await conn.close()
-                conn = None
-                await asyncio.sleep(0.005)
-            await asyncio.sleep(0.002)
-        if conn is not None:
-            await conn.close()
 
     async def _probe_writer(self, site: str) -> None:
         import psycopg
@@ -95,13 +74,19 @@ class Writers:
         if conn is not None:
             await conn.close()
 
+    @property
+    def acked(self) -> list[tuple[int, str, float]]:
+        """The DNS writer's acknowledged rows: (amount, site, wall time)."""
+        return self.dns_writer.acked
+
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._dns_writer()),
-                       *(asyncio.create_task(self._probe_writer(s)) for s in ("gcp", "azure"))]
+        self.dns_writer.start()
+        self._tasks = [asyncio.create_task(self._probe_writer(s)) for s in ("gcp", "azure")]
 
     async def stop(self) -> None:
         self._stop.set()
         await asyncio.gather(*self._tasks)
+        await self.dns_writer.stop()
 
 
 async def post(cluster: Any, path: str, body: dict[str, Any]) -> tuple[int, Any]:

@@ -94,16 +94,16 @@ class Coordinator:
         own = journal.get_state(rt.name, "breaker") or {}
         glob = journal.get_state(GLOBAL, "breaker") or {}
         armed_at = float(own.get("armed_at") or 0.0)
-        recent = [op for op in journal.operations(service=rt.name, limit=200)
-                  if op.get("trigger") == "auto" and op["created_at"] >= max(now - policy.breaker_window, armed_at)]
+        # read on every status rebuild: counted in the journal, not by parsing operation bodies
+        recent = journal.count_operations(service=rt.name, trigger="auto",
+                                          since=max(now - policy.breaker_window, armed_at))
         global_armed = float(glob.get("armed_at") or 0.0)
-        everywhere = [op for op in journal.operations(limit=500)
-                      if op.get("trigger") == "auto" and op["created_at"] >= max(now - brakes.window, global_armed)]
+        everywhere = journal.count_operations(trigger="auto", since=max(now - brakes.window, global_armed))
         open_ = own if own.get("open") else glob if glob.get("open") else None
         return {"open": open_ is not None, "since": None if open_ is None else open_.get("since"),
                 "reason": None if open_ is None else open_.get("reason"),
-                "auto_failovers_in_window": len(recent), "limit": policy.max_auto_failovers,
-                "window_s": policy.breaker_window, "engine_auto_failovers_in_window": len(everywhere),
+                "auto_failovers_in_window": recent, "limit": policy.max_auto_failovers,
+                "window_s": policy.breaker_window, "engine_auto_failovers_in_window": everywhere,
                 "engine_limit": brakes.max_auto_failovers, "armed_at": own.get("armed_at")}
 
     async def _brake(self, rt: ServiceRuntime, decision: ClusterDecision, now: float) -> ClusterDecision:

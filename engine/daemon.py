@@ -439,9 +439,8 @@ class Engine:
             last = self.journal.drills(service=rt.name, kind=kind, limit=1)
             entry: dict[str, Any] = {"scheduled": sched.enabled, "last": summary(last[0]) if last else None}
             if sched.enabled:
-                first = self.journal.get_state("*", "first_started_at") or self.started_at
                 timing = drill_timing(sched.schedule, sched.window, now, last[0]["started_at"] if last else None,
-                                      first)
+                                      self.drills.first_start())
                 entry.update(schedule=sched.schedule, timing=timing.state, next_at=timing.fire,
                              window_ends_at=timing.deadline)
             out[kind] = entry

@@ -524,7 +524,7 @@ class Drills:
         if engine.config.instance.role != "engine":
             return
         journal = engine.journal_or_fail()
-        first_start = journal.get_state(GLOBAL, "first_started_at") or engine.started_at
+        first_start = self.first_start()
         for rt in engine.services.values():
             if engine.config.instance.site != rt.state.active:
                 continue  # the engine in the active site runs scheduled drills and says when one is overdue
@@ -547,6 +547,10 @@ class Drills:
                         await engine.record("alert", message, service=rt.name, at=now,
                                             data={"kind": kind, "fire": timing.fire})
                         await engine.notify("alert", message, rt.name, {"kind": kind, "fire": timing.fire})
+
+    def first_start(self) -> float | None:
+        """When this engine first started (journal): no drill is owed for fire times before it."""
+        return self.engine.journal_or_fail().get_state(GLOBAL, "first_started_at") or self.engine.started_at
 
     async def _start_due(self, rt: ServiceRuntime, kind: str, fire: float, now: float) -> None:
         # only one engine drills: the one in the active site (the other sees the announcement or the result)

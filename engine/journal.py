@@ -245,6 +245,15 @@ class Journal:
         """Newest first."""
         return self._bodies("drills", "started_at", limit, service=service, kind=kind, state=state)
 
+    def count_operations(self, *, since: float, trigger: str, service: str | None = None) -> int:
+        """Operations started at or after ``since`` by ``trigger`` (counted in SQLite, no body is parsed)."""
+        sql = "SELECT count(*) FROM operations WHERE created_at >= ? AND json_extract(body, '$.trigger') = ?"
+        params: list[Any] = [since, trigger]
+        if service is not None:
+            sql += " AND service = ?"
+            params.append(service)
+        return int(self._read(sql, params)[0][0])
+
     def _bodies(self, table: str, newest: str, limit: int, **equal: str | None) -> list[dict[str, Any]]:
         """The JSON bodies of ``table`` whose columns equal the given values (None: any), newest first."""
         given = {column: value for column, value in equal.items() if value is not None}

@@ -27,9 +27,7 @@ def svc(status: dict[str, Any]) -> dict[str, Any]:
 async def start(tmp_path: Path, **kw: Any) -> Cluster:
     c = Cluster(tmp_path, api_tokens=[("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)], **kw)
     await c.start()
-    for vid in c.voters:
-        await c.wait_for(vid, lambda s: all(x["health"] == "up" for x in svc(s)["sites"].values()),
-                         what="both sites up")
+    await c.wait_sites_up()
     return c
 
 

@@ -53,9 +53,7 @@ async def start(tmp_path: Path, db: ReplicatedDb, **kw: object) -> Cluster:
     c = Cluster(tmp_path, extra_service=lambda _vid: database_yaml(db),  # type: ignore[arg-type]
                 api_tokens=[("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)], **kw)
     await c.start()
-    for vid in c.voters:
-        await c.wait_for(vid, lambda s: all(site["health"] == "up" for site in s["services"]["shop"]["sites"].values()),
-                         what="both sites up")
+    await c.wait_sites_up()
     return c
 
 

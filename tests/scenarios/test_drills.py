@@ -56,10 +56,7 @@ async def cluster(tmp_path: Path, replicated: ReplicatedDb) -> AsyncIterator[Clu
     holder["c"] = c
     await c.start()
     try:
-        for vid in c.voters:
-            await c.wait_for(vid, lambda s: all(site["health"] == "up"
-                                                for site in s["services"]["shop"]["sites"].values()),
-                             what="both sites up")
+        await c.wait_sites_up()
         await c.wait_for("engine-gcp", lambda s: s["services"]["shop"]["lag_s"] is not None
                          and (s["services"]["shop"]["replication"] or {}).get("state") == "up", what="replication up")
         await c.wait_for("engine-gcp", lambda s: s["quorum"] is True, what="quorum")

@@ -24,8 +24,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     c = Cluster(tmp_path, api_tokens=[("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)])
     await c.start()
     try:
-        for vid in c.voters:
-            await c.wait_for(vid, lambda s: up(s, "gcp") and up(s, "azure"), what="both up")
+        await c.wait_sites_up()
         yield c
     finally:
         await c.stop()

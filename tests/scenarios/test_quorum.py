@@ -30,9 +30,7 @@ def site_health(status: dict, site: str) -> str:  # type: ignore[type-arg]
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     c = await Cluster(tmp_path).start()
     try:
-        for vid in c.voters:
-            await c.wait_for(vid, lambda s: site_health(s, "gcp") == "up" and site_health(s, "azure") == "up",
-                             what="both sites up")
+        await c.wait_sites_up()
         yield c
     finally:
         await c.stop()
@@ -119,8 +117,7 @@ async def test_executor_paused_past_its_turn_does_not_act_on_stale_state(tmp_pat
     """
     c = await Cluster(tmp_path).start()
     try:
-        for vid in c.voters:
-            await c.wait_for(vid, lambda s: site_health(s, "azure") == "up" and site_health(s, "gcp") == "up")
+        await c.wait_sites_up()
         c.signal("engine-azure", signal.SIGSTOP)
         for vid in c.voters:
             await c.cut(vid, "gcp", "reset")
@@ -144,8 +141,7 @@ async def test_both_engines_racing_change_dns_once(tmp_path: Path) -> None:
     c = await Cluster(tmp_path, executors={"engine-gcp": ["engine-gcp", "engine-azure"],
                                           "engine-azure": ["engine-azure", "engine-gcp"]}).start()
     try:
-        for vid in c.voters:
-            await c.wait_for(vid, lambda s: site_health(s, "azure") == "up" and site_health(s, "gcp") == "up")
+        await c.wait_sites_up()
         for vid in c.voters:
             await c.cut(vid, "gcp", "reset")
         for vid in ("engine-gcp", "engine-azure"):
@@ -259,8 +255,7 @@ async def test_webhooks_tell_the_story(tmp_path: Path) -> None:
                                     (f"http://127.0.0.1:{port}/hook/slack", "slack")])
     await c.start()
     try:
-        for vid in c.voters:
-            await c.wait_for(vid, lambda s: site_health(s, "azure") == "up" and site_health(s, "gcp") == "up")
+        await c.wait_sites_up()
         for vid in c.voters:
             await c.cut(vid, "gcp", "reset")
         await c.wait_for("engine-azure", lambda s: active(s) == "azure", what="failover")

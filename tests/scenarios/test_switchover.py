@@ -21,6 +21,7 @@ import pytest
 from tests.scenarios.test_database_failover import OPERATOR, VIEWER, database_yaml, post
 from tests.support.cluster import Cluster
 from tests.support.postgres import PgPair, ReplicatedDb
+from tests.support.writers import DnsWriter
 
 pytestmark = pytest.mark.slow
 
@@ -41,58 +42,12 @@ async def cluster(tmp_path: Path, replicated: ReplicatedDb) -> AsyncIterator[Clu
                 api_tokens=[("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)])
     await c.start()
     try:
-        for vid in c.voters:
-            await c.wait_for(vid, lambda s: all(x["health"] == "up" for x in s["services"]["shop"]["sites"].values()),
-                             what="both sites up")
+        await c.wait_sites_up()
         await c.wait_for("engine-gcp", lambda s: s["services"]["shop"]["lag_s"] is not None
                          and s["services"]["shop"]["replication"]["state"] == "up", what="replication up")
         yield c
     finally:
         await c.stop()
-
-
-class Writer:
-    """Inserts continuously into whichever database DNS names, reconnecting (and re-resolving) on error."""
-
-    def __init__(self, cluster: Cluster, db: ReplicatedDb) -> None:
-        self.cluster, self.db = cluster, db
-        self.acked: list[tuple[int, str, float]] = []  # (amount, site, when)
-        self.refused = 0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def dsn(self, site: str) -> str:
-        return self.db.primary_dsn if site == "gcp" else self.db.standby_dsn
-
-    async def _run(self) -> None:
-        n = 2_000_000
-        conn: psycopg.AsyncConnection[Any] | None = None
-        while not self._stop.is_set():
-            try:
-                if conn is None:
-                    site = await asyncio.to_thread(self.cluster.dns_site)
-                    conn = await psycopg.AsyncConnection.connect(self.dsn(site), autocommit=True, connect_timeout=2)
-                n += 1
-                await conn.execute("INSERT INTO orders(account, amount) VALUES (1, %s)", (n,))
-                self.acked.append((n, site, time.monotonic()))
-            except psycopg.Error:
-                self.refused += 1
-                if conn is not None:
-                    await conn.close()
-                conn = None
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.003)
-        if conn is not None:
-            await conn.close()
-
-    def start(self) -> Writer:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def stop(self) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
 
 
 def amounts(db: ReplicatedDb, standby: bool) -> set[int]:
@@ -112,7 +67,7 @@ async def switch(cluster: Cluster, target: str) -> dict[str, Any]:
 
 
 async def test_switchover_there_and_back_under_load_loses_nothing(cluster: Cluster, replicated: ReplicatedDb) -> None:
-    writer = Writer(cluster, replicated).start()
+    writer = DnsWriter(cluster, replicated).start()
     try:
         await asyncio.sleep(1.0)
         op = await switch(cluster, "azure")

@@ -70,9 +70,10 @@ def _started_port(log: Path, offset: int) -> int | None:
 
 class Observing:
     """What both clusters (loopback and network namespaces) share: waiting on a voter's status, and reading
-    where BIND points. Subclasses provide ``status(vid)`` and ``named``."""
+    where BIND points. Subclasses provide ``status(vid)``, ``voters`` and ``named``."""
 
     named: NamedServer | None
+    voters: dict[str, Any]
 
     async def status(self, vid: str) -> dict[str, Any]:
         raise NotImplementedError
@@ -97,6 +98,13 @@ class Observing:
         raise AssertionError(f"{vid}: {what} not met within {timeout}s; last status: "
                              f"{json.dumps(last.get('services', last), default=str)[:3000]}"
                              + (f"\n{extra}" if extra else ""))
+
+    async def wait_sites_up(self, voters: Sequence[str] | None = None, timeout: float = 15.0) -> None:
+        """Until every site of ``shop`` is up for each voter (all voters by default)."""
+        for vid in voters if voters is not None else list(self.voters):
+            await self.wait_for(vid, lambda s: all(x["health"] == "up"
+                                                   for x in s["services"]["shop"]["sites"].values()),
+                                timeout=timeout, what="every site up")
 
     def dns_site(self) -> str:
         """Where BIND's ``app`` A record points now."""
