@@ -18,10 +18,17 @@ and the others as "an operator must fix something".
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from actions.dns.state import DnsState
+
+class ZoneState(Protocol):
+    """What a conflict carries of the zone (an :class:`actions.dns.state.DnsState`): plain data that describes
+    itself. A protocol, so that this module stays at the bottom of the DNS package and imports nothing."""
+
+    @property
+    def site(self) -> str: ...
+
+    def describe(self) -> str: ...
 
 
 class DnsError(Exception):
@@ -31,7 +38,7 @@ class DnsError(Exception):
 class DnsConflict(DnsError):
     """The conditional shift lost: the zone is not in the state the caller read."""
 
-    def __init__(self, message: str, *, current: DnsState, expected: DnsState) -> None:
+    def __init__(self, message: str, *, current: ZoneState, expected: ZoneState) -> None:
         super().__init__(message)
         self.current = current
         self.expected = expected

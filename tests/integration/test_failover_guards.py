@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from engine.clock import SystemClock
 from engine.config.model import ServiceConfig
-from engine.failover import FailoverSteps
-from engine.journal import Journal
-from engine.runbook import Operation
+from engine.core.clock import SystemClock
+from engine.core.operations import Operation
+from engine.runtime.failover import FailoverSteps
+from engine.runtime.journal import Journal
 from tests.support import free_port
 from tests.support.bind import BASELINE, NamedServer, dns_config_for
 
@@ -58,7 +58,7 @@ async def steps(bind_zone: NamedServer, tmp_path: Path):  # type: ignore[no-unty
     })
     journal = Journal.open(tmp_path / "j.db")
     engine = FakeEngine(journal)
-    yield FailoverSteps(engine, FakeRuntime(config)), bind_zone  # type: ignore[arg-type]
+    yield FailoverSteps(engine, FakeRuntime(config), lambda _site, _wait: (0.0, [], None)), bind_zone  # type: ignore[arg-type]
     await journal.close()
 
 

@@ -1,0 +1,120 @@
+"""Watching a service's PostgreSQL pair: heartbeats, the replication signal, scheduled reconciliation.
+
+For each service with a ``database:`` section, an engine (never the witness):
+
+- writes its heartbeat row on the current primary every ``heartbeat.interval`` and keeps the
+  returned commit point (heartbeat time and LSN) in the journal as ``primary_commit``, continuously:
+  after the primary dies, that is what the consistency check compares the new primary with;
+- runs the replication lag probe as a service-wide signal (``<service>/*/replication``); its value
+  is the lag in seconds, kept as the last known lag when the primary becomes unreachable;
+- when it runs in the active site, reconciles the pair every ``reconcile.schedule`` (not while an
+  operation runs), keeping the result in the journal, in ``/v1/status`` and in metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from actions.consistency import CommitPoint
+from actions.database.heartbeat import HeartbeatWriter
+from actions.reconcile.runner import reconcile
+from engine.runtime.context import RuntimeContext
+from engine.runtime.service import ServiceRuntime
+from probes.postgres import PostgresLagProbe
+from probes.postgres_conn import PgError
+
+log = structlog.get_logger("engine.database")
+
+
+class DatabaseWatch:
+    def __init__(self, ctx: RuntimeContext, rt: ServiceRuntime) -> None:
+        db = rt.config.database
+        assert db is not None
+        self.ctx, self.rt, self.db = ctx, rt, db
+        self.probe = PostgresLagProbe(db, service=rt.name, primary=rt.state.active, clock=ctx.clock)
+        saved = ctx.journal_or_fail().get_state(rt.name, "primary_commit")
+        if saved:
+            point = CommitPoint.from_dict(saved)
+            if point.site:
+                self.probe.remember(point.heartbeat_at, point.site)
+        site = ctx.config.instance.site
+        self.writer = HeartbeatWriter(db, writer_site=site, primary=rt.state.active) if site in db.sites else None
+        self.last_beat_error: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def start(self) -> None:
+        if self.writer is not None:
+            self._tasks.append(asyncio.create_task(self._heartbeats(), name=f"heartbeat {self.rt.name}"))
+        if self.db.reconcile.enabled and self.db.reconcile.tables + self.db.reconcile.metrics:
+            self._tasks.append(asyncio.create_task(self._reconcile_loop(), name=f"reconcile {self.rt.name}"))
+
+    def active_changed(self, site: str) -> None:
+        self.probe.set_primary(site)
+        if self.writer is not None:
+            self.writer.set_primary(site)
+
+    async def _heartbeats(self) -> None:
+        assert self.writer is not None
+        interval = self.db.heartbeat.interval
+        while True:
+            started = self.ctx.clock.monotonic()
+            now = self.ctx.clock.now()
+            try:
+                point = await self.writer.beat(now)
+            except PgError as exc:
+                if str(exc) != self.last_beat_error:
+                    log.warning("heartbeat failed", service=self.rt.name, error=str(exc))
+                self.last_beat_error = str(exc)
+            else:
+                self.last_beat_error = None
+                if point.site:
+                    self.probe.remember(point.heartbeat_at, point.site)
+                await self.ctx.journal_or_fail().put_state(self.rt.name, "primary_commit", point.to_dict(),
+                                                              at=now)
+            await asyncio.sleep(max(0.0, interval - (self.ctx.clock.monotonic() - started)))
+
+    async def reconcile_now(self, *, watermark: Any = "auto") -> dict[str, Any]:
+        """Reconcile the pair now (``watermark=None`` when nothing flows between them)."""
+        rt, ctx = self.rt, self.ctx
+        now = ctx.clock.now()
+        result = await reconcile(self.db, service=rt.name, primary=rt.state.active, now=now, watermark=watermark)
+        data = result.to_dict()
+        await ctx.journal_or_fail().put_state(rt.name, "last_reconciliation", data, at=now)
+        ctx.metrics.export_reconcile(result.gauges())
+        if not result.identical:
+            await ctx.record("reconcile", result.sentence, service=rt.name, at=now,
+                                data={"identical": False})
+        return data
+
+    async def _reconcile_loop(self) -> None:
+        every = self.db.reconcile.schedule
+        while True:
+            await asyncio.sleep(every)
+            rt = self.rt
+            if self.ctx.config.instance.site != rt.state.active or rt.operation is not None:
+                continue
+            try:
+                await self.reconcile_now()
+            except Exception:  # a failed run is logged; the next one tries again
+                log.exception("scheduled reconciliation failed", service=rt.name)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                await self.writer.aclose()
+
+
+class Reconciled:
+    """A reconciliation result as ``prepare_failback`` reads it (the full result: tables and differences)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.identical = bool(data.get("identical"))
+        self.sentence = str(data.get("sentence", ""))
