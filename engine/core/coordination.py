@@ -293,11 +293,12 @@ class HolderJudgement:
 
 
 def keepalive_due(view: HolderView, now: float, interval: float) -> bool:
-    """A renewal is due ``interval`` after the last successful one (typically a third of the TTL)."""
+    """A renewal is due ``interval`` after the last successful one (by default a quarter of the TTL)."""
     return now - view.renewed_at >= interval
 
 
-def judge_holder(view: HolderView, now: float, fence_timeout: float, margin: float) -> HolderJudgement:
+def judge_holder(view: HolderView, now: float, fence_timeout: float, margin: float,
+                 interval: float | None = None) -> HolderJudgement:
     """Whether the holder of a write lease may keep its database writable.
 
     The store counts the TTL from when it received the last renewal, which is no earlier than when the
@@ -305,11 +306,13 @@ def judge_holder(view: HolderView, now: float, fence_timeout: float, margin: flo
     (clock *rate* differences are what ``margin`` covers). Another site can take the lease after that
     moment, so the holder must have finished fencing by then: it starts at
     ``renewed_at + ttl - fence_timeout - margin``. Renewals failing before that is ``late``, never a
-    reason to fence; the store saying the lease is gone is one at once.
+    reason to fence; the store saying the lease is gone is one at once. ``interval`` is how often
+    renewals are due (default a quarter of the TTL): a renewal older than that is late.
     """
     expires_at = view.renewed_at + view.ttl
     fence_at = expires_at - fence_timeout - margin
     silent = now - view.renewed_at
+    due = view.ttl / 4 if interval is None else interval
     if view.lost:
         return HolderJudgement("fence", expires_at, now, "self-fencing: the store says the write lease is gone")
     if now >= fence_at:
@@ -317,10 +320,10 @@ def judge_holder(view: HolderView, now: float, fence_timeout: float, margin: flo
             "fence", expires_at, fence_at,
             f"self-fencing: no lease renewal for {silent:.1f}s; the lease may expire in "
             f"{max(expires_at - now, 0.0):.1f}s and fencing needs {fence_timeout:g}s + margin {margin:g}s")
-    if silent > view.ttl / 3 + 1e-9:
+    if silent > due + 1e-9:
         return HolderJudgement(
             "late", expires_at, fence_at,
-            f"holding: lease renewal late by {silent - view.ttl / 3:.1f}s; self-fencing in {fence_at - now:.1f}s "
+            f"holding: lease renewal late by {silent - due:.1f}s; self-fencing in {fence_at - now:.1f}s "
             "unless renewed")
     return HolderJudgement("keep", expires_at, fence_at,
                            f"holding: lease renewed {silent:.1f}s ago, valid for at least {expires_at - now:.1f}s")
