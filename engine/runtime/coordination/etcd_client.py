@@ -31,7 +31,7 @@ import ssl
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import aiohttp
@@ -88,8 +88,10 @@ class WatchBatch:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
+    """etcd's user and password (``--auth``); the password never shows in a repr."""
+
     user: str
-    password: str
+    password: str = field(repr=False)
 
 
 def b64(data: bytes) -> str:
