@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.sites",
     "tests.support.bind",
     "tests.support.postgres",
+    "tests.support.etcd",
 ]

@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Self
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from engine.config.base import Duration, Model, Secret, rule_error
+from engine.config.coordination import CoordinationConfig
 from engine.config.database import DatabaseConfig
 from engine.config.dns import DnsConfig
 from engine.config.drills import DrillsConfig
@@ -305,6 +306,7 @@ class EngineConfig(Model):
     api: ApiConfig = Field(default_factory=ApiConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     brakes: BrakesConfig = Field(default_factory=BrakesConfig)
+    coordination: CoordinationConfig = Field(default_factory=CoordinationConfig)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
 
     @field_validator("services")

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PURE = [*sorted(str(p.relative_to(ROOT)) for p in (ROOT / "engine" / "core").glob("*.py")),
         "engine/config/base.py", "engine/config/model.py", "engine/config/probes.py", "engine/config/lease.py",
         "engine/config/probe_common.py", "engine/config/cloud.py", "engine/config/dns.py", "actions/dns/state.py",
-        "engine/config/database.py", "actions/reconcile/plan.py", "actions/reconcile/result.py"]
+        "engine/config/database.py", "actions/reconcile/plan.py", "actions/reconcile/result.py",
+        "engine/config/coordination.py"]
 FORBIDDEN = {"asyncio", "aiohttp", "psycopg", "dns", "socket", "sqlite3", "requests", "httpx", "subprocess"}
 
 
