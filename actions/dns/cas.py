@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from actions.dns.errors import DnsError, DnsUnavailable
+from actions.dns.errors import DnsError, DnsRefused, DnsUnavailable
 from actions.dns.state import (
     DnsState,
     conflict,
@@ -113,10 +113,13 @@ class CasProvider:
         check = ours if callable(ours) else (lambda _s: False)
         try:
             await self._write(expected, planned)
-        except ConditionFailed:
+        except ConditionFailed as refused:
             current = await self.read(self._chosen(expected))
             if check(current):  # our own earlier try was applied
                 return
+            if current == expected:  # the zone is as read: the change was refused for another reason
+                raise DnsRefused(f"{self.kind} refused the change of zone {self.zone} although it is as read: "
+                                 f"{refused}; nothing changed") from None
             raise self._conflict(expected, current) from None
         except ChangePending:
             raise
