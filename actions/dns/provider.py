@@ -67,6 +67,10 @@ def build_provider(config: DnsConfig, service: str) -> DnsProvider:
         from actions.dns.cloud_dns import CloudDnsProvider
 
         return CloudDnsProvider(config, service)
+    if kind == "azure_dns":
+        from actions.dns.azure_dns import AzureDnsProvider
+
+        return AzureDnsProvider(config, service)
     if kind == "route53":
         from actions.dns.route53 import Route53Provider
 

@@ -100,7 +100,7 @@ class CloudDnsConfig(_Cloud):
         return self
 
 
-class _Azure(_Cloud):
+class AzureArmConfig(_Cloud):
     """Azure Resource Manager: subscription, resource group and a service principal (or the default chain)."""
 
     subscription_id: str = Field(min_length=1)
@@ -119,7 +119,7 @@ class _Azure(_Cloud):
         return value
 
 
-class AzureDnsConfig(_Azure):
+class AzureDnsConfig(AzureArmConfig):
     """Azure DNS through azure-mgmt-dns (extra ``[azure-dns]``): record sets updated under ``If-Match``."""
 
     type: Literal["azure_dns"]
@@ -130,7 +130,7 @@ class AzureDnsConfig(_Azure):
         return self
 
 
-class TrafficManagerConfig(_Azure):
+class TrafficManagerConfig(AzureArmConfig):
     """Azure Traffic Manager through azure-mgmt-trafficmanager (extra ``[traffic-manager]``).
 
     ``mode: priority`` moves traffic by swapping the endpoints' priorities (the target's endpoint
