@@ -71,6 +71,10 @@ def build_provider(config: DnsConfig, service: str) -> DnsProvider:
         from actions.dns.azure_dns import AzureDnsProvider
 
         return AzureDnsProvider(config, service)
+    if kind == "traffic_manager":
+        from actions.dns.traffic_manager import TrafficManagerProvider
+
+        return TrafficManagerProvider(config, service)
     if kind == "route53":
         from actions.dns.route53 import Route53Provider
 
