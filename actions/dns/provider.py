@@ -79,6 +79,10 @@ def build_provider(config: DnsConfig, service: str) -> DnsProvider:
         from actions.dns.route53 import Route53Provider
 
         return Route53Provider(config, service)
+    if kind == "cloudflare_lb":
+        from actions.dns.cloudflare_lb import CloudflareLbProvider
+
+        return CloudflareLbProvider(config, service)
     from actions.dns.cloudflare import CloudflareProvider
 
     return CloudflareProvider(config, service)

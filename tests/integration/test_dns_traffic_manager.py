@@ -145,5 +145,5 @@ async def test_build_provider_and_config_rules(fake: AzureArmFake) -> None:
     await provider.aclose()
     bad = section(fake)
     bad["records"] = [{**bad["records"][0], "type": "A", "targets": {"gcp": ["192.0.2.1"], "azure": ["192.0.2.2"]}}]
-    with pytest.raises(ValueError, match="records\\[0\\].type"):
+    with pytest.raises(ValueError, match=r"records\[0\]\.type"):
         DnsConfig.model_validate(bad)
