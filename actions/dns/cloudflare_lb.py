@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from actions.dns.cas import CasProvider, ConditionFailed
 from actions.dns.errors import DnsAuthError, DnsConfigError, DnsRefused, DnsUnavailable
 from actions.dns.state import DnsState, RecordState, parse_epoch, site_of
+from actions.dns.weights import Weights, check_shares, weights_conflict, weights_of
 from engine.config.dns import DnsConfig, RecordConfig, canonical_value
 from engine.config.dns_providers import CloudflareLbConfig
 
@@ -145,6 +146,35 @@ class CloudflareLbProvider(CasProvider):
         await self._call(f"change of load balancer {self._hostname}", lambda: client.load_balancers.edit(
             lb_id, zone_id=zone_id, default_pools=order, description=planned.epoch.text or "",
             ttl=planned.records[0].ttl))
+
+    # -- weights (steering_policy random, random_steering.pool_weights) ---------------------------
+    async def read_weights(self) -> Weights:
+        """Each site's pool weight under random steering, as a share of the traffic."""
+        balancer = await self._balancer()
+        if balancer.steering_policy != "random":
+            raise DnsRefused(f"load balancer {self._hostname} steers by {balancer.steering_policy}, not random: "
+                             f"it has no pool weights to move")
+        steering = balancer.random_steering
+        weights = dict(getattr(steering, "pool_weights", None) or {})
+        default = float(getattr(steering, "default_weight", None) or 1.0)
+        raw = {site: float(weights.get(pool, default)) for site, pool in self._p.pools.items()}
+        epoch = parse_epoch(balancer.description or None, self.epoch_name).number
+        return weights_of(raw, epoch, balancer.modified_on)
+
+    async def set_weights(self, expected: Weights, shares: Mapping[str, int]) -> Weights:
+        """Pool weights (percent / 100) in one PATCH after a read-compare (Cloudflare has no If-Match)."""
+        check_shares(shares, set(self._p.pools))
+        current = await self.read_weights()
+        if current != expected:
+            raise weights_conflict(f"load balancer {self._hostname}", expected, current)
+        client = self._sdk()
+        lb_id, zone_id = self._lb_id, self._zone_id
+        assert lb_id is not None and zone_id is not None
+        steering = {"pool_weights": {self._p.pools[site]: share / 100 for site, share in shares.items()},
+                    "default_weight": 0}
+        await self._call(f"weights of load balancer {self._hostname}", lambda: client.load_balancers.edit(
+            lb_id, zone_id=zone_id, steering_policy="random", random_steering=steering))
+        return await self.read_weights()
 
     async def pool_health(self) -> dict[str, bool | None]:
         """Each site's pool health as Cloudflare's monitors report it (None when not reported)."""

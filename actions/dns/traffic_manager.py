@@ -23,13 +23,14 @@ each site's ``endpointMonitorStatus`` (``Online``, ``Degraded``, ``CheckingEndpo
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from actions.dns.azure_common import NOT_FOUND, arm_call, call_options, client_options, credential
 from actions.dns.cas import CasProvider, ConditionFailed
-from actions.dns.errors import DnsConfigError
+from actions.dns.errors import DnsConfigError, DnsRefused
 from actions.dns.state import DnsState, Epoch, RecordState, parse_epoch, site_of
+from actions.dns.weights import Weights, check_shares, weights_conflict, weights_of
 from engine.config.dns import DnsConfig, RecordConfig, canonical_value
 from engine.config.dns_providers import TrafficManagerConfig
 
@@ -148,6 +149,43 @@ class TrafficManagerProvider(CasProvider):
         headers = {"If-Match": if_match} if if_match else {}
         await arm_call(self._p, f"write of profile {self._p.profile}", lambda: profiles.create_or_update(
             self._p.resource_group, self._p.profile, body, headers=headers, **call_options(self._p)))
+
+    # -- weights (a profile with trafficRoutingMethod Weighted) ------------------------------------
+    def _weights(self, profile: dict[str, Any], etag: str | None) -> Weights:
+        method = profile.get("properties", {}).get("trafficRoutingMethod")
+        if method != "Weighted":
+            raise DnsRefused(f"profile {self._p.profile} routes by {method}, not Weighted: it has no weights to move")
+        raw = {site: 0 if e["properties"].get("endpointStatus") == "Disabled"
+               else int(e["properties"].get("weight") or 1) for site, e in self._endpoints(profile).items()}
+        return weights_of(raw, parse_epoch((profile.get("tags") or {}).get(TAG), self.epoch_name).number, etag)
+
+    async def read_weights(self) -> Weights:
+        """Each site's share of a Weighted profile (a disabled endpoint is 0 %)."""
+        profile, etag = await self._get()
+        return self._weights(profile, etag)
+
+    async def set_weights(self, expected: Weights, shares: Mapping[str, int]) -> Weights:
+        """Endpoint weights (percent x 10; 0 % disables the endpoint) in one write under If-Match."""
+        check_shares(shares, set(self._p.endpoints))
+        profile, etag = await self._get()
+        current = self._weights(profile, etag)
+        if current != expected:
+            raise weights_conflict(f"profile {self._p.profile}", expected, current)
+        body = copy.deepcopy(profile)
+        body.pop("etag", None)
+        for site, endpoint in self._endpoints(body).items():
+            props = endpoint["properties"]
+            props.pop("endpointMonitorStatus", None)
+            props["endpointStatus"] = "Enabled" if shares[site] else "Disabled"
+            props["weight"] = max(1, shares[site] * 10)
+        profiles = self._sdk().profiles
+        headers = {"If-Match": expected.ref or etag or "*"}
+        try:
+            await arm_call(self._p, f"weights of profile {self._p.profile}", lambda: profiles.create_or_update(
+                self._p.resource_group, self._p.profile, body, headers=headers, **call_options(self._p)))
+        except ConditionFailed:
+            raise weights_conflict(f"profile {self._p.profile}", expected, await self.read_weights()) from None
+        return await self.read_weights()
 
     async def monitor_status(self) -> dict[str, str]:
         """Each site's endpoint monitor status as Traffic Manager's own health checks see it."""

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from actions.dns.cloudflare_lb import CloudflareLbProvider
-from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict
+from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict, DnsRefused
 from actions.dns.provider import build_provider
 from engine.config.dns import DnsConfig
 from tests.support.cloudflare_lb_fake import CloudflareLbFake
@@ -139,3 +139,21 @@ async def test_build_provider_picks_cloudflare_lb(fake: tuple[CloudflareLbFake, 
         assert isinstance(provider, CloudflareLbProvider) and (await provider.read()).site == "gcp"
     finally:
         await provider.aclose()
+
+
+async def test_pool_weights_under_random_steering(fake: tuple[CloudflareLbFake, dict[str, str]], make: Any) -> None:
+    """With random steering the pool weights are read as shares and written conditionally in one PATCH;
+    pool-order steering has no weights to move."""
+    server, ids = fake
+    provider = make()
+    with pytest.raises(DnsRefused, match="not random"):
+        await provider.read_weights()
+    server.edit(ids["lb"], steering_policy="random",
+                random_steering={"pool_weights": {ids["gcp"]: 1.0, ids["azure"]: 0.0}, "default_weight": 0})
+    before = await provider.read_weights()
+    assert before.as_dict() == {"gcp": 100, "azure": 0} and before.epoch == 1
+    after = await provider.set_weights(before, {"gcp": 90, "azure": 10})
+    assert after.as_dict() == {"gcp": 90, "azure": 10}
+    assert server.balancers[ids["lb"]]["random_steering"]["pool_weights"] == {ids["gcp"]: 0.9, ids["azure"]: 0.1}
+    with pytest.raises(DnsConflict):
+        await provider.set_weights(before, {"gcp": 50, "azure": 50})
