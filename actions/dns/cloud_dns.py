@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from actions.dns.cas import CasProvider, ChangePending, ConditionFailed
 from actions.dns.errors import DnsAuthError, DnsConfigError, DnsRefused, DnsUnavailable
 from actions.dns.state import DnsState, RecordState, parse_epoch, site_of
+from actions.dns.weights import Weights, check_shares, weights_conflict, weights_of
 from engine.config.dns import DnsConfig, RecordConfig, canonical_value
 from engine.config.dns_providers import CloudDnsConfig
 
@@ -187,6 +188,53 @@ class CloudDnsProvider(CasProvider):
             await self._sleep(self._p.poll_interval)
             waited += self._p.poll_interval
             change = await self._api(f"status of change {change.get('id')}", "GET", f"/changes/{change.get('id')}")
+
+    # -- weights (weighted round robin: routingPolicy.wrr.items, one item per site) ---------------
+    async def _wrr(self) -> tuple[dict[str, Any], dict[str, float], DnsState]:
+        config = self._config.records[0]
+        name = self._config.fqdn(config.name)
+        found, txt = await asyncio.gather(self._rrsets(name, config.type), self._rrsets(self.epoch_name, "TXT"))
+        wrr = found[0].get("routingPolicy", {}).get("wrr") if found else None
+        if not wrr:
+            raise DnsRefused(f"{name.rstrip('.')} has no weighted round robin policy: it has no weights to move")
+        raw: dict[str, float] = {}
+        for item in wrr.get("items", []):
+            values = sorted(canonical_value(config.type, v) for v in item.get("rrdatas", []))
+            site = site_of(values, config.targets)
+            if site not in config.targets:
+                raise DnsConfigError(f"{name.rstrip('.')}: a weighted item answers {values}, no site's values")
+            raw[site] = float(item.get("weight", 0))
+        text = "".join(_strip_quotes(p) for p in txt[0].get("rrdatas", [""])[:1]) if txt else None
+        epoch = replace(parse_epoch(text, self.epoch_name), ref=json.dumps(_exact(txt[0])) if txt else None)
+        return _exact(found[0]), raw, DnsState(self.zone, (), epoch, self.epoch_name)
+
+    async def read_weights(self) -> Weights:
+        """Each site's weighted round robin item as a share of the traffic."""
+        rrset, raw, state = await self._wrr()
+        return weights_of(raw, state.epoch.number, json.dumps(rrset))
+
+    async def set_weights(self, expected: Weights, shares: Mapping[str, int]) -> Weights:
+        """One change: the weighted record set deleted exactly as read and added with the new weights, the epoch
+        record deleted and re-added unchanged (so a rival's epoch fails the change)."""
+        config = self._config.records[0]
+        check_shares(shares, set(config.targets))
+        rrset, raw, state = await self._wrr()
+        if weights_of(raw, state.epoch.number) != expected:
+            raise weights_conflict(f"weighted record set {config.name}", expected,
+                                   weights_of(raw, state.epoch.number))
+        old = json.loads(expected.ref) if expected.ref else rrset
+        new = {**{k: v for k, v in old.items() if k != "routingPolicy"}, "routingPolicy": {"wrr": {"items": [
+            {"weight": float(shares[site]), "rrdatas": list(config.targets[site])} for site in sorted(shares)]}}}
+        change: dict[str, Any] = {"kind": "dns#change", "deletions": [old], "additions": [new]}
+        if state.epoch.ref is not None:
+            change["deletions"].append(json.loads(state.epoch.ref))
+            change["additions"].append(json.loads(state.epoch.ref))
+        try:
+            done = await self._api(f"weights of {config.name}", "POST", "/changes", data=change)
+        except ConditionFailed:
+            raise weights_conflict(f"weighted record set {config.name}", expected, await self.read_weights()) from None
+        await self._wait_done(done)
+        return await self.read_weights()
 
     async def _prove_access(self) -> str:
         zone = await self._api("read of the managed zone", "GET", "")

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from actions.dns.cas import CasProvider, ChangePending, ConditionFailed
 from actions.dns.errors import DnsAuthError, DnsConfigError, DnsRefused, DnsUnavailable
 from actions.dns.state import DnsState, RecordState, parse_epoch, site_of
+from actions.dns.weights import Weights, check_shares, weights_conflict, weights_of
 from engine.config.dns import DnsConfig, RecordConfig, canonical_value
 from engine.config.dns_providers import Route53Config
 
@@ -178,6 +179,53 @@ class Route53Provider(CasProvider):
             waited += self._p.poll_interval
             info = (await self._call(f"status of change {info.get('Id')}", "get_change",
                                      Id=info.get("Id"))).get("ChangeInfo", {})
+
+    # -- weights (weighted record sets: SetIdentifier = site, Weight 0-255) ------------------------
+    async def _weighted(self) -> tuple[list[dict[str, Any]], DnsState]:
+        config = self._config.records[0]
+        name = self._config.fqdn(config.name)
+        sets, txt = await asyncio.gather(self._sets(name, config.type), self._sets(self.epoch_name, "TXT"))
+        if not sets or any("SetIdentifier" not in s for s in sets):
+            raise DnsRefused(f"{name.rstrip('.')} is not a weighted record set: it has no weights to move")
+        unknown = sorted({s["SetIdentifier"] for s in sets} - set(config.targets))
+        if unknown:
+            raise DnsConfigError(f"{name.rstrip('.')} has weighted sets {unknown} that are not sites")
+        text = _strip_quotes(txt[0]["ResourceRecords"][0]["Value"]) if txt else None
+        epoch = replace(parse_epoch(text, self.epoch_name), ref=json.dumps(txt[0]) if txt else None)
+        return sets, DnsState(self.zone, (), epoch, self.epoch_name)
+
+    async def read_weights(self) -> Weights:
+        """Each site's weighted record set (SetIdentifier = site) as a share of the traffic."""
+        sets, state = await self._weighted()
+        return weights_of({s["SetIdentifier"]: float(s.get("Weight", 0)) for s in sets}, state.epoch.number,
+                          json.dumps(sets))
+
+    async def set_weights(self, expected: Weights, shares: Mapping[str, int]) -> Weights:
+        """One batch: DELETE the weighted sets exactly as read, CREATE them with the new weights, and the epoch
+        record deleted and re-created unchanged (so a rival's epoch fails the batch)."""
+        config = self._config.records[0]
+        check_shares(shares, set(config.targets))
+        sets, state = await self._weighted()
+        current = weights_of({s["SetIdentifier"]: float(s.get("Weight", 0)) for s in sets}, state.epoch.number)
+        if current != expected:
+            raise weights_conflict(f"weighted sets of {config.name}", expected, current)
+        old = json.loads(expected.ref) if expected.ref else sets
+        changes = [{"Action": "DELETE", "ResourceRecordSet": s} for s in old]
+        name = self._config.fqdn(config.name)
+        changes += [{"Action": "CREATE", "ResourceRecordSet": {
+            "Name": name, "Type": config.type, "TTL": int(config.ttl), "SetIdentifier": site, "Weight": share,
+            "ResourceRecords": [{"Value": v} for v in config.targets[site]]}} for site, share in sorted(shares.items())]
+        if state.epoch.ref is not None:
+            epoch_set = json.loads(state.epoch.ref)
+            changes += [{"Action": "DELETE", "ResourceRecordSet": epoch_set},
+                        {"Action": "CREATE", "ResourceRecordSet": epoch_set}]
+        try:
+            answer = await self._call(f"weights of {name.rstrip('.')}", "change_resource_record_sets",
+                                      HostedZoneId=self._zone_id, ChangeBatch={"Changes": changes})
+        except ConditionFailed:
+            raise weights_conflict(f"weighted sets of {config.name}", expected, await self.read_weights()) from None
+        await self._wait_insync(answer.get("ChangeInfo", {}))
+        return await self.read_weights()
 
     async def _prove_access(self) -> str:
         zone = (await self._call("read of the hosted zone", "get_hosted_zone", Id=self._zone_id)).get("HostedZone", {})

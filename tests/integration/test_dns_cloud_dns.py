@@ -197,3 +197,28 @@ async def test_build_provider_picks_cloud_dns(fake: CloudDnsFake, make: Any) -> 
         assert isinstance(provider, CloudDnsProvider) and (await provider.read()).site == "gcp"
     finally:
         await provider.aclose()
+
+
+def wrr(azure: float, gcp: float) -> dict[str, Any]:
+    """A weighted round robin policy: azure's and gcp's values with these weights."""
+    return {"wrr": {"items": [{"weight": azure, "rrdatas": ["198.51.100.10"]},
+                              {"weight": gcp, "rrdatas": ["192.0.2.10"]}]}}
+
+
+async def test_weighted_round_robin_moves_in_one_conditional_change(fake: CloudDnsFake, make: Any) -> None:
+    """A WRR record set is read as shares and rewritten by one change (exact deletion + addition); a concurrent
+    change of the policy makes it 412: DnsConflict, the rival's weights stay."""
+    policy = wrr(100.0, 0.0)
+    fake.put(MANAGED, APP, "A", [], routing_policy=policy)
+    provider = make()
+    with pytest.raises(DnsConfigError, match="routing policy"):
+        await provider.read()
+    before = await provider.read_weights()
+    assert before.as_dict() == {"gcp": 0, "azure": 100} and before.epoch == 1
+    after = await provider.set_weights(before, {"gcp": 10, "azure": 90})
+    assert after.as_dict() == {"gcp": 10, "azure": 90}
+    fake.before_change.append(lambda: (fake.before_change.clear(),
+                                       fake.put(MANAGED, APP, "A", [], routing_policy=wrr(30.0, 70.0))))
+    with pytest.raises(DnsConflict):
+        await provider.set_weights(after, {"gcp": 50, "azure": 50})
+    assert (await provider.read_weights()).as_dict() == {"gcp": 70, "azure": 30}

@@ -174,3 +174,43 @@ async def test_build_provider_picks_route53(fake: tuple[Route53Fake, str]) -> No
         assert isinstance(provider, Route53Provider) and (await provider.read()).site == "gcp"
     finally:
         await provider.aclose()
+
+
+async def test_weighted_sets_move_in_one_conditional_batch(fake: tuple[Route53Fake, str], make: Any) -> None:
+    """Weighted sets (SetIdentifier = site) are read as shares and rewritten by DELETE exact + CREATE; a plain
+    shift refuses them; stale weights are a conflict."""
+    server, zone_id = fake
+    client = server.client()
+    client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": [
+        {"Action": "DELETE", "ResourceRecordSet": {"Name": APP, "Type": "A", "TTL": 60,
+                                                   "ResourceRecords": [{"Value": "192.0.2.10"}]}}] + [
+        {"Action": "CREATE", "ResourceRecordSet": {"Name": APP, "Type": "A", "TTL": 60, "SetIdentifier": site,
+                                                   "Weight": weight, "ResourceRecords": [{"Value": value}]}}
+        for site, weight, value in (("gcp", 0, "192.0.2.10"), ("azure", 100, "198.51.100.10"))]})
+    client.close()
+    provider = make()
+    with pytest.raises(DnsConfigError, match="weighted"):
+        await provider.read()
+    before = await provider.read_weights()
+    assert before.as_dict() == {"gcp": 0, "azure": 100} and before.epoch == 1
+    after = await provider.set_weights(before, {"gcp": 10, "azure": 90})
+    assert after.as_dict() == {"gcp": 10, "azure": 90} and len(server.batches) == 1
+    with pytest.raises(DnsConflict):
+        await provider.set_weights(before, {"gcp": 50, "azure": 50})
+    assert (await provider.read_weights()).as_dict() == {"gcp": 10, "azure": 90}
+    # a change between the provider's compare and its batch: Route 53's exact DELETE refuses the batch whole
+    current = await provider.read_weights()
+
+    def rival() -> None:
+        server.before_change.clear()
+        rival_client = server.client()
+        rival_client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": [
+            {"Action": "UPSERT", "ResourceRecordSet": {
+                "Name": APP, "Type": "A", "TTL": 60, "SetIdentifier": "azure", "Weight": 70,
+                "ResourceRecords": [{"Value": "198.51.100.10"}]}}]})
+        rival_client.close()
+
+    server.before_change.append(rival)
+    with pytest.raises(DnsConflict):
+        await provider.set_weights(current, {"gcp": 50, "azure": 50})
+    assert (await provider.read_weights()).as_dict() == {"gcp": 12, "azure": 88}  # 10 : 70, nothing of ours
