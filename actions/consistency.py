@@ -28,8 +28,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import psycopg
+from psycopg import sql
+
 from engine.config.base import format_duration
 from engine.config.database import DatabaseConfig
+from probes.postgres import table_ident
+from probes.postgres_conn import PgError, connect, describe_pg_error, fetch
 
 Status = Literal["ok", "rpo_breached", "unknown"]
 
@@ -134,10 +139,6 @@ async def latest_replicated(config: DatabaseConfig, site: str, last_known: Commi
     writer of ``last_known`` (its ``site``, when known) count: beats of other writers carry other
     clocks and must not be compared with the journal's point.
     """
-    from psycopg import sql
-
-    from probes.postgres import table_ident
-    from probes.postgres_conn import connect, fetch
 
     old_primary = (last_known.primary if last_known is not None and last_known.primary else None) \
         or config.other_site(site)
@@ -159,9 +160,6 @@ async def lsn_gap(config: DatabaseConfig, site: str, lsn: str) -> int | None:
     From ``pg_replication_origin_status.remote_lsn`` of the configured subscription (the end of the
     last remote commit applied). None when it cannot be read (no privilege, subscription gone).
     """
-    import psycopg
-
-    from probes.postgres_conn import PgError, connect, fetch
 
     try:
         async with await connect(config.sites[site], statement_timeout=config.lag_probe.statement_timeout,
@@ -181,9 +179,6 @@ async def check_consistency(config: DatabaseConfig, new_primary: str, last_known
                             rpo: float) -> ConsistencyResult:
     """Read the new primary's latest replicated heartbeat and judge the loss window; never raises
     for an unreachable server or a missing table: the result says "unknown" and why."""
-    import psycopg
-
-    from probes.postgres_conn import PgError, describe_pg_error
 
     old_primary = config.other_site(new_primary)
     if last_known is not None and last_known.primary and last_known.primary != old_primary:

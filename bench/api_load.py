@@ -163,7 +163,7 @@ def main() -> None:
         asyncio.run(load(args.url, args.clients, args.seconds))
         return
     if args.child == "bare":  # on the same loop as the engine: the reference is the stack, not the loop
-        from engine.eventloop import run
+        from engine.runtime.eventloop import run
 
         run(bare(args.port))
         return
@@ -187,7 +187,7 @@ def main() -> None:
         procs.append(engine)
         wait_line(engine, "started")
         wait_line(engine, "window", timeout=warmup + 60)
-        from engine.eventloop import chosen
+        from engine.runtime.eventloop import chosen
 
         print(f"api_load: event loop {chosen()}; {args.signals} signals probing every {args.interval:g}s; "
               f"{args.clients} clients for {args.seconds:g}s on /v1/status", flush=True)

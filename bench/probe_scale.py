@@ -1,7 +1,7 @@
 """Probe scale: N HTTP targets probed at interval I by the real engine, against the raw aiohttp limit.
 
 Three processes, all on loopback: a target server (aiohttp, several ports, one path per target),
-the engine (``engine.daemon.Engine`` with a generated config: one service, N HTTP probes, a new
+the engine (``engine.runtime.daemon.Engine`` with a generated config: one service, N HTTP probes, a new
 connection per probe as real health checkers do), and, afterwards, a bare aiohttp client loop
 (new connection per request) measured against the same server: the raw limit.
 
@@ -77,9 +77,9 @@ def engine_config(targets: int, interval: float, ports: list[int], workdir: Path
 
 
 async def run_engine(config_path: str, warmup: float, window: float) -> None:
-    from engine import logs
     from engine.config.loader import load_config
-    from engine.daemon import Engine
+    from engine.runtime import logs
+    from engine.runtime.daemon import Engine
 
     config = load_config(config_path)
     logs.configure("warning", "json")
@@ -161,7 +161,7 @@ def main() -> None:
         asyncio.run(serve([int(p) for p in args.ports.split(",")]))
         return
     if args.child == "engine":  # on the loop the daemon picks (uvloop when installed), as deployed
-        from engine.eventloop import run
+        from engine.runtime.eventloop import run
 
         run(run_engine(args.config, args.warmup, args.window))
         return

@@ -328,7 +328,7 @@ async def main() -> None:
     require_postgres()
     rng = random.Random(args.seed)
     schedules = [make_schedule(rng, args.min_duration, args.max_duration) for _ in range(args.schedules)]
-    from engine.lease import required_wait
+    from engine.config.lease import required_wait
 
     print(f"split_brain: {args.schedules} schedules, seed {args.seed}, tick {TICK}s, self_fence_after "
           f"{args.self_fence_after}s, fencing timeout {args.fence_timeout}s: lease "

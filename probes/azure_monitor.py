@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from engine.clock import Clock
 from engine.config.cloud import AzureLogsProbeConfig, AzureMetricsProbeConfig
+from engine.core.clock import Clock
 from probes.azure_errors import TokenReporter, describe_azure_error, transient_azure_error
 from probes.base import BaseProbe
 from probes.cloud_credentials import azure_credential

@@ -11,8 +11,8 @@ import asyncio
 import time
 from typing import Protocol
 
-from engine.clock import Clock, SystemClock
-from engine.model import Observation
+from engine.core.clock import Clock, SystemClock
+from engine.core.model import Observation
 
 
 class Probe(Protocol):

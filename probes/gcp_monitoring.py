@@ -15,8 +15,8 @@ import asyncio
 import re
 from typing import Any
 
-from engine.clock import Clock
 from engine.config.cloud import GcpMonitoringProbeConfig
+from engine.core.clock import Clock
 from probes.base import BaseProbe
 from probes.cloud_credentials import gcp_credentials
 from probes.cloud_signal import (

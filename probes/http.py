@@ -13,8 +13,8 @@ from typing import Any
 
 import aiohttp
 
-from engine.clock import Clock
 from engine.config.probes import HttpProbeConfig, JsonCondition
+from engine.core.clock import Clock
 from probes.base import BaseProbe, describe_exception
 
 # The probe's own deadline (BaseProbe.observe) bounds every check; a second timer per request in

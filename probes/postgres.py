@@ -47,10 +47,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from engine.clock import Clock
 from engine.config.base import format_duration
 from engine.config.database import DatabaseConfig
-from engine.model import SignalKey
+from engine.core.clock import Clock
+from engine.core.model import SignalKey
 from probes.base import BaseProbe
 from probes.postgres_conn import PgError, connect, describe_pg_error
 

@@ -19,9 +19,11 @@ import asyncio
 from typing import Any
 
 from actions.dns.azure_common import call_options, client_options, credential
-from engine.clock import Clock
+from actions.dns.route53 import build_client
+from actions.dns.traffic_manager import with_etag
 from engine.config.dns_providers import CloudflareLbConfig, Route53Config, TrafficManagerConfig
 from engine.config.provider_health import ProviderHealthProbeConfig
+from engine.core.clock import Clock
 from probes.base import BaseProbe
 
 ROUTE53_HEALTHY_SHARE = 0.18
@@ -60,8 +62,6 @@ class ProviderHealthProbe(BaseProbe):
         return await self._cloudflare(provider)
 
     async def _route53(self, p: Route53Config) -> tuple[bool, str, float | None, dict[str, object]]:
-        from actions.dns.route53 import build_client
-
         if self._client is None:
             self._client = await asyncio.to_thread(build_client, p)
         answer = await asyncio.to_thread(self._client.get_health_check_status,
@@ -78,15 +78,13 @@ class ProviderHealthProbe(BaseProbe):
         return ok, reason, share, self._details(healthy_checkers=healthy, checkers=len(reports))
 
     async def _traffic_manager(self, p: TrafficManagerConfig) -> tuple[bool, str, float | None, dict[str, object]]:
-        from actions.dns.traffic_manager import _with_etag
-
         if self._client is None:
             from azure.mgmt.trafficmanager.aio import TrafficManagerManagementClient
 
             if self._credential is None:
                 self._credential = credential(p)
             self._client = TrafficManagerManagementClient(self._credential, p.subscription_id, **client_options(p))
-        profile, _etag = await self._client.profiles.get(p.resource_group, p.profile, cls=_with_etag,
+        profile, _etag = await self._client.profiles.get(p.resource_group, p.profile, cls=with_etag,
                                                          **call_options(p))
         site = self.config.site or ""
         name = p.endpoints[site]

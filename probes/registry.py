@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from engine.clock import Clock
 from engine.config.probes import HttpProbeConfig, TcpProbeConfig
+from engine.core.clock import Clock
 from probes.base import Probe
 
 

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import time
 
-from engine.clock import Clock
 from engine.config.probes import TcpProbeConfig
+from engine.core.clock import Clock
 from probes.base import BaseProbe
 
 

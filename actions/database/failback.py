@@ -79,11 +79,12 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from actions.database.failback_plan import Reconciled, explain, listed_partly, reconciliation_tables
 from actions.database.quarantine import (
     DEFAULT_SCHEMA,
     Divergent,
@@ -94,7 +95,8 @@ from actions.database.quarantine import (
     promotion_tag,
 )
 from actions.database.results import ActionResult, Step, summarize
-from actions.database.reverse import PUBLISHED, SLOT, SUBSCRIBED, Touched, ensure_publication, peek_touched
+from actions.database.reverse import PUBLISHED, SLOT, SUBSCRIBED, ensure_publication, peek_touched
+from actions.reconcile.runner import reconcile
 from engine.config.database import DatabaseConfig
 from probes.postgres import format_bytes, table_ident
 from probes.postgres_conn import PgError, connect, conninfo, describe_pg_error
@@ -111,69 +113,6 @@ SELECT n.nspname, c.relname, (SELECT a.attname FROM pg_index i JOIN pg_attribute
        AND a.attnum = i.indkey[0] WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)
 """
-
-
-class Reconciled(Protocol):
-    """What failback needs to know from a reconciliation result (row details are read if present:
-    a :class:`~actions.reconcile.result.ReconcileResult`, or an object with ``data``/``to_dict()``)."""
-
-    @property
-    def identical(self) -> bool: ...
-
-    @property
-    def sentence(self) -> str: ...
-
-
-def reconciliation_tables(reconciliation: Any) -> list[dict[str, Any]] | None:
-    """The per-table results (as dicts) of a reconciliation, or None when it carries only a summary."""
-    data: Any = None
-    if hasattr(reconciliation, "to_dict"):
-        data = reconciliation.to_dict()
-    elif isinstance(getattr(reconciliation, "data", None), dict):
-        data = reconciliation.data
-    elif isinstance(reconciliation, dict):
-        data = reconciliation
-    if not isinstance(data, dict) or data.get("error") or not isinstance(data.get("tables"), list):
-        return None
-    return [t for t in data["tables"] if isinstance(t, dict)]
-
-
-def explain(tables: list[dict[str, Any]], touched: Touched, names: dict[str, tuple[str, str]], new_primary: str,
-            old: str) -> tuple[int, list[dict[str, Any]], list[str]]:
-    """Pure: (explained rows, unexplained rows, problems that cannot be judged row by row).
-
-    ``tables`` come from a reconciliation with ``new_primary`` as its primary: ``missing_on_primary``
-    is a row only the old primary holds, ``missing_on_standby`` one only the new primary holds.
-    """
-    explained, unexplained, problems = 0, [], []
-    where = {"missing_on_primary": f"only on {old}", "missing_on_standby": f"only on {new_primary}",
-             "changed": "changed"}
-    for t in tables:
-        name = str(t.get("table"))
-        if t.get("status") in ("refused", "error"):
-            problems.append(f"{name} not compared ({t.get('reason')})")
-            continue
-        rel = names.get(name)
-        listed = [d for d in t.get("differences", []) if isinstance(d, dict) and not d.get("in_flight")]
-        unlisted = int(t.get("difference_count") or 0) - len(listed)
-        if unlisted > 0:
-            problems.append(f"{name}: {unlisted} differing row{'s' * (unlisted != 1)} not listed")
-        if t.get("in_flight"):
-            problems.append(f"{name}: {t['in_flight']} row(s) in flight not listed")
-        for d in listed:
-            key, kind = int(d["key"]), str(d["kind"])
-            if rel is not None and touched.has(rel, key):
-                explained += 1
-            else:
-                unexplained.append({"table": name, "key": key, "kind": kind, "where": where.get(kind, kind)})
-    return explained, unexplained, problems
-
-
-def listed_partly(tables: list[dict[str, Any]]) -> bool:
-    """Pure: some table counted more differing rows than it listed (their keys are unknown)."""
-    return any(int(t.get("difference_count") or 0) > len([d for d in t.get("differences") or []
-                                                          if isinstance(d, dict) and not d.get("in_flight")])
-               for t in tables if t.get("status") not in ("refused", "error"))
 
 
 async def slot_lag_bytes(conn: psycopg.AsyncConnection[Any], slot: str) -> int | None:
@@ -325,8 +264,6 @@ async def _gate(config: DatabaseConfig, new: psycopg.AsyncConnection[Any], new_p
     source = "given"
     partly = tables is not None and listed_partly(tables) and config.reconcile.max_reported_rows < LIST_LIMIT
     if tables is None or partly:  # compare here (nothing flows to the old primary, nothing is in flight)
-        from actions.reconcile.runner import reconcile
-
         listing_all = config.model_copy(update={"reconcile": config.reconcile.model_copy(
             update={"max_reported_rows": max(LIST_LIMIT, config.reconcile.max_reported_rows)})})
         fresh = await reconcile(listing_all, service="failback", primary=new_primary, now=time.time(),

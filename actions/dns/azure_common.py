@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from actions.dns.cas import ConditionFailed
 from actions.dns.errors import DnsAuthError, DnsConfigError, DnsRefused, DnsUnavailable
 from engine.config.dns_providers import AzureArmConfig
+from probes.cloud_credentials import azure_credential
 
 T = TypeVar("T")
 NOT_FOUND = object()
@@ -16,8 +17,6 @@ NOT_FOUND = object()
 
 def credential(p: AzureArmConfig) -> Any:
     """The async azure-identity credential of the config (the caller closes it)."""
-    from probes.cloud_credentials import azure_credential
-
     try:
         return azure_credential(p.credentials)
     except Exception as exc:  # CredentialError: names the kind, never the secret

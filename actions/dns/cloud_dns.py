@@ -28,6 +28,7 @@ from actions.dns.state import DnsState, RecordState, parse_epoch, site_of
 from actions.dns.weights import Weights, check_shares, weights_conflict, weights_of
 from engine.config.dns import DnsConfig, RecordConfig, canonical_value
 from engine.config.dns_providers import CloudDnsConfig
+from probes.cloud_credentials import gcp_credentials
 
 SCOPE = "https://www.googleapis.com/auth/ndev.clouddns.readwrite"
 _BACKOFF = 0.5
@@ -41,8 +42,6 @@ def build_client(p: CloudDnsConfig) -> Any:
     """The SDK client for ``p``, credentials from the config (may read files: call off-loop)."""
     from google.auth.credentials import with_scopes_if_required
     from google.cloud import dns  # type: ignore[attr-defined]
-
-    from probes.cloud_credentials import gcp_credentials
 
     credentials = with_scopes_if_required(gcp_credentials(p.credentials), [SCOPE])  # type: ignore[no-untyped-call]
     options = {"api_endpoint": p.api_endpoint} if p.api_endpoint else None

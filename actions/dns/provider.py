@@ -15,8 +15,8 @@ from typing import Protocol
 
 from actions.dns.state import DnsState
 from actions.dns.verify import Verifier
-from engine.clock import Clock
 from engine.config.dns import DnsConfig, RecordConfig, split_server
+from engine.core.clock import Clock
 
 
 class DnsProvider(Protocol):

@@ -37,7 +37,7 @@ from engine.config.dns_providers import TrafficManagerConfig
 TAG = "failover-epoch"
 
 
-def _with_etag(response: Any, _deserialized: Any, _headers: Any) -> tuple[dict[str, Any], str | None]:
+def with_etag(response: Any, _deserialized: Any, _headers: Any) -> tuple[dict[str, Any], str | None]:
     http = response.http_response
     return http.json(), http.headers.get("ETag")
 
@@ -74,7 +74,7 @@ class TrafficManagerProvider(CasProvider):
     async def _get(self) -> tuple[dict[str, Any], str | None]:
         profiles = self._sdk().profiles
         found: Any = await arm_call(self._p, f"read of profile {self._p.profile}", lambda: profiles.get(
-            self._p.resource_group, self._p.profile, cls=_with_etag, **call_options(self._p)))
+            self._p.resource_group, self._p.profile, cls=with_etag, **call_options(self._p)))
         if found is NOT_FOUND:
             raise DnsConfigError(f"unknown profile: resource group {self._p.resource_group} has no Traffic Manager "
                                  f"profile {self._p.profile}")

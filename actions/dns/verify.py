@@ -44,9 +44,9 @@ import dns.rrset
 
 from actions.dns.errors import DnsConfigError, DnsUnavailable
 from actions.dns.state import UNKNOWN, DnsState, site_of
-from engine.clock import Clock, SystemClock
 from engine.config.base import format_duration
 from engine.config.dns import DnsConfig, canonical_value, split_server
+from engine.core.clock import Clock, SystemClock
 
 ServerKind = Literal["authoritative", "resolver"]
 

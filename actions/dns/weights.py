@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from actions.dns.errors import DnsRefused
+from actions.dns.errors import DnsConflict, DnsRefused
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,5 @@ def check_shares(shares: Mapping[str, int], sites: set[str]) -> None:
 
 def weights_conflict(where: str, expected: Weights, current: Weights) -> Exception:
     """The DnsConflict for weights that moved since they were read."""
-    from actions.dns.errors import DnsConflict
-
     return DnsConflict(f"{where} changed since it was read: expected {expected.describe()}, found {current.describe()}",
                        found=current.describe(), expected=expected.describe(), epoch=current.epoch, site="weighted")

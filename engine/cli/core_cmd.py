@@ -51,7 +51,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                   + (1 if svc.database is not None else 0) for svc in config.services.values())
     print(f"{args.file}: ok ({config.instance.id} in {config.instance.site}, "
           f"{len(config.services)} service(s), {signals} signal(s), {len(config.peers)} peer(s))")
-    from engine.rto import worst_case_rtos
+    from engine.core.rto import worst_case_rtos
 
     for estimate in worst_case_rtos(config):  # what these numbers cost when a site fails, beside the SLO
         print(estimate.line())
@@ -66,8 +66,8 @@ def cmd_schema(_args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine import logs
-    from engine.daemon import Engine, StartupError
+    from engine.runtime import logs
+    from engine.runtime.daemon import Engine, StartupError
 
     if args.config is None:
         from engine.demo import run_demo
@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     logs.configure(config.logging.level, config.logging.format)
-    from engine.eventloop import LoopUnavailable, run
+    from engine.runtime.eventloop import LoopUnavailable, run
 
     try:
         run(Engine(config).run_forever(), config.instance.event_loop)
@@ -94,7 +94,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_hash_token(_args: argparse.Namespace) -> int:
-    from engine.auth import hash_token
+    from engine.http.auth import hash_token
 
     token = sys.stdin.readline().strip()
     if not token:
@@ -106,7 +106,7 @@ def cmd_hash_token(_args: argparse.Namespace) -> int:
 
 
 def cmd_openapi(_args: argparse.Namespace) -> int:
-    from engine.openapi import build
+    from engine.http.openapi import build
 
     print(json.dumps(build(), indent=2, sort_keys=True))
     return 0

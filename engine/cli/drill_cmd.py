@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.cli.client_cmd import (
+from engine.cli.client import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
@@ -22,11 +22,13 @@ from engine.cli.client_cmd import (
     Client,
     CliError,
     _connection_parent,
-    _path,
     _positive,
     _reason,
-    emit_json,
     run,
+)
+from engine.cli.render import (
+    _path,
+    emit_json,
     secs,
     table,
     ts,
@@ -124,7 +126,7 @@ def cmd_list(args: argparse.Namespace, client: Client) -> int:
 def cmd_report(args: argparse.Namespace, client: Client) -> int:
     drill = client.get(f"/v1/drills/{_path(args.id)}")
     if args.html:
-        from engine.drill_report import render_report
+        from engine.http.drill_report import render_report
 
         try:
             Path(args.html).write_text(render_report(drill), encoding="utf-8")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
+from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 
 from engine.config.base import Duration, Model, format_duration, rule_error
 
 
 def _cron(value: str) -> str:
-    from croniter import croniter
-
     text = " ".join(value.split())
     if len(text.split(" ")) != 5 or not croniter.is_valid(text):
         raise ValueError(f"'{value}' is not a five-field cron expression (minute hour day month weekday, UTC)")

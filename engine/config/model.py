@@ -6,6 +6,8 @@ Rules that span fields live in validators next to the fields they judge and rais
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
@@ -14,8 +16,8 @@ from engine.config.base import Duration, Model, Secret, rule_error
 from engine.config.database import DatabaseConfig
 from engine.config.dns import DnsConfig
 from engine.config.drills import DrillsConfig
+from engine.config.lease import Lease, lease_for
 from engine.config.probes import ProbeConfig
-from engine.lease import Lease, lease_for
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
@@ -28,8 +30,6 @@ def _host_port(value: str) -> str:
 
 
 def _readable(path: str) -> str:
-    from pathlib import Path
-
     if not Path(path).expanduser().is_file():
         raise ValueError(f"no such file: {path}")
     return path
@@ -186,8 +186,6 @@ class ServiceConfig(Model):
     @field_validator("sites")
     @classmethod
     def _site_names(cls, value: dict[str, SiteConfig]) -> dict[str, SiteConfig]:
-        import re
-
         bad = [name for name in value if not re.match(NAME_PATTERN, name)]
         if bad:
             raise ValueError(f"site names must match {NAME_PATTERN}: {bad}")
@@ -312,8 +310,6 @@ class EngineConfig(Model):
     @field_validator("services")
     @classmethod
     def _service_names(cls, value: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
-        import re
-
         bad = [name for name in value if not re.match(NAME_PATTERN, name)]
         if bad:
             raise ValueError(f"service names must match {NAME_PATTERN}: {bad}")
@@ -357,7 +353,7 @@ class EngineConfig(Model):
         return self
 
     def lease(self, service: str) -> Lease | None:
-        """The self-fencing lease of ``service`` (see :mod:`engine.lease`), or None without one: no database,
+        """The self-fencing lease of ``service`` (see :mod:`engine.config.lease`), or None without one: no database,
         fencing off, ``self_fence_after: null``, or fewer than 3 voters (with two, neither side moves alone)."""
         if len(self.peers) < 2:
             return None

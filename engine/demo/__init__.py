@@ -17,14 +17,14 @@ from ``tests/``: the installed package has none.
 
 from __future__ import annotations
 
+from engine.demo.story import run
+
 
 def run_demo(seconds: float | None = None, *, keep_running: bool = False, dns: str = "auto",
              database: bool = True) -> int:
     """Run the demo and return its exit code (0: the story completed; 1: something did not happen in time;
     130: interrupted). ``keep_running``: stay up after the story until Ctrl-C; ``seconds``: stay up that long.
     ``dns``: ``auto`` (BIND when installed), ``bind`` or ``builtin``; ``database``: False skips PostgreSQL."""
-    from engine.demo.story import run
-
     return run(seconds, keep_running=keep_running, dns_choice=dns, database=database)
 
 

@@ -35,10 +35,14 @@ import dns.exception
 import dns.message
 import dns.rdatatype
 
-from engine.demo import config as cfg
+import engine.demo.config as cfg
+from engine.demo.bind import named_binary, start_named
+from engine.demo.dns_server import BuiltinDns, Zone
 from engine.demo.narrate import Narrator, Printer
+from engine.demo.postgres import DemoPostgres, unavailable
+from engine.demo.sample_site import SampleSite
 from engine.demo.voters import Api, DemoFailed, Voter, free_port, stop_voters, wait_started
-from engine.sample_site import SampleSite
+from engine.http.auth import hash_token
 
 SERVICE = "shop"
 RECORDS: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
@@ -128,8 +132,6 @@ class Demo:
         await self._start_voters()
 
     async def _start_dns(self) -> None:
-        from engine.demo.bind import named_binary, start_named
-        from engine.demo.dns_server import BuiltinDns, Zone
 
         secret = base64.b64encode(secrets.token_bytes(32)).decode()
         named = named_binary() if self.dns_choice in ("auto", "bind") else None
@@ -152,7 +154,6 @@ class Demo:
                  f"epoch TXT {cfg.EPOCH_RECORD}, TSIG key {cfg.KEY_NAME}")
 
     async def _database_part(self) -> None:
-        from engine.demo.postgres import DemoPostgres, unavailable
 
         reason = unavailable()
         if reason is not None:
@@ -175,7 +176,6 @@ class Demo:
                  f"127.0.0.1:{azure.port} by logical replication of accounts, orders and the engines' heartbeat table")
 
     async def _start_voters(self) -> None:
-        from engine.auth import hash_token
 
         ports = {vid: free_port() for vid, _site, _role in cfg.VOTERS}
         layout = cfg.Layout(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from actions.dns.errors import DnsConflict, DnsError
 from actions.dns.weights import WeightedProvider, Weights
-from engine.clock import Clock
+from engine.core.clock import Clock
 from engine.core.weighted import Phase, ShiftState, WeightedPlan, decide
 
 

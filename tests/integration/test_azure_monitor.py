@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from engine.clock import ManualClock
 from engine.config.cloud import AzureLogsProbeConfig, AzureMetricsProbeConfig
+from engine.core.clock import ManualClock
 from probes.azure_monitor import AzureLogsProbe, AzureMetricsProbe
 from tests.support.azure_fake import (
     Ago,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from engine.config.model import ServiceConfig
-from engine.failover import FailoverSteps
-from engine.journal import Journal
-from engine.runbook import Operation
+from engine.core.operations import Operation
+from engine.runtime.failover import FailoverSteps
+from engine.runtime.journal import Journal
 from tests.support import free_port
 from tests.support.bind import BASELINE, NamedServer, dns_config_for
 from tests.support.dns_steps import FakeEngine, FakeRuntime
@@ -30,7 +30,7 @@ async def steps(bind_zone: NamedServer, tmp_path: Path):  # type: ignore[no-unty
     })
     journal = Journal.open(tmp_path / "j.db")
     engine = FakeEngine(journal)
-    yield FailoverSteps(engine, FakeRuntime(config)), bind_zone  # type: ignore[arg-type]
+    yield FailoverSteps(engine, FakeRuntime(config), lambda _site, _wait: (0.0, [], None)), bind_zone  # type: ignore[arg-type]
     await journal.close()
 
 

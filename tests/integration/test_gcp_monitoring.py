@@ -12,8 +12,8 @@ import google.oauth2.credentials
 import grpc
 import pytest
 
-from engine.clock import ManualClock
 from engine.config.cloud import GcpMonitoringProbeConfig
+from engine.core.clock import ManualClock
 from probes.gcp_monitoring import GcpMonitoringProbe
 from tests.support.gcp_fake import (
     Fail,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.journal import Journal
+from engine.runtime.journal import Journal
 
 WRITER = textwrap.dedent("""
     import asyncio, sys, time
-    from engine.journal import Journal
+    from engine.runtime.journal import Journal
 
     async def main():
         journal = Journal.open(sys.argv[1])

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from engine.config.loader import parse_config
-from engine.daemon import Engine
-from engine.peer_auth import sign
+from engine.core.peer_auth import sign
+from engine.runtime.daemon import Engine
 from tests.support import free_port, require_part
 
 KEY = "mtls-test-key-0123456789abcdef"

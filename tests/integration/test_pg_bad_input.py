@@ -11,8 +11,8 @@ from actions.consistency import CommitPoint, check_consistency
 from actions.database.fence import fence
 from actions.database.heartbeat import HeartbeatWriter, init_database
 from actions.database.promote import promote
-from engine.clock import ManualClock
 from engine.config.database import DatabaseConfig
+from engine.core.clock import ManualClock
 from probes.postgres import PostgresLagProbe
 from probes.postgres_conn import PgError
 from tests.support.postgres import PgPair, ReplicatedDb

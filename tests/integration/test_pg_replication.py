@@ -20,8 +20,8 @@ from actions.database.heartbeat import HeartbeatWriter, init_database
 from actions.database.promote import promote
 from actions.database.reverse import drop_reverse_slot
 from actions.reconcile import reconcile
-from engine.clock import ManualClock
 from engine.config.database import DatabaseConfig
+from engine.core.clock import ManualClock
 from probes.postgres import PostgresLagProbe
 from tests.support.postgres import ReplicatedDb, wait_until
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from engine.model import Observation, SignalKey
-from engine.scheduler import Scheduler
+from engine.core.model import Observation, SignalKey
+from engine.runtime.probe_scheduler import Scheduler
 
 
 class CountingProbe:

@@ -11,8 +11,8 @@ import pytest
 from actions.dns.errors import DnsConflict, DnsRefused
 from actions.dns.traffic_manager import TAG, TrafficManagerProvider
 from actions.dns.weights import Weights, weighted
-from engine.clock import ManualClock
 from engine.config.dns import DnsConfig
+from engine.core.clock import ManualClock
 from engine.core.weighted import WeightedPlan
 from engine.runtime.weighted_shift import run_weighted_shift
 from tests.support.azure_arm_fake import AzureArmFake

@@ -21,8 +21,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import negative_data_rejection
 
-from engine.auth import hash_token
-from engine.openapi import build
+from engine.http.auth import hash_token
+from engine.http.openapi import build
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.sample_site import SampleSite
+from engine.demo.sample_site import SampleSite
 from tests.support import free_port
 from tests.support.sites import SiteFactory
 
@@ -165,7 +165,7 @@ async def test_sigterm_stops_within_five_seconds(daemon: tuple[Daemon, SampleSit
     d.proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(d.proc.wait, 5) == 0
     assert time.monotonic() - started < 5
-    from engine.journal import Journal
+    from engine.runtime.journal import Journal
 
     journal = Journal.open(d.journal)
     try:

@@ -1,6 +1,6 @@
 """Real partitions (network namespaces, nftables) against engine processes, PostgreSQL and BIND.
 
-The self-fencing lease (``engine/lease.py``) in its proof: the active site cut off from the voters
+The self-fencing lease (``engine/config/lease.py``) in its proof: the active site cut off from the voters
 fences its own database within the bound, the majority promotes the standby only after the lease,
 and a client hammering both databases never has two of them accepting writes at once. A partition
 that leaves the active site a majority (the witness lost, or the link between the sites cut while
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from engine.lease import Lease
+from engine.config.lease import Lease
 from tests.support.netns_cluster import NetnsCluster, Writer
 
 pytestmark = [pytest.mark.slow, pytest.mark.real]

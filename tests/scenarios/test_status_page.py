@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from engine.runbook import FAILOVER_STEPS
-from engine.status_page import render
+from engine.core.steps import FAILOVER_STEPS
+from engine.http.status_page import render
 from tests.support.chromium import dom_text, dump_dom, screenshot
 from tests.support.cluster import Cluster
 

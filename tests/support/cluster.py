@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from engine.sample_site import SampleSite
+from engine.demo.sample_site import SampleSite
 from tests.support.bind import NamedServer, start_named
 from tests.support.faultproxy import FaultProxy, UdpRelay
 
@@ -212,7 +212,7 @@ services:
     def _api(self) -> str:
         if not self.api_tokens:
             return ""
-        from engine.auth import hash_token
+        from engine.http.auth import hash_token
 
         tokens = ", ".join(f"{{name: {n}, role: {r}, sha256: {hash_token(t)}}}" for n, r, t in self.api_tokens)
         return f"api: {{tokens: [{tokens}], mutations_per_minute: 20}}"

@@ -1,7 +1,7 @@
 """The failover runbook's DNS step driven against any provider, for the provider tests.
 
-:class:`FakeEngine` and :class:`FakeRuntime` are what :class:`engine.failover.FailoverSteps` uses of an
-engine and a service runtime. :func:`shift_step` runs the real ``shift_dns`` step of an operation
+:class:`FakeEngine` and :class:`FakeRuntime` are what :class:`engine.runtime.failover.FailoverSteps` uses of
+the runtime context and a service runtime. :func:`shift_step` runs the real ``shift_dns`` step of an operation
 moving ``source`` -> ``target`` at the epoch the zone holds now, with ``provider`` (built by the
 test with its fake's credentials) in place of the one the daemon would build from config.
 """
@@ -12,10 +12,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from engine.clock import SystemClock
 from engine.config.model import ServiceConfig
-from engine.failover import FailoverSteps
-from engine.runbook import Operation, Outcome
+from engine.core.clock import SystemClock
+from engine.core.operations import Operation, Outcome
+from engine.runtime.failover import FailoverSteps
 
 
 class FakeEngine:
@@ -49,7 +49,7 @@ class _StepsWith(FailoverSteps):
     """The failover steps with a given provider (not closed: the test owns it)."""
 
     def __init__(self, provider: Any, config: ServiceConfig, name: str) -> None:
-        super().__init__(FakeEngine(), FakeRuntime(config, name))  # type: ignore[arg-type]
+        super().__init__(FakeEngine(), FakeRuntime(config, name), lambda _site, _wait: (0.0, [], None))  # type: ignore[arg-type]
         self._given = provider
 
     @contextlib.asynccontextmanager

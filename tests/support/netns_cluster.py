@@ -7,7 +7,7 @@ with the namespaces ``gcp``, ``azure``, ``witness`` and ``dns``:
 - ``dns``: BIND serving ``example.test`` with the records of :data:`tests.support.cluster.RECORDS`
   (``app`` A and the epoch TXT beside it), on ``<dns ip>:53``; the engines update it with RFC 2136
   and verify against it.
-- ``gcp``: the primary PostgreSQL (publisher), the gcp sample site (``engine/sample_site.py`` served
+- ``gcp``: the primary PostgreSQL (publisher), the gcp sample site (``engine/demo/sample_site.py`` served
   by aiohttp in this process on a socket made in the namespace, port :data:`SITE_PORT`) and the
   engine ``engine-gcp`` (a ``python -m engine run`` process started in the namespace).
 - ``azure``: the standby (subscriber), the azure sample site and ``engine-azure``.
@@ -50,7 +50,7 @@ import aiohttp
 import psycopg
 from aiohttp import web
 
-from engine.sample_site import SampleSite
+from engine.demo.sample_site import SampleSite
 from tests.support.bind import NamedServer
 from tests.support.cluster import PEER_KEY, RECORDS, TARGETS, Observing
 from tests.support.netns import NetnsPgPair, Topology
@@ -176,7 +176,7 @@ class NetnsCluster(Observing):
 
     def config_text(self, vid: str) -> str:
         """The YAML of voter ``vid`` (the same shape as ``Cluster._config``, addresses in namespaces)."""
-        from engine.auth import hash_token
+        from engine.http.auth import hash_token
 
         assert self.named is not None
         v = self.voters[vid]

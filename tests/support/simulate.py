@@ -1,15 +1,15 @@
 """A discrete-event simulation of three voters probing two sites, on simulated time.
 
 Each voter (two engines and a witness) probes each site every ``interval`` seconds at its own
-fixed phase, feeding its own :class:`~engine.health.HealthMachine`. Noise: each probe may start a
+fixed phase, feeding its own :class:`~engine.core.health.HealthMachine`. Noise: each probe may start a
 *blip* (a random failure or a latency spike past the timeout) of one or two failed probes, after
 which at least one probe succeeds; blips are independent per voter and site. Verdicts are
 broadcast every ``tick`` second and each delivery is lost with ``loss`` probability. Outages make
 one site fail for every voter (``rst``: probes fail at once; ``blackhole``: they fail after the
 timeout).
 
-Decisions are the real :func:`~engine.policy.decide_cluster` over the real
-:func:`~engine.quorum.tally`, evaluated every tick whenever any machine is not UP (a voter whose
+Decisions are the real :func:`~engine.core.policy.decide_cluster` over the real
+:func:`~engine.core.quorum.tally`, evaluated every tick whenever any machine is not UP (a voter whose
 machines are all UP cannot vote a site down, so quiet ticks are skipped). The simulation never
 moves the service: it records when a failover would be acted on.
 """
@@ -22,11 +22,11 @@ import random
 from dataclasses import dataclass, field
 
 from engine.config.model import PolicyConfig
-from engine.decide import ServiceState
-from engine.health import Health, HealthMachine
-from engine.policy import decide_cluster
-from engine.quorum import Received, VoterInfo, tally
-from engine.verdict import ServiceVerdict
+from engine.core.decide import ServiceState
+from engine.core.health import Health, HealthMachine
+from engine.core.policy import decide_cluster
+from engine.core.quorum import Received, VoterInfo, tally
+from engine.core.verdict import ServiceVerdict
 
 VOTERS = [VoterInfo("engine-gcp", "engine", "gcp"), VoterInfo("engine-azure", "engine", "azure"),
           VoterInfo("witness", "witness", "witness")]

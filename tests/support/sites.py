@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from engine.sample_site import SampleSite
+from engine.demo.sample_site import SampleSite
 
 SiteFactory = Callable[..., Awaitable[SampleSite]]
 

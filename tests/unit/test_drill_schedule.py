@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 import pytest
 
 from engine.config import ConfigError, parse_config
-from engine.drill_report import render_report
-from engine.drill_schedule import drill_timing, next_fire, previous_fire
+from engine.core.drill_calendar import drill_timing, next_fire, previous_fire
+from engine.http.drill_report import render_report
 
 MINIMAL = """
 instance: {id: gcp-1, site: gcp}

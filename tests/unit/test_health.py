@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.health import LEGAL_MOVES, Health, HealthMachine, IllegalTransition, Step, replay
+from engine.core.health import LEGAL_MOVES, Health, HealthMachine, IllegalTransition, Step, replay
 
 
 def feed(machine: HealthMachine, outcomes: str, start: float = 0.0) -> list[Health]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.config import ConfigError, parse_config
-from engine.lease import LEASE_MARGIN, grant_loss_bound, required_wait
+from engine.config.lease import LEASE_MARGIN, grant_loss_bound, required_wait
 
 KEY = "k" * 24
 BASE = f"""
@@ -62,7 +62,7 @@ def test_check_config_refuses_a_lease_shorter_than_the_worst_case() -> None:
 
 
 def test_skew_allowance_matches_the_peering() -> None:
-    from engine.lease import SKEW_ALLOWANCE
-    from engine.peering import SKEW_ALLOWANCE as peering
+    from engine.config.lease import SKEW_ALLOWANCE
+    from engine.runtime.peering import SKEW_ALLOWANCE as peering
 
     assert peering == SKEW_ALLOWANCE

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from engine.peer_auth import MAX_BODY, SIGNATURE_HEADER, TIMESTAMP_HEADER, Rejected, Verifier, sign
-from engine.verdict import Verdict
+from engine.core.peer_auth import MAX_BODY, SIGNATURE_HEADER, TIMESTAMP_HEADER, Rejected, Verifier, sign
+from engine.core.verdict import Verdict
 
 KEY = b"k" * 32
 
@@ -108,7 +108,7 @@ def test_check_remembers_nothing_until_accepted() -> None:
 
 def test_a_message_that_waited_counts_from_when_it_was_sent() -> None:
     """Even the first message after a restart: one signed 25 s ago is 23 s old (beyond 2 s of skew)."""
-    from engine.peering import PeerState
+    from engine.runtime.peering import PeerState
 
     peer = PeerState("engine-azure", "http://x")
     peer.last_heard = 500.0

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actions.database.failback import explain, listed_partly, reconciliation_tables
+from actions.database.failback_plan import explain, listed_partly, reconciliation_tables
 from actions.database.quarantine import (
     KeptTable,
     clean_tag,

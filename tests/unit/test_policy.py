@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from engine.config.model import PolicyConfig
-from engine.decide import ServiceState, Verdict
-from engine.policy import ClusterDecision, decide_cluster, executor_order
-from engine.quorum import Received, VoterInfo, tally
-from engine.verdict import ServiceVerdict
+from engine.core.decide import DecisionKind, ServiceState
+from engine.core.policy import ClusterDecision, decide_cluster, executor_order
+from engine.core.quorum import Received, VoterInfo, tally
+from engine.core.verdict import ServiceVerdict
 
 GCP = VoterInfo("engine-gcp", "engine", "gcp")
 AZURE = VoterInfo("engine-azure", "engine", "azure")
@@ -36,7 +36,7 @@ def decide(own_id: str, own: ServiceVerdict, received: dict[str, Received | None
 def test_majority_down_fails_over_and_the_target_site_acts() -> None:
     """Azure engine and witness see gcp down: azure's engine acts."""
     d = decide("engine-azure", view("down", "up"), {"witness": heard(view("down", "up")), "engine-gcp": None})
-    assert d.verdict is Verdict.FAILOVER and d.target == "azure" and d.acting
+    assert d.verdict is DecisionKind.FAILOVER and d.target == "azure" and d.acting
     assert d.message == ("failover api gcp -> azure: 2 of 3 voters see gcp down (need 2), "
                          "2 see azure up; this instance acts")
 
@@ -44,7 +44,7 @@ def test_majority_down_fails_over_and_the_target_site_acts() -> None:
 def test_other_voters_agree_but_do_not_act() -> None:
     """The witness reaches the same decision but names the executor instead of acting."""
     d = decide("witness", view("down", "up"), {"engine-azure": heard(view("down", "up")), "engine-gcp": None})
-    assert d.verdict is Verdict.FAILOVER and not d.acting
+    assert d.verdict is DecisionKind.FAILOVER and not d.acting
     assert d.executor == "engine-azure"
     assert d.message.endswith("; engine-azure acts")
 
@@ -52,7 +52,7 @@ def test_other_voters_agree_but_do_not_act() -> None:
 def test_two_engines_without_witness_hold_and_page_on_silence() -> None:
     """Without a witness, a silent peer cannot be told from a cut link: hold and page."""
     d = decide("engine-azure", view("down", "up"), {"engine-gcp": None}, voters=[GCP, AZURE])
-    assert d.verdict is Verdict.PAGE
+    assert d.verdict is DecisionKind.PAGE
     assert d.message == ("holding: gcp looks down from here but only 1 of 2 voters answer (engine-gcp silent): "
                          "cannot tell a dead site from a cut link, assuming a partition")
 
@@ -61,7 +61,7 @@ def test_stale_verdict_is_no_vote() -> None:
     """A verdict older than two of the sender's intervals does not count."""
     d = decide("engine-azure", view("down", "up"),
                {"witness": heard(view("down", "up"), age=21.0), "engine-gcp": None})
-    assert d.verdict is Verdict.PAGE
+    assert d.verdict is DecisionKind.PAGE
     assert "only 1 of 3 voters answer (engine-gcp, witness silent)" in d.message
 
 
@@ -75,21 +75,21 @@ def test_minority_down_holds() -> None:
     """One voter seeing the primary down is not enough while the others see it up."""
     d = decide("engine-azure", view("down", "up"),
                {"witness": heard(view("up", "up")), "engine-gcp": heard(view("up", "up"))})
-    assert d.verdict is Verdict.HOLD
+    assert d.verdict is DecisionKind.HOLD
     assert d.message == "holding: 1 of 3 voters see gcp down (need 2)"
 
 
 def test_cut_link_between_engines_with_witness_seeing_both_holds() -> None:
     """Engines that cannot reach each other but both see up sites do nothing."""
     d = decide("engine-azure", view("up", "up"), {"witness": heard(view("up", "up")), "engine-gcp": None})
-    assert d.verdict is Verdict.HOLD
+    assert d.verdict is DecisionKind.HOLD
     assert d.message == "holding: gcp is up for 2 of 3 voters"
 
 
 def test_unhealthy_standby_blocks() -> None:
     """No failover to a standby that a majority does not see up."""
     d = decide("engine-azure", view("down", "down"), {"witness": heard(view("down", "unknown"))})
-    assert d.verdict is Verdict.PAGE
+    assert d.verdict is DecisionKind.PAGE
     assert d.message == ("paging: 2 of 3 voters see gcp down (need 2); not moving: "
                          "no standby is up for a majority of voters")
 
@@ -97,7 +97,7 @@ def test_unhealthy_standby_blocks() -> None:
 def test_lag_above_rpo_blocks_using_the_worst_report() -> None:
     """The worst fresh lag report is compared with the RPO."""
     d = decide("engine-azure", view("down", "up", lag=2.0), {"witness": heard(view("down", "up", lag=42.0))})
-    assert d.verdict is Verdict.PAGE
+    assert d.verdict is DecisionKind.PAGE
     assert d.message.endswith("not moving: standby lag 42.0s exceeds RPO 30s")
 
 
@@ -107,7 +107,7 @@ def test_unknown_lag_blocks_when_a_database_is_configured() -> None:
     assert d.message.endswith("not moving: replication lag is unknown")
     d = decide("engine-azure", view("down", "up", lag=None), {"witness": heard(view("down", "up", lag=None))},
                rpo=False)
-    assert d.verdict is Verdict.FAILOVER
+    assert d.verdict is DecisionKind.FAILOVER
 
 
 def test_shared_dependency_down_blocks() -> None:
@@ -116,7 +116,7 @@ def test_shared_dependency_down_blocks() -> None:
                {"witness": heard(view("down", "up", shared_down=["payments"]))})
     assert d.message.endswith("not moving: shared dependency payments is down: it would fail there too")
     d = decide("engine-azure", view("down", "up", shared_down=["payments"]), {"witness": heard(view("down", "up"))})
-    assert d.verdict is Verdict.FAILOVER
+    assert d.verdict is DecisionKind.FAILOVER
 
 
 def test_failback_is_never_automatic() -> None:
@@ -124,7 +124,7 @@ def test_failback_is_never_automatic() -> None:
     state = ServiceState("azure", epoch=4, last_move_at=-10_000.0)
     own = ServiceVerdict(active="azure", epoch=4, sites={"gcp": "up", "azure": "down"}, lag_s=0.0)
     d = decide("engine-gcp", own, {"witness": heard(own)}, state=state)
-    assert d.verdict is Verdict.PAGE
+    assert d.verdict is DecisionKind.PAGE
     assert d.message.endswith("not moving: azure is not the home site gcp: failback is a human decision")
 
 
@@ -132,11 +132,11 @@ def test_operation_under_way_blocks_and_pause_prefixes() -> None:
     """A runbook reported by any voter blocks (a hold: it is being handled, nobody is paged); pause prefixes
     the sentence and never acts."""
     d = decide("engine-azure", view("down", "up"), {"witness": heard(view("down", "up", runbook="op-7"))})
-    assert d.verdict is Verdict.HOLD and not d.acting
+    assert d.verdict is DecisionKind.HOLD and not d.acting
     assert d.message.endswith("(need 2); witness runs op-7")
     d = decide("engine-azure", view("down", "up"), {"witness": heard(view("down", "up"))},
                state=ServiceState("gcp", epoch=3, paused=True))
-    assert d.verdict is Verdict.HOLD and not d.acting
+    assert d.verdict is DecisionKind.HOLD and not d.acting
     assert d.message.startswith("PAUSED: failover api gcp -> azure")
 
 

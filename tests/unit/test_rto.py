@@ -17,15 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import EngineConfig, parse_config
-from engine.health import Health, HealthMachine
-from engine.rto import (
+from engine.core.cadence import Cadence, default_jitter, phase_for
+from engine.core.health import Health, HealthMachine
+from engine.core.rto import (
     POKE_GAP,
     SKEW_ALLOWANCE,
     SignalDetection,
     runbook_steps,
     worst_case_rto,
 )
-from engine.schedule import Cadence, default_jitter, phase_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "k" * 32
@@ -218,22 +218,22 @@ def test_database_steps_and_fencing() -> None:
     assert no_fence["fence"] == 0 and no_fence["promote"] == 198
 
 
-def test_step_budgets_mirror_the_failover_runbook() -> None:
-    """rto's step table equals engine.failover.step_specs (which is not pure, so it is mirrored)."""
-    from engine.failover import step_specs
+def test_the_runner_runs_the_table_rto_adds_up() -> None:
+    """The runbook the runner is handed is the very step table the worst-case RTO adds up (one table, not a copy)."""
+    from engine.runtime.runbooks import Runbooks
 
     for text in (SMALL, SMALL + DATABASE % "true", SMALL.split("    dns:")[0]):
         svc = config(text).services["api"]
-        mine = [(b.name, b.timeout, b.attempts, b.backoff, b.best_effort) for b in runbook_steps(svc)]
-        theirs = [(s.name, s.timeout, s.attempts, s.backoff, s.best_effort)
-                  for s in step_specs(SimpleNamespace(config=svc, lease=None, operation=None))]  # type: ignore[arg-type]
-        assert mine == theirs
+        runbooks = Runbooks(SimpleNamespace(), lambda _site, _wait: (0.0, [], None))  # type: ignore[arg-type]
+        plan, steps = runbooks(SimpleNamespace(config=svc, lease=None, operation=None))  # type: ignore[arg-type]
+        assert tuple(plan) == runbook_steps(svc)
+        assert list(steps) == [s.name for s in plan]
 
 
 def test_mirrored_constants_match_the_daemon() -> None:
     """POKE_GAP and SKEW_ALLOWANCE are copies (their modules do I/O); they must not drift."""
-    from engine.daemon import POKE_GAP as daemon_gap
-    from engine.peering import SKEW_ALLOWANCE as peering_skew
+    from engine.runtime.daemon import POKE_GAP as daemon_gap
+    from engine.runtime.peering import SKEW_ALLOWANCE as peering_skew
 
     assert (daemon_gap, peering_skew) == (POKE_GAP, SKEW_ALLOWANCE)
 
@@ -283,16 +283,16 @@ def test_simulated_detection_never_exceeds_the_bound(interval: float, timeout_sh
 
 
 def test_rto_module_stays_pure() -> None:
-    """engine.rto imports no I/O library itself (the rule of tests/unit/test_purity.py), and importing it
+    """engine.core.rto imports no I/O library itself (the rule of tests/unit/test_purity.py), and importing it
     pulls in neither asyncio nor a network or database client through the modules it uses."""
-    tree = ast.parse((ROOT / "engine" / "rto.py").read_text())
+    tree = ast.parse((ROOT / "engine" / "core" / "rto.py").read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     forbidden = {"asyncio", "aiohttp", "psycopg", "dns", "socket", "sqlite3", "requests", "httpx", "subprocess"}
     assert not imported & forbidden
-    code = ("import sys, engine.rto; print(sorted({'asyncio', 'aiohttp', 'psycopg', 'dns', 'sqlite3'} "
+    code = ("import sys, engine.core.rto; print(sorted({'asyncio', 'aiohttp', 'psycopg', 'dns', 'sqlite3'} "
             "& {m.split('.')[0] for m in sys.modules}))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)

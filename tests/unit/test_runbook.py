@@ -8,17 +8,11 @@ from typing import Any
 
 import pytest
 
-from engine.clock import ManualClock
-from engine.journal import Journal
-from engine.runbook import (
-    Operation,
-    OpState,
-    Outcome,
-    RunbookRunner,
-    StepFailed,
-    StepSpec,
-    StepState,
-)
+from engine.core.clock import ManualClock
+from engine.core.operations import Operation, OpState, Outcome, StepFailed, StepState
+from engine.core.steps import StepSpec
+from engine.runtime.journal import Journal
+from engine.runtime.runner import RunbookRunner
 
 SPECS = [StepSpec("fence", attempts=2, best_effort=True), StepSpec("promote", attempts=3),
          StepSpec("shift_dns", attempts=3), StepSpec("verify_dns", attempts=1)]

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.schedule import Cadence, default_jitter, phase_for
+from engine.core.cadence import Cadence, default_jitter, phase_for
 
 
 def test_phase_is_stable_and_inside_the_interval() -> None:

@@ -25,13 +25,13 @@ from typing import Any
 
 from engine.config.base import format_duration
 from engine.config.model import PolicyConfig
-from engine.decide import ServiceState, Verdict, cooldown_reason
-from engine.quorum import Tally, VoterInfo
+from engine.core.decide import DecisionKind, ServiceState, cooldown_reason
+from engine.core.quorum import Tally, VoterInfo
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterDecision:
-    verdict: Verdict
+    verdict: DecisionKind
     message: str
     target: str | None = None
     executor: str | None = None
@@ -109,7 +109,7 @@ def decide_cluster(state: ServiceState, service: str, home: str, tally: Tally, o
                    executors: Sequence[str] = (), rpo_applies: bool = False) -> ClusterDecision:
     decision = _decide(state, service, home, tally, own_id, engines, now, policy, executors, rpo_applies)
     if state.paused:
-        return ClusterDecision(Verdict.HOLD, f"PAUSED: {decision.message}", decision.target, None, False,
+        return ClusterDecision(DecisionKind.HOLD, f"PAUSED: {decision.message}", decision.target, None, False,
                                decision.reasons, decision.evidence)
     return decision
 
@@ -131,14 +131,15 @@ def _decide(state: ServiceState, service: str, home: str, tally: Tally, own_id: 
             reason = (f"holding: {active} looks down from here but only {len(tally.fresh)} of {tally.voters} "
                       f"voters answer ({missing} silent): cannot tell a dead site from a cut link, "
                       "assuming a partition")
-            return ClusterDecision(Verdict.PAGE, reason, None, None, False, ("no quorum",), evidence)
+            return ClusterDecision(DecisionKind.PAGE, reason, None, None, False, ("no quorum",), evidence)
         if down_votes:
-            return ClusterDecision(Verdict.HOLD, f"holding: {need}", None, None, False, (), evidence)
+            return ClusterDecision(DecisionKind.HOLD, f"holding: {need}", None, None, False, (), evidence)
         up_votes = tally.count(active, "up")
         if up_votes >= tally.majority:
-            return ClusterDecision(Verdict.HOLD, f"holding: {active} is up for {up_votes} of {tally.voters} voters",
-                                   None, None, False, (), evidence)
-        return ClusterDecision(Verdict.HOLD, f"holding: {active} health not yet known ({up_votes} of "
+            return ClusterDecision(DecisionKind.HOLD,
+                                   f"holding: {active} is up for {up_votes} of {tally.voters} voters", None, None,
+                                   False, (), evidence)
+        return ClusterDecision(DecisionKind.HOLD, f"holding: {active} health not yet known ({up_votes} of "
                                f"{tally.voters} voters see it up, need {tally.majority})", None, None, False, (),
                                evidence)
     gates = gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies)
@@ -146,19 +147,19 @@ def _decide(state: ServiceState, service: str, home: str, tally: Tally, own_id: 
     reasons = gate_reasons(state, home, target, tally, now, policy, rpo_applies=rpo_applies)
     busy = tally.busy()
     if reasons and reasons == busy:  # only an operation or drill under way: it is being handled, no page
-        return ClusterDecision(Verdict.HOLD, f"holding: {need}; {'; '.join(busy)}", target, None, False,
+        return ClusterDecision(DecisionKind.HOLD, f"holding: {need}; {'; '.join(busy)}", target, None, False,
                                tuple(reasons), evidence)
     if reasons:
-        return ClusterDecision(Verdict.PAGE, f"paging: {need}; not moving: {'; '.join(reasons)}", target, None,
+        return ClusterDecision(DecisionKind.PAGE, f"paging: {need}; not moving: {'; '.join(reasons)}", target, None,
                                False, tuple(reasons), evidence)
     assert target is not None
     fresh_ids = {v.voter for v in tally.fresh}
     order = executor_order(engines, target, executors)
     executor = next((i for i in order if i in fresh_ids), None)
     if executor is None:
-        return ClusterDecision(Verdict.PAGE, f"paging: {need}; no engine able to act answers", target, None,
+        return ClusterDecision(DecisionKind.PAGE, f"paging: {need}; no engine able to act answers", target, None,
                                False, ("no executor",), evidence)
     up = tally.count(target, "up")
     message = (f"failover {service} {active} -> {target}: {need}, {up} see {target} up; "
                f"{'this instance acts' if executor == own_id else executor + ' acts'}")
-    return ClusterDecision(Verdict.FAILOVER, message, target, executor, executor == own_id, (), evidence)
+    return ClusterDecision(DecisionKind.FAILOVER, message, target, executor, executor == own_id, (), evidence)

@@ -1,4 +1,4 @@
-"""Runs every signal at its cadence (see :mod:`engine.schedule`) on one timer loop.
+"""Runs every signal at its cadence (see :mod:`engine.core.cadence`) on one timer loop.
 
 One heap holds the next due time of every signal; the loop sleeps until the earliest, starts the
 due checks as tasks and schedules the next slot from the nominal time (no drift). A signal whose
@@ -20,9 +20,9 @@ from typing import Any
 
 import structlog
 
-from engine.clock import Clock, SystemClock
-from engine.model import Observation, SignalKey
-from engine.schedule import Cadence, default_jitter, phase_for
+from engine.core.cadence import Cadence, default_jitter, phase_for
+from engine.core.clock import Clock, SystemClock
+from engine.core.model import Observation, SignalKey
 from probes.base import Probe
 
 log = structlog.get_logger("engine.scheduler")

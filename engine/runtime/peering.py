@@ -1,7 +1,7 @@
 """Peering: sending this instance's verdict to every peer, and receiving theirs.
 
 Every tick the daemon hands :meth:`Peering.dispatch` its verdict; each peer gets it as a signed
-POST to ``/v1/peer/verdict`` (see :mod:`engine.peer_auth`), bounded by a deadline below the tick so
+POST to ``/v1/peer/verdict`` (see :mod:`engine.core.peer_auth`), bounded by a deadline below the tick so
 a dead peer never slows the loop. Received verdicts are verified and kept with their arrival time
 on the monotonic clock; :meth:`received_for` hands them to the quorum tally. Rejections are logged
 and counted, never believed.
@@ -23,11 +23,11 @@ from typing import Any
 import aiohttp
 import structlog
 
-from engine.clock import Clock
 from engine.config.model import EngineConfig
-from engine.peer_auth import Rejected, Verifier, sign
-from engine.quorum import Received, VoterInfo
-from engine.verdict import ServiceVerdict, Verdict
+from engine.core.clock import Clock
+from engine.core.peer_auth import Rejected, Verifier, sign
+from engine.core.quorum import Received, VoterInfo
+from engine.core.verdict import ServiceVerdict, Verdict
 
 log = structlog.get_logger("engine.peering")
 

@@ -3,7 +3,7 @@
 Wire form: the JSON body, with headers ``X-Failover-Timestamp`` (sender wall time, seconds) and
 ``X-Failover-Signature: v1=<hex>`` where the MAC covers ``"<timestamp>\\n" + body``. A message is
 accepted only when the MAC matches (constant-time), the timestamp is within ``replay_window`` of
-the receiver's clock, the body parses as a :class:`~engine.verdict.Verdict` whose ``at`` matches
+the receiver's clock, the body parses as a :class:`~engine.core.verdict.Verdict` whose ``at`` matches
 the header, and its ``(sender, boot, seq)`` is newer than the last one accepted from that sender.
 
 Every refusal is a :class:`Rejected` with a reason fit for a log line (never the key).
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from engine.verdict import Verdict
+from engine.core.verdict import Verdict
 
 TIMESTAMP_HEADER = "X-Failover-Timestamp"
 SIGNATURE_HEADER = "X-Failover-Signature"

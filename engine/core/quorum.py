@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from engine.verdict import ServiceVerdict
+from engine.core.verdict import ServiceVerdict
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Runbooks: ordered, journaled, idempotent steps that carry out a failover (or failback).
+"""The runbook runner: ordered, journaled, idempotent steps that carry out a move (plans: engine.core.steps).
 
 Theory of operation
 -------------------
@@ -26,109 +26,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
 import structlog
 
-from engine.clock import Clock, SystemClock
+from engine.core.clock import Clock, SystemClock
+from engine.core.operations import Operation, OpEvent, OpState, Outcome, StepFailed, StepState
+from engine.core.steps import StepSpec
+
+__all__ = ["OperationStore", "RunbookRunner", "StepFn"]
 
 log = structlog.get_logger("engine.runbook")
-
-FAILOVER_STEPS = ("precheck", "fence", "promote", "shift_dns", "verify_dns", "consistency", "reconcile",
-                  "report")
-
-
-class OpState(StrEnum):
-    RUNNING = "running"
-    DONE = "done"
-    HALTED = "halted"
-    STOOD_DOWN = "stood_down"
-    ABORTED = "aborted"
-
-
-class StepState(StrEnum):
-    PENDING = "pending"
-    STARTED = "started"
-    DONE = "done"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a step function returns: a sentence, data for the record, and how the runbook goes on."""
-
-    summary: str
-    data: Mapping[str, Any] = field(default_factory=dict)
-    skipped: bool = False
-    stand_down: bool = False
-
-    @classmethod
-    def skip(cls, summary: str, **data: Any) -> Outcome:
-        return cls(summary, data, skipped=True)
-
-
-class StepFailed(Exception):
-    """A step failed; ``retry`` False means retrying cannot help (e.g. bad credentials)."""
-
-    def __init__(self, reason: str, *, retry: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry = retry
-
-
-@dataclass(frozen=True, slots=True)
-class StepSpec:
-    name: str
-    timeout: float = 30.0
-    attempts: int = 3
-    backoff: float = 0.5
-    best_effort: bool = False
-
-
-@dataclass
-class Operation:
-    id: str
-    service: str
-    kind: str
-    source: str
-    target: str
-    epoch_from: int
-    epoch_to: int
-    trigger: str
-    state: OpState = OpState.RUNNING
-    created_at: float = 0.0
-    finished_at: float | None = None
-    message: str = ""
-    actor: str | None = None
-    reason: str | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)
-    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "service": self.service, "kind": self.kind, "source": self.source,
-            "target": self.target, "epoch_from": self.epoch_from, "epoch_to": self.epoch_to,
-            "trigger": self.trigger, "state": str(self.state), "created_at": self.created_at,
-            "finished_at": self.finished_at, "message": self.message, "actor": self.actor,
-            "reason": self.reason, "evidence": self.evidence, "steps": self.steps,
-        }
-
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Operation:
-        fields = dict(data)
-        fields["state"] = OpState(fields["state"])
-        return cls(**fields)
-
 
 StepFn = Callable[[Operation], Awaitable[Outcome]]
 
 
 class OperationStore(Protocol):
-    """Where operations live: the journal implements this (``engine.journal.Journal``)."""
+    """Where operations live: the journal implements this (``engine.runtime.journal.Journal``)."""
 
     async def save_operation(self, op: Operation) -> None: ...
 
@@ -176,7 +90,7 @@ class RunbookRunner:
             if not finished:
                 break
         else:
-            op.state = OpState.DONE
+            op.advance(OpEvent.FINISH)
             op.finished_at = self.clock.now()
             op.message = op.message or f"{op.kind} of {op.service} to {op.target} done"
             await self.store.save_operation(op)
@@ -216,7 +130,7 @@ class RunbookRunner:
                 await self._event(op, "runbook", f"{op.kind} of {op.service}: {spec.name} "
                                   f"{'skipped' if outcome.skipped else 'done'}: {outcome.summary}")
                 if outcome.stand_down:
-                    op.state = OpState.STOOD_DOWN
+                    op.advance(OpEvent.STAND_DOWN)
                     op.finished_at = self.clock.now()
                     op.message = f"{op.kind} of {op.service} stood down at {spec.name}: {outcome.summary}"
                     await self.store.save_operation(op)
@@ -238,7 +152,7 @@ class RunbookRunner:
             await self._event(op, "runbook", f"{op.kind} of {op.service}: {spec.name} skipped (best effort): "
                               f"{error}")
             return True
-        op.state = OpState.HALTED
+        op.advance(OpEvent.HALT)
         op.message = f"{op.kind} of {op.service} stuck at {spec.name}: {error}"
         await self.store.save_operation(op)
         await self._event(op, "alert", op.message)

@@ -10,10 +10,11 @@ logs), served at ``/v1/operations/{id}`` and attached to the decision webhook.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from engine.daemon import Engine, ServiceRuntime
+from engine.runtime.context import RuntimeContext
+from engine.runtime.peering import Peering
+from engine.runtime.service import ServiceRuntime
 
 
 def _signal(sig: Any) -> dict[str, Any]:
@@ -34,20 +35,20 @@ def observations(rt: ServiceRuntime) -> dict[str, Any]:
     return out
 
 
-def decision_context(engine: Engine, rt: ServiceRuntime, target: str | None) -> dict[str, Any]:
-    now = engine.clock.now()
+def decision_context(ctx: RuntimeContext, peering: Peering, rt: ServiceRuntime, target: str | None) -> dict[str, Any]:
+    now = ctx.clock.now()
     snapshot = rt.snapshot(now)
     candidate = None
     if target is not None and target in snapshot.sites:
         view = snapshot.sites[target]
         candidate = {"site": target, "health": str(view.health), "why": view.why()}
-    mono = engine.clock.monotonic()
+    mono = ctx.clock.monotonic()
     votes = [{"voter": peer_id, "age_s": None if got is None else round(mono - got.received_at, 3),
               "view": None if got is None else got.view.model_dump()}
-             for peer_id, got in engine.peering.received_for(rt.name).items()]
-    return {"observed_by": engine.config.instance.id, "observed_at": now, "observations": observations(rt),
+             for peer_id, got in peering.received_for(rt.name).items()]
+    return {"observed_by": ctx.config.instance.id, "observed_at": now, "observations": observations(rt),
             "peer_verdicts": votes,
             "lag_s": rt.lag_s, "rpo_s": rt.config.policy.rpo if rt.config.database is not None else None,
-            "candidate": candidate, "quorum": engine.coordinator.quorum_ok,
+            "candidate": candidate, "quorum": ctx.quorum_ok,
             "active": {"site": rt.state.active, "health": str(snapshot.sites[rt.state.active].health),
                        "why": snapshot.sites[rt.state.active].why()}}

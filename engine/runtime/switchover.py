@@ -26,56 +26,20 @@ The same steps serve a planned failback and the moves of a full drill when both 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
-from engine.failover import FailoverSteps
-from engine.runbook import Operation, Outcome, StepFailed, StepFn, StepSpec
-
-if TYPE_CHECKING:
-    from engine.daemon import Engine, ServiceRuntime
-
-SWITCHOVER_STEPS = ("precheck", "lower_ttl", "fence", "drain", "promote", "shift_dns", "verify_dns", "reverse",
-                    "restore_ttl", "reconcile", "report")
-
-
-def planned(op: Operation | None) -> bool:
-    return op is not None and bool(op.evidence.get("planned"))
-
-
-def switchover_specs(rt: ServiceRuntime) -> list[StepSpec]:
-    dns = rt.config.dns
-    db = rt.config.database
-    policy = rt.config.policy
-    old_ttl = max((r.ttl for r in dns.records), default=0.0) if dns is not None else 0.0
-    verify_deadline = dns.verify.deadline if dns is not None else 30.0
-    fence_timeout = db.fencing.timeout if db is not None else 10.0
-    specs = {
-        "precheck": StepSpec("precheck", timeout=30.0, attempts=3, backoff=0.5),
-        "lower_ttl": StepSpec("lower_ttl", timeout=60.0 + old_ttl, attempts=2, backoff=0.5),
-        "fence": StepSpec("fence", timeout=fence_timeout + 5, attempts=3, backoff=0.5),
-        "drain": StepSpec("drain", timeout=policy.switchover_drain + 5, attempts=1),
-        "promote": StepSpec("promote", timeout=db.promotion.timeout + 5 if db is not None else 120.0, attempts=3,
-                            backoff=1.0),
-        "shift_dns": StepSpec("shift_dns", timeout=60.0, attempts=4, backoff=0.5),
-        "verify_dns": StepSpec("verify_dns", timeout=verify_deadline + 10, attempts=1),
-        "reverse": StepSpec("reverse", timeout=600.0, attempts=2, backoff=2.0),
-        "restore_ttl": StepSpec("restore_ttl", timeout=60.0, attempts=3, backoff=0.5, best_effort=True),
-        "reconcile": StepSpec("reconcile", timeout=1800.0, attempts=1, best_effort=True),
-        "report": StepSpec("report", timeout=10.0, attempts=1, best_effort=True),
-    }
-    return [specs[name] for name in SWITCHOVER_STEPS]
-
-
-def switchover_steps(engine: Engine, rt: ServiceRuntime) -> tuple[Sequence[StepSpec], Mapping[str, StepFn]]:
-    steps = SwitchoverSteps(engine, rt)
-    return switchover_specs(rt), {name: getattr(steps, name) for name in SWITCHOVER_STEPS}
+from actions.database.failback import prepare_failback
+from actions.database.switchover import drain
+from actions.dns.errors import DnsConflict
+from actions.reconcile.runner import reconcile
+from engine.core.operations import Operation, Outcome, StepFailed
+from engine.runtime.database_watch import Reconciled
+from engine.runtime.failover import FailoverSteps
 
 
 class SwitchoverSteps(FailoverSteps):
-    async def _retime(self, op: Operation, low: bool) -> Outcome:
-        from actions.dns.errors import DnsConflict
+    """The switchover runbook's step functions (the table: engine.core.steps.switchover_plan)."""
 
+    async def _retime(self, op: Operation, low: bool) -> Outcome:
         dns = self.rt.config.dns
         if dns is None:
             return Outcome.skip("no dns configured for this service")
@@ -107,7 +71,7 @@ class SwitchoverSteps(FailoverSteps):
                                {"dns": exc.found}, stand_down=True)
         if not low:
             return Outcome(f"TTLs restored to {sorted(set(want.values()))}s", {"changed": True})
-        await self.engine.record("runbook", f"{op.kind} of {op.service}: TTL lowered from {old}s to {low_ttl}s; "
+        await self.ctx.record("runbook", f"{op.kind} of {op.service}: TTL lowered from {old}s to {low_ttl}s; "
                                  f"waiting {old}s for resolvers to forget the old TTL", service=op.service,
                                  data={"operation": op.id})
         await asyncio.sleep(old)
@@ -124,12 +88,10 @@ class SwitchoverSteps(FailoverSteps):
         db = self.rt.config.database
         if db is None:
             return Outcome.skip("no database configured for this service")
-        from actions.database.switchover import drain
-
         stale = await self._epoch_guard(op)
         if stale is not None:
             return stale
-        result = await drain(db, op.source, op.target, writer_site=self.engine.config.instance.site,
+        result = await drain(db, op.source, op.target, writer_site=self.ctx.config.instance.site,
                              timeout=self.rt.config.policy.switchover_drain)
         if not result.ok:
             raise StepFailed(result.sentence, retry=False)
@@ -141,16 +103,14 @@ class SwitchoverSteps(FailoverSteps):
         db = self.rt.config.database
         if db is None:
             return Outcome.skip("no database configured for this service")
-        from actions.reconcile.runner import reconcile
-
-        now = self.engine.clock.now()
+        now = self.ctx.clock.now()
         result = await reconcile(db, service=op.service, primary=op.target, now=now, watermark="auto")
         data = result.to_dict()
-        await self.engine.journal_or_fail().put_state(op.service, "last_reconciliation", data, at=now)
+        await self.ctx.journal_or_fail().put_state(op.service, "last_reconciliation", data, at=now)
         if not data.get("identical"):
             message = f"{op.kind} of {op.service}: the pair differs after the move: {data.get('sentence')}"
-            await self.engine.record("alert", message, service=op.service, data={"operation": op.id})
-            await self.engine.notify("alert", message, op.service, {"operation": op.id})
+            await self.ctx.record("alert", message, service=op.service, data={"operation": op.id})
+            await self.ctx.notify("alert", message, op.service, {"operation": op.id})
         return Outcome(str(data.get("sentence", "")), data)
 
     async def reverse(self, op: Operation) -> Outcome:
@@ -159,15 +119,11 @@ class SwitchoverSteps(FailoverSteps):
         db = self.rt.config.database
         if db is None:
             return Outcome.skip("no database configured for this service")
-        from actions.database.failback import prepare_failback
-        from actions.reconcile.runner import reconcile
-        from engine.operator import _Reconciled
-
         # replication has stopped and the source is fenced: nothing is in flight, every difference is real
-        result = await reconcile(db, service=op.service, primary=op.target, now=self.engine.clock.now(),
+        result = await reconcile(db, service=op.service, primary=op.target, now=self.ctx.clock.now(),
                                  watermark=None)
         reconciled = result.to_dict()
-        prepared = await prepare_failback(db, op.target, _Reconciled(reconciled),
+        prepared = await prepare_failback(db, op.target, Reconciled(reconciled),
                                           acknowledge=bool(op.evidence.get("acknowledged_reconciliation")))
         data = {"reconciliation": {k: reconciled.get(k) for k in ("identical", "sentence", "differences")},
                 "prepare": prepared.to_dict()}

@@ -208,7 +208,7 @@ class Journal:
             (service, key, payload, at)))
 
     async def save_operation(self, op: Any) -> None:
-        """Store a runbook operation (its steps included) durably; see :mod:`engine.runbook`."""
+        """Store a runbook operation (its steps included) durably; see :mod:`engine.runtime.runner`."""
         body = json.dumps(op.to_dict(), default=str, sort_keys=True)
         now = op.finished_at or op.created_at
         await self.write(lambda conn: conn.execute(
@@ -229,7 +229,7 @@ class Journal:
         return self._bodies("operations", "created_at", limit, service=service, state=state)
 
     async def save_drill(self, drill: dict[str, Any]) -> None:
-        """Store a drill report (see :mod:`engine.drills`) durably; rewritten as the drill goes on."""
+        """Store a drill report (see :mod:`engine.runtime.drills`) durably; rewritten as the drill goes on."""
         body = json.dumps(drill, default=str, sort_keys=True)
         await self.write(lambda conn: conn.execute(
             "INSERT INTO drills(id, service, kind, state, started_at, body) VALUES (?,?,?,?,?,?) "

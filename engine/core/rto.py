@@ -12,37 +12,37 @@ Theory of operation: the terms, in the order they happen
 detection
     Automatic failover only moves away from the home site (``services.<name>.active``), so the
     signals that matter are that site's probes and its ``scope: site`` dependencies. A site is
-    DOWN as soon as one of its signals is DOWN (:func:`engine.decide.site_health`), so a failure
+    DOWN as soon as one of its signals is DOWN (:func:`engine.core.decide.site_health`), so a failure
     that only one signal sees is detected by that signal alone: the worst case is the slowest
     signal. A signal goes DOWN after ``failure_threshold`` consecutive failures (the probe's
-    override, else the policy's: :mod:`engine.health`, wired in ``Engine._add_signal``). Checks run
-    at a fixed phase with ±jitter per slot (:mod:`engine.schedule`: ``default_jitter``); in the
+    override, else the policy's: :mod:`engine.core.health`, wired in ``Engine._add_signal``). Checks run
+    at a fixed phase with ±jitter per slot (:mod:`engine.core.cadence`: ``default_jitter``); in the
     worst case the failure starts just after a check that still succeeded, so the N-th failing
     check starts ``N * interval`` later, up to ``2 * jitter`` more (that check late, the last
     good one early), and reports ``timeout`` after it starts (a check that hangs). When
     ``timeout + 2 * jitter >= interval`` a check can still be running at its next slot, which the
-    scheduler then skips (:mod:`engine.scheduler`): every failing check may cost two slots.
+    scheduler then skips (:mod:`engine.runtime.probe_scheduler`): every failing check may cost two slots.
 decision
-    A DOWN change pokes the decision loop, which ticks within ``POKE_GAP`` (``engine.daemon``).
+    A DOWN change pokes the decision loop, which ticks within ``POKE_GAP`` (``engine.runtime.daemon``).
     With peers, a failover needs a majority of the configured voters seeing the home site down
-    (:mod:`engine.quorum`, :mod:`engine.policy`); the slowest vote is a peer's: it detects as late
+    (:mod:`engine.core.quorum`, :mod:`engine.core.policy`); the slowest vote is a peer's: it detects as late
     as we do (the same config is assumed on every voter), pokes its own loop (``POKE_GAP``), may
     find its previous broadcast still in flight, so its verdict leaves on a later tick
     (``tick * ceil(deadline / tick)``), travels within the post deadline (``max(0.2 s, 0.8 *
-    tick)``, :meth:`engine.peering.Peering.dispatch`), and its arrival pokes the executor's loop
+    tick)``, :meth:`engine.runtime.peering.Peering.dispatch`), and its arrival pokes the executor's loop
     (``POKE_GAP``). A verdict stays a vote for two of the sender's ticks; clock skew up to
-    ``SKEW_ALLOWANCE`` does not age it (:mod:`engine.peering`). The cool-down does not apply to
-    the first move (:func:`engine.decide.cooldown_reason`: no last move), so it is not counted.
+    ``SKEW_ALLOWANCE`` does not age it (:mod:`engine.runtime.peering`). The cool-down does not apply to
+    the first move (:func:`engine.core.decide.cooldown_reason`: no last move), so it is not counted.
 lease
-    With a self-fencing lease (:mod:`engine.lease`), when the executor cannot fence the old primary
+    With a self-fencing lease (:mod:`engine.config.lease`), when the executor cannot fence the old primary
     itself, the fence step waits until the old site's engines have been silent for the lease, so
     the cut-off primary has fenced itself first. Given as ``lease_wait``; else the service's lease
     (``EngineConfig.lease``); else 0.
 runbook
     The failover steps up to and including ``verify_dns`` (traffic has moved when the
-    authoritative servers answer the target). Each step is bounded by its :class:`StepBudget`,
-    mirrored from :func:`engine.failover.step_specs` (a test keeps the two equal; that module is
-    not pure). ``consistency``, ``reconcile`` and ``report`` run after traffic moved and are listed
+    authoritative servers answer the target). Each step is bounded by its
+    :class:`~engine.core.steps.StepSpec` from :func:`engine.core.steps.failover_plan`, the very table
+    the runner executes. ``consistency``, ``reconcile`` and ``report`` run after traffic moved and are listed
     apart, not added.
 DNS TTL
     After the authoritative servers answer the target, resolvers may serve the old answer for up
@@ -61,13 +61,14 @@ from typing import Any
 
 from engine.config.base import format_duration
 from engine.config.model import EngineConfig, PolicyConfig, ServiceConfig
-from engine.schedule import default_jitter
+from engine.core.cadence import default_jitter
+from engine.core.steps import StepSpec, failover_plan, format_seconds
 
 POKE_GAP = 0.02
-"""Mirror of ``engine.daemon.POKE_GAP``: the longest wait between a poke and the decision tick."""
+"""Mirror of ``engine.runtime.daemon.POKE_GAP``: the longest wait between a poke and the decision tick."""
 
 SKEW_ALLOWANCE = 2.0
-"""Mirror of ``engine.peering.SKEW_ALLOWANCE``: clock difference that does not age a verdict."""
+"""Mirror of ``engine.runtime.peering.SKEW_ALLOWANCE``: clock difference that does not age a verdict."""
 
 CLOUDFLARE_AUTOMATIC_TTL = 300.0
 """Cloudflare serves a record written with TTL 1 ("automatic") with a 300 s TTL."""
@@ -77,12 +78,6 @@ TRAFFIC_STEPS = ("precheck", "fence", "promote", "shift_dns", "verify_dns")
 
 LABELS = {"detection": "detection", "decision": "decision", "lease": "lease", "runbook": "runbook",
           "dns_ttl": "DNS TTL"}
-
-
-def format_seconds(value: float) -> str:
-    """``35.4``, ``0.02``, ``843.5``, ``60``: at most two decimals, no trailing zeros."""
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,77 +92,14 @@ class Component:
         return {"name": self.name, "seconds": round(self.seconds, 3), "explanation": self.explanation}
 
 
-@dataclass(frozen=True, slots=True)
-class StepBudget:
-    """The time bounds of one runbook step, and whether this service's config skips it outright."""
-
-    name: str
-    timeout: float
-    attempts: int = 3
-    backoff: float = 0.5
-    best_effort: bool = False
-    skipped: str | None = None  # why the step returns at once for this config (e.g. no dns configured)
-    source: str = ""  # where the timeout comes from, when the config sets it
-
-    @property
-    def worst_s(self) -> float:
-        """The longest the step can take while the runbook still goes on.
-
-        A step that must succeed does so on its last attempt, just before its timeout, after a
-        backoff that doubles between attempts: ``attempts * timeout + backoff * (2^(attempts-1) - 1)``.
-        A best-effort step may fail every attempt and the runbook still continues; the runner also
-        sleeps a backoff after the last failed attempt: ``attempts * timeout + backoff * (2^attempts - 1)``.
-        """
-        if self.skipped is not None:
-            return 0.0
-        pauses = self.attempts if self.best_effort else self.attempts - 1
-        return self.attempts * self.timeout + self.backoff * (2.0 ** pauses - 1)
-
-    def component(self) -> Component:
-        return Component(self.name, self.worst_s, self.explain())
-
-    def explain(self) -> str:
-        if self.skipped is not None:
-            return f"{self.name} skipped: {self.skipped}"
-        pauses = self.attempts if self.best_effort else self.attempts - 1
-        backoff = self.backoff * (2.0 ** pauses - 1)
-        parts = [format_duration(self.timeout) if self.attempts == 1
-                 else f"{self.attempts} × {format_duration(self.timeout)}"]
-        if backoff:
-            parts.append(f" + {format_seconds(backoff)}s backoff")
-        if self.source:
-            parts.append(f", {self.source}")
-        if self.best_effort:
-            parts.append(", best effort")
-        return f"{self.name} ({''.join(parts)})"
+def runbook_steps(svc: ServiceConfig) -> tuple[StepSpec, ...]:
+    """The failover runbook's step bounds for ``svc``, in order: :func:`engine.core.steps.failover_plan`
+    without the lease (the lease wait is its own component of the estimate)."""
+    return failover_plan(svc)
 
 
-def runbook_steps(svc: ServiceConfig) -> tuple[StepBudget, ...]:
-    """The failover runbook's step bounds for ``svc``, in order.
-
-    Mirrors :func:`engine.failover.step_specs` (timeouts, attempts, backoff, best effort) and the
-    step functions' own skips: no ``dns:`` skips precheck, shift and verify; no ``database:`` skips
-    fence, promote, consistency and reconcile; ``fencing.enabled: false`` skips fence.
-    """
-    dns, db = svc.dns, svc.database
-    no_dns = None if dns is not None else "no dns configured"
-    no_db = None if db is not None else "no database configured"
-    verify_deadline = dns.verify.deadline if dns is not None else 30.0
-    fence_timeout = db.fencing.timeout if db is not None else 10.0
-    no_fence = no_db or (None if db is None or db.fencing.enabled else "fencing disabled")
-    return (
-        StepBudget("precheck", timeout=30.0, attempts=3, backoff=0.5, skipped=no_dns),
-        StepBudget("fence", timeout=fence_timeout + 5, attempts=1, best_effort=True, skipped=no_fence,
-                   source=f"fencing timeout {format_duration(fence_timeout)} + 5s"),
-        StepBudget("promote", timeout=db.promotion.timeout + 5 if db is not None else 120.0, attempts=3, backoff=1.0,
-                   skipped=no_db, source="promotion timeout + 5s" if db is not None else ""),
-        StepBudget("shift_dns", timeout=60.0, attempts=4, backoff=0.5, skipped=no_dns),
-        StepBudget("verify_dns", timeout=verify_deadline + 10, attempts=1, skipped=no_dns,
-                   source=f"verify deadline {format_duration(verify_deadline)} + 10s"),
-        StepBudget("consistency", timeout=60.0, attempts=2, best_effort=True, skipped=no_db),
-        StepBudget("reconcile", timeout=1800.0, attempts=1, best_effort=True, skipped=no_db),
-        StepBudget("report", timeout=10.0, attempts=1, best_effort=True),
-    )
+def _component(step: StepSpec) -> Component:
+    return Component(step.name, step.worst_s, step.explain())
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,8 +238,8 @@ def _lease(config: EngineConfig, service: str, lease_wait: float | None) -> Comp
 
 def _runbook(svc: ServiceConfig) -> tuple[Component, tuple[Component, ...], tuple[Component, ...]]:
     budgets = runbook_steps(svc)
-    traffic = tuple(b.component() for b in budgets if b.name in TRAFFIC_STEPS)
-    after = tuple(b.component() for b in budgets if b.name not in TRAFFIC_STEPS)
+    traffic = tuple(_component(b) for b in budgets if b.name in TRAFFIC_STEPS)
+    after = tuple(_component(b) for b in budgets if b.name not in TRAFFIC_STEPS)
     ran = [b.explain() for b in budgets if b.name in TRAFFIC_STEPS and b.skipped is None]
     skipped = [b.name for b in budgets if b.name in TRAFFIC_STEPS and b.skipped is not None]
     text = " + ".join(ran) or "every traffic step skipped"

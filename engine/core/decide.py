@@ -15,10 +15,10 @@ from enum import StrEnum
 
 from engine.config.base import format_duration
 from engine.config.model import PolicyConfig
-from engine.health import Health
+from engine.core.health import Health
 
 
-class Verdict(StrEnum):
+class DecisionKind(StrEnum):
     HOLD = "hold"          # nothing to do, or something to wait for
     FAILOVER = "failover"  # the active site is down and a standby is ready: move
     PAGE = "page"          # a human is needed: no safe automatic move exists
@@ -79,7 +79,7 @@ class ServiceState:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    verdict: Verdict
+    verdict: DecisionKind
     message: str
     target: str | None = None
     reasons: tuple[str, ...] = field(default=())
@@ -124,7 +124,7 @@ def decide(state: ServiceState, snapshot: Snapshot, now: float, policy: PolicyCo
     """Decide what this instance thinks should happen to one service."""
     decision = _decide(state, snapshot, now, policy)
     if state.paused:
-        return Decision(Verdict.HOLD, f"PAUSED: {decision.message}", None, decision.reasons)
+        return Decision(DecisionKind.HOLD, f"PAUSED: {decision.message}", None, decision.reasons)
     return decision
 
 
@@ -132,22 +132,22 @@ def _decide(state: ServiceState, snapshot: Snapshot, now: float, policy: PolicyC
     service, active = snapshot.service, state.active
     view = snapshot.sites.get(active)
     if view is None:
-        return Decision(Verdict.PAGE, f"{service}: active site {active} is not configured")
+        return Decision(DecisionKind.PAGE, f"{service}: active site {active} is not configured")
     health = view.health
     if health is Health.UP:
         standbys = ", ".join(f"{v.site} {v.health}" for n, v in snapshot.sites.items() if n != active)
-        return Decision(Verdict.HOLD, f"holding: {active} is up; standby {standbys}")
+        return Decision(DecisionKind.HOLD, f"holding: {active} is up; standby {standbys}")
     if health is Health.UNKNOWN:
-        return Decision(Verdict.HOLD, f"holding: {active} health not yet known ({view.why()})")
+        return Decision(DecisionKind.HOLD, f"holding: {active} health not yet known ({view.why()})")
     down = f"{active} is down ({view.why()})"
     target, no_target = target_reason(snapshot, active)
     if target is None:
-        return Decision(Verdict.PAGE, f"paging: {down}, but {no_target}", None, (no_target or "",))
+        return Decision(DecisionKind.PAGE, f"paging: {down}, but {no_target}", None, (no_target or "",))
     refusals = [r for r in (cooldown_reason(state, now, policy),) if r]
     if not policy.auto_failover:
         refusals.append("automatic failover is disabled for this service")
     if refusals:
-        return Decision(Verdict.PAGE, f"paging: {down}; not moving to {target}: {'; '.join(refusals)}",
+        return Decision(DecisionKind.PAGE, f"paging: {down}; not moving to {target}: {'; '.join(refusals)}",
                         None, tuple(refusals))
-    return Decision(Verdict.FAILOVER, f"failover {service} {active} -> {target}: {down}; {target} is up",
+    return Decision(DecisionKind.FAILOVER, f"failover {service} {active} -> {target}: {down}; {target} is up",
                     target)

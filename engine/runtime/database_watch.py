@@ -15,32 +15,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
-if TYPE_CHECKING:
-    from engine.daemon import Engine, ServiceRuntime
+from actions.consistency import CommitPoint
+from actions.database.heartbeat import HeartbeatWriter
+from actions.reconcile.runner import reconcile
+from engine.runtime.context import RuntimeContext
+from engine.runtime.service import ServiceRuntime
+from probes.postgres import PostgresLagProbe
+from probes.postgres_conn import PgError
 
 log = structlog.get_logger("engine.database")
 
 
 class DatabaseWatch:
-    def __init__(self, engine: Engine, rt: ServiceRuntime) -> None:
-        from actions.consistency import CommitPoint
-        from actions.database.heartbeat import HeartbeatWriter
-        from probes.postgres import PostgresLagProbe
-
+    def __init__(self, ctx: RuntimeContext, rt: ServiceRuntime) -> None:
         db = rt.config.database
         assert db is not None
-        self.engine, self.rt, self.db = engine, rt, db
-        self.probe = PostgresLagProbe(db, service=rt.name, primary=rt.state.active, clock=engine.clock)
-        saved = engine.journal_or_fail().get_state(rt.name, "primary_commit")
+        self.ctx, self.rt, self.db = ctx, rt, db
+        self.probe = PostgresLagProbe(db, service=rt.name, primary=rt.state.active, clock=ctx.clock)
+        saved = ctx.journal_or_fail().get_state(rt.name, "primary_commit")
         if saved:
             point = CommitPoint.from_dict(saved)
             if point.site:
                 self.probe.remember(point.heartbeat_at, point.site)
-        site = engine.config.instance.site
+        site = ctx.config.instance.site
         self.writer = HeartbeatWriter(db, writer_site=site, primary=rt.state.active) if site in db.sites else None
         self.last_beat_error: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -57,13 +58,11 @@ class DatabaseWatch:
             self.writer.set_primary(site)
 
     async def _heartbeats(self) -> None:
-        from probes.postgres_conn import PgError
-
         assert self.writer is not None
         interval = self.db.heartbeat.interval
         while True:
-            started = self.engine.clock.monotonic()
-            now = self.engine.clock.now()
+            started = self.ctx.clock.monotonic()
+            now = self.ctx.clock.now()
             try:
                 point = await self.writer.beat(now)
             except PgError as exc:
@@ -74,22 +73,20 @@ class DatabaseWatch:
                 self.last_beat_error = None
                 if point.site:
                     self.probe.remember(point.heartbeat_at, point.site)
-                await self.engine.journal_or_fail().put_state(self.rt.name, "primary_commit", point.to_dict(),
+                await self.ctx.journal_or_fail().put_state(self.rt.name, "primary_commit", point.to_dict(),
                                                               at=now)
-            await asyncio.sleep(max(0.0, interval - (self.engine.clock.monotonic() - started)))
+            await asyncio.sleep(max(0.0, interval - (self.ctx.clock.monotonic() - started)))
 
     async def reconcile_now(self, *, watermark: Any = "auto") -> dict[str, Any]:
         """Reconcile the pair now (``watermark=None`` when nothing flows between them)."""
-        from actions.reconcile.runner import reconcile
-
-        rt, engine = self.rt, self.engine
-        now = engine.clock.now()
+        rt, ctx = self.rt, self.ctx
+        now = ctx.clock.now()
         result = await reconcile(self.db, service=rt.name, primary=rt.state.active, now=now, watermark=watermark)
         data = result.to_dict()
-        await engine.journal_or_fail().put_state(rt.name, "last_reconciliation", data, at=now)
-        engine.metrics.export_reconcile(result.gauges())
+        await ctx.journal_or_fail().put_state(rt.name, "last_reconciliation", data, at=now)
+        ctx.metrics.export_reconcile(result.gauges())
         if not result.identical:
-            await engine.record("reconcile", result.sentence, service=rt.name, at=now,
+            await ctx.record("reconcile", result.sentence, service=rt.name, at=now,
                                 data={"identical": False})
         return data
 
@@ -98,7 +95,7 @@ class DatabaseWatch:
         while True:
             await asyncio.sleep(every)
             rt = self.rt
-            if self.engine.config.instance.site != rt.state.active or rt.operation is not None:
+            if self.ctx.config.instance.site != rt.state.active or rt.operation is not None:
                 continue
             try:
                 await self.reconcile_now()
@@ -112,3 +109,12 @@ class DatabaseWatch:
         if self.writer is not None:
             with contextlib.suppress(Exception):
                 await self.writer.aclose()
+
+
+class Reconciled:
+    """A reconciliation result as ``prepare_failback`` reads it (the full result: tables and differences)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.identical = bool(data.get("identical"))
+        self.sentence = str(data.get("sentence", ""))

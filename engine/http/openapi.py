@@ -10,6 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from engine import __version__
+from engine.http.drill_routes import DrillBody
+from engine.http.operator_routes import (
+    FailbackBody,
+    FailoverBody,
+    PauseBody,
+    PrepareFailbackBody,
+    ReasonBody,
+    SwitchoverBody,
+    UnfenceBody,
+)
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 JSON = "application/json"
@@ -39,16 +49,6 @@ WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
 
 
 def build() -> dict[str, Any]:
-    from engine.operator import (
-        FailbackBody,
-        FailoverBody,
-        PauseBody,
-        PrepareFailbackBody,
-        ReasonBody,
-        SwitchoverBody,
-        UnfenceBody,
-    )
-
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error", "detail"],
                   "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
@@ -73,8 +73,6 @@ def build() -> dict[str, Any]:
                                 "reasons": {"type": "array", "items": {"type": "string"}}}},
         "Started": {"type": "object", "required": ["operation"], "properties": {"operation": {"type": "string"}}},
     }
-    from engine.drills_api import DrillBody
-
     for model in (ReasonBody, PauseBody, FailoverBody, FailbackBody, PrepareFailbackBody, SwitchoverBody, UnfenceBody,
                   DrillBody):
         schema = model.model_json_schema()

@@ -1,6 +1,6 @@
 """The status page at ``/``: one server-rendered HTML page of what an on-call engineer needs at 3 AM.
 
-Owns the HTML of ``GET /`` and nothing else (routing and auth are :mod:`engine.api`'s).
+Owns the HTML of ``GET /`` and nothing else (routing and auth are :mod:`engine.http.app`'s).
 :func:`render_page` reads the engine's state: the dict of ``GET /v1/status``, the last 20 journal
 events and each service's latest operation; :func:`render` turns those plain dicts into HTML and is
 pure (the time it shows ages against is ``status["time"]``). No front-end build, no JavaScript, no
@@ -16,12 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.runbook import FAILOVER_STEPS
-
-if TYPE_CHECKING:
-    from engine.daemon import Engine
+from engine.core.ports import JournalReader, StatusView
+from engine.core.steps import FAILOVER_STEPS
 
 EVENTS = 20
 CLASSES = frozenset({"up", "down", "unknown", "hold", "page", "failover", "running", "done", "halted",
@@ -252,14 +250,12 @@ def render(status: Mapping[str, Any], events: Iterable[Mapping[str, Any]],
             f"<section class=events><h2>recent events</h2>{recent}</section></body></html>")
 
 
-def render_page(engine: Engine) -> str:
-    """The whole HTML page for ``engine``'s current state."""
-    status = engine.status()
-    events: list[dict[str, Any]] = []
+def render_page(view: StatusView, journal: JournalReader) -> str:
+    """The whole HTML page for the engine's current state."""
+    status = view.status()
+    events = [e.to_dict() for e in journal.events(limit=EVENTS)]
     operations: dict[str, Mapping[str, Any] | None] = {}
-    if engine.journal is not None:
-        events = [e.to_dict() for e in engine.journal.events(limit=EVENTS)]
-        for name in status["services"]:
-            latest = engine.journal.operations(service=name, limit=1)
-            operations[name] = latest[0] if latest else None
+    for name in status["services"]:
+        latest = journal.operations(service=name, limit=1)
+        operations[name] = latest[0] if latest else None
     return render(status, events, operations)

@@ -1,6 +1,7 @@
 """The failover runbook's steps, bound to the real actions (DNS provider, database, reconciliation).
 
-:func:`failover_steps` is the daemon's default steps factory. Each step reads the world before it
+The step table is :func:`engine.core.steps.failover_plan`; :mod:`engine.runtime.runbooks` binds the two
+for the runner. Each step reads the world before it
 changes anything, so re-running it after a crash is harmless:
 
 precheck     read DNS: already moved at our epoch by this operation (its id is the token written in
@@ -26,72 +27,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from engine.runbook import FAILOVER_STEPS, Operation, Outcome, StepFailed, StepFn, StepSpec
+from actions.consistency import CommitPoint, check_consistency
+from actions.database.fence import fence
+from actions.database.promote import promote, publisher_reachable
+from actions.dns.errors import DnsAuthError, DnsConflict, DnsError
+from actions.dns.provider import build_provider, build_verifier
+from actions.reconcile.runner import reconcile
+from engine.core.operations import Operation, Outcome, StepFailed, fence_required
+from engine.runtime.context import RuntimeContext
+from engine.runtime.service import ServiceRuntime
 
-if TYPE_CHECKING:
-    from engine.daemon import Engine, ServiceRuntime
-
-
-def step_specs(rt: ServiceRuntime) -> list[StepSpec]:
-    dns = rt.config.dns
-    db = rt.config.database
-    verify_deadline = dns.verify.deadline if dns is not None else 30.0
-    fence_timeout = db.fencing.timeout if db is not None else 10.0
-    promote_timeout = db.promotion.timeout + 5 if db is not None else 120.0  # promote() bounds itself
-    lease = rt.lease
-    # with a lease, or when the move requires the old primary fenced, the fence step must succeed: it fences, or
-    # waits out the lease; otherwise it is best effort
-    required = lease is not None or fence_required(rt.operation)
-    specs = {
-        "precheck": StepSpec("precheck", timeout=30.0, attempts=3, backoff=0.5),
-        "fence": StepSpec("fence", timeout=fence_timeout + 5 + (lease.wait if lease is not None else 0.0),
-                          attempts=3 if required else 1, backoff=1.0 if required else 0.5, best_effort=not required),
-        "promote": StepSpec("promote", timeout=promote_timeout, attempts=3, backoff=1.0),
-        "shift_dns": StepSpec("shift_dns", timeout=60.0, attempts=4, backoff=0.5),
-        "verify_dns": StepSpec("verify_dns", timeout=verify_deadline + 10, attempts=1),
-        "consistency": StepSpec("consistency", timeout=60.0, attempts=2, best_effort=True),
-        "reconcile": StepSpec("reconcile", timeout=1800.0, attempts=1, best_effort=True),
-        "report": StepSpec("report", timeout=10.0, attempts=1, best_effort=True),
-    }
-    return [specs[name] for name in FAILOVER_STEPS]
-
-
-# after a crash or an operator's retry: read DNS again, and fence again (the old primary may have been
-# unfenced meanwhile; fencing is idempotent)
-RERUN_ON_RESUME = frozenset({"precheck", "fence"})
-
-
-def fence_required(op: Operation | None) -> bool:
-    """A manual failover away from a healthy primary (``fence_first``) and a switchover need the fence to hold."""
-    return op is not None and bool(op.evidence.get("require_fence"))
-
-
-def failover_steps(engine: Engine, rt: ServiceRuntime) -> tuple[Sequence[StepSpec], Mapping[str, StepFn]]:
-    """The daemon's steps factory: the planned switchover runbook for planned moves, else the failover one."""
-    from engine.switchover import planned, switchover_steps
-
-    if planned(rt.operation):
-        return switchover_steps(engine, rt)
-    steps = FailoverSteps(engine, rt)
-    return step_specs(rt), {name: getattr(steps, name) for name in FAILOVER_STEPS}
+LeaseRemaining = Callable[[str, float], tuple[float, list[str], float | None]]
 
 
 class FailoverSteps:
-    def __init__(self, engine: Engine, rt: ServiceRuntime) -> None:
-        self.engine = engine
+    """The failover runbook's step functions for one service (the table: engine.core.steps.failover_plan).
+    ``lease_remaining`` tells how long the old site's engines must still stay silent (LeaseWatch)."""
+
+    def __init__(self, ctx: RuntimeContext, rt: ServiceRuntime, lease_remaining: LeaseRemaining) -> None:
+        self.ctx = ctx
         self.rt = rt
+        self.lease_remaining = lease_remaining
 
     # -- DNS -------------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _provider(self) -> AsyncIterator[Any]:
         """The service's DNS provider, closed after use; its auth errors fail the step for good, other DNS
         errors fail the attempt (retried). A DnsConflict is the caller's to catch inside."""
-        from actions.dns.errors import DnsAuthError, DnsError
-        from actions.dns.provider import build_provider
-
         assert self.rt.config.dns is not None
         provider = build_provider(self.rt.config.dns, self.rt.name)
         try:
@@ -139,8 +104,6 @@ class FailoverSteps:
         return Outcome(f"DNS at {state.describe()}", {"dns": state.describe()})
 
     async def shift_dns(self, op: Operation) -> Outcome:
-        from actions.dns.errors import DnsConflict
-
         if self.rt.config.dns is None:
             return Outcome.skip("no dns configured for this service")
         async with self._provider() as provider:
@@ -152,7 +115,7 @@ class FailoverSteps:
                 if state.epoch.number != op.epoch_from:
                     return Outcome(f"epoch moved to {state.epoch.number} under us: {state.describe()}",
                                    {"changed": False, "dns": state.describe()}, stand_down=True)
-                sent_at = self.engine.clock.now()
+                sent_at = self.ctx.clock.now()
                 new = await provider.shift(state, op.target, op.epoch_to, op=op.id)
                 return Outcome(f"shifted to {new.describe()}", {"changed": True, "dns": new.describe(),
                                                                 "sent_at": sent_at})
@@ -161,8 +124,6 @@ class FailoverSteps:
                                {"changed": False, "dns": exc.found}, stand_down=True)
 
     async def verify_dns(self, op: Operation) -> Outcome:
-        from actions.dns.provider import build_verifier
-
         if self.rt.config.dns is None:
             return Outcome.skip("no dns configured for this service")
         state = await self._dns_read()
@@ -171,7 +132,7 @@ class FailoverSteps:
                            f"{op.service}", {"dns": state.describe()}, stand_down=True)
         if state.site != op.target:
             raise StepFailed(f"the zone itself points to {state.site}: {state.describe()}")
-        result = await build_verifier(self.rt.config.dns, clock=self.engine.clock).verify(state)
+        result = await build_verifier(self.rt.config.dns, clock=self.ctx.clock).verify(state)
         data = {"elapsed_s": round(result.elapsed, 3),
                 "servers": {c.server.label: c.seconds for c in result.checks}}
         if not result.ok:
@@ -203,8 +164,6 @@ class FailoverSteps:
             if required:
                 raise StepFailed("this move requires the old primary fenced, and fencing is disabled", retry=False)
             return Outcome.skip("fencing disabled in the config")
-        from actions.database.fence import fence
-
         stale = await self._epoch_guard(op)
         if stale is not None:
             return stale
@@ -218,7 +177,7 @@ class FailoverSteps:
             if not result.ok:
                 raise StepFailed(result.sentence)  # best effort: the runbook goes on
             return Outcome(result.sentence, result.to_dict(), skipped=True)
-        if self.engine.config.instance.site == op.source:
+        if self.ctx.config.instance.site == op.source:
             # this engine is in the old site and holds the lease itself: nobody will fence that database
             raise StepFailed(f"the old primary in {op.source} could not be fenced ({result.sentence}) and this engine, "
                              f"in {op.source} too, holds the lease: no self-fence will happen; fence it by hand, "
@@ -228,12 +187,9 @@ class FailoverSteps:
     async def _wait_out_lease(self, op: Operation, lease: Any, result: Any) -> Outcome:
         """Wait until the old site's engines have been silent for the lease. When one of them is heard again
         meanwhile (the partition healed), the old primary is likely reachable again: try the fence once more."""
-        from actions.database.fence import fence
-
-        coordinator = self.engine.coordinator
-        remaining, notes, last_heard = coordinator.lease_remaining(op.source, lease.wait)
+        remaining, notes, last_heard = self.lease_remaining(op.source, lease.wait)
         if remaining > 0:
-            await self.engine.record("lease", f"{op.service}: old primary in {op.source} not fenced "
+            await self.ctx.record("lease", f"{op.service}: old primary in {op.source} not fenced "
                                      f"({result.sentence}); waiting {remaining:.1f}s for the lease ({lease.wait:g}s "
                                      f"of silence: {'; '.join(notes) or 'no engine there'}) before promoting",
                                      service=op.service, data={"operation": op.id, "remaining_s": remaining})
@@ -243,7 +199,7 @@ class FailoverSteps:
             await asyncio.sleep(step)
             waited += step
             before = remaining
-            remaining, notes, last_heard = coordinator.lease_remaining(op.source, lease.wait)
+            remaining, notes, last_heard = self.lease_remaining(op.source, lease.wait)
             if remaining > before - step + 0.25:  # heard again: the old site is back, fence it from here
                 assert self.rt.config.database is not None
                 retry = await fence(self.rt.config.database, op.source)
@@ -259,17 +215,13 @@ class FailoverSteps:
     async def promote(self, op: Operation) -> Outcome:
         if self.rt.config.database is None:
             return Outcome.skip("no database configured for this service")
-        from actions.database.promote import promote
-
         return await self._guarded(op, promote, op.target)
 
     async def consistency(self, op: Operation) -> Outcome:
         db = self.rt.config.database
         if db is None:
             return Outcome.skip("no database configured for this service")
-        from actions.consistency import CommitPoint, check_consistency
-
-        journal = self.engine.journal_or_fail()
+        journal = self.ctx.journal_or_fail()
         saved = journal.get_state(op.service, "primary_commit")
         # only a commit point written on the old primary says what it had
         last_known = CommitPoint.from_dict(saved) if saved and saved.get("primary") in (None, op.source) else None
@@ -292,26 +244,23 @@ class FailoverSteps:
             data["sentence"] = sentence
             alert = True
         if alert:
-            await self.engine.record("rpo", sentence, service=op.service, data=data)
-            await self.engine.notify("rpo", sentence, op.service, data)
+            await self.ctx.record("rpo", sentence, service=op.service, data=data)
+            await self.ctx.notify("rpo", sentence, op.service, data)
         return Outcome(sentence, data)
 
     async def reconcile(self, op: Operation) -> Outcome:
         db = self.rt.config.database
         if db is None:
             return Outcome.skip("no database configured for this service")
-        from actions.database.promote import publisher_reachable
-        from actions.reconcile.runner import reconcile
-
         unreachable = await publisher_reachable(db, op.source)
         if unreachable:
             return Outcome.skip(f"old primary {op.source} unreachable: {unreachable}")
         # replication has stopped: nothing is in flight, every difference is real
-        result = await reconcile(db, service=op.service, primary=op.target, now=self.engine.clock.now(),
+        result = await reconcile(db, service=op.service, primary=op.target, now=self.ctx.clock.now(),
                                  watermark=None)
         data = result.to_dict()
-        await self.engine.journal_or_fail().put_state(op.service, "last_reconciliation", data,
-                                                      at=self.engine.clock.now())
+        await self.ctx.journal_or_fail().put_state(op.service, "last_reconciliation", data,
+                                                      at=self.ctx.clock.now())
         return Outcome(result.sentence, data)
 
     async def report(self, op: Operation) -> Outcome:
@@ -320,7 +269,7 @@ class FailoverSteps:
         done.sort(key=lambda item: item[1].get("started_at") or 0)
         timings = {name: rec["duration_s"] for name, rec in done}
         skipped = sorted(name for name, rec in op.steps.items() if rec.get("state") == "skipped")
-        total = self.engine.clock.now() - op.created_at
+        total = self.ctx.clock.now() - op.created_at
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()) or "no step ran"
         if skipped:
             phases += f"; skipped: {', '.join(skipped)}"
