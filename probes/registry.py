@@ -43,4 +43,9 @@ def build_probe(config: Any, *, clock: Clock | None = None,
 
         logs_probe: Probe = AzureLogsProbe(config, clock=clock)
         return logs_probe
+    if kind == "provider_health":
+        from probes.provider_health import ProviderHealthProbe
+
+        provider_probe: Probe = ProviderHealthProbe(config, clock=clock)
+        return provider_probe
     raise ValueError(f"no probe for type {kind!r}")

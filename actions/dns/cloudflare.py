@@ -53,6 +53,7 @@ from actions.dns.errors import (
 from actions.dns.state import (
     DnsState,
     RecordState,
+    conflict,
     derive_op,
     is_applied,
     new_op,
@@ -299,8 +300,7 @@ class CloudflareProvider:
         return {"deletes": deletes, "patches": patches, "posts": posts}
 
     def _conflict(self, expected: DnsState, current: DnsState) -> DnsConflict:
-        return DnsConflict(f"zone {self._p.zone} changed since it was read: expected {expected.describe()}, "
-                           f"found {current.describe()}", current=current, expected=expected)
+        return conflict(self._p.zone, expected, current)
 
     async def shift(self, expected: DnsState, target_site: str, new_epoch: int,
                     *, op: str | None = None) -> DnsState:

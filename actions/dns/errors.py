@@ -2,7 +2,8 @@
 
     DnsError                    anything this package raises on purpose
     ├── DnsConflict             the records or epoch are not what the caller read: someone else won;
-    │                           carries ``current`` (the state read back) and ``expected``
+    │                           carries plain data about what is there now (``found``, ``epoch``,
+    │                           ``site``, ``op``) and what was expected (``expected``)
     ├── DnsAuthError            the server or API refused our credentials (names key/token and zone,
     │                           never the secret)
     ├── DnsUnavailable          no usable answer after bounded retries (timeout, refused, 5xx, 429),
@@ -18,30 +19,28 @@ and the others as "an operator must fix something".
 
 from __future__ import annotations
 
-from typing import Protocol
-
-
-class ZoneState(Protocol):
-    """What a conflict carries of the zone (an :class:`actions.dns.state.DnsState`): plain data that describes
-    itself. A protocol, so that this module stays at the bottom of the DNS package and imports nothing."""
-
-    @property
-    def site(self) -> str: ...
-
-    def describe(self) -> str: ...
-
 
 class DnsError(Exception):
     """Base of every error raised by the DNS providers."""
 
 
 class DnsConflict(DnsError):
-    """The conditional shift lost: the zone is not in the state the caller read."""
+    """The conditional shift lost: the zone is not in the state the caller read.
 
-    def __init__(self, message: str, *, current: ZoneState, expected: ZoneState) -> None:
+    Plain data only (this module imports nothing of the package): ``found`` and ``expected`` are the
+    one-line descriptions of the state read back and of the state the caller read; ``epoch``, ``site``
+    and ``op`` are the epoch number, site and writer's token found now. Build one from two states
+    with :func:`actions.dns.state.conflict`.
+    """
+
+    def __init__(self, message: str, *, found: str, expected: str, epoch: int, site: str,
+                 op: str | None = None) -> None:
         super().__init__(message)
-        self.current = current
+        self.found = found
         self.expected = expected
+        self.epoch = epoch
+        self.site = site
+        self.op = op
 
 
 class DnsAuthError(DnsError):

@@ -3,7 +3,8 @@
 A provider reads a service's records with the epoch stored beside them, and shifts them
 *conditionally*: from exactly what was read at epoch N to the target site at epoch N+1 in one
 atomic operation, or :class:`~actions.dns.errors.DnsConflict` carrying what is there now.
-Providers are imported lazily so the core runs without the Cloudflare SDK;
+Providers are imported lazily so the core runs without any cloud SDK (types: ``rfc2136``,
+``cloudflare``, ``cloud_dns``, ``azure_dns``, ``traffic_manager``, ``route53``, ``cloudflare_lb``);
 :func:`build_verifier` makes the matching :class:`~actions.dns.verify.Verifier`.
 """
 
@@ -57,10 +58,31 @@ class DnsProvider(Protocol):
 
 def build_provider(config: DnsConfig, service: str) -> DnsProvider:
     """The provider for ``config`` (the ``dns:`` section of service ``service``)."""
-    if config.provider.type == "rfc2136":
+    kind = config.provider.type
+    if kind == "rfc2136":
         from actions.dns.rfc2136 import Rfc2136Provider
 
         return Rfc2136Provider(config, service)
+    if kind == "cloud_dns":
+        from actions.dns.cloud_dns import CloudDnsProvider
+
+        return CloudDnsProvider(config, service)
+    if kind == "azure_dns":
+        from actions.dns.azure_dns import AzureDnsProvider
+
+        return AzureDnsProvider(config, service)
+    if kind == "traffic_manager":
+        from actions.dns.traffic_manager import TrafficManagerProvider
+
+        return TrafficManagerProvider(config, service)
+    if kind == "route53":
+        from actions.dns.route53 import Route53Provider
+
+        return Route53Provider(config, service)
+    if kind == "cloudflare_lb":
+        from actions.dns.cloudflare_lb import CloudflareLbProvider
+
+        return CloudflareLbProvider(config, service)
     from actions.dns.cloudflare import CloudflareProvider
 
     return CloudflareProvider(config, service)

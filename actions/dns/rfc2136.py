@@ -39,6 +39,7 @@ from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict, DnsErr
 from actions.dns.state import (
     DnsState,
     RecordState,
+    conflict,
     derive_op,
     is_applied,
     new_op,
@@ -240,9 +241,7 @@ class Rfc2136Provider:
         return update
 
     def _conflict(self, expected: DnsState, current: DnsState) -> DnsConflict:
-        return DnsConflict(f"zone {self._p.zone} changed since it was read: expected "
-                           f"{expected.describe()}, found {current.describe()}",
-                           current=current, expected=expected)
+        return conflict(self._p.zone, expected, current)
 
     async def shift(self, expected: DnsState, target_site: str, new_epoch: int,
                     *, op: str | None = None) -> DnsState:

@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from actions.dns.errors import DnsConfigError
+from actions.dns.errors import DnsConfigError, DnsConflict
 from engine.config.dns import RecordConfig
 
 UNKNOWN = "unknown"
@@ -72,6 +72,13 @@ class DnsState:
         parts = "; ".join(f"{r.name.rstrip('.')} {r.rtype} {','.join(r.values) or '(none)'}"
                           for r in self.records)
         return f"epoch {self.epoch.number}, {self.site} ({parts})"
+
+
+def conflict(zone: str, expected: DnsState, current: DnsState) -> DnsConflict:
+    """The DnsConflict for a zone that is ``current`` where the caller read ``expected``."""
+    return DnsConflict(f"zone {zone} changed since it was read: expected {expected.describe()}, "
+                       f"found {current.describe()}", found=current.describe(), expected=expected.describe(),
+                       epoch=current.epoch.number, site=current.site, op=current.epoch.op)
 
 
 def format_epoch(number: int, site: str, op: str) -> str:

@@ -3,7 +3,9 @@
 Owned by the DNS work (issue 3). Shape::
 
     dns:
-      provider:                       # rfc2136 (BIND, Knot, PowerDNS...) or cloudflare
+      provider:                       # rfc2136 (BIND, Knot, PowerDNS...), cloudflare, or a cloud provider
+                                      # of engine.config.dns_providers: cloud_dns, azure_dns,
+                                      # traffic_manager, route53, cloudflare_lb
         type: rfc2136
         servers: ["10.0.0.53"]        # the primary first; "host" or "host:port"
         zone: example.com
@@ -30,6 +32,14 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from engine.config.base import Duration, Model, Secret, format_duration, rule_error
+from engine.config.dns_providers import (
+    ROUTING_PROVIDERS,
+    AzureDnsConfig,
+    CloudDnsConfig,
+    CloudflareLbConfig,
+    Route53Config,
+    TrafficManagerConfig,
+)
 
 RecordType = Literal["A", "AAAA", "CNAME"]
 TsigAlgorithm = Literal["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5"]
@@ -138,7 +148,10 @@ class CloudflareConfig(Model):
         return self
 
 
-ProviderConfig = Annotated[Rfc2136Config | CloudflareConfig, Field(discriminator="type")]
+ProviderConfig = Annotated[
+    Rfc2136Config | CloudflareConfig | CloudDnsConfig | AzureDnsConfig | TrafficManagerConfig | Route53Config
+    | CloudflareLbConfig,
+    Field(discriminator="type")]
 
 
 def canonical_value(rdtype: str, value: str) -> str:
@@ -268,7 +281,26 @@ class DnsConfig(Model):
                 raise rule_error(f"records[{index}].ttl", "Cloudflare accepts 1 (automatic) or 30s and more")
         if self.epoch_record is not None and self.fqdn(self.epoch_record) in seen:
             raise rule_error("epoch_record", "must not be one of the records")
+        self._routing_rules(sites)
         return self
+
+    def _routing_rules(self, sites: set[str]) -> None:
+        """Traffic Manager and Cloudflare LB route one name, by endpoint or pool per site."""
+        provider = self.provider
+        if provider.type not in ROUTING_PROVIDERS:
+            return
+        if len(self.records) != 1:
+            raise rule_error("records", f"{provider.type} routes one name: give exactly one record")
+        if isinstance(provider, TrafficManagerConfig) and self.records[0].type != "CNAME":
+            raise rule_error("records[0].type", "a Traffic Manager profile answers a CNAME to the endpoint")
+        if self.epoch_record is not None:
+            where = "profile (a tag)" if provider.type == "traffic_manager" else "load balancer (its description)"
+            raise rule_error("epoch_record", f"{provider.type} keeps the epoch on the {where}")
+        by_site = provider.endpoints if isinstance(provider, TrafficManagerConfig) else (
+            provider.pools if isinstance(provider, CloudflareLbConfig) else {})
+        if set(by_site) != sites:
+            field = "endpoints" if isinstance(provider, TrafficManagerConfig) else "pools"
+            raise rule_error(f"provider.{field}", f"sites {sorted(by_site)} differ from the records' {sorted(sites)}")
 
     def fqdn(self, name: str) -> str:
         """An absolute, lower-case name with a trailing dot for ``name`` in this zone."""

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from engine.config.base import Duration, Model, format_duration, rule_error
 from engine.config.cloud import AzureLogsProbeConfig, AzureMetricsProbeConfig, GcpMonitoringProbeConfig
 from engine.config.probe_common import ProbeCommon
+from engine.config.provider_health import ProviderHealthProbeConfig
 
 
 class JsonCondition(Model):
@@ -87,6 +88,6 @@ class TcpProbeConfig(ProbeCommon):
 
 ProbeConfig = Annotated[
     HttpProbeConfig | TcpProbeConfig | GcpMonitoringProbeConfig | AzureMetricsProbeConfig
-    | AzureLogsProbeConfig,
+    | AzureLogsProbeConfig | ProviderHealthProbeConfig,
     Field(discriminator="type"),
 ]

@@ -120,8 +120,8 @@ class FailoverSteps:
                 return Outcome(f"shifted to {new.describe()}", {"changed": True, "dns": new.describe(),
                                                                 "sent_at": sent_at})
             except DnsConflict as exc:
-                return Outcome(f"lost the race: {exc.current.describe()}",
-                               {"changed": False, "dns": exc.current.describe()}, stand_down=True)
+                return Outcome(f"lost the race: {exc.found}",
+                               {"changed": False, "dns": exc.found}, stand_down=True)
 
     async def verify_dns(self, op: Operation) -> Outcome:
         if self.rt.config.dns is None:

@@ -67,8 +67,8 @@ class SwitchoverSteps(FailoverSteps):
                 old = max(r.ttl for r in state.records)
                 await provider.retime(state, want)
             except DnsConflict as exc:
-                return Outcome(f"the zone changed under us: {exc.current.describe()}",
-                               {"dns": exc.current.describe()}, stand_down=True)
+                return Outcome(f"the zone changed under us: {exc.found}",
+                               {"dns": exc.found}, stand_down=True)
         if not low:
             return Outcome(f"TTLs restored to {sorted(set(want.values()))}s", {"changed": True})
         await self.ctx.record("runbook", f"{op.kind} of {op.service}: TTL lowered from {old}s to {low_ttl}s; "

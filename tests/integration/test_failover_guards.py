@@ -7,44 +7,16 @@ beside the records before fencing or promoting, and stands down when it is not i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from engine.config.model import ServiceConfig
-from engine.core.clock import SystemClock
 from engine.core.operations import Operation
 from engine.runtime.failover import FailoverSteps
 from engine.runtime.journal import Journal
 from tests.support import free_port
 from tests.support.bind import BASELINE, NamedServer, dns_config_for
-
-
-class FakeEngine:
-    """What the steps use of an engine: a clock, a journal, records and notifications."""
-
-    def __init__(self, journal: Journal) -> None:
-        self.clock = SystemClock()
-        self.journal = journal
-        self.events: list[str] = []
-
-    def journal_or_fail(self) -> Journal:
-        return self.journal
-
-    async def record(self, kind: str, message: str, **_: Any) -> int:
-        self.events.append(f"{kind}: {message}")
-        return 0
-
-    async def notify(self, *_: Any) -> None:
-        return None
-
-
-class FakeRuntime:
-    def __init__(self, config: ServiceConfig) -> None:
-        self.name = "api"
-        self.config = config
-        self.lease = None
-        self.operation = None
+from tests.support.dns_steps import FakeEngine, FakeRuntime
 
 
 @pytest.fixture

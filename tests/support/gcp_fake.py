@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -194,3 +196,19 @@ async def running_token_fake() -> AsyncIterator[TokenFake]:
         yield fake
     finally:
         await fake.stop()
+
+
+def service_account_file(directory: Path, token_url: str, project: str = "p1") -> Path:
+    """A service-account key file (a fresh RSA key) whose ``token_uri`` is ``token_url``/token."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path = directory / "sa.json"
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": project, "private_key_id": "k1", "private_key": pem,
+        "client_email": f"engine@{project}.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": f"{token_url}/token"}))
+    return path

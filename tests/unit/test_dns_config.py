@@ -117,7 +117,7 @@ RULES = [
      "provider.tsig.algorithm", "Input should be"),
     ({"provider": {"type": "rfc2136", "servers": [], "zone": "example.test",
                    "tsig": {"name": "k", "secret": SECRET}}}, "provider.servers", "at least 1 item"),
-    ({"provider": {"type": "route53", "zone": "example.test"}},
+    ({"provider": {"type": "ns1", "zone": "example.test"}},
      "provider", "does not match any of the expected"),
     ({"provider": {"type": "cloudflare", "zone": "example.test", "api_token": "t"},
       "records": [{"name": "app", "ttl": "10s", "targets": {"gcp": ["192.0.2.1"], "azure": ["192.0.2.2"]}}]},
