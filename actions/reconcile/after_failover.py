@@ -62,3 +62,14 @@ async def classify_causes(new: PgSide, old: PgSide, diffs: list[RowDiff], point:
     old_flags = await written_after(old, keys, point, updated_at, use_xid=False)
     return [RowDiff(d.key, d.kind, d.in_flight, cause(d.kind, new_flags.get(d.key), old_flags.get(d.key)))
             for d in diffs]
+
+
+POINT = ("SELECT extract(epoch FROM clock_timestamp())::float8, pg_snapshot_xmax(pg_current_snapshot())::text, "
+         "pg_current_wal_lsn()::text")
+
+
+async def read_promotion_point(conn: psycopg.AsyncConnection[Any], deadline: float = 10.0) -> PromotionPoint:
+    """The promotion point of the server behind ``conn``: call it after replication into it stopped and
+    before it takes its first write (the promotion does, between those two)."""
+    ((at, xid, lsn),) = await fetch(conn, POINT, deadline=deadline)
+    return PromotionPoint(float(at), int(xid), str(lsn))

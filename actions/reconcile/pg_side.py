@@ -109,16 +109,18 @@ class PgSide:
         if slices == 0:
             return []
         statement = sql.SQL(
-            "SELECT {keysel} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS rn, count(*) OVER () AS n "
-            "FROM {t} TABLESAMPLE SYSTEM (%s::real)) s WHERE mod(rn, greatest(1, n / %s::bigint)) = 0 "
-            "ORDER BY rn").format(keysel=self.keysel, cols=self.cols, t=self.t)
+            "SELECT {keysel} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS reconcile_rn_, "
+            "count(*) OVER () AS reconcile_n_ FROM {t} TABLESAMPLE SYSTEM (%s::real)) s "
+            "WHERE mod(reconcile_rn_, greatest(1, reconcile_n_ / %s::bigint)) = 0 ORDER BY reconcile_rn_").format(
+            keysel=self.keysel, cols=self.cols, t=self.t)
         return [self._key(r) for r in await self._rows(statement, (percent, slices))]
 
     async def cuts(self, bounds: Bounds, every: int) -> list[Key]:
         params: list[Any] = []
         where = self._where(bounds, params)
-        statement = sql.SQL("SELECT {keysel} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS rn "
-                            "FROM {t} WHERE {where}) s WHERE mod(rn, %s::bigint) = 0 ORDER BY rn").format(
+        statement = sql.SQL("SELECT {keysel} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS "
+                            "reconcile_rn_ FROM {t} WHERE {where}) s WHERE mod(reconcile_rn_, %s::bigint) = 0 "
+                            "ORDER BY reconcile_rn_").format(
             keysel=self.keysel, cols=self.cols, t=self.t, where=where)
         return [self._key(r) for r in await self._rows(statement, [*params, every])]
 
