@@ -2,8 +2,9 @@
 
 A :class:`Side` answers a few questions about one table on one server (SQL in
 :mod:`actions.reconcile.pg_side`; an in-memory one in the unit tests). Both sides are asked at the
-same time. Chunks are cut at keys sampled from the data (:meth:`Side.sample_cuts`), never by key
-arithmetic. Both sides scan the shared chunk plan concurrently, each at its own pace; a chunk whose
+same time. Slices are cut at keys sampled from the data (:meth:`Side.sample_cuts`), never by key
+arithmetic; a chunk is a few consecutive slices, digested in one round trip that returns a digest
+per slice. Both sides scan the shared chunk plan concurrently, each at its own pace; a slice whose
 digests differ is then cut again at every n-th key *inside* it (taken from the side holding more
 rows there) into ``fanout`` pieces, all digested in one round trip per side, until a piece holds
 at most ``row_threshold`` rows: then ``(key, hash)`` pairs are fetched. The fetched rows of every
@@ -56,6 +57,10 @@ class Side(Protocol):
         """Every row's hash (and update time) in the range."""
         ...
 
+    async def rows_for(self, keys: list[Key]) -> dict[Key, RowState]:
+        """The rows of exactly these keys."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Pacing:
@@ -66,7 +71,7 @@ class Pacing:
     pause: float = 0.0
     fanout: int = 32
     row_threshold: int = 2048
-    slices_per_chunk: int = 4  # pacing can shrink a chunk down to one slice
+    slices_per_chunk: int = 8  # one digest per slice; pacing can shrink a chunk down to one slice
 
 
 @dataclass
@@ -101,6 +106,7 @@ class WalkStats:
 
 
 Sleep = Callable[[float], Awaitable[None]]
+BATCH = 5000  # keys read by key per query
 MAX_DEPTH = 8  # a range still too big after this many cuts (rows moving meanwhile) is fetched whole
 Fetched = list[tuple[dict[Key, RowState], dict[Key, RowState]]]
 
@@ -120,7 +126,7 @@ async def walk(primary: Side, standby: Side, *, pacing: Pacing, watermark: float
         index = 0
         while (chunk := plan.get(index)) is not None:
             t0 = time.perf_counter()
-            digests.extend(await side.digests([chunk]))
+            digests.extend(await side.digests(chunk))
             stats.queries += 1
             plan.finished(time.perf_counter() - t0)
             index += 1
@@ -134,16 +140,28 @@ async def walk(primary: Side, standby: Side, *, pacing: Pacing, watermark: float
     stats.rows_standby = sum(d.count for d in theirs)
     t1 = time.perf_counter()
     fetched: Fetched = []
-    for index, chunk in enumerate(plan.ranges):
+    for index, piece in enumerate(plan.slices):
         a = ours[index] if index < len(ours) else EMPTY
         b = theirs[index] if index < len(theirs) else EMPTY
         if a != b:
-            await _descend(primary, standby, chunk, a.count, b.count, pacing, stats, sleep, fetched, 0)
+            await _descend(primary, standby, piece, a.count, b.count, pacing, stats, sleep, fetched, 0)
     left, right = merge_rows(fetched)
+    await _complete(primary, standby, left, right, stats)
     stats.add(classify(left, right, watermark))
     stats.bisect_seconds = time.perf_counter() - t1
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+async def _complete(primary: Side, standby: Side, left: dict[Key, RowState], right: dict[Key, RowState],
+                    stats: WalkStats) -> None:
+    """A key fetched on one side only is read by key on the other: under another key order it may sit
+    in a range whose digests matched there (see :mod:`actions.reconcile.plan`)."""
+    for mine, other, side in ((left, right, standby), (right, left, primary)):
+        lonely = [k for k in mine if k not in other]
+        for start in range(0, len(lonely), BATCH):
+            other.update(await side.rows_for(lonely[start:start + BATCH]))
+            stats.queries += 1
 
 
 async def _descend(primary: Side, standby: Side, bounds: Bounds, left_rows: int, right_rows: int,

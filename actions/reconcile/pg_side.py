@@ -6,10 +6,11 @@ columns. Key values travel as ints (integer columns) or text, cast back with the
 (``%s::uuid``, ``%s::timestamp with time zone``), so nothing is lost in the round trip (the session
 runs under :data:`~actions.reconcile.shape.CANONICAL_SETTINGS`).
 
-Top-level cut points are sampled quantiles: ``TABLESAMPLE SYSTEM`` reads about four blocks per
+Top-level cut points are sampled quantiles: ``TABLESAMPLE SYSTEM`` reads about two blocks per
 wanted slice, and every n-th sampled key (in the server's key order) becomes a cut; the row
 estimate comes from ``pg_class`` scaled to the table's current size. Inside a differing range the
-cuts are exact (every n-th key, an index-only scan). Which row hash: :mod:`actions.reconcile.shape`.
+cuts are exact: every n-th key, by keyset steps (``key > previous ORDER BY key OFFSET n - 1
+LIMIT 1``), each an index-only walk over n entries. Which row hash: :mod:`actions.reconcile.shape`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from actions.reconcile.plan import Bounds, Digest, Key, RowState
 from actions.reconcile.shape import CANONICAL_SETTINGS, HashMode, TableShape, row_hash
 from probes.postgres_conn import fetch
 
-BLOCKS_PER_SLICE = 4
+BLOCKS_PER_SLICE = 2
 SIZE = """
 SELECT c.reltuples, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int
 FROM pg_class c WHERE c.oid = %s::regclass
@@ -65,8 +66,11 @@ class PgSide:
         self.shape = shape
         self.t = sql.Identifier(*shape.name.split("."))
         self.cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in shape.key)
-        self.keysel = sql.SQL(", ").join(sql.Identifier(c.name) if c.is_int else
-                                         sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in shape.key)
+        # aliased: an output named like the column would make ``ORDER BY col`` sort by the text form
+        self.keysel = sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(sql.Identifier(c.name) if c.is_int else
+                                       sql.SQL("{}::text").format(sql.Identifier(c.name)),
+                                       sql.Identifier(f"reconcile_k{i}_")) for i, c in enumerate(shape.key))
         self.h = row_hash(shape, mode)
         self.ts = (sql.SQL("extract(epoch FROM {})::float8").format(sql.Identifier(updated_at)) if updated_at
                    else sql.SQL("NULL::float8"))
@@ -115,14 +119,20 @@ class PgSide:
             keysel=self.keysel, cols=self.cols, t=self.t)
         return [self._key(r) for r in await self._rows(statement, (percent, slices))]
 
-    async def cuts(self, bounds: Bounds, every: int) -> list[Key]:
-        params: list[Any] = []
-        where = self._where(bounds, params)
-        statement = sql.SQL("SELECT {keysel} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS "
-                            "reconcile_rn_ FROM {t} WHERE {where}) s WHERE mod(reconcile_rn_, %s::bigint) = 0 "
-                            "ORDER BY reconcile_rn_").format(
-            keysel=self.keysel, cols=self.cols, t=self.t, where=where)
-        return [self._key(r) for r in await self._rows(statement, [*params, every])]
+    async def cuts(self, bounds: Bounds, every: int, limit: int = 64) -> list[Key]:
+        out: list[Key] = []
+        lo = bounds.lo
+        while len(out) < limit:
+            params: list[Any] = []
+            where = self._where(Bounds(lo, bounds.hi), params)
+            statement = sql.SQL("SELECT {keysel} FROM {t} WHERE {where} ORDER BY {cols} OFFSET %s LIMIT 1").format(
+                keysel=self.keysel, t=self.t, where=where, cols=self.cols)
+            rows = await self._rows(statement, [*params, every - 1])
+            if not rows:
+                break
+            lo = self._key(rows[0])
+            out.append(lo)
+        return out
 
     async def digests(self, ranges: list[Bounds]) -> list[Digest]:
         params: list[Any] = []

@@ -14,10 +14,10 @@ Equal digests are taken as equal ranges (a miss needs a 2^-64 coincidence).
 The two servers may order keys differently (e.g. text under two collations). Ranges cut at keys
 ``c1 < ... < cn`` (one side's order) still *cover* every row of the other side: a key is in the
 first range whose upper end is >= it. They may overlap there (a row counted in two ranges), never
-miss a row, and a range holding a row the other side lacks has a different digest. So every
-differing row is fetched from a differing range on each side, though maybe in different ranges:
-:func:`merge_rows` matches fetched rows by key across every range before classifying, so such a
-row is found equal (or changed) instead of reported missing on both sides.
+miss a row, and a range holding a row the other side lacks has a different digest, so every
+differing row is fetched from at least one side. :func:`merge_rows` matches fetched rows by key
+across every range, and a key fetched on one side only is then read by key on the other side
+(it may sit in a range whose digests matched there) before classifying.
 """
 
 from __future__ import annotations
@@ -171,9 +171,11 @@ class ChunkPlan:
     """Chunks over the sampled cut points, decided lazily and shared by the two sides.
 
     ``cuts`` are keys in ascending order, about ``rows_per_slice`` rows apart; a chunk is ``size``
-    consecutive slices. Chunk ``i`` is fixed the first time either side asks for it, with the size
-    pacing chose from the latest finished chunk, so both sides always digest identical ranges. The
-    first chunk is unbounded below and the last one above: rows added after sampling are covered.
+    consecutive slices, digested in one round trip that returns one digest *per slice* (so a
+    difference is already narrowed to one slice). Chunk ``i`` is fixed the first time either side
+    asks for it, with the size pacing chose from the latest finished chunk, so both sides always
+    digest identical ranges. The first slice is unbounded below and the last one above: rows added
+    after sampling are covered.
     """
 
     def __init__(self, cuts: list[Key], *, size: int, budget: float) -> None:
@@ -181,25 +183,29 @@ class ChunkPlan:
         self.size = max(1, size)
         self.largest = self.size
         self.budget = budget
-        self.ranges: list[Bounds] = []
+        self.ranges: list[list[Bounds]] = []
         self._next = 0  # index into the edges [None, *cuts, None]
         self._done = False
 
-    def get(self, index: int) -> Bounds | None:
-        """Chunk ``index``, or None past the end."""
+    def _edge(self, index: int) -> Key | None:
+        return None if index == 0 or index > len(self.cuts) else self.cuts[index - 1]
+
+    def get(self, index: int) -> list[Bounds] | None:
+        """The slices of chunk ``index``, or None past the end."""
         while len(self.ranges) <= index:
             if self._done:
                 return None
             start = self._next
-            end = start + self.size
-            lo = None if start == 0 else self.cuts[start - 1]
-            if end > len(self.cuts):
-                self.ranges.append(Bounds(lo, None))
-                self._done = True
-            else:
-                self.ranges.append(Bounds(lo, self.cuts[end - 1]))
-                self._next = end
+            end = min(start + self.size, len(self.cuts) + 1)
+            self.ranges.append([Bounds(self._edge(i), self._edge(i + 1)) for i in range(start, end)])
+            self._next = end
+            self._done = end > len(self.cuts)
         return self.ranges[index]
+
+    @property
+    def slices(self) -> list[Bounds]:
+        """Every slice fixed so far, in order."""
+        return [b for chunk in self.ranges for b in chunk]
 
     def finished(self, elapsed: float) -> None:
         """A side finished a chunk in ``elapsed`` seconds: adapt the size of chunks not yet fixed."""

@@ -73,6 +73,9 @@ class MemorySide:
     async def rows(self, r: Bounds) -> dict[Key, RowState]:
         return {k: RowState(row_hash(k, self.data[k]), self.updated.get(k)) for k in self._keys(r)}
 
+    async def rows_for(self, keys: list[Key]) -> dict[Key, RowState]:
+        return {k: RowState(row_hash(k, self.data[k]), self.updated.get(k)) for k in keys if k in self.data}
+
 
 def ints(rows: Mapping[int, object]) -> dict[Key, object]:
     return {(k,): v for k, v in rows.items()}
@@ -165,7 +168,7 @@ async def test_sparse_keys_cost_what_dense_keys_cost() -> None:
         first = next(iter(rows))
         standby[first] = "changed"
         runs.append(await walk(MemorySide(rows), MemorySide(standby), pacing=Pacing(chunk_rows=500), sleep=no_sleep))
-    assert runs[0].chunks == runs[1].chunks == 10
+    assert runs[0].chunks == runs[1].chunks <= 12
     assert runs[0].queries == runs[1].queries and len(runs[1].diffs) == 1
 
 
@@ -198,9 +201,10 @@ def test_chunk_plan_is_shared_and_adapts_only_unfixed_chunks() -> None:
     plan = ChunkPlan(cuts, size=2, budget=1.0)
     first = plan.get(0)
     plan.finished(5.0)  # too slow: one slice per chunk from now on
-    assert first == Bounds(None, (20,)) and plan.get(1) == Bounds((20,), (30,)) and plan.get(0) == first
-    assert [plan.get(i) for i in (2, 3, 4)] == [Bounds((30,), (40,)), Bounds((40,), (50,)), Bounds((50,), None)]
-    assert plan.get(5) is None
+    assert first == [Bounds(None, (10,)), Bounds((10,), (20,))] and plan.get(0) == first
+    assert [plan.get(i) for i in (1, 2, 3, 4)] == [[Bounds((20,), (30,))], [Bounds((30,), (40,))],
+                                                   [Bounds((40,), (50,))], [Bounds((50,), None)]]
+    assert plan.get(5) is None and len(plan.slices) == 6
 
 
 async def test_empty_tables_compare_equal_at_once() -> None:
