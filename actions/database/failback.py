@@ -92,6 +92,7 @@ from actions.database.quarantine import (
     keep_rows,
     listing,
     promotion_tag,
+    row_key,
 )
 from actions.database.results import ActionResult, Step, summarize
 from actions.database.reverse import PUBLISHED, SLOT, SUBSCRIBED, Touched, ensure_publication, peek_touched
@@ -161,7 +162,7 @@ def explain(tables: list[dict[str, Any]], touched: Touched, names: dict[str, tup
         if t.get("in_flight"):
             problems.append(f"{name}: {t['in_flight']} row(s) in flight not listed")
         for d in listed:
-            key, kind = int(d["key"]), str(d["kind"])
+            key, kind = row_key(d["key"]), str(d["kind"])
             if rel is not None and touched.has(rel, key):
                 explained += 1
             else:
@@ -355,7 +356,9 @@ async def _gate(config: DatabaseConfig, new: psycopg.AsyncConnection[Any], new_p
         rel = names.get(table)
         return rel is not None and touched.has(rel, key)
 
-    divergent = divergent_rows(tables, old=old, new_primary=new_primary, explained=streamed)
+    both = {t.name for t in config.reconcile.tables if t.conflict == "keep_both"}
+    divergent = divergent_rows(tables, old=old, new_primary=new_primary, explained=streamed,
+                               keep_both=lambda table: table in both)
     if not touched.complete:
         problems.append(f"slot not fully decoded ({touched.note})")
     data["differences"] = {"explained": explained, "unexplained": unexplained, "problems": problems,

@@ -3,7 +3,7 @@
 Used by ``failover-engine reconcile --check`` and ``check-config --connect``. It reads the catalog
 only (no table is scanned): per table, both sides' key (declared or primary key) and compared
 columns (:func:`actions.reconcile.runner.shapes_of`, the same check a run starts with), and the
-``updated_at``/``conflict_column`` columns. Never raises for server trouble: an unreachable site is
+``updated_at`` column. Never raises for server trouble: an unreachable site is
 an ``error`` (exit 2), a table that would be refused is a ``problem`` (exit 1).
 """
 

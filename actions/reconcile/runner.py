@@ -59,9 +59,8 @@ async def shapes_of(primary: psycopg.AsyncConnection[Any], standby: psycopg.Asyn
     assert isinstance(left, TableShape) and isinstance(right, TableShape)
     notes = agree(left, right, *sites)
     names = set(left.all_columns)
-    for label, column in (("updated_at", table.updated_at), ("conflict_column", table.conflict_column)):
-        if column and column not in names:
-            raise Refused(f"table {table.name}: {label} column {column} not found")
+    if table.updated_at and table.updated_at not in names:
+        raise Refused(f"table {table.name}: updated_at column {table.updated_at} not found")
     return left, right, notes
 
 

@@ -139,12 +139,10 @@ class ReconcileTable(Model):
     updated_at: str | None = Field(
         None, pattern=IDENT, description="timestamp column: rows newer than the lag watermark are in flight")
     chunk_rows: int = Field(100_000, ge=100, le=100_000_000, description="rows compared per paced chunk")
-    conflict: Literal["keep_new", "keep_both", "last_writer_wins"] = Field(
-        "keep_new", description="at failback, a row both sides changed: the new primary's version (keep_new), "
-                                "both with the old one in the quarantine (keep_both), or the later one by "
-                                "conflict_column (last_writer_wins)")
-    conflict_column: str | None = Field(
-        None, pattern=IDENT, description="timestamp column for last_writer_wins (default: updated_at)")
+    conflict: Literal["keep_new", "keep_both"] = Field(
+        "keep_both", description="at failback, a row the new primary wrote after promotion that differs on the old "
+                                "one: the new version wins (keep_new) or the old one is also kept in the "
+                                "quarantine (keep_both); rows lost at failover are quarantined either way")
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -161,19 +159,12 @@ class ReconcileTable(Model):
         both = sorted(set(self.columns or []) & set(self.exclude))
         if both:
             raise rule_error("exclude", f"{', '.join(both)} is both chosen and excluded")
-        if self.conflict == "last_writer_wins" and not (self.conflict_column or self.updated_at):
-            raise rule_error("conflict", "last_writer_wins needs conflict_column (or updated_at)")
         return self
 
     @property
     def key_columns(self) -> list[str] | None:
         """The configured key as a list, or None (read from the catalog)."""
         return [self.key] if isinstance(self.key, str) else self.key
-
-    @property
-    def writer_column(self) -> str | None:
-        """The timestamp column that decides last_writer_wins."""
-        return self.conflict_column or self.updated_at
 
 
 class BusinessMetric(Model):
