@@ -292,7 +292,9 @@ async def _gate(config: DatabaseConfig, new: psycopg.AsyncConnection[Any], new_p
         rel = names.get(table)
         return rel is not None and touched.has(rel, key)
 
-    divergent = divergent_rows(tables, old=old, new_primary=new_primary, explained=streamed)
+    both = {t.name for t in config.reconcile.tables if t.conflict == "keep_both"}
+    divergent = divergent_rows(tables, old=old, new_primary=new_primary, explained=streamed,
+                               keep_both=lambda table: table in both)
     if not touched.complete:
         problems.append(f"slot not fully decoded ({touched.note})")
     data["differences"] = {"explained": explained, "unexplained": unexplained, "problems": problems,

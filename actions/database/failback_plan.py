@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from actions.database.quarantine import row_key
 from actions.database.reverse import Touched
 
 
@@ -62,7 +63,7 @@ def explain(tables: list[dict[str, Any]], touched: Touched, names: dict[str, tup
         if t.get("in_flight"):
             problems.append(f"{name}: {t['in_flight']} row(s) in flight not listed")
         for d in listed:
-            key, kind = int(d["key"]), str(d["kind"])
+            key, kind = row_key(d["key"]), str(d["kind"])
             if rel is not None and touched.has(rel, key):
                 explained += 1
             else:

@@ -40,6 +40,7 @@ from actions.database.fence import unfence
 from actions.database.results import ActionResult, Step, summarize
 from actions.database.reverse import ensure_reverse_slot
 from actions.database.sequences import SequenceMove, sync_sequences
+from actions.reconcile.after_failover import read_promotion_point
 from engine.config.database import DatabaseConfig, PgConnection
 from probes.postgres_conn import PgError, Unreachable, connect, describe_pg_error
 
@@ -208,6 +209,9 @@ async def promote(config: DatabaseConfig, site: str) -> ActionResult:
                     steps.append(step)
                     if step.status == "failed":
                         return summarize("promotion", site, steps, data=data, required=REQUIRED)
+                # replication into it has stopped and it takes no write yet: the point reconciliation
+                # judges "written after promotion" by (actions.reconcile.causes)
+                data["promotion_point"] = (await read_promotion_point(conn)).to_dict()
                 steps.append(await ensure_reverse_slot(conn, config, site))
                 t0 = time.perf_counter()
                 try:

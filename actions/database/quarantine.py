@@ -86,7 +86,7 @@ class Divergent:
     """One row of the old primary to keep: the table as the reconciliation names it, its key, why."""
 
     table: str
-    key: int
+    key: Any  # int for the integer keys the quarantine copies; other keys are refused when copied
     reason: str
 
 
@@ -108,7 +108,8 @@ class KeptTable:
 
 
 def divergent_rows(tables: list[dict[str, Any]], *, old: str, new_primary: str,
-                   explained: Callable[[str, int], bool] | None = None) -> list[Divergent]:
+                   explained: Callable[[str, Any], bool] | None = None,
+                   keep_both: Callable[[str], bool] | None = None) -> list[Divergent]:
     """Pure: the rows of a reconciliation (``new_primary`` as its primary) that the old primary holds
     and that differ: only on the old primary, or changed. ``explained(table, key)``: the new primary
     wrote the key after promotion, so the reverse stream will overwrite or delete the old version.
@@ -119,8 +120,10 @@ def divergent_rows(tables: list[dict[str, Any]], *, old: str, new_primary: str,
         for d in t.get("differences") or []:
             if not isinstance(d, dict) or d.get("kind") not in HELD_BY_OLD:
                 continue
-            key = int(d["key"])
+            key = row_key(d["key"])
             stream = explained is not None and explained(name, key)
+            if stream and keep_both is not None and not keep_both(name):
+                continue
             if d["kind"] == "missing_on_primary":
                 why = (f"only on {old}: deleted on {new_primary} after promotion (the reverse stream deletes it)"
                        if stream else f"only on {old}: not on {new_primary} and not written there since "
@@ -133,6 +136,11 @@ def divergent_rows(tables: list[dict[str, Any]], *, old: str, new_primary: str,
                 why += "; in flight when reconciled"
             out.append(Divergent(name, key, why))
     return out
+
+
+def row_key(value: Any) -> Any:
+    """Pure: a reconciliation key as a hashable value (an int stays an int; a composite key is a tuple)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def clean_tag(tag: str) -> str:

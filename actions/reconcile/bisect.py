@@ -1,11 +1,18 @@
-"""The reconciliation walk over two :class:`Side` objects: paced chunks, bisection, classification.
+"""The reconciliation walk over two :class:`Side` objects: paced chunks, descent, classification.
 
-A :class:`Side` answers four questions about one table on one server (SQL in
-:mod:`actions.reconcile.pg_side`; an in-memory one in the unit tests). Both sides are asked at
-the same time. The walk's decisions come from :mod:`actions.reconcile.plan`; pacing follows
-``chunk_budget`` (chunk size adapts) and ``pause`` (rest between chunks and between the bisection's
-queries), with the sleep injected. With ``keep``, at most that many differing rows (and as many in
-flight) are held in memory; every one is still counted (``real_count``, ``in_flight_count``).
+A :class:`Side` answers a few questions about one table on one server (SQL in
+:mod:`actions.reconcile.pg_side`; an in-memory one in the unit tests). Both sides are asked at the
+same time. Slices are cut at keys sampled from the data (:meth:`Side.sample_cuts`), never by key
+arithmetic; a chunk is a few consecutive slices, digested in one round trip that returns a digest
+per slice. Both sides scan the shared chunk plan concurrently, each at its own pace; a slice whose
+digests differ is then cut again at every n-th key *inside* it (taken from the side holding more
+rows there) into ``fanout`` pieces, all digested in one round trip per side, until a piece holds
+at most ``row_threshold`` rows: then ``(key, hash)`` pairs are fetched. The fetched rows of every
+range are matched by key before classifying (:func:`actions.reconcile.plan.merge_rows`).
+
+Pacing follows ``chunk_budget`` (chunk size adapts) and ``pause`` (rest between chunks and between
+the descent's queries), with the sleep injected. With ``keep``, at most that many differing rows
+(and as many in flight) are held in memory; every one is still counted.
 """
 
 from __future__ import annotations
@@ -18,51 +25,53 @@ from typing import Protocol
 
 from actions.reconcile.plan import (
     EMPTY,
+    Bounds,
     ChunkPlan,
     Digest,
-    KeyRange,
+    Key,
     RowDiff,
     RowState,
-    bucket_width,
     classify,
-    differing_buckets,
     fetch_rows_now,
+    merge_rows,
+    split,
 )
 
 
 class Side(Protocol):
     """One table on one server."""
 
-    async def bounds(self) -> tuple[int, int] | None:
-        """Smallest and largest key, or None for an empty table."""
+    async def sample_cuts(self, rows_per_slice: int) -> list[Key]:
+        """Ascending keys about ``rows_per_slice`` rows apart (sampled; empty for a small table)."""
         ...
 
-    async def next_key(self, after: int) -> int | None:
-        """The smallest key >= ``after`` (to skip gaps in sparse keys), or None."""
+    async def cuts(self, bounds: Bounds, every: int) -> list[Key]:
+        """Every ``every``-th key inside ``bounds``, ascending (exact, from the data)."""
         ...
 
-    async def digest(self, key_range: KeyRange) -> Digest:
-        """Count and hash sum of the range."""
+    async def digests(self, ranges: list[Bounds]) -> list[Digest]:
+        """Count and hash sum of each range, in one round trip."""
         ...
 
-    async def buckets(self, key_range: KeyRange, width: int) -> dict[int, Digest]:
-        """Digests per bucket ``(k - lo) // width`` (empty buckets absent)."""
-        ...
-
-    async def rows(self, key_range: KeyRange) -> dict[int, RowState]:
+    async def rows(self, bounds: Bounds) -> dict[Key, RowState]:
         """Every row's hash (and update time) in the range."""
+        ...
+
+    async def rows_for(self, keys: list[Key]) -> dict[Key, RowState]:
+        """The rows of exactly these keys."""
         ...
 
 
 @dataclass(frozen=True, slots=True)
 class Pacing:
-    """How hard the walk may push: chunk size, time budget per chunk, rest between chunks."""
+    """How hard the walk may push: rows per chunk, time budget per chunk, rest between chunks."""
 
-    chunk_keys: int = 250_000
+    chunk_rows: int = 100_000
     chunk_budget: float = 2.0
     pause: float = 0.0
-    fanout: int = 64
-    row_threshold: int = 4096
+    fanout: int = 32
+    row_threshold: int = 2048
+    slices_per_chunk: int = 8  # one digest per slice; pacing can shrink a chunk down to one slice
 
 
 @dataclass
@@ -97,87 +106,86 @@ class WalkStats:
 
 
 Sleep = Callable[[float], Awaitable[None]]
-LOOKAHEAD = 4  # chunks one side may run ahead of the other
+BATCH = 5000  # keys read by key per query
+MAX_DEPTH = 8  # a range still too big after this many cuts (rows moving meanwhile) is fetched whole
+Fetched = list[tuple[dict[Key, RowState], dict[Key, RowState]]]
 
 
 async def walk(primary: Side, standby: Side, *, pacing: Pacing, watermark: float | None = None,
                sleep: Sleep = asyncio.sleep, keep: int | None = None) -> WalkStats:
-    """Compare the table on both sides; return every differing row (classified) and counters.
-
-    The two sides scan the shared chunk plan concurrently, each at its own pace (no lock-step per
-    chunk); differing chunks are bisected once both scans are done.
-    """
+    """Compare the table on both sides; return every differing row (classified) and counters."""
     stats = WalkStats(keep=keep)
     started = time.perf_counter()
-    left, right = await asyncio.gather(primary.bounds(), standby.bounds())
-    stats.queries += 2
-    known = [b for b in (left, right) if b is not None]
-    if not known:
-        stats.seconds = time.perf_counter() - started
-        return stats
-    plan = ChunkPlan(min(b[0] for b in known), max(b[1] for b in known) + 1, size=pacing.chunk_keys,
-                     budget=pacing.chunk_budget)
+    per_slice = max(1, pacing.chunk_rows // max(1, pacing.slices_per_chunk))
+    cuts = await primary.sample_cuts(per_slice)
+    stats.queries += 1
+    plan = ChunkPlan(cuts, size=pacing.slices_per_chunk, budget=pacing.chunk_budget)
 
-    done = {"primary": 0, "standby": 0}
-    progress = asyncio.Condition()
-
-    async def scan(name: str, side: Side) -> dict[int, Digest]:
-        other = "standby" if name == "primary" else "primary"
-        digests: dict[int, Digest] = {}
+    async def scan(side: Side) -> list[Digest]:
+        digests: list[Digest] = []
         index = 0
-        def caught_up() -> bool:
-            return done[other] >= index - LOOKAHEAD
-
-        while True:
-            async with progress:  # stay at most LOOKAHEAD chunks ahead: the other side's gaps must be known
-                await progress.wait_for(caught_up)
-            chunk = plan.get(index)
-            if chunk is None:
-                break
+        while (chunk := plan.get(index)) is not None:
             t0 = time.perf_counter()
-            digest = digests[index] = await side.digest(chunk)
+            digests.extend(await side.digests(chunk))
             stats.queries += 1
-            if digest.count == 0:
-                plan.no_keys_until(name, chunk.lo, await side.next_key(chunk.hi))
-                stats.queries += 1
             plan.finished(time.perf_counter() - t0)
             index += 1
-            async with progress:
-                done[name] = index
-                progress.notify_all()
             if pacing.pause > 0 and plan.get(index) is not None:
                 await sleep(pacing.pause)
-        async with progress:
-            done[name] = 1 << 62
-            progress.notify_all()
         return digests
 
-    ours, theirs = await asyncio.gather(scan("primary", primary), scan("standby", standby))
+    ours, theirs = await asyncio.gather(scan(primary), scan(standby))
     stats.chunks = len(plan.ranges)
-    stats.rows_primary = sum(d.count for d in ours.values())
-    stats.rows_standby = sum(d.count for d in theirs.values())
+    stats.rows_primary = sum(d.count for d in ours)
+    stats.rows_standby = sum(d.count for d in theirs)
     t1 = time.perf_counter()
-    for index, chunk in enumerate(plan.ranges):
-        a, b = ours.get(index, EMPTY), theirs.get(index, EMPTY)
+    fetched: Fetched = []
+    for index, piece in enumerate(plan.slices):
+        a = ours[index] if index < len(ours) else EMPTY
+        b = theirs[index] if index < len(theirs) else EMPTY
         if a != b:
-            await _descend(primary, standby, chunk, max(a.count, b.count), pacing, watermark, stats, sleep)
+            await _descend(primary, standby, piece, a.count, b.count, pacing, stats, sleep, fetched, 0)
+    left, right = merge_rows(fetched)
+    await _complete(primary, standby, left, right, stats)
+    stats.add(classify(left, right, watermark))
     stats.bisect_seconds = time.perf_counter() - t1
     stats.seconds = time.perf_counter() - started
     return stats
 
 
-async def _descend(primary: Side, standby: Side, key_range: KeyRange, rows: int, pacing: Pacing,
-                   watermark: float | None, stats: WalkStats, sleep: Sleep) -> None:
+async def _complete(primary: Side, standby: Side, left: dict[Key, RowState], right: dict[Key, RowState],
+                    stats: WalkStats) -> None:
+    """A key fetched on one side only is read by key on the other: under another key order it may sit
+    in a range whose digests matched there (see :mod:`actions.reconcile.plan`)."""
+    for mine, other, side in ((left, right, standby), (right, left, primary)):
+        lonely = [k for k in mine if k not in other]
+        for start in range(0, len(lonely), BATCH):
+            other.update(await side.rows_for(lonely[start:start + BATCH]))
+            stats.queries += 1
+
+
+async def _descend(primary: Side, standby: Side, bounds: Bounds, left_rows: int, right_rows: int,
+                   pacing: Pacing, stats: WalkStats, sleep: Sleep, fetched: Fetched, depth: int) -> None:
     stats.bisected_ranges += 1
-    if pacing.pause > 0:  # the bisection is paced like the scan
+    if pacing.pause > 0:  # the descent is paced like the scan
         await sleep(pacing.pause)
-    if fetch_rows_now(key_range, rows, pacing.row_threshold, pacing.fanout):
-        left, right = await asyncio.gather(primary.rows(key_range), standby.rows(key_range))
+    if fetch_rows_now(max(left_rows, right_rows), pacing.row_threshold) or depth >= MAX_DEPTH:
+        a, b = await asyncio.gather(primary.rows(bounds), standby.rows(bounds))
         stats.queries += 2
-        stats.add(classify(left, right, watermark))
+        fetched.append((a, b))
         return
-    width = bucket_width(key_range, pacing.fanout)
-    a, b = await asyncio.gather(primary.buckets(key_range, width), standby.buckets(key_range, width))
+    fuller = primary if left_rows >= right_rows else standby
+    every = max(1, -(-max(left_rows, right_rows) // pacing.fanout))
+    cuts = await fuller.cuts(bounds, every)
+    stats.queries += 1
+    pieces = split(bounds, cuts)
+    if len(pieces) == 1:  # cannot be cut (rows changed meanwhile): fetch them
+        a, b = await asyncio.gather(primary.rows(bounds), standby.rows(bounds))
+        stats.queries += 2
+        fetched.append((a, b))
+        return
+    left, right = await asyncio.gather(primary.digests(pieces), standby.digests(pieces))
     stats.queries += 2
-    for sub, count in differing_buckets(key_range, width, a, b):
-        await _descend(primary, standby, sub, count, pacing, watermark, stats, sleep)
+    for piece, x, y in zip(pieces, left, right, strict=True):
+        if x != y:
+            await _descend(primary, standby, piece, x.count, y.count, pacing, stats, sleep, fetched, depth + 1)

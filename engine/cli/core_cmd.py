@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     check = sub.add_parser("check-config", help="validate a config file and list every problem")
     check.add_argument("file")
+    check.add_argument("--connect", action="store_true",
+                       help="also connect to each database pair and verify the reconciled tables, keys and columns")
     check.set_defaults(func=cmd_check_config)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the config file")
@@ -57,7 +59,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(estimate.line())
         for note in estimate.notes:
             print(f"  {note}")
-    return 0
+    return _check_databases(config) if args.connect else 0
+
+
+def _check_databases(config: EngineConfig) -> int:
+    """``check-config --connect``: the reconciliation preflight of every service with a database."""
+    import asyncio
+
+    from actions.reconcile.preflight import preflight
+
+    worst = 0
+    for name, service in config.services.items():
+        if service.database is not None:
+            checked = asyncio.run(preflight(service.database, service=name, primary=service.active))
+            print(checked.render())
+            worst = max(worst, checked.exit_code)
+    return worst
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:

@@ -1,11 +1,16 @@
 """`failover-engine db init` and `failover-engine reconcile`: the database commands an operator runs.
 
-- ``db init --config FILE SERVICE``: create the heartbeat table on both sites, add it to the
-  publication, refresh the subscription (idempotent).
+- ``db init --config FILE SERVICE``: create the heartbeat table on both sites, the publication
+  (primary) and the subscription (standby) when absent, or print the exact SQL and the missing
+  privilege; add the heartbeat to the publication, refresh the subscription (idempotent).
 - ``reconcile --config FILE SERVICE``: compare the two databases now and print the differences.
+- ``reconcile --check``: verify tables, keys and columns on both sides without comparing rows.
 
 ``--primary SITE`` says which site is the primary (default: the service's ``active`` site). Exit
-codes: 0 done and equal, 1 failed or different, 2 bad config or arguments.
+codes of ``reconcile``: 0 no differences, 1 differences (or rows still in flight), 2 error (bad
+config or arguments, a site unreachable, a table refused, an internal error) — never 0 unless every
+table was compared. ``reconcile --check``: 0 ready, 1 a table would be refused, 2 error. ``db init``:
+0 done, 1 a step failed, 2 bad config.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     rec.add_argument("--no-watermark", action="store_true",
                      help="report rows newer than the replication watermark too (after a failover)")
     rec.add_argument("--json", action="store_true", help="print the result as JSON")
+    rec.add_argument("--check", action="store_true",
+                     help="only verify tables, keys and columns on both sides (no rows compared)")
     rec.set_defaults(func=run_reconcile)
 
 
@@ -71,23 +78,42 @@ def _database(args: argparse.Namespace) -> tuple[DatabaseConfig, str] | None:
 
 def run_init(args: argparse.Namespace) -> int:
     from actions.database.heartbeat import init_database
+    from actions.database.replication_setup import setup_replication
 
     found = _database(args)
     if found is None:
         return 2
-    result = asyncio.run(init_database(*found))
+    try:
+        steps = asyncio.run(setup_replication(*found))
+        for step in steps:
+            print(f"{step.name}: {step.status}: {step.detail}")
+        if any(step.status == "failed" for step in steps):
+            return 1
+        result = asyncio.run(init_database(*found))
+    except Exception as exc:  # an internal error is never success
+        print(f"db init failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     print(result.sentence)
     return 0 if result.ok else 1
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
     from actions.reconcile import reconcile
+    from actions.reconcile.preflight import preflight
 
     found = _database(args)
     if found is None:
         return 2
     database, primary = found
-    result = asyncio.run(reconcile(database, service=args.service, primary=primary, now=time.time(),
-                                   watermark=None if args.no_watermark else "auto"))
+    try:
+        if args.check:
+            checked = asyncio.run(preflight(database, service=args.service, primary=primary))
+            print(checked.render())
+            return checked.exit_code
+        result = asyncio.run(reconcile(database, service=args.service, primary=primary, now=time.time(),
+                                       watermark=None if args.no_watermark else "auto"))
+    except Exception as exc:  # an internal error is never "no differences"
+        print(f"reconciliation failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.render())
-    return 0 if result.identical else 1
+    return result.exit_code

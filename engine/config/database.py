@@ -14,15 +14,17 @@ Owned by the PostgreSQL work (issue 4). Shape::
       promotion: {sequence_margin: 1000, timeout: 60s}
       reconcile:
         schedule: 5m
-        tables: [{name: orders, updated_at: updated_at}]
+        tables:
+          - {name: orders, updated_at: updated_at, exclude: [updated_at]}
+          - {name: line_items, key: [order_id, line_no], conflict: keep_both}
         metrics: [{name: order_total, query: "SELECT sum(amount) FROM orders WHERE ...", tolerance: 0.01}]
 """
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from engine.config.base import Duration, Model, Secret, format_duration, rule_error
 
@@ -121,14 +123,48 @@ class PromotionConfig(Model):
         return self
 
 
+# -- reconciliation tables (issue 20): key, columns, conflict policy ------------------------------
+Ident = Annotated[str, StringConstraints(pattern=IDENT)]
+
+
 class ReconcileTable(Model):
-    """One table to compare between the two sites."""
+    """One table to compare between the two sites: its key, the compared columns, the failback policy."""
 
     name: str = Field(pattern=QUALIFIED)
-    key: str | None = Field(None, pattern=IDENT, description="integer primary key column (default: the PK)")
+    key: Ident | list[Ident] | None = Field(
+        None, description="key column(s): the primary key or a unique index on NOT NULL columns "
+                          "(default: the primary key read from the catalog)")
+    columns: list[Ident] | None = Field(None, min_length=1, description="compare only these columns (and the key)")
+    exclude: list[Ident] = Field(default_factory=list, description="columns not compared, e.g. updated_at")
     updated_at: str | None = Field(
         None, pattern=IDENT, description="timestamp column: rows newer than the lag watermark are in flight")
-    chunk_rows: int = Field(100_000, ge=100, description="keys compared per paced chunk")
+    chunk_rows: int = Field(100_000, ge=100, le=100_000_000, description="rows compared per paced chunk")
+    conflict: Literal["keep_new", "keep_both"] = Field(
+        "keep_both", description="at failback, a row the new primary wrote after promotion that differs on the old "
+                                "one: the new version wins (keep_new) or the old one is also kept in the "
+                                "quarantine (keep_both); rows lost at failover are quarantined either way")
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        keys = [self.key] if isinstance(self.key, str) else self.key or []
+        if isinstance(self.key, list) and not self.key:
+            raise rule_error("key", "must name at least one column")
+        for label, names in (("key", keys), ("columns", self.columns or []), ("exclude", self.exclude)):
+            for index, name in enumerate(names):
+                if names.index(name) != index:
+                    raise rule_error(label, f"'{name}' is listed twice")
+        clash = sorted(set(keys) & set(self.exclude))
+        if clash:
+            raise rule_error("exclude", f"key column {', '.join(clash)} cannot be excluded")
+        both = sorted(set(self.columns or []) & set(self.exclude))
+        if both:
+            raise rule_error("exclude", f"{', '.join(both)} is both chosen and excluded")
+        return self
+
+    @property
+    def key_columns(self) -> list[str] | None:
+        """The configured key as a list, or None (read from the catalog)."""
+        return [self.key] if isinstance(self.key, str) else self.key
 
 
 class BusinessMetric(Model):

@@ -35,6 +35,7 @@ from actions.database.fence import fence
 from actions.database.promote import promote, publisher_reachable
 from actions.dns.errors import DnsAuthError, DnsConflict, DnsError
 from actions.dns.provider import build_provider, build_verifier
+from actions.reconcile.causes import PromotionPoint
 from actions.reconcile.runner import reconcile
 from engine.core.operations import Operation, Outcome, StepFailed, fence_required
 from engine.runtime.context import RuntimeContext
@@ -255,12 +256,23 @@ class FailoverSteps:
         unreachable = await publisher_reachable(db, op.source)
         if unreachable:
             return Outcome.skip(f"old primary {op.source} unreachable: {unreachable}")
-        # replication has stopped: nothing is in flight, every difference is real
+        # replication has stopped: nothing is in flight, every difference is real; with the promotion point the
+        # promote step recorded, each difference is classified lost / written after promotion / diverged
+        point = ((op.steps.get("promote") or {}).get("data") or {}).get("promotion_point")
+        promotion = PromotionPoint.from_dict(point) if isinstance(point, dict) else None
         result = await reconcile(db, service=op.service, primary=op.target, now=self.ctx.clock.now(),
-                                 watermark=None)
+                                 watermark=None, promotion=promotion)
         data = result.to_dict()
         await self.ctx.journal_or_fail().put_state(op.service, "last_reconciliation", data,
-                                                      at=self.ctx.clock.now())
+                                                   at=self.ctx.clock.now())
+        causes = result.causes or {}
+        lost, diverged = int(causes.get("lost", 0)), int(causes.get("diverged", 0))
+        if lost or diverged:
+            message = (f"{op.kind} of {op.service}: {lost} row(s) only on the old primary {op.source} from before "
+                       f"promotion (lost at the failover) and {diverged} row(s) changed on both sides; they stay on "
+                       f"{op.source} and are quarantined at failback")
+            await self.ctx.record("rpo", message, service=op.service, data={"operation": op.id, "causes": causes})
+            await self.ctx.notify("rpo", message, op.service, {"operation": op.id, "causes": causes})
         return Outcome(result.sentence, data)
 
     async def report(self, op: Operation) -> Outcome:

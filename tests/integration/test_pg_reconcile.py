@@ -60,14 +60,14 @@ async def test_finds_inserted_deleted_updated_and_swapped_rows_and_nothing_else(
     result = await run(config_for(pg_db, hash=mode))
     assert result.hash_mode == mode and result.error is None
     found = {(t.table, d.key, d.kind) for t in result.tables for d in t.differences}
-    assert found == {("accounts", 1000000, "missing_on_primary"), ("accounts", 10, "changed"),
-                     ("accounts", 20, "changed"), ("orders", 12345, "missing_on_standby"),
-                     ("orders", 777, "changed")}
+    assert found == {("accounts", (1000000,), "missing_on_primary"), ("accounts", (10,), "changed"),
+                     ("accounts", (20,), "changed"), ("orders", (12345,), "missing_on_standby"),
+                     ("orders", (777,), "changed")}
     assert result.differences_found == 5 and not result.identical
     assert result.sentence == "gcp vs azure: 5 differing rows (accounts 3, orders 2)"
     accounts = result.tables[0]
     assert (accounts.rows_primary, accounts.rows_standby) == (2000, 2001)
-    assert accounts.samples[10] == ('(100,10,"owner 10","2020-01-01 00:00:00+00")',
+    assert accounts.samples[(10,)] == ('(100,10,"owner 10","2020-01-01 00:00:00+00")',
                                     '(200,10,"owner 10","2020-01-01 00:00:00+00")')
 
 
@@ -81,13 +81,21 @@ async def test_identical_databases_reconcile_clean(pg_db: ReplicatedDb) -> None:
 
 
 async def test_rows_newer_than_the_watermark_are_in_flight_not_differences(pg_db: ReplicatedDb) -> None:
-    """A row written on the primary after the standby's last applied heartbeat is in flight."""
+    """A row written on the primary after the standby's last applied heartbeat is in flight, named by its key,
+    and not waited for while the subscription is paused."""
     seed(pg_db, accounts=100, orders=100)
     pg_db.on_standby("ALTER SUBSCRIPTION failover_sub DISABLE")
     pg_db.on_primary("INSERT INTO accounts (owner, balance) VALUES ('fresh', 5)")
-    result = await run(config_for(pg_db))
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    result = await run(config_for(pg_db), sleep=sleep)
+    assert slept == []  # paused replication cannot deliver it: no wait for it
     assert result.differences_found == 0 and result.tables[0].in_flight == 1
-    assert result.sentence.endswith("(1 row still in flight)")
+    assert result.sentence.endswith("(1 row still in flight: accounts 101)")
+    assert [d.key for d in result.tables[0].in_flight_rows] == [(101,)] and result.exit_code == 1
     after_failover = await run(config_for(pg_db), watermark=None)
     assert after_failover.differences_found == 1
     assert after_failover.tables[0].differences[0].kind == "missing_on_standby"
@@ -122,7 +130,7 @@ async def test_heartbeat_watermark_covers_an_in_flight_update_and_delete_while_p
         pg_db.on_standby(f"INSERT INTO accounts (id, owner, balance, updated_at) VALUES (100000, 'extra', 1, {OLD})")
         live = await run(config)
         assert [(d.key, d.kind, d.in_flight) for d in live.tables[0].differences] == [
-            (100000, "missing_on_primary", False)]
+            ((100000,), "missing_on_primary", False)]
         assert live.tables[0].in_flight == 0 and live.differences_found == 1
     finally:
         await writer.aclose()
@@ -163,9 +171,11 @@ async def test_table_without_primary_key_and_missing_table_are_refused(pg_pair: 
         result = await run(config)
         reasons = [(t.status, t.reason) for t in result.tables]
         assert reasons == [
-            ("refused", "table loose on gcp has no primary key: rows cannot be matched"),
+            ("refused", "table loose on gcp has no primary key: rows cannot be matched (declare `key` with the "
+                        "columns of a unique index whose columns are NOT NULL)"),
             ("refused", "table only_here not found on azure"),
-            ("refused", "table keyed: configured key other is not the primary key (id)")]
+            ("refused", "table keyed on gcp: key column other not found")]
+        assert result.exit_code == 2
         assert not result.identical
     finally:
         db.drop()

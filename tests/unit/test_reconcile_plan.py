@@ -7,65 +7,78 @@ the walk's bisection and classification are tested here without a database.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actions.reconcile.bisect import Pacing, walk
+from actions.reconcile.bisect import Pacing, WalkStats, walk
+from actions.reconcile.live import all_real, not_caught_up
 from actions.reconcile.plan import (
+    Bounds,
     ChunkPlan,
     Digest,
-    KeyRange,
+    Key,
     RowDiff,
     RowState,
-    bucket_width,
-    chunk_ranges,
+    chunk_bounds,
     classify,
-    differing_buckets,
+    key_json,
+    key_text,
+    merge_rows,
     next_chunk_size,
+    split,
 )
 
 
-def row_hash(key: int, value: object) -> int:
+def row_hash(key: Key, value: object) -> int:
     digest = hashlib.blake2b(repr((key, value)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
 class MemorySide:
-    """A table in a dict, answering like :class:`actions.reconcile.pg_side.PgSide`."""
+    """A table in a dict keyed by tuples, answering like :class:`actions.reconcile.pg_side.PgSide`.
 
-    def __init__(self, rows: Mapping[int, object], updated: dict[int, float] | None = None) -> None:
+    ``order`` is this server's key order (two servers may collate differently)."""
+
+    def __init__(self, rows: Mapping[Key, object], updated: dict[Key, float] | None = None, *,
+                 order: Callable[[Key], Any] = lambda k: k) -> None:
         self.data = dict(rows)
         self.updated = updated or {}
+        self.order = order
         self.calls = 0
 
-    def _keys(self, r: KeyRange) -> list[int]:
+    def _keys(self, r: Bounds) -> list[Key]:
         self.calls += 1
-        return [k for k in self.data if r.lo <= k < r.hi]
+        o = self.order
+        return sorted((k for k in self.data if (r.lo is None or o(k) > o(r.lo)) and (r.hi is None or o(k) <= o(r.hi))),
+                      key=o)
 
-    async def bounds(self) -> tuple[int, int] | None:
-        return (min(self.data), max(self.data)) if self.data else None
+    async def sample_cuts(self, rows_per_slice: int) -> list[Key]:
+        ordered = sorted(self.data, key=self.order)
+        return ordered[rows_per_slice - 1:-1:rows_per_slice] if len(ordered) >= 2 * rows_per_slice else []
 
-    async def next_key(self, after: int) -> int | None:
-        later = [k for k in self.data if k >= after]
-        return min(later) if later else None
+    async def cuts(self, bounds: Bounds, every: int) -> list[Key]:
+        return self._keys(bounds)[every - 1::every]
 
-    async def digest(self, r: KeyRange) -> Digest:
-        keys = self._keys(r)
-        return Digest(len(keys), sum(row_hash(k, self.data[k]) for k in keys))
-
-    async def buckets(self, r: KeyRange, width: int) -> dict[int, Digest]:
-        out: dict[int, Digest] = {}
-        for k in self._keys(r):
-            b = (k - r.lo) // width
-            d = out.get(b, Digest(0, 0))
-            out[b] = Digest(d.count + 1, d.total + row_hash(k, self.data[k]))
+    async def digests(self, ranges: list[Bounds]) -> list[Digest]:
+        out = []
+        for r in ranges:
+            keys = self._keys(r)
+            out.append(Digest(len(keys), sum(row_hash(k, self.data[k]) for k in keys)))
         return out
 
-    async def rows(self, r: KeyRange) -> dict[int, RowState]:
+    async def rows(self, r: Bounds) -> dict[Key, RowState]:
         return {k: RowState(row_hash(k, self.data[k]), self.updated.get(k)) for k in self._keys(r)}
+
+    async def rows_for(self, keys: list[Key]) -> dict[Key, RowState]:
+        return {k: RowState(row_hash(k, self.data[k]), self.updated.get(k)) for k in keys if k in self.data}
+
+
+def ints(rows: Mapping[int, object]) -> dict[Key, object]:
+    return {(k,): v for k, v in rows.items()}
 
 
 async def no_sleep(_seconds: float) -> None:
@@ -73,11 +86,19 @@ async def no_sleep(_seconds: float) -> None:
 
 
 @st.composite
-def table_pair(draw: st.DrawFn) -> tuple[dict[int, object], dict[int, object], set[tuple[int, str]]]:
-    keys = draw(st.sets(st.integers(-500, 5000), min_size=0, max_size=300))
-    primary: dict[int, object] = {k: draw(st.integers(0, 5)) for k in sorted(keys)}
-    standby: dict[int, object] = dict(primary)
-    expected: set[tuple[int, str]] = set()
+def table_pair(draw: st.DrawFn) -> tuple[dict[Key, object], dict[Key, object], set[tuple[Key, str]]]:
+    shape = draw(st.sampled_from(["int", "sparse", "text", "composite"]))
+    if shape == "int":
+        raw: list[Key] = [(k,) for k in draw(st.sets(st.integers(-500, 5000), max_size=300))]
+    elif shape == "sparse":
+        raw = [(k * 10**9,) for k in draw(st.sets(st.integers(0, 10**6), max_size=300))]
+    elif shape == "text":
+        raw = [(t,) for t in draw(st.sets(st.text("abcé\u00ff ", max_size=6), max_size=300))]
+    else:
+        raw = list(draw(st.sets(st.tuples(st.integers(0, 20), st.text("xyz", max_size=3)), max_size=300)))
+    primary: dict[Key, object] = {k: draw(st.integers(0, 5)) for k in sorted(raw)}
+    standby: dict[Key, object] = dict(primary)
+    expected: set[tuple[Key, str]] = set()
     ordered = sorted(primary)
     for key in draw(st.lists(st.sampled_from(ordered), max_size=5, unique=True)) if ordered else []:
         action = draw(st.sampled_from(["delete", "update", "keep"]))
@@ -87,7 +108,9 @@ def table_pair(draw: st.DrawFn) -> tuple[dict[int, object], dict[int, object], s
         elif action == "update":
             standby[key] = ("changed", standby[key])
             expected.add((key, "changed"))
-    for key in draw(st.lists(st.integers(-1000, 6000), max_size=4, unique=True)):
+    extra = raw[0] if raw else (1,)
+    for n in range(draw(st.integers(0, 3))):
+        key = (*extra[:-1], f"new{n}") if isinstance(extra[-1], str) else (*extra[:-1], 10**13 + n)
         if key not in primary:
             standby[key] = "extra"
             expected.add((key, "missing_on_primary"))
@@ -95,35 +118,58 @@ def table_pair(draw: st.DrawFn) -> tuple[dict[int, object], dict[int, object], s
 
 
 @settings(max_examples=150, deadline=None)
-@given(pair=table_pair(), chunk=st.integers(1, 400), fanout=st.integers(2, 9), threshold=st.integers(1, 40))
-async def test_walk_finds_exactly_the_differences(pair: tuple[dict[int, object], dict[int, object],
-                                                              set[tuple[int, str]]],
-                                                  chunk: int, fanout: int, threshold: int) -> None:
-    """For any table, mutations and pacing, the walk reports each changed, missing or extra row once."""
+@given(pair=table_pair(), chunk=st.integers(1, 400), fanout=st.integers(2, 9), threshold=st.integers(1, 40),
+       reverse=st.booleans())
+async def test_walk_finds_exactly_the_differences(pair: tuple[dict[Key, object], dict[Key, object],
+                                                              set[tuple[Key, str]]],
+                                                  chunk: int, fanout: int, threshold: int, reverse: bool) -> None:
+    """For any key shape (dense, sparse, text, composite), mutations and pacing, the walk reports each
+    changed, missing or extra row once, even when the standby orders keys differently."""
     primary, standby, expected = pair
-    stats = await walk(MemorySide(primary), MemorySide(standby),
-                       pacing=Pacing(chunk_keys=chunk, fanout=fanout, row_threshold=threshold), sleep=no_sleep)
+    order: Callable[[Key], Any] = (lambda k: tuple(_flip(v) for v in k)) if reverse else (lambda k: k)
+    stats = await walk(MemorySide(primary), MemorySide(standby, order=order),
+                       pacing=Pacing(chunk_rows=chunk, fanout=fanout, row_threshold=threshold), sleep=no_sleep)
     found = [(d.key, d.kind) for d in stats.diffs]
-    assert sorted(found) == sorted(expected)
-    assert stats.rows_primary == len(primary) and stats.rows_standby == len(standby)
+    assert sorted(found, key=repr) == sorted(expected, key=repr)
+    assert stats.rows_primary == len(primary)
+    assert stats.rows_standby == len(standby) or reverse  # another order: a row may fall in two ranges
+
+
+def _flip(value: object) -> object:
+    """Another server's key order: text reversed, numbers negated (ranges then hold other rows)."""
+    return value[::-1] if isinstance(value, str) else -value if isinstance(value, int) else value
 
 
 async def test_swapped_values_between_two_rows_are_two_changes() -> None:
     """Two rows that exchanged a value are both found: the row hash is summed, never XOR-ed linearly."""
-    primary = {k: k * 10 for k in range(1, 1001)}
+    primary = ints({k: k * 10 for k in range(1, 1001)})
     standby = dict(primary)
-    standby[10], standby[20] = primary[20], primary[10]
-    stats = await walk(MemorySide(primary), MemorySide(standby), pacing=Pacing(chunk_keys=100), sleep=no_sleep)
-    assert stats.diffs == [RowDiff(10, "changed"), RowDiff(20, "changed")]
+    standby[(10,)], standby[(20,)] = primary[(20,)], primary[(10,)]
+    stats = await walk(MemorySide(primary), MemorySide(standby), pacing=Pacing(chunk_rows=100), sleep=no_sleep)
+    assert stats.diffs == [RowDiff((10,), "changed"), RowDiff((20,), "changed")]
 
 
 async def test_identical_tables_cost_one_digest_per_chunk() -> None:
-    """Equal tables are proven with one digest per chunk per side: no bisection, no row fetch."""
-    rows = dict.fromkeys(range(10000), "v")
+    """Equal tables are proven with one digest per chunk per side: no descent, no row fetch."""
+    rows = ints(dict.fromkeys(range(10000), "v"))
     left, right = MemorySide(rows), MemorySide(rows)
-    stats = await walk(left, right, pacing=Pacing(chunk_keys=2500), sleep=no_sleep)
+    stats = await walk(left, right, pacing=Pacing(chunk_rows=2500, slices_per_chunk=1), sleep=no_sleep)
     assert stats.diffs == [] and stats.chunks == 4 and stats.bisected_ranges == 0
     assert left.calls == 4
+
+
+async def test_sparse_keys_cost_what_dense_keys_cost() -> None:
+    """Keys 1e9 apart are cut by the data: the same number of chunks and queries as dense keys."""
+    dense = ints(dict.fromkeys(range(5000), "v"))
+    sparse = {(k[0] * 10**9,): v for k, v in dense.items()}
+    runs = []
+    for rows in (dense, sparse):
+        standby = dict(rows)
+        first = next(iter(rows))
+        standby[first] = "changed"
+        runs.append(await walk(MemorySide(rows), MemorySide(standby), pacing=Pacing(chunk_rows=500), sleep=no_sleep))
+    assert runs[0].chunks == runs[1].chunks <= 12
+    assert runs[0].queries == runs[1].queries and len(runs[1].diffs) == 1
 
 
 async def test_pause_between_chunks_goes_through_the_injected_sleep() -> None:
@@ -133,70 +179,69 @@ async def test_pause_between_chunks_goes_through_the_injected_sleep() -> None:
     async def record(seconds: float) -> None:
         slept.append(seconds)
 
-    rows = dict.fromkeys(range(100), 1)
-    await walk(MemorySide(rows), MemorySide(rows), pacing=Pacing(chunk_keys=25, pause=0.5), sleep=record)
+    rows = ints(dict.fromkeys(range(100), 1))
+    await walk(MemorySide(rows), MemorySide(rows), pacing=Pacing(chunk_rows=25, pause=0.5, slices_per_chunk=1),
+               sleep=record)
     assert slept == [0.5] * 6
 
 
 async def test_rows_newer_than_the_watermark_are_in_flight() -> None:
     """A primary row updated after the watermark is in flight; a row only on the standby never is."""
-    primary = {1: "a", 2: "b-new", 3: "c"}
-    standby = {1: "a", 2: "b", 4: "d"}
-    stats = await walk(MemorySide(primary, {1: 10.0, 2: 200.0, 3: 300.0}), MemorySide(standby),
+    primary = ints({1: "a", 2: "b-new", 3: "c"})
+    standby = ints({1: "a", 2: "b", 4: "d"})
+    stats = await walk(MemorySide(primary, {(1,): 10.0, (2,): 200.0, (3,): 300.0}), MemorySide(standby),
                        pacing=Pacing(), watermark=100.0, sleep=no_sleep)
-    assert stats.diffs == [RowDiff(2, "changed", True), RowDiff(3, "missing_on_standby", True),
-                           RowDiff(4, "missing_on_primary", False)]
-
-
-async def test_gaps_in_sparse_keys_are_skipped() -> None:
-    """Keys far apart do not cost one query per empty chunk: the plan jumps over gaps both sides share."""
-    rows: dict[int, object] = {**dict.fromkeys(range(10), "v"), **{10**12 + k: "w" for k in range(10)}}
-    standby = dict(rows)
-    standby[10**12 + 5] = "changed"
-    stats = await walk(MemorySide(rows), MemorySide(standby), pacing=Pacing(chunk_keys=5), sleep=no_sleep)
-    assert stats.diffs == [RowDiff(10**12 + 5, "changed")]
-    assert stats.chunks < 20  # not one per 5 keys of a 10**12 gap
+    assert stats.diffs == [RowDiff((2,), "changed", True), RowDiff((3,), "missing_on_standby", True),
+                           RowDiff((4,), "missing_on_primary", False)]
 
 
 def test_chunk_plan_is_shared_and_adapts_only_unfixed_chunks() -> None:
-    """A chunk fixed for one side is the same for the other; pacing changes the size of later chunks."""
-    plan = ChunkPlan(0, 100, size=40, budget=1.0)
+    """A chunk fixed for one side is the same for the other; pacing shrinks later chunks; the ends are open."""
+    cuts: list[Key] = [(k,) for k in (10, 20, 30, 40, 50)]
+    plan = ChunkPlan(cuts, size=2, budget=1.0)
     first = plan.get(0)
-    plan.finished(5.0)  # too slow: halve
-    assert first == KeyRange(0, 40) and plan.get(1) == KeyRange(40, 60) and plan.get(0) == first
-    plan.no_keys_until("primary", 60, 90)
-    plan.no_keys_until("standby", 60, None)
-    assert plan.get(2) == KeyRange(90, 100) and plan.get(3) is None
+    plan.finished(5.0)  # too slow: one slice per chunk from now on
+    assert first == [Bounds(None, (10,)), Bounds((10,), (20,))] and plan.get(0) == first
+    assert [plan.get(i) for i in (1, 2, 3, 4)] == [[Bounds((20,), (30,))], [Bounds((30,), (40,))],
+                                                   [Bounds((40,), (50,))], [Bounds((50,), None)]]
+    assert plan.get(5) is None and len(plan.slices) == 6
 
 
 async def test_empty_tables_compare_equal_at_once() -> None:
-    """Two empty tables need only the bounds queries."""
+    """Two empty tables need only the sampling query and one digest each."""
     stats = await walk(MemorySide({}), MemorySide({}), pacing=Pacing(), sleep=no_sleep)
-    assert stats.diffs == [] and stats.queries == 2
+    assert stats.diffs == [] and stats.queries == 3
 
 
-def test_chunk_ranges_cover_without_overlap() -> None:
-    """Chunks cover [lo, hi) exactly, the last one short."""
-    assert chunk_ranges(0, 10, 4) == [KeyRange(0, 4), KeyRange(4, 8), KeyRange(8, 10)]
-    with pytest.raises(ValueError):
-        chunk_ranges(0, 10, 0)
-
-
-def test_differing_buckets_include_one_sided_buckets() -> None:
-    """A bucket present on one side only differs; equal buckets do not; the last bucket is clipped."""
-    r = KeyRange(100, 150)
-    width = bucket_width(r, 4)
-    assert width == 13
-    got = differing_buckets(r, width, {0: Digest(3, 9), 3: Digest(1, 1)}, {0: Digest(3, 9), 1: Digest(2, 5)})
-    assert got == [(KeyRange(113, 126), 2), (KeyRange(139, 150), 1)]
+def test_ranges_cover_every_key_once() -> None:
+    """Chunk ranges are open at both ends and a split covers its range exactly."""
+    assert chunk_bounds([(5,), (9,)]) == [Bounds(None, (5,)), Bounds((5,), (9,)), Bounds((9,), None)]
+    assert split(Bounds((1,), (9,)), [(3,), (6,)]) == [Bounds((1,), (3,)), Bounds((3,), (6,)), Bounds((6,), (9,))]
 
 
 def test_classify_kinds() -> None:
     """Missing on either side or changed, in key order; equal rows are not reported."""
-    left = {1: RowState(1), 2: RowState(2), 3: RowState(3)}
-    right = {2: RowState(2), 3: RowState(30), 4: RowState(4)}
-    assert classify(left, right) == [RowDiff(1, "missing_on_standby"), RowDiff(3, "changed"),
-                                     RowDiff(4, "missing_on_primary")]
+    left = {(1,): RowState(1), (2,): RowState(2), (3,): RowState(3)}
+    right = {(2,): RowState(2), (3,): RowState(30), (4,): RowState(4)}
+    assert classify(left, right) == [RowDiff((1,), "missing_on_standby"), RowDiff((3,), "changed"),
+                                     RowDiff((4,), "missing_on_primary")]
+
+
+def test_rows_fetched_in_different_ranges_are_matched_by_key() -> None:
+    """A row each side put in another range is equal once matched by key: no false difference."""
+    left, right = merge_rows([({("a",): RowState(1)}, {}), ({}, {("a",): RowState(1)})])
+    assert classify(left, right) == []
+
+
+def test_keys_in_json_and_text() -> None:
+    """Integer keys stay numbers in JSON, composite keys become lists; humans read tuples."""
+    import uuid
+
+    assert key_json((42,)) == 42
+    assert key_json((1, "x")) == [1, "x"]
+    assert key_json((uuid.UUID(int=1),)) == "00000000-0000-0000-0000-000000000001"
+    assert key_text((42,)) == "42" and key_text((1, "x")) == "(1, 'x')"
+    assert RowDiff((1, "x"), "changed").to_dict() == {"key": [1, "x"], "kind": "changed", "in_flight": False}
 
 
 @pytest.mark.parametrize(("size", "elapsed", "expected"), [
@@ -206,32 +251,37 @@ def test_chunk_size_follows_the_budget(size: int, elapsed: float, expected: int)
     assert next_chunk_size(size, elapsed, 2.0, smallest=16, largest=4000) == expected
 
 
-async def test_bisection_is_paced_and_keeps_only_a_bounded_number_of_rows() -> None:
-    """Each bisection step rests ``pause``; with ``keep`` only that many rows stay in memory, all are counted."""
+async def test_descent_is_paced_and_keeps_only_a_bounded_number_of_rows() -> None:
+    """Each descent step rests ``pause``; with ``keep`` only that many rows stay in memory, all are counted."""
     slept: list[float] = []
 
     async def record(seconds: float) -> None:
         slept.append(seconds)
 
-    primary = dict.fromkeys(range(1000), 1)
-    standby = {k: (2 if k % 100 == 0 else 1) for k in range(1000)} | {5000: 1}
-    stats = await walk(MemorySide(primary), MemorySide(standby), pacing=Pacing(chunk_keys=10_000, pause=0.25,
-                                                                               row_threshold=50),
-                       sleep=record, keep=3)
+    primary = ints(dict.fromkeys(range(1000), 1))
+    standby = ints({k: (2 if k % 100 == 0 else 1) for k in range(1000)} | {5000: 1})
+    stats = await walk(MemorySide(primary), MemorySide(standby),
+                       pacing=Pacing(chunk_rows=10_000, pause=0.25, row_threshold=50), sleep=record, keep=3)
     assert (stats.real_count, stats.standby_only_count, len(stats.diffs)) == (11, 1, 3)
-    assert [d.key for d in stats.diffs] == [0, 100, 200]
+    assert [d.key for d in stats.diffs] == [(0,), (100,), (200,)]
     assert len(slept) >= stats.bisected_ranges > 1 and set(slept) == {0.25}
 
 
 def test_rows_only_on_the_standby_are_in_flight_until_the_standby_is_proven_caught_up() -> None:
     """Not caught up: a row only on the standby (its delete may be on the way) moves to in flight."""
-    from actions.reconcile.bisect import WalkStats
-    from actions.reconcile.runner import _recheck_plan
-
     stats = WalkStats()
-    stats.add([RowDiff(1, "changed"), RowDiff(2, "missing_on_primary"), RowDiff(3, "missing_on_standby", True)])
-    assert _recheck_plan(stats, caught_up=True) == [1, 2] and stats.real_count == 2
-    assert _recheck_plan(stats, caught_up=False) == []
-    assert stats.diffs == [RowDiff(1, "changed"), RowDiff(2, "missing_on_primary", True),
-                           RowDiff(3, "missing_on_standby", True)]
+    stats.add([RowDiff((1,), "changed"), RowDiff((2,), "missing_on_primary"),
+               RowDiff((3,), "missing_on_standby", True)])
+    not_caught_up(stats)
+    assert stats.diffs == [RowDiff((1,), "changed"), RowDiff((2,), "missing_on_primary", True),
+                           RowDiff((3,), "missing_on_standby", True)]
     assert (stats.real_count, stats.in_flight_count) == (1, 2)
+
+
+def test_without_replication_nothing_is_in_flight() -> None:
+    """Replication absent: rows the watermark called in flight are real differences."""
+    stats = WalkStats()
+    stats.add([RowDiff((1,), "changed", True), RowDiff((2,), "missing_on_primary")])
+    all_real(stats)
+    assert [d.in_flight for d in stats.diffs] == [False, False]
+    assert (stats.real_count, stats.in_flight_count, stats.standby_only_count) == (2, 0, 1)

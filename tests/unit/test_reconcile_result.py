@@ -14,8 +14,8 @@ def result(*tables: TableResult, metrics: tuple[MetricResult, ...] = ()) -> Reco
 def test_differences_sentence_and_listing() -> None:
     """The sentence counts differing rows per table; the listing shows each row on both sides."""
     orders = TableResult("orders", "differences", rows_primary=10, rows_standby=9,
-                         differences=(RowDiff(7, "missing_on_standby"), RowDiff(8, "changed")),
-                         difference_count=3, samples={7: ("(7,a)", None), 8: ("(8,b)", "(8,c)")})
+                         differences=(RowDiff((7,), "missing_on_standby"), RowDiff((8,), "changed")),
+                         difference_count=3, samples={(7,): ("(7,a)", None), (8,): ("(8,b)", "(8,c)")})
     res = result(orders, metrics=(MetricResult("total", False, "gcp 5 vs azure 4 (difference 1 > tolerance 0)"),))
     assert res.sentence == ("gcp vs azure: 3 differing rows (orders 3); "
                             "metric total: gcp 5 vs azure 4 (difference 1 > tolerance 0)")
@@ -66,3 +66,39 @@ def test_hash_mode_is_native_only_between_equal_majors() -> None:
     assert hash_mode(15, 16) == "portable"
     assert hash_mode(13, 13) == "portable"
     assert hash_mode(15, 15, "portable") == "portable"
+
+
+def test_exit_codes() -> None:
+    """0 only when every table was compared and agrees; 1 for differences; 2 for any error or refusal."""
+    assert result(TableResult("t", "identical")).exit_code == 0
+    assert result(TableResult("t", "differences", difference_count=1)).exit_code == 1
+    assert result(TableResult("t", "identical", in_flight=1)).exit_code == 1
+    assert result(TableResult("t", "refused", "no key")).exit_code == 2
+    assert result(TableResult("t", "differences", difference_count=1), TableResult("u", "error", "x")).exit_code == 2
+    assert result(metrics=(MetricResult("m", False, "query failed on gcp: boom", error=True),)).exit_code == 2
+    failed = ReconcileResult("api", "gcp", "azure", "-", None, 0.0, 0.1, error="azure unreachable")
+    assert failed.exit_code == 2
+
+
+def test_in_flight_rows_are_named_by_key() -> None:
+    """The sentence and the listing name each row still in flight by its table and key."""
+    t = TableResult("orders", "identical", rows_primary=3, rows_standby=3, in_flight=2,
+                    in_flight_rows=(RowDiff((5,), "changed", True), RowDiff((1, "x"), "missing_on_standby", True)))
+    res = result(t)
+    assert res.sentence == ("gcp and azure agree: 1 table, 3 rows, 0 metrics "
+                            "(2 rows still in flight: orders 5, orders (1, 'x'))")
+    assert "    key (1, 'x'): missing on azure (in flight)" in res.render().splitlines()
+    assert res.to_dict()["tables"][0]["in_flight_rows"][1]["key"] == [1, "x"]
+
+
+def test_causes_after_a_failover_are_counted_and_said() -> None:
+    """After a failover each difference carries its cause; the sentence counts lost, diverged and later rows."""
+    t = TableResult("orders", "differences", difference_count=3,
+                    differences=(RowDiff((1,), "missing_on_primary", cause="lost"),
+                                 RowDiff((2,), "changed", cause="diverged"),
+                                 RowDiff((3,), "missing_on_standby", cause="after_promotion")))
+    res = result(t)
+    assert res.causes == {"lost": 1, "after_promotion": 1, "diverged": 1}
+    assert res.sentence == ("gcp vs azure: 3 differing rows (orders 3): 1 lost, 1 diverged, "
+                            "1 written after promotion")
+    assert "    key 1: missing on gcp [lost]" in res.render().splitlines()

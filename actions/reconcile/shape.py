@@ -1,0 +1,198 @@
+"""What reconciliation needs to know about a table on one server: its key, its columns, its row hash.
+
+**Key.** The configured ``key`` columns, or else the primary key read from the catalog. A
+configured key must be the primary key or the columns of a valid, non-partial unique index whose
+columns are all ``NOT NULL`` (a unique index lets many rows share NULL: they could not be matched).
+A table with neither is refused with the reason. Any key type works: integers are carried as
+Python ints, every other type as its text form and cast back to the column's type in SQL, so
+uuid, text, numeric, dates, timestamps and composite keys need no per-type code.
+
+**Row hash** (``native``, both servers share a major version >= 14):
+``hashint8extended(hash_record_extended(ROW(cols), 0), 0)``, a 64-bit hash over PostgreSQL's own
+per-type hash functions. The outer ``hashint8extended`` is essential: ``hash_record_extended``
+combines its column hashes *linearly* (``h = 31 * h + column_hash``), so a plain sum over rows
+cannot see two rows that swapped a column's values; re-hashing the record hash makes it
+non-linear. A NULL column hashes as 0 inside the record, every present value (``''`` included) as
+a mixed 64-bit value, so NULL and ``''`` differ. Comparison must be *exact*, and some native
+hashes follow ``=`` instead: ``numeric`` without a fixed scale (``1.0 = 1.00``), ``float``
+(``-0 = 0``), ``jsonb`` numbers, ``interval`` (``'1 day' = '24 hours'``), and ``enum`` hashes its
+OID (different on every server). Columns of those types, and every type without a hash function,
+are hashed through their canonical text form (:data:`CANONICAL_SETTINGS`: UTC, ISO dates, every
+float digit, hex bytea), which is exact; the types in :data:`EXACT_NATIVE` (and arrays of them)
+use their native hash. ``timestamptz`` hashes its microseconds, ``bool`` its byte.
+
+**Row hash** (``portable``, different majors, or forced): the low 60 bits of ``md5`` of the row's
+canonical text form, the columns in one agreed order (by name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from probes.postgres_conn import Refused
+
+HashMode = Literal["native", "portable"]
+INT_TYPES = frozenset({"int2", "int4", "int8"})
+EXACT_NATIVE = frozenset({"int2", "int4", "int8", "bool", "text", "varchar", "bpchar", "bytea", "uuid", "date",
+                          "timestamp", "timestamptz", "time", "timetz", "char", "name", "oid", "inet", "cidr",
+                          "macaddr", "macaddr8"})
+CANONICAL_SETTINGS = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'",
+                      "SET extra_float_digits = 3", "SET bytea_output = 'hex'")
+
+COLUMNS = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), b.typname, coalesce(e.typname, ''), a.atttypmod,
+       a.attnotnull, coalesce(co.collname, '')
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_type e ON e.oid = b.typelem AND b.typcategory = 'A'
+LEFT JOIN pg_collation co ON co.oid = a.attcollation
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+"""
+UNIQUE_KEYS = """
+SELECT i.indisprimary, array_agg(a.attname::text ORDER BY k.ord)
+FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+  AND i.indexprs IS NULL AND k.ord <= i.indnkeyatts
+GROUP BY i.indexrelid, i.indisprimary ORDER BY i.indisprimary DESC, i.indexrelid
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column as the catalog describes it."""
+
+    name: str
+    type: str          # format_type(): the SQL spelling, e.g. ``numeric(12,2)``, ``text[]``
+    base: str          # base type name (domains resolved), e.g. ``numeric``, ``_int4``
+    element: str       # element type name of an array, else ''
+    typmod: int
+    not_null: bool
+    collation: str
+
+    @property
+    def native_exact(self) -> bool:
+        """True when the native hash of this type is exact (module docstring)."""
+        if self.element:
+            return self.element in EXACT_NATIVE or (self.element == "numeric" and self.typmod >= 0)
+        return self.base in EXACT_NATIVE or (self.base == "numeric" and self.typmod >= 0)
+
+    @property
+    def is_int(self) -> bool:
+        return self.base in INT_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class TableShape:
+    """What reconciliation needs to know about a table on one server."""
+
+    name: str
+    key: tuple[Column, ...]
+    columns: tuple[Column, ...]      # compared columns (chosen or all but excluded), by name; key included
+    all_columns: tuple[str, ...]     # every column of the table, by name
+    key_source: str = "primary key"
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.key)
+
+
+def _norm(key: str | list[str] | None) -> tuple[str, ...] | None:
+    if key is None:
+        return None
+    return (key,) if isinstance(key, str) else tuple(key)
+
+
+async def inspect_table(conn: psycopg.AsyncConnection[Any], table: str, key: str | list[str] | None, where: str, *,
+                        columns: list[str] | None = None, exclude: list[str] | None = None) -> TableShape:
+    """Key and columns of ``table`` on one server; raises :class:`Refused` with the reason."""
+    try:
+        row = await (await conn.execute("SELECT to_regclass(%s)", (table,))).fetchone()
+    except psycopg.Error as exc:
+        raise Refused(f"table {table}: {exc}") from None
+    if row is None or row[0] is None:
+        raise Refused(f"table {table} not found on {where}")
+    described = {str(r[0]): Column(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), bool(r[5]), str(r[6]))
+                 for r in await (await conn.execute(COLUMNS, (table,))).fetchall()}
+    uniques = [(bool(p), tuple(str(c) for c in cols)) for p, cols in
+               await (await conn.execute(UNIQUE_KEYS, (table,))).fetchall()]
+    wanted = _norm(key)
+    key_names, source = resolve_key(table, where, wanted, uniques, described)
+    chosen = choose_columns(table, where, described, key_names, columns, exclude)
+    return TableShape(table, tuple(described[n] for n in key_names), tuple(described[n] for n in chosen),
+                      tuple(sorted(described)), source)
+
+
+def resolve_key(table: str, where: str, wanted: tuple[str, ...] | None, uniques: list[tuple[bool, tuple[str, ...]]],
+                described: dict[str, Column]) -> tuple[tuple[str, ...], str]:
+    """Pure: the key columns to match rows on, and where they come from; raises :class:`Refused`."""
+    primary = next((cols for is_pk, cols in uniques if is_pk), None)
+    if wanted is None:
+        if primary is None:
+            raise Refused(f"table {table} on {where} has no primary key: rows cannot be matched "
+                          "(declare `key` with the columns of a unique index whose columns are NOT NULL)")
+        return primary, "primary key"
+    missing = [c for c in wanted if c not in described]
+    if missing:
+        raise Refused(f"table {table} on {where}: key column {', '.join(missing)} not found")
+    if primary is not None and set(wanted) == set(primary):
+        return wanted, "primary key"
+    if not any(set(cols) == set(wanted) for _, cols in uniques):
+        pk = f" (primary key: {', '.join(primary)})" if primary else ""
+        raise Refused(f"table {table} on {where}: configured key {', '.join(wanted)} is not the primary key nor "
+                      f"a unique index{pk}")
+    nullable = [c for c in wanted if not described[c].not_null]
+    if nullable:
+        raise Refused(f"table {table} on {where}: key column {', '.join(nullable)} may be NULL: a unique index "
+                      "lets many rows share NULL, so rows cannot be matched (make it NOT NULL)")
+    return wanted, "unique index"
+
+
+def choose_columns(table: str, where: str, described: dict[str, Column], key: tuple[str, ...],
+                   columns: list[str] | None, exclude: list[str] | None) -> list[str]:
+    """Pure: the compared columns, by name: ``columns`` (or all) minus ``exclude``; the key always."""
+    for label, names in (("column", columns or []), ("excluded column", exclude or [])):
+        unknown = [n for n in names if n not in described]
+        if unknown:
+            raise Refused(f"table {table} on {where}: {label} {', '.join(unknown)} not found")
+    excluded_key = [n for n in exclude or [] if n in key]
+    if excluded_key:
+        raise Refused(f"table {table}: key column {', '.join(excluded_key)} cannot be excluded")
+    chosen = set(columns if columns is not None else described) - set(exclude or [])
+    return sorted(chosen | set(key))
+
+
+def agree(primary: TableShape, standby: TableShape, primary_site: str, standby_site: str) -> list[str]:
+    """Refuse when the two sides do not have the same key and compared columns; return notes
+    (differences that do not stop the comparison, e.g. a key collation that differs)."""
+    if primary.key_names != standby.key_names:
+        raise Refused(f"table {primary.name}: key ({', '.join(primary.key_names)}) on {primary_site} "
+                      f"but ({', '.join(standby.key_names)}) on {standby_site}")
+    left = {(c.name, c.type) for c in primary.columns}
+    right = {(c.name, c.type) for c in standby.columns}
+    if left != right:
+        only_left = ", ".join(f"{n} {t}" for n, t in sorted(left - right)) or "-"
+        only_right = ", ".join(f"{n} {t}" for n, t in sorted(right - left)) or "-"
+        raise Refused(f"table {primary.name}: compared columns differ (only on {primary_site}: {only_left}; "
+                      f"only on {standby_site}: {only_right})")
+    notes = []
+    for a, b in zip(primary.key, standby.key, strict=True):
+        if a.collation != b.collation:
+            notes.append(f"key column {a.name} collates as {a.collation or '-'} on {primary_site} and "
+                         f"{b.collation or '-'} on {standby_site}: still exact, but ranges match less often")
+    return notes
+
+
+def row_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
+    """The per-row hash expression (a bigint) over the compared columns."""
+    if mode == "native":
+        parts = [sql.Identifier(c.name) if c.native_exact else sql.SQL("{}::text").format(sql.Identifier(c.name))
+                 for c in shape.columns]
+        return sql.SQL("hashint8extended(hash_record_extended(ROW({}), 0), 0)").format(sql.SQL(", ").join(parts))
+    parts = [sql.Identifier(c.name) for c in shape.columns]
+    return sql.SQL("('x' || left(md5(ROW({})::text), 15))::bit(60)::bigint").format(sql.SQL(", ").join(parts))
