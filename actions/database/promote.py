@@ -40,6 +40,7 @@ from actions.database.fence import unfence
 from actions.database.results import ActionResult, Step, summarize
 from actions.database.reverse import ensure_reverse_slot
 from actions.database.sequences import SequenceMove, sync_sequences
+from actions.database.synchronous import mode_on_new_primary
 from engine.config.database import DatabaseConfig, PgConnection
 from probes.postgres_conn import PgError, Unreachable, connect, describe_pg_error
 
@@ -209,6 +210,8 @@ async def promote(config: DatabaseConfig, site: str) -> ActionResult:
                     if step.status == "failed":
                         return summarize("promotion", site, steps, data=data, required=REQUIRED)
                 steps.append(await ensure_reverse_slot(conn, config, site))
+                if (kept := await mode_on_new_primary(conn, config, site)) is not None:  # before writes
+                    steps.append(kept)
                 t0 = time.perf_counter()
                 try:
                     moves = await sync_sequences(conn, subscription=config.subscription,
