@@ -190,6 +190,14 @@ def _covered(ev: LossEvidence, known: list[str]) -> float | None:
     return max(points) if points else None
 
 
+def _zero(why: str, covered: float | None, known: list[str], assumed: list[str]) -> LossVerdict:
+    sentence = f"no acknowledged write lost, by proof ({why}); known: {'; '.join(known)}"
+    if assumed:
+        sentence += f"; assumed: {'; '.join(assumed)}"
+    return LossVerdict("zero_by_proof", sentence, 0.0, covered_until=covered, known=tuple(known),
+                       assumed=tuple(assumed))
+
+
 def judge(ev: LossEvidence) -> LossVerdict:
     """The data-loss verdict from the evidence (see the module docstring)."""
     known: list[str] = []
@@ -206,13 +214,19 @@ def judge(ev: LossEvidence) -> LossVerdict:
         note = _END_ASSUMED[end.how]
         if note:
             assumed.append(note.format(p=ev.primary))
-    if covered is not None and (covered == math.inf or (end is not None and end.at <= covered)):
-        why = ("strict synchronous commit: no write was acknowledged without the standby"
-               if covered == math.inf else "the primary ended before synchronous commit could have degraded")
-        sentence = (f"no acknowledged write lost, by proof ({why}); known: {'; '.join(known)}; "
-                    f"assumed: {'; '.join(assumed)}")
-        return LossVerdict("zero_by_proof", sentence, 0.0, covered_until=covered, known=tuple(known),
-                           assumed=tuple(assumed))
+    sync_until = ev.sync.covered_until()
+    if covered is not None and end is not None and end.at <= covered:
+        # the standby has every write acknowledged before the end: proof when the end is (a fence), or when
+        # synchronous commit covered it and no degrade could have happened before the end (for a silent
+        # engine, the lease bounds when a partitioned one could still act)
+        acted_by = ev.lease_end_at if end.how == "engine_silent" and ev.lease_end_at is not None else end.at
+        if end.how == "fenced" or (sync_until is not None and acted_by <= sync_until):
+            why = ("the primary ended before synchronous commit could have degraded" if sync_until is not None
+                   and end.how != "fenced" else f"{ev.standby} has every write acknowledged before the fence")
+            return _zero(why, covered, known, assumed)
+    if sync_until == math.inf:
+        return _zero("strict synchronous commit: no write was acknowledged without the standby", covered, known,
+                     assumed)
     if covered is None:
         sentence = (f"data loss unknown: nothing shows what {ev.standby} holds of {ev.primary}"
                     + (f"; known: {'; '.join(known)}" if known else ""))
