@@ -23,7 +23,7 @@ from typing import Any
 from actions.database.results import Step
 from actions.database.synchronous import observe, set_standby_name, standby_name
 from engine.config.database import DatabaseConfig
-from engine.core.loss import SyncEvidence, clock_text, write_stall
+from engine.core.loss import SyncEvidence, write_stall
 from engine.core.sync_mode import SyncObservation, SyncSettings, SyncState, Transition, initial, step
 
 Observe = Callable[[DatabaseConfig, str], Awaitable[SyncObservation]]
@@ -96,9 +96,7 @@ class SyncWatch:
         if move.action != "none":
             data["acted"] = False  # an observer: the engine of the active site acts
         if move.state.kind != before.kind:
-            alert = move.state.kind in ("waiting", "at_risk", "degraded")
-            when = f" at {clock_text(now)}" if alert else ""
-            await self.record(move.sentence + when, data, alert)
+            await self.record(move.sentence, data, move.state.kind in ("waiting", "at_risk", "degraded"))
         return move
 
     async def run(self) -> None:
