@@ -47,12 +47,13 @@ def export_state(gauge: Any, service: str, kind: str) -> None:
 class SyncWatch:
     def __init__(self, config: DatabaseConfig, *, service: str, primary: str, clock: Callable[[], float],
                  record: Record, may_act: Callable[[], bool], observe_fn: Observe = observe,
-                 set_name: SetName = set_standby_name) -> None:
+                 set_name: SetName = set_standby_name, gauge: Any = None) -> None:
         config.other_site(primary)
         self.config, self.service, self.primary = config, service, primary
         self.settings = settings_of(config)
         self.clock, self.record, self.may_act = clock, record, may_act
         self._observe, self._set_name = observe_fn, set_name
+        self.gauge = gauge  # failover_engine_synchronous_state, set after every tick when given
         self.state: SyncState = initial(self.settings.mode, clock())
         self.last: Transition | None = None
 
@@ -81,6 +82,8 @@ class SyncWatch:
         before = self.state
         move = step(before, seen, self.settings, now)
         self.state, self.last = move.state, move
+        if self.gauge is not None:
+            export_state(self.gauge, self.service, move.state.kind)
         data: dict[str, Any] = {"service": self.service, "primary": self.primary, "from": before.kind,
                                 "to": move.state.kind, "condition": move.condition, "action": move.action}
         if move.action != "none" and self.may_act():

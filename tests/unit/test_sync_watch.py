@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Gauge
+
 from actions.database.results import Step
 from engine.config.database import DatabaseConfig
 from engine.core.sync_mode import SyncObservation
@@ -85,6 +87,19 @@ async def test_a_failed_action_is_alerted_and_retried() -> None:
     await watch.tick()
     assert world.set_calls == [("gcp", "app_sub"), ("gcp", "app_sub")]
     assert world.records[-1][1] and "FAILED: permission denied" in world.records[-1][0]
+
+
+async def test_the_state_metric_follows_every_tick() -> None:
+    """With a gauge, the current state is 1 and every other state 0 after each tick."""
+    registry = CollectorRegistry()
+    gauge = Gauge("failover_engine_synchronous_state", "test", ["service", "state"], registry=registry)
+    world = World()
+    watch = SyncWatch(CONFIG, service="app", primary="gcp", clock=lambda: world.now, record=world.record,
+                      may_act=lambda: True, observe_fn=world.observe, set_name=world.set_name, gauge=gauge)
+    await watch.tick()
+    value = registry.get_sample_value
+    assert value("failover_engine_synchronous_state", {"service": "app", "state": "sync"}) == 1.0
+    assert value("failover_engine_synchronous_state", {"service": "app", "state": "degraded"}) == 0.0
 
 
 async def test_primary_changed_starts_over() -> None:
