@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actions.consistency import check_consistency
 from bench.common import final_line, percentile
-from bench.site_kill import POLL, Run
+from bench.site_kill import POLL, Run, quiet_cancellations
 from tests.support.postgres import PgPair, start_pair
 
 BOUND_FROM = ("engine.core.loss.judge via actions.consistency.check_loss, fed with what an engine could observe "
@@ -82,6 +82,7 @@ async def one(pair: PgPair, args: argparse.Namespace, rng: random.Random) -> Res
 
 
 async def main(args: argparse.Namespace) -> None:
+    quiet_cancellations()
     rng = random.Random(args.seed)
     results = []
     with start_pair() as pair:

@@ -201,6 +201,17 @@ class Run:
         await asyncio.to_thread(self.db.drop)
 
 
+def quiet_cancellations() -> None:
+    """The proxy's connection tasks cancelled by a site kill are expected: do not print them as errors."""
+    loop = asyncio.get_running_loop()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if not isinstance(context.get("exception"), asyncio.CancelledError):
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 def _alive(cluster: PgCluster) -> bool:
     try:
         cluster.execute("SELECT 1")

@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import final_line, percentile
-from bench.site_kill import POLL, Run, cluster_pids, freeze_and_kill
+from bench.site_kill import POLL, Run, cluster_pids, freeze_and_kill, quiet_cancellations
 from tests.support.postgres import PgPair, start_pair
 
 BOUND_FROM = ("engine.core.loss.judge via actions.consistency.check_loss, fed with what an engine could observe "
@@ -99,6 +99,7 @@ async def degrade_run(pair: PgPair, args: argparse.Namespace) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
+    quiet_cancellations()
     results: list[Result] = []
     degrades: list[float] = []
     with start_pair() as pair:
