@@ -95,7 +95,7 @@ from actions.database.quarantine import (
 )
 from actions.database.results import ActionResult, Step, summarize
 from actions.database.reverse import PUBLISHED, SLOT, SUBSCRIBED, Touched, ensure_publication, peek_touched
-from actions.database.synchronous import apply_mode_after_move
+from actions.database.synchronous import reprotect_step
 from engine.config.database import DatabaseConfig
 from probes.postgres import format_bytes, table_ident
 from probes.postgres_conn import PgError, connect, conninfo, describe_pg_error
@@ -249,7 +249,7 @@ async def prepare_failback(config: DatabaseConfig, new_primary: str, reconciliat
                                       time.perf_counter() - t0))
                     steps.append(await _copy_heartbeats(new, back, config, new_primary))
                     if config.synchronous != "off":
-                        steps.append(await _keep_mode(config, new_primary))
+                        steps.append(await reprotect_step(config, new_primary))
                 else:
                     behind = "no slot yet" if lag is None else f"{format_bytes(lag)} behind"
                     steps.append(Step("catch-up", "failed", f"{behind} after {catch_up_timeout:g}s",
@@ -260,12 +260,6 @@ async def prepare_failback(config: DatabaseConfig, new_primary: str, reconciliat
     except (PgError, psycopg.Error) as exc:
         steps.append(Step("failback", "failed", str(exc) if isinstance(exc, PgError) else describe_pg_error(exc)))
     return _result(old, steps, data)
-
-
-async def _keep_mode(config: DatabaseConfig, new_primary: str) -> Step:
-    """Re-protect keeps the mode: the new primary names its new (caught-up) standby; never fails the step."""
-    kept = await apply_mode_after_move(config, new_primary)
-    return Step("synchronous", "ok" if kept.ok else "skipped", kept.sentence)
 
 
 def _result(old: str, steps: list[Step], data: dict[str, Any]) -> ActionResult:

@@ -193,3 +193,9 @@ async def apply_mode_after_move(config: DatabaseConfig, new_primary: str) -> Act
         back = Step("old primary", "ok", back.detail, back.seconds)
     steps.append(back)
     return summarize(f"synchronous {config.synchronous}", new_primary, steps, required=("synchronous",))
+
+
+async def reprotect_step(config: DatabaseConfig, new_primary: str) -> Step:
+    """Re-protect keeps the mode: the new primary names its new (caught-up) standby; never fails the step."""
+    kept = await apply_mode_after_move(config, new_primary)
+    return Step("synchronous", "ok" if kept.ok else "skipped", kept.sentence)

@@ -16,7 +16,7 @@ import pytest
 
 from actions.consistency import check_loss
 from actions.database.heartbeat import HeartbeatWriter
-from actions.database.synchronous import apply_mode_after_move, observe, set_standby_name
+from actions.database.synchronous import apply_mode_after_move, observe, reprotect_step, set_standby_name
 from engine.config.database import DatabaseConfig
 from engine.core.loss import PrimaryEnd
 from engine.runtime.sync_watch import SyncWatch
@@ -151,7 +151,7 @@ async def test_strict_never_degrades(sync_db: ReplicatedDb, journal: Journal) ->
 
 async def test_set_standby_name_is_idempotent_and_moves_keep_the_mode(sync_db: ReplicatedDb) -> None:
     """Naming twice changes nothing the second time; after a move the new primary names the standby (strict)
-    and the old one nobody."""
+    and the old one nobody; re-protect under `on` names a caught-up standby."""
     config = config_of(sync_db, "strict")
     first = await set_standby_name(config, "gcp", config.subscription)
     again = await set_standby_name(config, "gcp", config.subscription)
@@ -163,3 +163,7 @@ async def test_set_standby_name_is_idempotent_and_moves_keep_the_mode(sync_db: R
     assert sync_db.pair.publisher.execute("SHOW synchronous_standby_names") == [("",)]
     sync_db.pair.subscriber.execute("ALTER SYSTEM RESET synchronous_standby_names")
     sync_db.pair.subscriber.execute("SELECT pg_reload_conf()")
+    on = config_of(sync_db, "on")
+    kept = await reprotect_step(on, "gcp")  # `on` names a standby that streams caught up
+    assert kept.status == "ok", kept.detail
+    assert sync_db.pair.publisher.execute("SHOW synchronous_standby_names") == [('"failover_sub"',)]
