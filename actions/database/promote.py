@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from actions.database.fence import unfence
+from actions.database.fence import NO_SYNC_WAIT, unfence
 from actions.database.results import ActionResult, Step, summarize
 from actions.database.reverse import ensure_reverse_slot
 from actions.database.sequences import SequenceMove, sync_sequences
@@ -197,7 +197,8 @@ async def promote(config: DatabaseConfig, site: str) -> ActionResult:
     try:
         async with asyncio.timeout(config.promotion.timeout):
             async with await connect(config.sites[site], statement_timeout=config.promotion.statement_timeout,
-                                     writable=True, application_name="failover-engine promote") as conn:
+                                     writable=True, application_name="failover-engine promote",
+                                     settings=NO_SYNC_WAIT) as conn:
                 cur = await conn.execute("SELECT pg_is_in_recovery()")
                 row = await cur.fetchone()
                 if row and row[0]:

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from actions.consistency import check_loss
+from actions.database.fence import fence, unfence
 from actions.database.heartbeat import HeartbeatWriter
 from actions.database.synchronous import apply_mode_after_move, observe, reprotect_step, set_standby_name
 from engine.config.database import DatabaseConfig
@@ -167,3 +168,16 @@ async def test_set_standby_name_is_idempotent_and_moves_keep_the_mode(sync_db: R
     kept = await reprotect_step(on, "gcp")  # `on` names a standby that streams caught up
     assert kept.status == "ok", kept.detail
     assert sync_db.pair.publisher.execute("SHOW synchronous_standby_names") == [('"failover_sub"',)]
+
+
+async def test_fence_and_unfence_do_not_wait_for_a_lost_synchronous_standby(sync_db: ReplicatedDb) -> None:
+    """Under strict with the standby stopped, the engine's own fence and unfence still complete (their catalog
+    changes commit locally; client commits keep waiting)."""
+    config = DatabaseConfig.model_validate(sync_db.database_config(
+        synchronous="strict", fencing={"timeout": "3s"}, promotion={"timeout": "5s", "statement_timeout": "3s"}))
+    assert (await set_standby_name(config, "gcp", config.subscription)).status == "ok"
+    await asyncio.to_thread(sync_db.pair.subscriber.stop, "immediate")
+    fenced = await fence(config, "gcp")
+    assert fenced.ok, fenced.sentence
+    unfenced = await unfence(config, "gcp")
+    assert unfenced.status == "ok", unfenced.detail
