@@ -19,7 +19,17 @@ and the new primary can show its subscription's ``pg_replication_origin_status.r
 result also says whether the WAL up to that point was applied (``lsn_gap_bytes``: 0 when everything
 up to the last known commit arrived, else how many bytes of the old primary's WAL did not).
 
-:func:`assess` is pure; :func:`check_consistency` reads the new primary and calls it.
+:func:`assess` is pure; :func:`check_consistency` reads the new primary and calls it. Both are the
+old, **lower-bound** window, kept until the runbook calls :func:`check_loss` instead.
+
+**The verdict (issues 17 and 24).** :func:`check_loss` gathers what the new primary shows (its freshest
+replicated heartbeat of this engine on the old primary, the WAL it applied) into a
+:class:`~engine.core.loss.LossEvidence`, with what the runtime knows (the last commit point seen, when
+the old primary ended, the self-fencing lease, this engine's synchronous evidence), and returns the
+pure :func:`~engine.core.loss.judge` verdict: ``zero_by_proof`` (status ``ok``), ``bounded``
+("possible loss <= X s", an alert) or ``unknown`` since T (an alert); its
+:meth:`~engine.core.loss.LossVerdict.metric_value` is the ``failover_engine_possible_data_loss_seconds``
+gauge. :func:`primary_end` and :func:`silent_since` turn the runtime's facts into the end of the old primary.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from psycopg import sql
 
 from engine.config.base import format_duration
 from engine.config.database import DatabaseConfig
+from engine.core.loss import EndHow, LossEvidence, LossVerdict, PrimaryEnd, Seen, SyncEvidence, judge
 from probes.postgres import table_ident
 from probes.postgres_conn import PgError, connect, describe_pg_error, fetch
 
@@ -195,3 +206,60 @@ async def check_consistency(config: DatabaseConfig, new_primary: str, last_known
                                  last_known, None)
     gap = await lsn_gap(config, new_primary, last_known.lsn) if last_known is not None and last_known.lsn else None
     return assess(last_known, latest, rpo, interval=config.heartbeat.interval, lsn_gap_bytes=gap)
+
+
+# -- the verdict (issues 17 and 24) ---------------------------------------------------------------
+def silent_since(last_heard_at: float, cadence: float, timeout: float) -> float:
+    """When an engine last heard at ``last_heard_at`` went silent at the latest: a live engine is heard
+    again within one ``cadence`` (its verdict push or our probe interval) plus one request ``timeout``."""
+    return last_heard_at + cadence + timeout
+
+
+def primary_end(*, fenced_at: float | None = None, reported_down_at: float | None = None,
+                engine_silent_at: float | None = None) -> PrimaryEnd | None:
+    """The strongest known end of the old primary: fenced (proof), its engine reported the database down,
+    or its engine went silent (a whole-site loss assumed); None when nothing is known."""
+    choices: tuple[tuple[float | None, EndHow], ...] = (
+        (fenced_at, "fenced"), (reported_down_at, "reported_down"), (engine_silent_at, "engine_silent"))
+    for at, how in choices:
+        if at is not None and math.isfinite(at):
+            return PrimaryEnd(at, how)
+    return None
+
+
+async def loss_evidence(config: DatabaseConfig, new_primary: str, last_known: CommitPoint | None, *,
+                        end: PrimaryEnd | None, sync: SyncEvidence, lease_end_at: float | None = None,
+                        ) -> tuple[LossEvidence, str | None]:
+    """Read the new primary for the verdict's inputs; never raises (a read failure is the second value)."""
+    old = config.other_site(new_primary)
+    note = None
+    standby_has: Seen | None = None
+    gap: int | None = None
+    if last_known is not None and last_known.primary not in (None, old):
+        note = f"the last known commit point was taken on {last_known.primary}, not on the old primary {old}"
+        last_known = None
+    try:  # only this engine's own beats: their times are on this engine's clock, like the rest
+        latest = await latest_replicated(config, new_primary, last_known) if last_known is not None else None
+        standby_has = None if latest is None else Seen(latest.heartbeat_at, latest.lsn)
+    except PgError as exc:
+        note = f"{new_primary} unreachable: {exc}"
+    except (psycopg.Error, TimeoutError) as exc:
+        note = describe_pg_error(exc) if isinstance(exc, psycopg.Error) else f"{new_primary} timed out"
+    if note is None and last_known is not None and last_known.lsn:
+        gap = await lsn_gap(config, new_primary, last_known.lsn)
+    seen = None if last_known is None else Seen(last_known.heartbeat_at, last_known.lsn)
+    return LossEvidence(standby_has, seen, end, lease_end_at, sync, gap, standby=new_primary, primary=old), note
+
+
+async def check_loss(config: DatabaseConfig, new_primary: str, last_known: CommitPoint | None, *,
+                     end: PrimaryEnd | None, sync: SyncEvidence, lease_end_at: float | None = None,
+                     ) -> LossVerdict:
+    """The data-loss verdict after a failover to ``new_primary`` (see the module docstring); never raises."""
+    evidence, note = await loss_evidence(config, new_primary, last_known, end=end, sync=sync,
+                                         lease_end_at=lease_end_at)
+    verdict = judge(evidence)
+    if note is None:
+        return verdict
+    return LossVerdict(verdict.kind, f"{verdict.sentence} (could not read: {note})", verdict.bound_s,
+                       verdict.unknown_since, verdict.covered_until, verdict.bound_if_outlived_s,
+                       verdict.known, (*verdict.assumed,))

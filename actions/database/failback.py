@@ -96,6 +96,7 @@ from actions.database.quarantine import (
 )
 from actions.database.results import ActionResult, Step, summarize
 from actions.database.reverse import PUBLISHED, SLOT, SUBSCRIBED, ensure_publication, peek_touched
+from actions.database.synchronous import reprotect_step
 from actions.reconcile.runner import reconcile
 from engine.config.database import DatabaseConfig
 from probes.postgres import format_bytes, table_ident
@@ -186,6 +187,8 @@ async def prepare_failback(config: DatabaseConfig, new_primary: str, reconciliat
                     steps.append(Step("catch-up", "ok", f"{old} has applied everything from {new_primary}",
                                       time.perf_counter() - t0))
                     steps.append(await _copy_heartbeats(new, back, config, new_primary))
+                    if config.synchronous != "off":
+                        steps.append(await reprotect_step(config, new_primary))
                 else:
                     behind = "no slot yet" if lag is None else f"{format_bytes(lag)} behind"
                     steps.append(Step("catch-up", "failed", f"{behind} after {catch_up_timeout:g}s",

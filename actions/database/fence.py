@@ -30,6 +30,8 @@ TERMINATE = """
 SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
 WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
 """
+# the engine's own catalog changes never wait for a synchronous standby (a lost one would stall the fence)
+NO_SYNC_WAIT = {"synchronous_commit": "local"}
 
 
 async def fence(config: DatabaseConfig, site: str) -> ActionResult:
@@ -44,7 +46,7 @@ async def fence(config: DatabaseConfig, site: str) -> ActionResult:
         async with asyncio.timeout(config.fencing.timeout):
             try:
                 conn = await connect(conn_cfg, statement_timeout=config.fencing.timeout, writable=True,
-                                     application_name="failover-engine fence")
+                                     application_name="failover-engine fence", settings=NO_SYNC_WAIT)
             except Unreachable as exc:
                 return ActionResult("fence", site, True, f"fence of {site} skipped: unreachable ({exc})",
                                     (Step("connect", "skipped", str(exc)),))
@@ -85,7 +87,7 @@ async def unfence(config: DatabaseConfig, site: str, *, statement_timeout: float
     try:
         async with asyncio.timeout(config.promotion.timeout):
             async with await connect(conn_cfg, statement_timeout=timeout, writable=True,
-                                     application_name="failover-engine unfence") as conn:
+                                     application_name="failover-engine unfence", settings=NO_SYNC_WAIT) as conn:
                 await conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only")
                                    .format(sql.Identifier(conn_cfg.dbname)))
             async with await connect(conn_cfg, statement_timeout=timeout,

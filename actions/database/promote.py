@@ -36,10 +36,11 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from actions.database.fence import unfence
+from actions.database.fence import NO_SYNC_WAIT, unfence
 from actions.database.results import ActionResult, Step, summarize
 from actions.database.reverse import ensure_reverse_slot
 from actions.database.sequences import SequenceMove, sync_sequences
+from actions.database.synchronous import mode_on_new_primary
 from actions.reconcile.after_failover import read_promotion_point
 from engine.config.database import DatabaseConfig, PgConnection
 from probes.postgres_conn import PgError, Unreachable, connect, describe_pg_error
@@ -197,7 +198,8 @@ async def promote(config: DatabaseConfig, site: str) -> ActionResult:
     try:
         async with asyncio.timeout(config.promotion.timeout):
             async with await connect(config.sites[site], statement_timeout=config.promotion.statement_timeout,
-                                     writable=True, application_name="failover-engine promote") as conn:
+                                     writable=True, application_name="failover-engine promote",
+                                     settings=NO_SYNC_WAIT) as conn:
                 cur = await conn.execute("SELECT pg_is_in_recovery()")
                 row = await cur.fetchone()
                 if row and row[0]:
@@ -213,6 +215,8 @@ async def promote(config: DatabaseConfig, site: str) -> ActionResult:
                 # judges "written after promotion" by (actions.reconcile.causes)
                 data["promotion_point"] = (await read_promotion_point(conn)).to_dict()
                 steps.append(await ensure_reverse_slot(conn, config, site))
+                if (kept := await mode_on_new_primary(conn, config, site)) is not None:  # before writes
+                    steps.append(kept)
                 t0 = time.perf_counter()
                 try:
                     moves = await sync_sequences(conn, subscription=config.subscription,

@@ -12,6 +12,8 @@ Owned by the PostgreSQL work (issue 4). Shape::
       lag_probe: {interval: 30s, timeout: 10s, max_lag: 30s}
       fencing: {enabled: true, timeout: 10s}
       promotion: {sequence_margin: 1000, timeout: 60s}
+      synchronous: on             # off | on | strict (see docs/synchronous.md)
+      synchronous_degrade: {after: 10s, commit_wait_limit: 1s, restore_lag: 1048576, check_interval: 1s}
       reconcile:
         schedule: 5m
         tables:
@@ -206,6 +208,43 @@ class ReconcileConfig(Model):
         return self
 
 
+# -- synchronous replication (issue 24) -------------------------------------------------------------
+class SyncDegradeConfig(Model):
+    """When ``synchronous: on`` gives up on the standby (degrades to asynchronous) and when it restores."""
+
+    after: Duration = Field(10.0, description="standby missing, not sync or behind this long: degrade "
+                                              "(``on`` only; ``strict`` never degrades)")
+    commit_wait_limit: Duration = Field(1.0, description="a commit waiting longer than this counts as the "
+                                                         "standby being behind")
+    restore_lag: int = Field(1_048_576, ge=0, le=1 << 34, description="restore synchronous commit once the "
+                             "streaming standby is within this many bytes of WAL")
+    check_interval: Duration = Field(1.0, description="how often the engine reads the primary's replication state")
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if not 0.5 <= self.after <= 3600:
+            raise rule_error("after", "must be between 500ms and 1h")
+        if not 0.1 <= self.check_interval <= 60:
+            raise rule_error("check_interval", "must be between 100ms and 1m")
+        if self.check_interval * 2 > self.after:
+            raise rule_error("check_interval", f"must be <= half of after ({format_duration(self.after)})")
+        if not 0 < self.commit_wait_limit < self.after:
+            raise rule_error("commit_wait_limit", f"must be > 0 and < after ({format_duration(self.after)})")
+        return self
+
+
+SyncMode = Literal["off", "on", "strict"]
+
+
+def _yaml_switch(value: object) -> object:
+    """YAML 1.1 reads a bare ``on``/``off`` as a boolean: take it as the mode of that name."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return value
+
+
 class DatabaseConfig(Model):
     """The primary/standby PostgreSQL pair of a service."""
 
@@ -218,6 +257,11 @@ class DatabaseConfig(Model):
     fencing: FencingConfig = Field(default_factory=FencingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
+    # synchronous replication (issue 24)
+    synchronous: SyncMode = Field("off", description="off | on (degrades to asynchronous when the standby is "
+                                  "lost) | strict (writes wait for the standby, never degrades)")
+    synchronous_degrade: SyncDegradeConfig = Field(default_factory=SyncDegradeConfig)
+    _synchronous_switch = field_validator("synchronous", mode="before")(_yaml_switch)
 
     @field_validator("sites")
     @classmethod

@@ -92,6 +92,13 @@ class Metrics:
         self.peer_age = Gauge(
             "failover_engine_peer_last_seen_age_seconds", "Seconds since a peer's verdict was last heard.",
             ["peer"], registry=r)
+        # synchronous replication and the data-loss verdict (issues 24, 17)
+        self.possible_loss = Gauge(
+            "failover_engine_possible_data_loss_seconds", "Upper bound of acknowledged writes possibly lost by the "
+            "last failover: 0 by proof, +Inf when unknown.", ["service"], registry=r)
+        self.synchronous = Gauge(
+            "failover_engine_synchronous_state", "1 for the synchronous replication state a service is in (off, "
+            "engaging, sync, at_risk, waiting, degraded).", ["service", "state"], registry=r)
 
     def export_reconcile(self, samples: list[tuple[str, dict[str, str], float]]) -> None:
         """Reconciliation results as gauges: failover_engine_reconcile_{identical,differences,...}."""

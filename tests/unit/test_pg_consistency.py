@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actions.consistency import CommitPoint, assess
+from actions.consistency import CommitPoint, assess, primary_end, silent_since
+from engine.core.loss import PrimaryEnd
 
 
 def test_loss_window_above_rpo_is_a_breach_with_the_sentence() -> None:
@@ -60,3 +61,16 @@ def test_commit_point_round_trips_and_reads_the_probe_detail() -> None:
     assert CommitPoint.from_dict({"heartbeat_at": 12, "lsn": "0/1"}) == CommitPoint(12.0, "0/1", None, None)
     result = assess(point, CommitPoint(1700000000.0), 30.0)
     assert result.to_dict()["last_known"] == point.to_dict()
+
+
+def test_primary_end_prefers_a_fence_then_a_report_then_silence() -> None:
+    """The end of the old primary is the strongest fact known: fenced, reported down, or its engine silent."""
+    assert primary_end(fenced_at=5.0, reported_down_at=4.0, engine_silent_at=3.0) == PrimaryEnd(5.0, "fenced")
+    assert primary_end(reported_down_at=4.0, engine_silent_at=3.0) == PrimaryEnd(4.0, "reported_down")
+    assert primary_end(engine_silent_at=3.0) == PrimaryEnd(3.0, "engine_silent")
+    assert primary_end(engine_silent_at=float("nan")) is None and primary_end() is None
+
+
+def test_silent_since_adds_one_cadence_and_one_timeout() -> None:
+    """An engine last heard at T is silent by T + its cadence + one request timeout at the latest."""
+    assert silent_since(100.0, 0.25, 0.25) == 100.5
