@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from engine.config.model import EngineConfig
 from engine.core.clock import ManualClock
 from engine.core.decide import ServiceState
 from engine.core.health import HealthMachine
+from engine.core.lease_rules import PrimaryWritability
 from engine.core.model import SignalKey
 from engine.core.operations import Operation, OpState, Outcome, StepFailed
 from engine.core.steps import StepSpec, failover_plan
@@ -206,10 +208,6 @@ async def test_hooks_run_before_each_decision(journal: Journal) -> None:
 async def test_an_engine_whose_local_primary_stops_writing_gives_the_lease_up(journal: Journal) -> None:
     """Active here, two failed heartbeats: primary_writable False, the lease given up (journaled, alerted), and
     taken back when a beat writes again; elsewhere it is not this engine's to say."""
-    from types import SimpleNamespace
-
-    from engine.core.lease_rules import PrimaryWritability
-
     w = world(journal)
     beats = PrimaryWritability(stale_after=5.0)
     w.rt.database = SimpleNamespace(writability=beats)
