@@ -13,7 +13,7 @@ before fencing. The rule fences only when every source agrees; the first that ap
 2. its site is the active site of the current epoch and nobody knows a higher one: the rightful
    primary, never fenced;
 3. an operation runs for the service (here, or announced by a fresh peer) or a full drill is
-   announced: the runbook owns the databases (a stray, reported, not fenced);
+   announced: the runbook owns the databases (a promoted standby is expected then: not a stray);
 4. the database subscribes (an enabled subscription): a logical standby, not a primary (a writable
    standby is a weaker fence, not a split brain);
 5. a peer or DNS knows a higher epoch than this engine: wait until this engine has adopted it;
@@ -77,7 +77,7 @@ def _decide(seen: DbSeen, own: EpochClaim, peers: Sequence[EpochClaim], busy: Se
     if site == own.active and all(p.epoch <= own.epoch for p in peers):
         return StrayDecision(False, False, site, f"{site} is the active site at epoch {own.epoch}")
     if busy:
-        return StrayDecision(False, site != own.active, None,
+        return StrayDecision(False, False, None,
                              f"the database in {site} takes writes but {'; '.join(busy)}: the runbook owns the "
                              "databases")
     if seen.subscribed:
