@@ -109,6 +109,24 @@ class FencingConfig(Model):
         return self
 
 
+# -- stray-primary watch (issue 17, item 4) -----------------------------------------------------------------
+class StrayWatchConfig(Model):
+    """Fencing a database that takes writes while its site is not the active one (engine.core.stray)."""
+
+    enabled: bool = Field(True, description="look at every reachable site's database and fence a stray primary")
+    interval: Duration = Field(5.0, description="how often each site's database is looked at (a fresh session)")
+    max_backoff: Duration = Field(60.0, description="longest wait between two attempts to fence it when they fail")
+
+    @model_validator(mode="after")
+    def _positive(self) -> Self:
+        if self.interval <= 0:
+            raise rule_error("interval", "must be > 0")
+        if self.max_backoff < self.interval:
+            raise rule_error("max_backoff", f"must be >= interval ({format_duration(self.interval)})")
+        return self
+# -- end of the stray-primary watch block --------------------------------------------------------------------
+
+
 class PromotionConfig(Model):
     """Making the standby the primary."""
 
@@ -262,6 +280,7 @@ class DatabaseConfig(Model):
                                   "lost) | strict (writes wait for the standby, never degrades)")
     synchronous_degrade: SyncDegradeConfig = Field(default_factory=SyncDegradeConfig)
     _synchronous_switch = field_validator("synchronous", mode="before")(_yaml_switch)
+    stray_watch: StrayWatchConfig = Field(default_factory=StrayWatchConfig)  # issue 17 item 4
 
     @field_validator("sites")
     @classmethod

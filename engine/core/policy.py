@@ -14,7 +14,10 @@ Rules, in order; the first that applies gives the sentence:
    engines of the target site first: A's cloud may be gone). Only it acts; the DNS epoch makes any
    race harmless.
 
-Pause wraps everything: the same evaluation, prefixed ``PAUSED:``, never acting.
+Pause wraps everything: the same evaluation, prefixed ``PAUSED:``, never acting. So does an operation of
+this service halted here (``halted``): it blocks every new runbook until an operator retries or aborts
+it, so a move the rules would start pages instead (``halted: ...``), and any other sentence says the
+operation is halted; never "this instance acts" while nothing can act.
 """
 
 from __future__ import annotations
@@ -106,12 +109,29 @@ def gate_reasons(state: ServiceState, home: str, target: str | None, tally: Tall
 
 def decide_cluster(state: ServiceState, service: str, home: str, tally: Tally, own_id: str,
                    engines: Sequence[VoterInfo], now: float, policy: PolicyConfig, *,
-                   executors: Sequence[str] = (), rpo_applies: bool = False) -> ClusterDecision:
+                   executors: Sequence[str] = (), rpo_applies: bool = False,
+                   halted: tuple[str, str] | None = None) -> ClusterDecision:
+    """``halted``: (id, message) of the operation of this service halted here, or None."""
     decision = _decide(state, service, home, tally, own_id, engines, now, policy, executors, rpo_applies)
+    if halted is not None:
+        decision = _blocked_by_halted(decision, service, halted)
     if state.paused:
         return ClusterDecision(DecisionKind.HOLD, f"PAUSED: {decision.message}", decision.target, None, False,
                                decision.reasons, decision.evidence)
     return decision
+
+
+def _blocked_by_halted(decision: ClusterDecision, service: str, halted: tuple[str, str]) -> ClusterDecision:
+    """A halted operation blocks every new runbook: a move the rules would start pages instead, naming it."""
+    op_id, message = halted
+    said = f"operation {op_id} is halted ({message})"
+    if decision.verdict is not DecisionKind.FAILOVER:
+        return ClusterDecision(decision.verdict, f"{decision.message}; {said}", decision.target, None, False,
+                               decision.reasons, decision.evidence)
+    grounds = decision.message.rsplit("; ", 1)[0]  # without "... acts": nobody does
+    return ClusterDecision(DecisionKind.PAGE, f"halted: {said}; nothing moves for {service} until an operator "
+                           f"retries or aborts it (POST /v1/operations/{op_id}/retry or /abort); the rules say: "
+                           f"{grounds}", decision.target, None, False, ("operation halted",), decision.evidence)
 
 
 def _decide(state: ServiceState, service: str, home: str, tally: Tally, own_id: str,

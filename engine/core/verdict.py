@@ -28,6 +28,13 @@ class ServiceVerdict(_Strict):
     paused: bool = False
     drill: str | None = Field(None, max_length=128, description="a full drill under way, announced")
     runbook: str | None = Field(None, max_length=128, description="an operation this voter is running")
+    halted: str | None = Field(None, max_length=128, description=(
+        "an operation of this service this voter holds halted (it still owns the databases until retried or "
+        "aborted); left out when null"))
+    primary_writable: bool | None = Field(None, description=(
+        "sent by an engine of the active site about its local primary: true writable, false down or read-only "
+        "(the write lease given up, see engine.core.lease_rules), null unknown or not this engine's to say; "
+        "left out when null, so older peers still parse the verdict"))
 
 
 class Verdict(_Strict):

@@ -74,8 +74,10 @@ class Coordinator:
                 sites={site: view.health.value for site, view in snapshot.sites.items()},
                 lag_s=rt.lag_s, shared_down=rt.shared_down(), paused=rt.state.paused,
                 drill=self.announced_drill(rt.name),
-                runbook=rt.operation.id if rt.operation is not None and rt.operation.state is OpState.RUNNING
-                else None)
+                runbook=self._announced_runbook(rt),
+                halted=rt.operation.id if rt.operation is not None and rt.operation.state is OpState.HALTED
+                else None,
+                primary_writable=await self.lease.local_primary(rt, now))  # False: the write lease given up
             verdicts[rt.name] = own
             votes = tally(self.peering.voters, own_id, own, self.peering.received_for(rt.name), mono)
             await self._pause_expiry(rt, now)
@@ -85,13 +87,30 @@ class Coordinator:
             decision = decide_cluster(
                 rt.state, rt.name, rt.config.active, votes, own_id, self.peering.engines, now,
                 rt.config.policy, executors=rt.config.policy.executors,
-                rpo_applies=rt.config.database is not None)
+                rpo_applies=rt.config.database is not None, halted=self._halted(rt))
             if decision.acting and ctx.config.instance.role == "engine" and rt.operation is None:
                 decision = await self.brakes.brake(rt, decision, now)
             await self.note_decision(rt, decision, now, snapshot)
             if decision.acting and ctx.config.instance.role == "engine" and rt.operation is None:
                 await self.start_operation(rt, decision, now, trigger="auto")
         self._send(verdicts)
+
+    @staticmethod
+    def _announced_runbook(rt: ServiceRuntime) -> str | None:
+        """The operation this engine runs, announced in its verdict, until the service's state shows its end: a
+        done one is still announced until its epoch is adopted here, so no peer sees the databases moved by it
+        without either the runbook or the new epoch (the stray-primary watch relies on that)."""
+        op = rt.operation
+        if op is None:
+            return None
+        finishing = op.state is OpState.DONE and rt.state.epoch < op.epoch_to
+        return op.id if op.state is OpState.RUNNING or finishing else None
+
+    @staticmethod
+    def _halted(rt: ServiceRuntime) -> tuple[str, str] | None:
+        """(id, message) of this service's operation when it is halted here: the decision must say so."""
+        op = rt.operation
+        return (op.id, op.message or f"{op.kind} halted") if op is not None and op.state is OpState.HALTED else None
 
     async def note_decision(self, rt: ServiceRuntime, decision: ClusterDecision, now: float,
                             snapshot: Snapshot) -> None:

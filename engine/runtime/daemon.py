@@ -45,6 +45,7 @@ from engine.runtime.probe_scheduler import Scheduler
 from engine.runtime.runbooks import Runbooks
 from engine.runtime.service import ServiceRuntime, SignalRuntime
 from engine.runtime.status import EngineStatus
+from engine.runtime.stray_primary import StrayPrimaryWatch
 from probes.base import Probe
 from probes.http import new_session
 from probes.registry import build_probe
@@ -84,7 +85,7 @@ class Engine:
         self.brakes = Brakes(ctx)
         self.lease = LeaseWatch(ctx, self.peering)
         self.coordinator = Coordinator(ctx, self.peering, self.brakes, self.lease,
-                                       steps_factory or Runbooks(ctx, self.lease.lease_remaining))
+                                       steps_factory or Runbooks(ctx, self.lease.release))
         self.drills = Drills(ctx, self.peering, self.coordinator)
         self.coordinator.announced_drill = self.drills.announced
         self.moves = Moves(ctx, self.coordinator, self.peering, self.drills.drill_of)
@@ -140,6 +141,8 @@ class Engine:
         for rt in ctx.services.values():
             if rt.database is not None:
                 rt.database.start()
+            if rt.stray is not None:
+                rt.stray.start()
         await self.coordinator.resume_open()
         await self.drills.recover()
         for rt in ctx.services.values():
@@ -174,6 +177,7 @@ class Engine:
                                          for p in site_cfg.probes]
             if svc.database is not None and self.config.instance.role == "engine":
                 runtime.database = DatabaseWatch(self.ctx, runtime)
+                runtime.stray = StrayPrimaryWatch(self.ctx, runtime, self.peering)
                 runtime.replication = self._add_signal(name, None, "replication", svc.database.lag_probe, svc,
                                                        probe=runtime.database.probe)
             for dep in svc.dependencies:
@@ -220,6 +224,8 @@ class Engine:
         for rt in self.services.values():
             if rt.database is not None:
                 await rt.database.close()
+            if rt.stray is not None:
+                await rt.stray.close()
         await self.peering.close()
         await self.ctx.notifier.close()
         if self._api is not None:

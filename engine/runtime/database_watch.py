@@ -4,7 +4,10 @@ For each service with a ``database:`` section, an engine (never the witness):
 
 - writes its heartbeat row on the current primary every ``heartbeat.interval`` and keeps the
   returned commit point (heartbeat time and LSN) in the journal as ``primary_commit``, continuously:
-  after the primary dies, that is what the consistency check compares the new primary with;
+  after the primary dies, that is what the consistency check compares the new primary with; each
+  beat's result also says whether the primary takes writes (``writability``: the engine of the
+  active site reports it in its verdict and gives the write lease up when it does not,
+  :mod:`engine.core.lease_rules`);
 - runs the replication lag probe as a service-wide signal (``<service>/*/replication``); its value
   is the lag in seconds, kept as the last known lag when the primary becomes unreachable;
 - when it runs in the active site, reconciles the pair every ``reconcile.schedule`` (not while an
@@ -22,6 +25,7 @@ import structlog
 from actions.consistency import CommitPoint
 from actions.database.heartbeat import HeartbeatWriter
 from actions.reconcile.runner import reconcile
+from engine.core.lease_rules import PrimaryWritability
 from engine.runtime.context import RuntimeContext
 from engine.runtime.service import ServiceRuntime
 from probes.postgres import PostgresLagProbe
@@ -44,6 +48,7 @@ class DatabaseWatch:
         site = ctx.config.instance.site
         self.writer = HeartbeatWriter(db, writer_site=site, primary=rt.state.active) if site in db.sites else None
         self.last_beat_error: str | None = None
+        self.writability = self._writability()
         self._tasks: list[asyncio.Task[Any]] = []
 
     def start(self) -> None:
@@ -56,6 +61,7 @@ class DatabaseWatch:
         self.probe.set_primary(site)
         if self.writer is not None:
             self.writer.set_primary(site)
+        self.writability = self._writability()  # what was known was about the old primary
 
     async def _heartbeats(self) -> None:
         assert self.writer is not None
@@ -69,13 +75,28 @@ class DatabaseWatch:
                 if str(exc) != self.last_beat_error:
                     log.warning("heartbeat failed", service=self.rt.name, error=str(exc))
                 self.last_beat_error = str(exc)
+                self._beat_result(False, str(exc))
             else:
                 self.last_beat_error = None
+                self._beat_result(True, None)
                 if point.site:
                     self.probe.remember(point.heartbeat_at, point.site)
                 await self.ctx.journal_or_fail().put_state(self.rt.name, "primary_commit", point.to_dict(),
                                                               at=now)
             await asyncio.sleep(max(0.0, interval - (self.ctx.clock.monotonic() - started)))
+
+    # -- is the primary writable? (issue 17, item 3) -------------------------------------------------------
+    def _writability(self) -> PrimaryWritability:
+        """One beat is bounded by ``connect_timeout + interval``: a result older than two of those plus an
+        interval is no news."""
+        beat_bound = self.db.sites[self.rt.state.active].connect_timeout + self.db.heartbeat.interval
+        return PrimaryWritability(stale_after=2 * beat_bound + self.db.heartbeat.interval)
+
+    def _beat_result(self, ok: bool, error: str | None) -> None:
+        before = self.writability.writable(self.ctx.clock.monotonic())
+        self.writability.beat(ok, self.ctx.clock.monotonic(), error)
+        if self.writability.writable(self.ctx.clock.monotonic()) != before:
+            self.ctx.poke()  # the verdict changes: let the peers know at once
 
     async def reconcile_now(self, *, watermark: Any = "auto") -> dict[str, Any]:
         """Reconcile the pair now (``watermark=None`` when nothing flows between them)."""

@@ -37,16 +37,21 @@ from actions.dns.errors import DnsAuthError, DnsConflict, DnsError
 from actions.dns.provider import build_provider, build_verifier
 from actions.reconcile.causes import PromotionPoint
 from actions.reconcile.runner import reconcile
+from engine.core.lease_rules import LeaseRelease
 from engine.core.operations import Operation, Outcome, StepFailed, fence_required
 from engine.runtime.context import RuntimeContext
 from engine.runtime.service import ServiceRuntime
 
-LeaseRemaining = Callable[[str, float], tuple[float, list[str], float | None]]
+LeaseRemaining = Callable[[str, str, int, float], tuple[LeaseRelease, float | None]]
+"""LeaseWatch.release: (service, old site, starting epoch, lease wait) -> may promote?, when last heard."""
+LEASE_POLL = 0.1  # seconds between two looks at the lease while waiting: a released lease is seen at once
+FENCE_RETRY = 0.5  # seconds between two more fence attempts while the old site's engine is heard
 
 
 class FailoverSteps:
     """The failover runbook's step functions for one service (the table: engine.core.steps.failover_plan).
-    ``lease_remaining`` tells how long the old site's engines must still stay silent (LeaseWatch)."""
+    ``lease_remaining`` tells whether the old site's engines gave the write lease up or how long they must
+    still stay silent (LeaseWatch.release)."""
 
     def __init__(self, ctx: RuntimeContext, rt: ServiceRuntime, lease_remaining: LeaseRemaining) -> None:
         self.ctx = ctx
@@ -186,32 +191,45 @@ class FailoverSteps:
         return await self._wait_out_lease(op, lease, result)
 
     async def _wait_out_lease(self, op: Operation, lease: Any, result: Any) -> Outcome:
-        """Wait until the old site's engines have been silent for the lease. When one of them is heard again
-        meanwhile (the partition healed), the old primary is likely reachable again: try the fence once more."""
-        remaining, notes, last_heard = self.lease_remaining(op.source, lease.wait)
-        if remaining > 0:
-            await self.ctx.record("lease", f"{op.service}: old primary in {op.source} not fenced "
-                                     f"({result.sentence}); waiting {remaining:.1f}s for the lease ({lease.wait:g}s "
-                                     f"of silence: {'; '.join(notes) or 'no engine there'}) before promoting",
-                                     service=op.service, data={"operation": op.id, "remaining_s": remaining})
-        waited = 0.0
-        while remaining > 0:
-            step = min(remaining, 0.5)
-            await asyncio.sleep(step)
-            waited += step
-            before = remaining
-            remaining, notes, last_heard = self.lease_remaining(op.source, lease.wait)
-            if remaining > before - step + 0.25:  # heard again: the old site is back, fence it from here
-                assert self.rt.config.database is not None
-                retry = await fence(self.rt.config.database, op.source)
-                if retry.ok and not retry.skipped:
-                    return Outcome(f"{retry.sentence} (its engine was heard again while the lease ran)",
-                                   {**retry.to_dict(), "waited_s": round(waited, 3)})
+        """Wait until every engine of the old site has given the write lease up (its fresh verdict reports its
+        primary not writable: a database-only crash) or been silent for the lease (it fenced itself),
+        whichever comes first (:func:`engine.core.lease_rules.lease_release`). While one of them is heard, the
+        old primary may be reachable again: try the fence once more every half second."""
+        release, last_heard = self.lease_remaining(op.service, op.source, op.epoch_from, lease.wait)
+        if not release.free:
+            await self.ctx.record(
+                "lease", f"{op.service}: old primary in {op.source} not fenced ({result.sentence}); waiting up to "
+                f"{release.remaining_s:.1f}s for the lease ({lease.wait:g}s of silence: {release.sentence}) unless "
+                "its engine gives the lease up first",
+                service=op.service, data={"operation": op.id, "remaining_s": release.remaining_s})
+        started = self.ctx.clock.monotonic()
+        next_fence = started + FENCE_RETRY
+        while not release.free:
+            await asyncio.sleep(min(release.remaining_s, LEASE_POLL))
+            before = release.remaining_s
+            release, last_heard = self.lease_remaining(op.service, op.source, op.epoch_from, lease.wait)
+            mono = self.ctx.clock.monotonic()
+            heard_again = release.remaining_s > before - LEASE_POLL / 2  # silence did not grow as time passed
+            if release.free or not heard_again or mono < next_fence:
+                continue
+            next_fence = mono + FENCE_RETRY  # heard again: the old site may be back, fence it from here
+            assert self.rt.config.database is not None
+            retry = await fence(self.rt.config.database, op.source)
+            if retry.ok and not retry.skipped:
+                return Outcome(f"{retry.sentence} (its engine was heard again while the lease ran)",
+                               {**retry.to_dict(), "waited_s": round(self.ctx.clock.monotonic() - started, 3)})
+        waited = round(self.ctx.clock.monotonic() - started, 3)
+        if release.released_by:
+            return Outcome(f"old primary in {op.source} not fenced from here ({result.sentence}); {release.sentence}: "
+                           "promoting without waiting out the lease",
+                           {"fence": result.to_dict(), "lease_s": lease.wait, "waited_s": waited,
+                            "released_by": list(release.released_by), "engines": list(release.notes),
+                            "last_heard_at": last_heard})
         return Outcome(f"old primary in {op.source} not fenced from here ({result.sentence}); its engines have been "
-                       f"silent for the lease of {lease.wait:g}s ({'; '.join(notes) or 'no engine there'}): a cut-off "
+                       f"silent for the lease of {lease.wait:g}s ({release.sentence}): a cut-off "
                        f"active site fences itself within {lease.minimum:g}s",
-                       {"fence": result.to_dict(), "lease_s": lease.wait, "waited_s": round(waited, 3),
-                        "engines": notes, "last_heard_at": last_heard})
+                       {"fence": result.to_dict(), "lease_s": lease.wait, "waited_s": waited,
+                        "engines": list(release.notes), "last_heard_at": last_heard})
 
     async def promote(self, op: Operation) -> Outcome:
         if self.rt.config.database is None:
@@ -233,14 +251,18 @@ class FailoverSteps:
         lease_wait = (op.steps.get("fence") or {}).get("data", {})
         if "lease_s" in lease_wait and lease_wait.get("last_heard_at") is not None and self.rt.lease is not None:
             # the old primary was not fenced from here: it kept taking writes until it fenced itself, at most
-            # lease.minimum after its engines were last heard; the commit point we know predates that
-            fenced_by = float(lease_wait["last_heard_at"]) + self.rt.lease.minimum
+            # lease.minimum after its engines were last heard, or (its engine gave the lease up) until its engine
+            # reported it not writable, before it was last heard; the commit point we know predates that
+            released = bool(lease_wait.get("released_by"))
+            fenced_by = float(lease_wait["last_heard_at"]) + (0.0 if released else self.rt.lease.minimum)
             since = last_known.heartbeat_at if last_known is not None else float(lease_wait["last_heard_at"])
             bound = max(0.0, fenced_by - since)
             data["loss_window_bound_s"] = round(bound, 3)
             data["status"] = "rpo_breached" if bound > self.rt.config.policy.rpo else "unknown"
-            sentence += (f"; but {op.source} was not fenced from here: it may have accepted writes until it fenced "
-                         f"itself, up to {self.rt.lease.minimum:g}s after its engines were last heard, so up to "
+            until = ("until its engine reported it not writable (assumed true: that engine could not write its "
+                     "heartbeat there)" if released else
+                     f"until it fenced itself, up to {self.rt.lease.minimum:g}s after its engines were last heard")
+            sentence += (f"; but {op.source} was not fenced from here: it may have accepted writes {until}, so up to "
                          f"{bound:.1f}s of writes may be lost (reconcile when it is reachable)")
             data["sentence"] = sentence
             alert = True

@@ -3,8 +3,13 @@
 Each tick the coordinator hands :meth:`LeaseWatch.check` the voter count: grants are the fresh voters
 that hear this engine. Cut off from a majority for ``self_fence_after``, an engine in the active site
 fences its own database (retried every ``SELF_FENCE_RETRY`` while it fails, paged once). The runbook's
-fence step asks :meth:`LeaseWatch.lease_remaining` how long the old site's engines must still stay
-silent before the standby may be promoted.
+fence step asks :meth:`LeaseWatch.release` whether the old site's engines have given the lease up
+(their verdicts report their primary not writable) or stayed silent long enough for the standby to
+be promoted (:func:`engine.core.lease_rules.lease_release`).
+
+The lease is about a writable database: :meth:`LeaseWatch.local_primary` turns this engine's heartbeats
+on its local primary into the ``primary_writable`` of its verdict, and journals the moment it gives
+the lease up (its primary stopped taking writes) or takes it back.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 from typing import Any
 
 from actions.database.fence import fence
+from engine.core.lease_rules import LeaseRelease, OldSiteEngine, lease_release
 from engine.runtime.context import RuntimeContext
 from engine.runtime.peering import Peering
 from engine.runtime.service import ServiceRuntime
@@ -29,6 +35,7 @@ class LeaseWatch:
         self._ever_granted = False
         self._self_fence_retry_at: dict[str, float] = {}  # monotonic: when a failed self-fence is tried again
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._given_up: dict[str, bool] = {}  # service -> this engine has given its write lease up
 
     async def close(self) -> None:
         tasks = list(self._tasks)
@@ -102,24 +109,53 @@ class LeaseWatch:
         if not failed_before:  # one page per streak of failures, not one per attempt
             await ctx.notify("page", message, rt.name, data)
 
-    def lease_remaining(self, site: str, lease_wait: float) -> tuple[float, list[str], float | None]:
-        """How long before every engine of ``site`` has been silent for ``lease_wait`` (0: now), what was heard
-        of each, and (wall clock) when the last of them was last heard. An engine never heard since this
-        process started counts from the start."""
+    # -- the lease is about a writable database (issue 17, item 3) -------------------------------------
+    async def local_primary(self, rt: ServiceRuntime, now: float) -> bool | None:
+        """``primary_writable`` for this engine's verdict: what its heartbeats say of its local primary while
+        its site is the active one (None elsewhere, or unknown). Journals giving the lease up and taking it back."""
+        ctx = self.ctx
+        site = ctx.config.instance.site
+        watch = rt.database
+        if ctx.config.instance.role != "engine" or watch is None or rt.state.active != site:
+            self._given_up.pop(rt.name, None)
+            return None
+        writable: bool | None = watch.writability.writable(ctx.clock.monotonic())
+        given_up = writable is False
+        if given_up != self._given_up.get(rt.name, False):
+            self._given_up[rt.name] = given_up
+            said = watch.writability.describe(ctx.clock.monotonic())
+            if given_up:
+                message = (f"{rt.name}: the database in {site} is {said}: this engine gives up the write lease, so "
+                           "the other site may promote its standby without waiting out the lease")
+            else:
+                message = f"{rt.name}: the database in {site} is {said} again: this engine holds the write lease"
+            await ctx.record("lease", message, service=rt.name, at=now,
+                             data={"site": site, "primary_writable": writable})
+            if given_up:
+                await ctx.notify("alert", message, rt.name, {"site": site})
+        return writable
+
+    def given_up(self, service: str) -> bool:
+        return self._given_up.get(service, False)
+
+    def release(self, service: str, site: str, epoch: int, lease_wait: float) -> tuple[LeaseRelease, float | None]:
+        """Whether the standby may be promoted although the old primary in ``site`` was not fenced from here
+        (:func:`~engine.core.lease_rules.lease_release`), and (wall clock) when its engines were last heard."""
         ctx = self.ctx
         mono = ctx.clock.monotonic()
         started = self.started_mono if self.started_mono is not None else mono
-        remaining = 0.0
-        notes = []
+        received = self.peering.received_for(service)
+        engines = []
         latest: float | None = None
         for peer_cfg in ctx.config.peers:
             if peer_cfg.site != site or peer_cfg.role != "engine":
                 continue
             heard = self.peering.peers[peer_cfg.id].effective_heard()
             since = heard if heard is not None else started
-            remaining = max(remaining, lease_wait - (mono - since))
             latest = since if latest is None else max(latest, since)
-            notes.append(f"{peer_cfg.id} last heard {mono - since:.1f}s ago"
-                         + ("" if heard is not None else " (never since this engine started)"))
+            got = received.get(peer_cfg.id)
+            fresh = got is not None and mono - got.received_at <= 2 * got.interval
+            engines.append(OldSiteEngine(peer_cfg.id, mono - since, heard is not None,
+                                         got.view if fresh and got is not None else None))
         wall = None if latest is None else ctx.clock.now() - (mono - latest)
-        return max(0.0, remaining), notes, wall
+        return lease_release(engines, site, epoch, lease_wait), wall

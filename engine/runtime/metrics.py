@@ -99,6 +99,13 @@ class Metrics:
         self.synchronous = Gauge(
             "failover_engine_synchronous_state", "1 for the synchronous replication state a service is in (off, "
             "engaging, sync, at_risk, waiting, degraded).", ["service", "state"], registry=r)
+        # -- the stray-primary watch (issue 17, item 4) ------------------------------------------------------
+        self.stray_primary = Gauge(
+            "failover_engine_stray_primary", "1 while a database takes writes outside the active site.",
+            ["service", "site"], registry=r)
+        self.stray_primary_fenced = Counter(
+            "failover_engine_stray_primary_fenced", "Stray primaries this engine fenced.", ["service", "site"],
+            registry=r)
 
     def export_reconcile(self, samples: list[tuple[str, dict[str, str], float]]) -> None:
         """Reconciliation results as gauges: failover_engine_reconcile_{identical,differences,...}."""

@@ -127,7 +127,7 @@ class Peering:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 trust_env=False, connector=aiohttp.TCPConnector(ssl=client_ssl(self.config)))
-        body = json.dumps(verdict.model_dump(), separators=(",", ":")).encode()
+        body = json.dumps(verdict.model_dump(exclude_none=True), separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", **sign(self.key, verdict.at, body)}
         deadline = max(0.2, 0.8 * self.config.instance.tick)
         for peer in self.peers.values():

@@ -59,6 +59,7 @@ class ServiceRuntime:
     dns_state: str | None = None  # the last DNS read, described
     replication: SignalRuntime | None = None  # the lag signal of the database pair
     database: Any = None  # engine.database_watch.DatabaseWatch, when the service has a database
+    stray: Any = None  # engine.runtime.stray_primary.StrayPrimaryWatch, when the service has a database
     rto_estimate: dict[str, Any] | None = None  # engine.core.rto's worst case (the config does not change)
     self_fenced: dict[str, Any] | None = None  # this engine fenced its own database (cut off); an operator unfences
     lease: Any = None  # engine.config.lease.Lease of the service (EngineConfig.lease), or None

@@ -95,6 +95,17 @@ class EngineStatus:
         return {"worst_case_s": rt.rto_estimate.get("total_s"), "rto_slo_s": rt.config.policy.rto_slo,
                 "measured": measured}
 
+    def _write_lease(self, rt: ServiceRuntime) -> dict[str, Any] | None:
+        """What this engine's heartbeats say of the active site's database, and whether it gave the lease up."""
+        if rt.database is None:
+            return None
+        mono = self.ctx.clock.monotonic()
+        local = rt.state.active == self.ctx.config.instance.site
+        return {"primary": rt.state.active, "local": local,
+                "primary_writable": rt.database.writability.writable(mono),
+                "heartbeat": rt.database.writability.describe(mono),
+                "given_up": local and rt.database.writability.writable(mono) is False}
+
     def healthy(self) -> tuple[bool, str]:
         """Liveness: the decision loop has ticked recently."""
         if self.ctx.last_tick is None:
@@ -164,6 +175,8 @@ class EngineStatus:
                                    else rt.state.last_move_at + rt.config.policy.cooldown),
                 "breaker": None if self.ctx.journal is None else self.brakes.breaker(rt, self.ctx.clock.now()),
                 "self_fenced": rt.self_fenced,
+                "write_lease": self._write_lease(rt),
+                "stray_primary": None if rt.stray is None else rt.stray.summary(),
                 "scheduled_switchover": None if self.ctx.journal is None else self.ctx.journal.get_state(
                     rt.name, "scheduled_switchover"),
                 "lease": None if rt.lease is None else {"self_fence_after_s": rt.lease.self_fence_after,

@@ -123,7 +123,8 @@ class Cluster(Observing):
                  threshold: int = 3, rpo: float = 30.0, cooldown: str = "10m",
                  tick: float = 0.2, executors: dict[str, list[str]] | None = None,
                  extra_service: Callable[[str], str] | None = None, webhooks: Sequence[tuple[str, str]] = (),
-                 api_tokens: Sequence[tuple[str, str, str]] = (), policy: str = "switchover_ttl: 30s") -> None:
+                 api_tokens: Sequence[tuple[str, str, str]] = (), policy: str = "switchover_ttl: 30s",
+                 extra_probes: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.interval, self.timeout, self.tick, self.threshold = interval, timeout, tick, threshold
         self.rpo = rpo
@@ -137,6 +138,8 @@ class Cluster(Observing):
         self.api_tokens = list(api_tokens)  # (name, role, token)
         # more policy keys; by default a switchover finds the records' 30 s TTL low enough (no 30 s wait per move)
         self.policy = policy
+        # more probes per site, each a YAML flow mapping (e.g. a tcp probe of the site's database port)
+        self.extra_probes = dict(extra_probes or {})
         self.sites: dict[str, SampleSite] = {}
         self.voters: dict[str, Voter] = {}
         self.named: NamedServer | None = None
@@ -177,7 +180,9 @@ class Cluster(Observing):
             f"  - {{id: {o.id}, site: {o.site}, role: {o.role}, url: 'http://{v.peer_proxies[o.id].address}'}}"
             for o in self.voters.values() if o.id != v.id)
         probes = {site: f"[{{type: http, name: health, url: 'http://{v.site_proxies[site].address}/health', "
-                        f"interval: {self.interval}, timeout: {self.timeout}}}]" for site in self.sites}
+                        f"interval: {self.interval}, timeout: {self.timeout}}}"
+                        + (f", {self.extra_probes[site]}" if site in self.extra_probes else "") + "]"
+                  for site in self.sites}
         executors = self.executors.get(v.id, [])
         dns = v.dns_proxy.address
         extra = self.extra_service(v.id) if self.extra_service else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from engine.config.model import EngineConfig
 from engine.core.clock import ManualClock
 from engine.core.decide import ServiceState
 from engine.core.health import HealthMachine
+from engine.core.lease_rules import PrimaryWritability
 from engine.core.model import SignalKey
 from engine.core.operations import Operation, OpState, Outcome, StepFailed
 from engine.core.steps import StepSpec, failover_plan
@@ -165,6 +167,11 @@ async def test_a_halted_runbook_blocks_the_next_and_pages(journal: Journal) -> N
     await w.tick()
     assert len(journal.operations(service="api")) == 1
     assert ("alert", "failover of api stuck at promote: promote broke") in w.notes.sent
+    # the decision tells the halted operation as halted, never "this instance acts"
+    assert w.rt.decision is not None and str(w.rt.decision.verdict) == "page" and not w.rt.decision.acting
+    assert w.rt.decision.message.startswith(f"halted: operation {w.rt.operation.id} is halted (failover of api stuck "
+                                            "at promote: promote broke); nothing moves for api")
+    assert "acts" not in w.rt.decision.message
 
 
 async def test_the_breaker_turns_the_next_automatic_move_into_a_page(journal: Journal) -> None:
@@ -196,3 +203,26 @@ async def test_hooks_run_before_each_decision(journal: Journal) -> None:
     w.coordinator.before_decide.append(hook)
     await w.tick()
     assert seen == [("api", w.clock.now())]
+
+
+async def test_an_engine_whose_local_primary_stops_writing_gives_the_lease_up(journal: Journal) -> None:
+    """Active here, two failed heartbeats: primary_writable False, the lease given up (journaled, alerted), and
+    taken back when a beat writes again; elsewhere it is not this engine's to say."""
+    w = world(journal)
+    beats = PrimaryWritability(stale_after=5.0)
+    w.rt.database = SimpleNamespace(writability=beats)
+    lease = w.coordinator.lease
+    assert await lease.local_primary(w.rt, w.clock.now()) is None  # gcp is active, this engine is in azure
+    w.rt.state = ServiceState("azure", 1)
+    beats.beat(True, w.clock.monotonic())
+    assert await lease.local_primary(w.rt, w.clock.now()) is True and not lease.given_up("api")
+    for _ in range(2):
+        beats.beat(False, w.clock.monotonic(), "connection refused")
+    assert await lease.local_primary(w.rt, w.clock.now()) is False and lease.given_up("api")
+    message = ("api: the database in azure is not writable (2 heartbeats failed in a row: connection refused): this "
+               "engine gives up the write lease, so the other site may promote its standby without waiting out the "
+               "lease")
+    assert ("alert", message) in w.notes.sent
+    assert [e.message for e in journal.events(kind="lease")] == [message]
+    beats.beat(True, w.clock.monotonic())
+    assert await lease.local_primary(w.rt, w.clock.now()) is True and not lease.given_up("api")

@@ -153,3 +153,27 @@ def test_evidence_names_every_voter() -> None:
     assert ev["majority"] == 2 and ev["active_down"] == ["engine-azure", "witness"]
     assert [v["voter"] for v in ev["votes"]] == ["engine-gcp", "engine-azure", "witness"]
     assert ev["votes"][0]["view"] is None
+
+
+def test_a_halted_operation_is_told_as_halted_never_this_instance_acts() -> None:
+    """With an operation halted here, a move the rules would start pages naming it; nobody 'acts'."""
+    t = tally([GCP, AZURE, WITNESS], "engine-azure", view("down", "up"),
+              {"witness": heard(view("down", "up")), "engine-gcp": None}, now=100.0)
+    d = decide_cluster(ServiceState("gcp", epoch=3), "api", "gcp", t, "engine-azure", ENGINES, 100.0, POLICY,
+                       rpo_applies=True, halted=("api-e4-abc", "failover of api stuck at fence: lease"))
+    assert d.verdict is DecisionKind.PAGE and not d.acting and d.executor is None
+    assert d.message == ("halted: operation api-e4-abc is halted (failover of api stuck at fence: lease); nothing "
+                         "moves for api until an operator retries or aborts it (POST /v1/operations/api-e4-abc/retry "
+                         "or /abort); the rules say: failover api gcp -> azure: 2 of 3 voters see gcp down (need 2), "
+                         "2 see azure up")
+
+
+def test_a_halted_operation_is_named_beside_a_hold() -> None:
+    """Any other decision keeps its verdict and says the operation is halted."""
+    t = tally([GCP, AZURE, WITNESS], "engine-azure", view("up", "up"), {"witness": heard(view("up", "up"))},
+              now=100.0)
+    d = decide_cluster(ServiceState("gcp", epoch=3), "api", "gcp", t, "engine-azure", ENGINES, 100.0, POLICY,
+                       halted=("api-e4-abc", "failover of api stuck at fence: lease"))
+    assert d.verdict is DecisionKind.HOLD
+    assert d.message == ("holding: gcp is up for 2 of 3 voters; operation api-e4-abc is halted (failover of api "
+                         "stuck at fence: lease)")

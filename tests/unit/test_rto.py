@@ -224,7 +224,7 @@ def test_the_runner_runs_the_table_rto_adds_up() -> None:
 
     for text in (SMALL, SMALL + DATABASE % "true", SMALL.split("    dns:")[0]):
         svc = config(text).services["api"]
-        runbooks = Runbooks(SimpleNamespace(), lambda _site, _wait: (0.0, [], None))  # type: ignore[arg-type]
+        runbooks = Runbooks(SimpleNamespace(), lambda _svc, _site, _epoch, _wait: (None, None))  # type: ignore[arg-type]
         plan, steps = runbooks(SimpleNamespace(config=svc, lease=None, operation=None))  # type: ignore[arg-type]
         assert tuple(plan) == runbook_steps(svc)
         assert list(steps) == [s.name for s in plan]
