@@ -74,6 +74,7 @@ class Coordinator:
             await self._pause_expiry(rt, now)
             await self._scheduled_switchover(rt, now)
             engine.metrics.self_fenced.labels(rt.name).set(1 if rt.self_fenced else 0)
+            engine.metrics.observe_operation(rt.name, rt.operation, now)
             decision = decide_cluster(
                 rt.state, rt.name, rt.config.active, votes, own_id, engine.peering.engines, now,
                 rt.config.policy, executors=rt.config.policy.executors,
@@ -411,8 +412,7 @@ class Coordinator:
                 mark = (o.id, step, rec.get("attempts"), str(rec.get("state")))
                 if rec.get("duration_s") is not None and mark not in self._timed:
                     self._timed.add(mark)
-                    engine.metrics.step_seconds.labels(o.service, o.kind, step, str(rec["state"])).observe(
-                        float(rec["duration_s"]))
+                    engine.metrics.observe_step(o.service, o.kind, step, rec)
             await engine.record(kind, message, service=o.service, data={"operation": o.id})
             await engine.notify(kind, message, o.service, {"operation": o.id})
 
@@ -437,7 +437,7 @@ class Coordinator:
             log.exception("operation crashed", operation=op.id)
             return
         now = engine.clock.now()
-        engine.metrics.failovers.labels(op.service, str(op.state)).inc()
+        engine.metrics.operation_finished(op)
         if op.state is OpState.DONE:
             await engine.set_state(rt, ServiceState(op.target, op.epoch_to, rt.state.paused, now), now,
                                    f"{op.service} is active in {op.target} at epoch {op.epoch_to} ({op.id})")
@@ -464,7 +464,8 @@ class Coordinator:
         if current is not None:
             op.steps[current].update(state="failed", finished_at=now, error="runbook deadline passed")
         await engine.journal_or_fail().save_operation(op)
-        engine.metrics.failovers.labels(op.service, str(op.state)).inc()
+        engine.metrics.operation_finished(op)
+        engine.metrics.deadline_exceeded.labels(op.service, op.kind).inc()
         await engine.record("alert", op.message, service=op.service, at=now, data={"operation": op.id})
         await engine.notify("page", op.message, op.service, {"operation": op.id})
 

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from engine import __version__
+from engine import __version__, logs
 from engine.clock import Clock, SystemClock
 from engine.config.model import EngineConfig, ServiceConfig
 from engine.coordinator import Coordinator, StepsFactory
@@ -34,6 +34,7 @@ from engine.model import Observation, SignalKey
 from engine.peering import Peering
 from engine.policy import ClusterDecision
 from engine.runbook import Operation
+from engine.runtime import tracing
 from engine.scheduler import Scheduler
 from probes.base import Probe
 from probes.http import new_session
@@ -156,11 +157,14 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, *, serve_api: bool = True) -> None:
         cfg = self.config
+        logs.bind_instance(cfg.instance.id, cfg.instance.site, cfg.instance.role)
+        tracing.install_from_env(cfg.instance.id, cfg.instance.site)
         self.started_at = self.clock.now()
         try:
             self.journal = Journal.open(cfg.journal.path)
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(f"journal.path {cfg.journal.path}: {getattr(exc, 'strerror', None) or exc}") from None
+        self.metrics.watch_journal(lambda: self.journal is not None and self.journal.writable)
         self.coordinator.started_mono = self.clock.monotonic()
         for name, svc in cfg.services.items():
             self.services[name] = ServiceRuntime(name, svc, self._load_state(name, svc))
@@ -170,6 +174,8 @@ class Engine:
             breaker = self.journal.get_state(name, "breaker") or {}
             self.metrics.breaker_open.labels(name).set(1 if breaker.get("open") else 0)
             self.metrics.active_site.labels(name, self.services[name].state.active).set(1)
+            self.metrics.describe_service(name, rpo=svc.policy.rpo, rto_slo=svc.policy.rto_slo,
+                                          runbook_deadline=svc.policy.runbook_deadline)
         self._build_signals()
         if serve_api:
             from engine.api import ApiServer
