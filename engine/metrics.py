@@ -144,8 +144,8 @@ class Metrics:
         self.journal_events = Counter(
             P + "journal_events", "Events written to the journal (audit log), by kind.", ["kind"], registry=r)
         self.journal_writable = Gauge(
-            P + "journal_writable", "1 while the journal's last commit succeeded, 0 after a failed one: moves "
-            "are refused and readiness fails. NaN while no journal is open.", registry=r)
+            P + "journal_writable", "1 while the journal's last write committed, 0 after one failed (disk full, "
+            "I/O error, read-only): nothing is recorded then. NaN while no journal is open.", registry=r)
         self.journal_writable.set(math.nan)
         self.api_requests = Counter(
             P + "api_requests", "API requests by method, route and status.", ["method", "route", "status"],
