@@ -1,9 +1,16 @@
 # failover-engine: one image for every instance (the engine in GCP, the engine in Azure, the witness).
 # Built with BuildKit (Docker's default builder since 23.0; `RUN --mount` needs it).
 #
-#   docker build -t failover-engine:0.1.0 .                                  # every cloud SDK (EXTRAS=all)
-#   docker build --build-arg EXTRAS=cloudflare -t failover-engine:0.1.0 .    # only what the config needs
-#   docker build --build-arg EXTRAS= -t failover-engine:0.1.0 .              # core only (RFC 2136 DNS, no SDKs)
+# One build per place it runs, each with only the SDKs its config uses (check-config names a missing one).
+# For the example configs (Cloudflare DNS; HTTP, TCP and PostgreSQL probes; the witness changes no DNS):
+#   docker build --build-arg EXTRAS=cloudflare -t failover-engine:0.1.0-gcp .     # config/gcp.yaml
+#   docker build --build-arg EXTRAS=cloudflare -t failover-engine:0.1.0-azure .   # config/azure.yaml
+#   docker build -t failover-engine:0.1.0-witness .                               # config/witness.yaml
+# A site whose config adds Cloud Monitoring probes adds "gcp" (EXTRAS=cloudflare,gcp); Azure Monitor
+# metrics or logs probes add "azure".
+# The default (EXTRAS empty) is the core: RFC 2136 DNS, HTTP/TCP/PostgreSQL probes, no cloud SDK. Add "otel"
+# for OpenTelemetry traces of runbooks (exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set);
+# "all" takes every cloud SDK.
 #
 #   docker run -d --name failover-engine -p 8080:8080 \
 #     -v /etc/failover-engine/engine.yaml:/etc/failover-engine/engine.yaml:ro \
@@ -19,9 +26,9 @@
 # release, resolve the new digest (`docker buildx imagetools inspect python:3.11.X-slim-bookworm`) and
 # change it here, or override it for one build with --build-arg PYTHON_IMAGE=...
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5
-# Which optional dependencies to install (pyproject.toml): cloudflare, gcp, azure, all, a comma-separated
-# list of them, or nothing. check-config names the extra a config needs when it is missing.
-ARG EXTRAS=all
+# Which optional dependencies to install (pyproject.toml): cloudflare, gcp, azure, otel, all, a comma-separated
+# list of them, or nothing (the default: the core only). check-config names the extra a config needs when missing.
+ARG EXTRAS=
 
 # --- builder: the project's wheel and the wheels of everything it needs ------------------------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -57,13 +64,14 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python -m pip install --no-index --find-links=/wheels "failover-engine[${EXTRAS}]" \
  && failover-engine --version
 
-# A fixed numeric uid/gid (Kubernetes runAsNonRoot can check it) that owns only the journal directory.
+# A fixed numeric uid/gid (Kubernetes runAsNonRoot can check it) that owns only the journal directory (0700:
+# the journal holds the audit log and operation evidence; the engine makes journal.db 0600).
 RUN groupadd --system --gid 10001 failover \
  && useradd --system --uid 10001 --gid failover --no-create-home \
         --home-dir /var/lib/failover-engine --shell /usr/sbin/nologin failover \
  && mkdir -p /etc/failover-engine /var/lib/failover-engine \
  && chown failover:failover /var/lib/failover-engine \
- && chmod 0750 /var/lib/failover-engine
+ && chmod 0700 /var/lib/failover-engine
 USER 10001:10001
 # The working directory is the volume: a relative journal.path lands there too.
 WORKDIR /var/lib/failover-engine

@@ -84,6 +84,7 @@ class Coordinator:
             for hook in self.before_decide:
                 await hook(rt, now)
             ctx.metrics.self_fenced.labels(rt.name).set(1 if rt.self_fenced else 0)
+            ctx.metrics.observe_operation(rt.name, rt.operation, now)
             decision = decide_cluster(
                 rt.state, rt.name, rt.config.active, votes, own_id, self.peering.engines, now,
                 rt.config.policy, executors=rt.config.policy.executors,
@@ -279,8 +280,7 @@ class Coordinator:
                 mark = (o.id, step, rec.get("attempts"), str(rec.get("state")))
                 if rec.get("duration_s") is not None and mark not in self._timed:
                     self._timed.add(mark)
-                    ctx.metrics.step_seconds.labels(o.service, o.kind, step, str(rec["state"])).observe(
-                        float(rec["duration_s"]))
+                    ctx.metrics.observe_step(o.service, o.kind, step, rec)
             await ctx.record(kind, message, service=o.service, data={"operation": o.id})
             await ctx.notify(kind, message, o.service, {"operation": o.id})
 
@@ -303,7 +303,7 @@ class Coordinator:
             log.exception("operation crashed", operation=op.id)
             return
         now = ctx.clock.now()
-        ctx.metrics.failovers.labels(op.service, str(op.state)).inc()
+        ctx.metrics.operation_finished(op)
         if op.state is OpState.DONE:
             await ctx.set_state(rt, ServiceState(op.target, op.epoch_to, rt.state.paused, now), now,
                                    f"{op.service} is active in {op.target} at epoch {op.epoch_to} ({op.id})")
@@ -328,7 +328,8 @@ class Coordinator:
         if current is not None:
             op.steps[current].update(state="failed", finished_at=now, error="runbook deadline passed")
         await ctx.journal_or_fail().save_operation(op)
-        ctx.metrics.failovers.labels(op.service, str(op.state)).inc()
+        ctx.metrics.operation_finished(op)
+        ctx.metrics.deadline_exceeded.labels(op.service, op.kind).inc()
         await ctx.record("alert", op.message, service=op.service, at=now, data={"operation": op.id})
         await ctx.notify("page", op.message, op.service, {"operation": op.id})
 

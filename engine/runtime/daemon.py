@@ -30,6 +30,7 @@ from engine.core.health import Change, HealthMachine
 from engine.core.model import Observation, SignalKey
 from engine.core.ports import EnginePorts
 from engine.http.app import ApiServer
+from engine.runtime import logs, tracing
 from engine.runtime.brakes import Brakes
 from engine.runtime.context import RuntimeContext
 from engine.runtime.coordinator import Coordinator, StepsFactory
@@ -108,11 +109,14 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, *, serve_api: bool = True) -> None:
         cfg, ctx = self.config, self.ctx
+        logs.bind_instance(cfg.instance.id, cfg.instance.site, cfg.instance.role)
+        tracing.install_from_env(cfg.instance.id, cfg.instance.site)
         ctx.started_at = self.clock.now()
         try:
             journal = ctx.journal = Journal.open(cfg.journal.path)
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(f"journal.path {cfg.journal.path}: {getattr(exc, 'strerror', None) or exc}") from None
+        self.metrics.watch_journal(lambda: ctx.journal is not None and ctx.journal.writable)
         self.lease.started_mono = self.clock.monotonic()
         for name, svc in cfg.services.items():
             rt = ctx.services[name] = ServiceRuntime(name, svc, self._load_state(name, svc))
@@ -122,6 +126,8 @@ class Engine:
             breaker = journal.get_state(name, "breaker") or {}
             self.metrics.breaker_open.labels(name).set(1 if breaker.get("open") else 0)
             self.metrics.active_site.labels(name, rt.state.active).set(1)
+            self.metrics.describe_service(name, rpo=svc.policy.rpo, rto_slo=svc.policy.rto_slo,
+                                          runbook_deadline=svc.policy.runbook_deadline)
         self._build_signals()
         if serve_api:
             self._api = ApiServer(EnginePorts(config=cfg, clock=self.clock, view=self.view, journal=journal,

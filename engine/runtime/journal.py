@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -101,6 +102,17 @@ def _settle(future: Future[Any], value: Any, error: BaseException | None) -> Non
         pass
 
 
+def _private_dirs(directory: Path) -> None:
+    """Create ``directory`` and any missing parents with mode 0700 (the umask could only widen nothing)."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        new.mkdir(mode=0o700)
+        new.chmod(0o700)  # mkdir's mode is masked by the umask; make it exact
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -120,14 +132,26 @@ class Journal:
         self._reader = _connect(path)
         self._read_lock = threading.Lock()
         self._closed = False
+        self.writable = True  # False after a batch failed to commit, True again after the next one commits
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
 
     @classmethod
     def open(cls, path: str | Path) -> Journal:
+        """Open (or create) the journal at ``path``. Private by default: a directory made here is 0700 and
+        the database 0600 (SQLite gives its -wal and -shm files the database's mode); an existing database
+        is tightened to 0600, an existing directory is left as it is (it may be shared, e.g. a working dir)."""
         target = Path(path)
         if str(target) != ":memory:":
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _private_dirs(target.parent)
+            fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)  # created 0600 whatever the umask allows
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+            for side in (Path(f"{target}-wal"), Path(f"{target}-shm")):  # left by an older engine, maybe 0644
+                if side.exists():
+                    side.chmod(0o600)
         return cls(str(target))
 
     # -- writing ---------------------------------------------------------------------------------
@@ -145,8 +169,9 @@ class Journal:
             work = [i for i in batch if i is not _STOP]
             if work:
                 try:
-                    self._commit(conn, work)
+                    self.writable = self._commit(conn, work)
                 except Exception as exc:  # the writer must outlive any one bad batch
+                    self.writable = False
                     for _, future in work:
                         _settle(future, None, exc)
             if stop:
@@ -154,7 +179,8 @@ class Journal:
                 return
 
     @staticmethod
-    def _commit(conn: sqlite3.Connection, work: list[tuple[Op, Future[Any]]]) -> None:
+    def _commit(conn: sqlite3.Connection, work: list[tuple[Op, Future[Any]]]) -> bool:
+        """Run a batch in one transaction; False when the journal could not write (commit failed, disk full...)."""
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
         conn.execute("BEGIN IMMEDIATE")
         for op, future in work:
@@ -163,6 +189,8 @@ class Journal:
                 results.append((future, op(conn), None))
                 conn.execute("RELEASE op")
             except Exception as exc:  # one bad op fails alone, the batch commits
+                if not conn.in_transaction:  # SQLite rolled the whole batch back itself (disk full, I/O error)
+                    raise
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
                 results.append((future, None, exc))
@@ -172,9 +200,11 @@ class Journal:
             conn.execute("ROLLBACK")
             for future, _, _ in results:
                 _settle(future, None, exc)
-            return
+            return False
         for future, value, error in results:
             _settle(future, value, error)
+        # a bad op (a constraint) is the caller's problem; disk full, I/O error or read-only is the journal's
+        return not any(isinstance(error, sqlite3.OperationalError) for _, _, error in results)
 
     def submit(self, op: Op) -> Future[Any]:
         """Queue a write; the future resolves once it is committed and fsynced."""

@@ -2,7 +2,8 @@
 
 Processors are small callables; the one I/O step is the renderer at the tail. :func:`redact`
 drops values of keys that look secret, as a last line of defence (secrets are ``SecretStr`` and
-should never reach a log call in the first place).
+should never reach a log call in the first place). :func:`bind_instance` puts the instance id, site and
+role on every later line of the calling task and of every task it starts (structlog contextvars).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -24,8 +25,10 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
-def configure(level: str = "info", fmt: str = "auto") -> None:
-    json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+def configure(level: str = "info", fmt: str = "auto", file: TextIO | None = None) -> None:
+    """Log to ``file`` (standard error by default): JSON lines, or the console format on a terminal."""
+    out = sys.stderr if file is None else file
+    json_output = fmt == "json" or (fmt == "auto" and not out.isatty())
     # plain tracebacks: a rich one prints local variables, and a local may hold a secret
     renderer: Any = (structlog.processors.JSONRenderer() if json_output
                      else structlog.dev.ConsoleRenderer(colors=False,
@@ -40,6 +43,11 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+
+
+def bind_instance(instance: str, site: str, role: str) -> None:
+    """Name this engine on every log line from here on: in the calling task and the tasks it creates later."""
+    structlog.contextvars.bind_contextvars(instance=instance, site=site, role=role)

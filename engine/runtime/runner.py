@@ -33,6 +33,7 @@ import structlog
 from engine.core.clock import Clock, SystemClock
 from engine.core.operations import Operation, OpEvent, OpState, Outcome, StepFailed, StepState
 from engine.core.steps import StepSpec
+from engine.runtime.tracing import RunbookTracer
 
 __all__ = ["OperationStore", "RunbookRunner", "StepFn"]
 
@@ -49,6 +50,11 @@ class OperationStore(Protocol):
     async def save_step(self, op: Operation, name: str, record: dict[str, Any]) -> None: ...
 
 
+def _step_log(op: Operation, step: str) -> Any:
+    """The logger of one step: every line names the operation, its service, kind and epoch, and the step."""
+    return log.bind(operation=op.id, service=op.service, kind=op.kind, epoch=op.epoch_to, step=step)
+
+
 class RunbookRunner:
     """Runs an operation's steps with journaling, timeouts, retries, and resume after a crash."""
 
@@ -56,7 +62,8 @@ class RunbookRunner:
                  rerun_on_resume: frozenset[str] = frozenset(),
                  clock: Clock | None = None,
                  on_event: Callable[[Operation, str, str], Awaitable[None]] | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 tracer: RunbookTracer | None = None) -> None:
         missing = [s.name for s in specs if s.name not in steps]
         if missing:
             raise ValueError(f"no step function for {missing}")
@@ -67,15 +74,24 @@ class RunbookRunner:
         self.clock = clock or SystemClock()
         self.on_event = on_event
         self.sleep = sleep
+        self.tracer = tracer or RunbookTracer()
 
     async def _event(self, op: Operation, kind: str, message: str) -> None:
         if self.on_event is not None:
             await self.on_event(op, kind, message)
 
     async def run(self, op: Operation) -> Operation:
-        """Run (or resume) ``op`` until it is done, halted or stood down."""
+        """Run (or resume) ``op`` until it is done, halted or stood down.
+
+        Every log line of the run (the steps' own too) carries the operation id, service and epoch; the run is
+        one trace span with a child per step (:mod:`engine.runtime.tracing`)."""
         if op.state is not OpState.RUNNING:
             return op
+        with structlog.contextvars.bound_contextvars(operation=op.id, service=op.service, epoch=op.epoch_to), \
+                self.tracer.operation(op):
+            return await self._run_steps(op)
+
+    async def _run_steps(self, op: Operation) -> Operation:
         resuming = any(rec.get("state") for rec in op.steps.values())
         for spec in self.specs:
             record = op.steps.get(spec.name, {})
@@ -86,7 +102,8 @@ class RunbookRunner:
                 log.info("resuming interrupted step", operation=op.id, step=spec.name)
                 await self._event(op, "runbook", f"{op.kind} of {op.service}: resuming {spec.name} "
                                   "after an interruption")
-            finished = await self._run_step(op, spec)
+            with self.tracer.step(op, spec.name):
+                finished = await self._run_step(op, spec)
             if not finished:
                 break
         else:
@@ -97,6 +114,15 @@ class RunbookRunner:
             await self._event(op, "runbook", op.message)
         return op
 
+    async def _start_attempt(self, op: Operation, spec: StepSpec, attempt: int) -> dict[str, Any]:
+        """Journal (durably) and log that an attempt of a step starts; return its record."""
+        record: dict[str, Any] = {"state": StepState.STARTED, "started_at": self.clock.now(), "attempts": attempt,
+                                  "finished_at": None, "summary": "", "error": None, "data": {}}
+        op.steps[spec.name] = record
+        await self.store.save_step(op, spec.name, record)
+        _step_log(op, spec.name).info("runbook step started", attempt=attempt, timeout_s=spec.timeout)
+        return record
+
     async def _run_step(self, op: Operation, spec: StepSpec) -> bool:
         """Run one step with retries; return False when the operation must stop here."""
         previous = op.steps.get(spec.name, {})
@@ -104,11 +130,7 @@ class RunbookRunner:
         error = ""
         for _ in range(spec.attempts):
             attempt += 1
-            started = self.clock.now()
-            record = {"state": StepState.STARTED, "started_at": started, "attempts": attempt,
-                      "finished_at": None, "summary": "", "error": None, "data": {}}
-            op.steps[spec.name] = record
-            await self.store.save_step(op, spec.name, record)
+            record = await self._start_attempt(op, spec, attempt)
             t0 = time.monotonic()
             try:
                 async with asyncio.timeout(spec.timeout):
@@ -127,6 +149,8 @@ class RunbookRunner:
                               finished_at=self.clock.now(), duration_s=round(time.monotonic() - t0, 4),
                               summary=outcome.summary, data=dict(outcome.data))
                 await self.store.save_step(op, spec.name, record)
+                _step_log(op, spec.name).info(f"runbook step {record['state']}", attempt=attempt,
+                                              duration_s=record["duration_s"], summary=outcome.summary)
                 await self._event(op, "runbook", f"{op.kind} of {op.service}: {spec.name} "
                                   f"{'skipped' if outcome.skipped else 'done'}: {outcome.summary}")
                 if outcome.stand_down:
@@ -140,6 +164,8 @@ class RunbookRunner:
             record.update(state=StepState.FAILED, finished_at=self.clock.now(),
                           duration_s=round(time.monotonic() - t0, 4), error=error)
             await self.store.save_step(op, spec.name, record)
+            _step_log(op, spec.name).warning("runbook step failed", attempt=attempt, duration_s=record["duration_s"],
+                                             error=error, retry=retry and attempt < spec.attempts)
             await self._event(op, "runbook", f"{op.kind} of {op.service}: {spec.name} attempt {attempt} "
                               f"failed: {error}")
             if not retry:
@@ -155,5 +181,6 @@ class RunbookRunner:
         op.advance(OpEvent.HALT)
         op.message = f"{op.kind} of {op.service} stuck at {spec.name}: {error}"
         await self.store.save_operation(op)
+        _step_log(op, spec.name).error("runbook halted", message=op.message)
         await self._event(op, "alert", op.message)
         return False

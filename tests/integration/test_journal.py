@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -123,3 +124,66 @@ async def test_a_cancelled_writer_does_not_break_the_journal(journal: Journal) -
     await asyncio.gather(*tasks, return_exceptions=True)
     assert await asyncio.wait_for(journal.append("x", "after", at=99.0), 5) > 0
     assert journal.events(limit=1)[0].message == "after"
+
+
+@pytest.fixture
+def umask_022():  # type: ignore[no-untyped-def]
+    old = os.umask(0o022)  # the usual umask, which would leave new files world-readable
+    yield
+    os.umask(old)
+
+
+def modes(*paths: Path) -> list[int]:
+    return [path.stat().st_mode & 0o777 for path in paths]
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_new_journal_is_private(tmp_path: Path) -> None:
+    """A journal created in a new directory: the directories made are 0700, the database and its WAL files 0600."""
+    db = tmp_path / "var" / "lib" / "engine" / "journal.db"
+    tmp_path.chmod(0o755)
+
+    async def open_and_write() -> list[int]:
+        journal = Journal.open(db)
+        try:
+            await journal.append("test", "one", at=1.0)
+            return modes(tmp_path / "var", tmp_path / "var" / "lib", db.parent,
+                         db, db.with_name("journal.db-wal"), db.with_name("journal.db-shm"))
+        finally:
+            await journal.close()
+
+    assert asyncio.run(open_and_write()) == [0o700] * 3 + [0o600] * 3
+    assert modes(tmp_path) == [0o755], "a directory that existed is left as it was"
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_existing_journal_is_tightened(tmp_path: Path) -> None:
+    """A journal left 0644 by an older engine is made 0600 on open, its WAL file too."""
+    db, wal = tmp_path / "journal.db", tmp_path / "journal.db-wal"
+    for path in (db, wal):
+        path.touch()
+        path.chmod(0o644)
+
+    async def open_and_write() -> list[int]:
+        journal = Journal.open(db)
+        try:
+            await journal.append("test", "one", at=1.0)
+            return modes(db, wal)
+        finally:
+            await journal.close()
+
+    assert asyncio.run(open_and_write()) == [0o600, 0o600]
+
+
+async def test_writable_turns_false_when_the_disk_is_full(journal: Journal) -> None:
+    """A write that fails for lack of space marks the journal unwritable; the next committed write clears it."""
+    await journal.append("test", "before", at=1.0)
+    assert journal.writable is True
+    pages = await journal.write(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+    await journal.write(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        await journal.append("test", "x" * 100_000, at=2.0)
+    assert journal.writable is False
+    await journal.write(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    await journal.append("test", "after", at=3.0)
+    assert journal.writable is True

@@ -58,9 +58,10 @@ async def test_primary_dies_fails_over_once(cluster: Cluster, mode: str) -> None
     assert re.match(r"failover shop gcp -> azure: [23] of 3 voters see gcp down \(need 2\), [23] see azure up; "
                     r"this instance acts$", op["evidence"]["decision"])
     metrics = await cluster.get("engine-azure", "/metrics")
-    assert 'failover_engine_runbook_step_duration_seconds_count{kind="failover",service="shop",state="done",' \
+    assert 'failover_engine_runbook_step_duration_seconds_count{kind="failover",result="done",service="shop",' \
            'step="shift_dns"} 1.0' in metrics
-    assert 'failover_engine_failovers_total{result="done",service="shop"} 1.0' in metrics
+    assert 'failover_engine_failovers_total{kind="failover",result="done",service="shop",trigger="auto"} 1.0' in metrics
+    assert 'failover_engine_runbook_halted{service="shop"} 0.0' in metrics
     # the others learn the new epoch from the verdicts and never act themselves
     for vid in ("engine-gcp", "witness"):
         await cluster.wait_for(vid, lambda s: active(s) == "azure", what="adopted epoch")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from engine.cli import build_parser
 from engine.config import load_config
@@ -234,10 +235,10 @@ def test_entrypoint_and_cmd_run_the_engine_with_the_mounted_config(dockerfile: D
 
 
 def test_extras_come_from_a_build_argument(dockerfile: Dockerfile) -> None:
-    """ARG EXTRAS=all picks the optional dependencies; every stage that uses it declares it."""
-    assert dockerfile.global_args.get("EXTRAS") == "all"
+    """ARG EXTRAS picks the optional dependencies, none by default (the core); every stage using it declares it."""
+    assert dockerfile.global_args.get("EXTRAS") == "", "the default image carries no cloud SDK"
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert {"cloudflare", "gcp", "azure", "all"} <= set(extras)
+    assert {"cloudflare", "gcp", "azure", "otel", "all"} <= set(extras)
     for stage in dockerfile.stages:
         users = [i for i in stage.instructions if "${EXTRAS}" in i.args]
         if users:
@@ -250,6 +251,43 @@ def test_extras_come_from_a_build_argument(dockerfile: Dockerfile) -> None:
     installs = [run.args for run in runtime.all("RUN") if "pip install" in run.args]
     assert any('"failover-engine[${EXTRAS}]"' in args for args in installs), \
         'the runtime stage installs "failover-engine[${EXTRAS}]"'
+
+
+# the config's `type:` values that need an SDK extra (engine/config: cloud.py and dns.py name them)
+SDK_TYPES = {"cloudflare": "cloudflare", "gcp_monitoring": "gcp", "azure_metrics": "azure", "azure_logs": "azure"}
+
+
+def types_in(value: object) -> set[str]:
+    """Every `type` a loaded config uses, anywhere in it (probes, DNS providers, credentials)."""
+    if isinstance(value, BaseModel):
+        found = {value.type} if isinstance(getattr(value, "type", None), str) else set()
+        return found.union(*(types_in(getattr(value, name)) for name in type(value).model_fields))
+    if isinstance(value, dict):
+        return set().union(*(types_in(v) for v in value.values()))
+    if isinstance(value, list | tuple):
+        return set().union(*(types_in(v) for v in value))
+    return set()
+
+
+def build_matrix(text: str) -> dict[str, set[str]]:
+    """The documented per-instance builds: example config -> the extras its image gets."""
+    builds = {}
+    for line in text.splitlines():
+        found = re.match(r"^#\s+docker build (?:--build-arg EXTRAS=(\S*) )?-t \S+ \.\s+# config/(\S+\.yaml)$", line)
+        if found:
+            builds[found.group(2)] = set(filter(None, (found.group(1) or "").split(",")))
+    return builds
+
+
+def test_each_instance_image_gets_only_the_extras_its_config_uses() -> None:
+    """The Dockerfile documents one build per example instance, and each carries exactly the cloud SDKs its
+    config needs (a missing one would fail check-config, an extra one only adds size and attack surface)."""
+    builds = build_matrix(DOCKERFILE.read_text())
+    assert set(builds) == set(EXAMPLE_INSTANCES)
+    for name, extras in builds.items():
+        config = load_config(ROOT / "config" / name, env=DUMMY_ENV)
+        needed = {SDK_TYPES[t] for t in types_in(config) if t in SDK_TYPES}
+        assert extras == needed, f"config/{name}: the image gets {sorted(extras)}, the config needs {sorted(needed)}"
 
 
 def test_port_volume_and_example_configs_agree(dockerfile: Dockerfile) -> None:
