@@ -102,6 +102,7 @@ class ServiceFacts:
     failback_healthy_for: float = 300.0
     last_reconciliation: Mapping[str, Any] | None = None
     peer_busy: Sequence[str] = field(default_factory=tuple)  # what peers announce (a drill, a runbook)
+    sync_confirmed: str | None = None  # synchronous commit confirmed now: the sentence saying so (engine.core.loss)
 
     def health(self, site: str) -> str:
         return str(self.sites[site].health)
@@ -145,7 +146,9 @@ def failover_gates(f: ServiceFacts, target: str, *, fence_first: bool | None = N
                           f"{f.active} is healthy: the runbook fences it first (fence_first)" if fence_first else
                           f"{f.active} is healthy: a planned move is a switchover (POST .../switchover); else "
                           "fence_first: true (the fence must succeed), or force"))
-    if f.has_database:
+    if f.has_database and f.sync_confirmed is not None:
+        gates.append(Gate("lag_within_rpo", True, f.sync_confirmed))
+    elif f.has_database:
         lag = f.lag_s
         gates.append(Gate("lag_within_rpo", lag is not None and lag <= f.rpo,
                           "replication lag unknown" if lag is None else f"lag {lag:.1f}s, RPO {f.rpo:g}s"))

@@ -29,6 +29,7 @@ from typing import Any
 from engine.config.base import format_duration
 from engine.config.model import PolicyConfig
 from engine.core.decide import DecisionKind, ServiceState, cooldown_reason
+from engine.core.loss import SyncEvidence, rpo_gate, sync_confirmed_now
 from engine.core.quorum import Tally, VoterInfo
 
 
@@ -63,7 +64,8 @@ def _evidence(tally: Tally, active: str, target: str | None) -> dict[str, Any]:
 
 
 def gate_results(state: ServiceState, home: str, target: str | None, tally: Tally, now: float,
-                 policy: PolicyConfig, *, rpo_applies: bool) -> list[dict[str, Any]]:
+                 policy: PolicyConfig, *, rpo_applies: bool, sync: SyncEvidence | None = None,
+                 ) -> list[dict[str, Any]]:
     """Every gate of an automatic move with its result and reason (the evidence of a decision)."""
     busy = tally.busy()
     gates: list[dict[str, Any]] = [
@@ -82,7 +84,11 @@ def gate_results(state: ServiceState, home: str, target: str | None, tally: Tall
     gates.append({"gate": "shared_dependencies", "ok": not shared,
                   "detail": f"shared dependency {', '.join(shared)} is down: it would fail there too" if shared
                   else "none down"})
-    if rpo_applies:
+    if rpo_applies and sync is not None and sync_confirmed_now(sync, now):
+        # synchronous commit confirmed: no acknowledged write can be missing, whatever the lag says (issue 24)
+        ok, detail = rpo_gate(tally.worst_lag(), policy.rpo, sync, now)
+        gates.append({"gate": "rpo", "ok": ok, "detail": detail})
+    elif rpo_applies:
         lag = tally.worst_lag()
         if lag is None:
             gates.append({"gate": "rpo", "ok": False, "detail": "replication lag is unknown"})
@@ -94,10 +100,10 @@ def gate_results(state: ServiceState, home: str, target: str | None, tally: Tall
 
 
 def gate_reasons(state: ServiceState, home: str, target: str | None, tally: Tally, now: float,
-                 policy: PolicyConfig, *, rpo_applies: bool) -> list[str]:
+                 policy: PolicyConfig, *, rpo_applies: bool, sync: SyncEvidence | None = None) -> list[str]:
     """Every reason the move may not happen automatically (empty: all gates pass)."""
     reasons: list[str] = []
-    for gate in gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies):
+    for gate in gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies, sync=sync):
         if gate["ok"]:
             continue
         if gate["gate"] == "nothing_under_way":
@@ -110,9 +116,10 @@ def gate_reasons(state: ServiceState, home: str, target: str | None, tally: Tall
 def decide_cluster(state: ServiceState, service: str, home: str, tally: Tally, own_id: str,
                    engines: Sequence[VoterInfo], now: float, policy: PolicyConfig, *,
                    executors: Sequence[str] = (), rpo_applies: bool = False,
-                   halted: tuple[str, str] | None = None) -> ClusterDecision:
-    """``halted``: (id, message) of the operation of this service halted here, or None."""
-    decision = _decide(state, service, home, tally, own_id, engines, now, policy, executors, rpo_applies)
+                   halted: tuple[str, str] | None = None, sync: SyncEvidence | None = None) -> ClusterDecision:
+    """``halted``: (id, message) of the operation of this service halted here, or None. ``sync``: what this
+    voter knows of synchronous commit (engine.core.loss): confirmed, the RPO gate passes whatever the lag."""
+    decision = _decide(state, service, home, tally, own_id, engines, now, policy, executors, rpo_applies, sync)
     if halted is not None:
         decision = _blocked_by_halted(decision, service, halted)
     if state.paused:
@@ -136,7 +143,7 @@ def _blocked_by_halted(decision: ClusterDecision, service: str, halted: tuple[st
 
 def _decide(state: ServiceState, service: str, home: str, tally: Tally, own_id: str,
             engines: Sequence[VoterInfo], now: float, policy: PolicyConfig, executors: Sequence[str],
-            rpo_applies: bool) -> ClusterDecision:
+            rpo_applies: bool, sync: SyncEvidence | None = None) -> ClusterDecision:
     active = state.active
     down_votes = tally.count(active, "down")
     own = next(v for v in tally.votes if v.voter == own_id).view
@@ -162,9 +169,9 @@ def _decide(state: ServiceState, service: str, home: str, tally: Tally, own_id: 
         return ClusterDecision(DecisionKind.HOLD, f"holding: {active} health not yet known ({up_votes} of "
                                f"{tally.voters} voters see it up, need {tally.majority})", None, None, False, (),
                                evidence)
-    gates = gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies)
+    gates = gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies, sync=sync)
     evidence["gates"] = gates
-    reasons = gate_reasons(state, home, target, tally, now, policy, rpo_applies=rpo_applies)
+    reasons = gate_reasons(state, home, target, tally, now, policy, rpo_applies=rpo_applies, sync=sync)
     busy = tally.busy()
     if reasons and reasons == busy:  # only an operation or drill under way: it is being handled, no page
         return ClusterDecision(DecisionKind.HOLD, f"holding: {need}; {'; '.join(busy)}", target, None, False,

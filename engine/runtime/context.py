@@ -18,6 +18,7 @@ from engine.core.clock import Clock
 from engine.core.decide import ServiceState
 from engine.core.gates import ServiceFacts
 from engine.core.health import HealthMachine
+from engine.core.loss import rpo_gate, sync_confirmed_now
 from engine.runtime.journal import Journal
 from engine.runtime.metrics import Metrics
 from engine.runtime.service import ServiceRuntime
@@ -72,7 +73,16 @@ class RuntimeContext:
             replication=None if rep is None else str(rep.machine.state),
             replication_detail=rep.machine.describe() if rep is not None else "no replication signal",
             switchover_max_lag=policy.switchover_max_lag, home_up_for=rt.home_up_for(now),
-            failback_healthy_for=policy.failback_healthy_for, last_reconciliation=last, peer_busy=peer_busy)
+            failback_healthy_for=policy.failback_healthy_for, last_reconciliation=last, peer_busy=peer_busy,
+            sync_confirmed=self._sync_confirmed(rt, now))
+
+    @staticmethod
+    def _sync_confirmed(rt: ServiceRuntime, now: float) -> str | None:
+        """The sentence proving synchronous commit now (the RPO gate then passes whatever the lag), or None."""
+        evidence = rt.database.sync.evidence() if rt.database is not None else None
+        if evidence is None or not sync_confirmed_now(evidence, now):
+            return None
+        return rpo_gate(rt.lag_s, rt.config.policy.rpo, evidence, now)[1]
 
     def poke(self) -> None:
         """Something that can change a decision happened: decide now rather than at the next tick."""

@@ -88,7 +88,8 @@ class Coordinator:
             decision = decide_cluster(
                 rt.state, rt.name, rt.config.active, votes, own_id, self.peering.engines, now,
                 rt.config.policy, executors=rt.config.policy.executors,
-                rpo_applies=rt.config.database is not None, halted=self._halted(rt))
+                rpo_applies=rt.config.database is not None, halted=self._halted(rt),
+                sync=rt.database.sync.evidence() if rt.database is not None else None)
             if decision.acting and ctx.config.instance.role == "engine" and rt.operation is None:
                 decision = await self.brakes.brake(rt, decision, now)
             await self.note_decision(rt, decision, now, snapshot)

@@ -28,6 +28,7 @@ from actions.reconcile.runner import reconcile
 from engine.core.lease_rules import PrimaryWritability
 from engine.runtime.context import RuntimeContext
 from engine.runtime.service import ServiceRuntime
+from engine.runtime.sync_watch import SyncWatch
 from probes.postgres import PostgresLagProbe
 from probes.postgres_conn import PgError
 
@@ -50,8 +51,21 @@ class DatabaseWatch:
         self.last_beat_error: str | None = None
         self.writability = self._writability()
         self._tasks: list[asyncio.Task[Any]] = []
+        # synchronous replication (issue 24): the engine of the active site acts, every other engine observes,
+        # so whoever executes a failover knows what synchronous commit proved (engine.core.loss)
+        self.sync = SyncWatch(db, service=rt.name, primary=rt.state.active, clock=ctx.clock.now,
+                              record=self._sync_event, gauge=ctx.metrics.synchronous,
+                              may_act=lambda: ctx.config.instance.site == rt.state.active and rt.operation is None)
+
+    async def _sync_event(self, sentence: str, data: dict[str, Any], alert: bool) -> None:
+        await self.ctx.record("alert" if alert else "synchronous", f"{self.rt.name}: {sentence}",
+                              service=self.rt.name, data=data)
+        if alert:
+            await self.ctx.notify("alert", f"{self.rt.name}: {sentence}", self.rt.name, data)
 
     def start(self) -> None:
+        if self.db.synchronous != "off":
+            self._tasks.append(asyncio.create_task(self.sync.run(), name=f"synchronous {self.rt.name}"))
         if self.writer is not None:
             self._tasks.append(asyncio.create_task(self._heartbeats(), name=f"heartbeat {self.rt.name}"))
         if self.db.reconcile.enabled and self.db.reconcile.tables + self.db.reconcile.metrics:
@@ -62,6 +76,7 @@ class DatabaseWatch:
         if self.writer is not None:
             self.writer.set_primary(site)
         self.writability = self._writability()  # what was known was about the old primary
+        self.sync.primary_changed(site)
 
     async def _heartbeats(self) -> None:
         assert self.writer is not None

@@ -30,7 +30,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from actions.consistency import CommitPoint, check_consistency
+from actions.consistency import CommitPoint, check_loss, primary_end, silent_since
 from actions.database.fence import fence
 from actions.database.promote import promote, publisher_reachable
 from actions.dns.errors import DnsAuthError, DnsConflict, DnsError
@@ -38,6 +38,7 @@ from actions.dns.provider import build_provider, build_verifier
 from actions.reconcile.causes import PromotionPoint
 from actions.reconcile.runner import reconcile
 from engine.core.lease_rules import LeaseRelease
+from engine.core.loss import SyncEvidence
 from engine.core.operations import Operation, Outcome, StepFailed, fence_required
 from engine.runtime.context import RuntimeContext
 from engine.runtime.service import ServiceRuntime
@@ -237,39 +238,34 @@ class FailoverSteps:
         return await self._guarded(op, promote, op.target)
 
     async def consistency(self, op: Operation) -> Outcome:
+        """The data-loss verdict (engine.core.loss): zero only by proof (synchronous commit confirmed up to the
+        end of the old primary), else an upper bound this engine can justify, else unknown since a point."""
         db = self.rt.config.database
         if db is None:
             return Outcome.skip("no database configured for this service")
-        journal = self.ctx.journal_or_fail()
-        saved = journal.get_state(op.service, "primary_commit")
+        saved = self.ctx.journal_or_fail().get_state(op.service, "primary_commit")
         # only a commit point written on the old primary says what it had
         last_known = CommitPoint.from_dict(saved) if saved and saved.get("primary") in (None, op.source) else None
-        result = await check_consistency(db, op.target, last_known, self.rt.config.policy.rpo)
-        data = result.to_dict()
-        sentence = result.sentence
-        alert = result.alert
-        lease_wait = (op.steps.get("fence") or {}).get("data", {})
-        if "lease_s" in lease_wait and lease_wait.get("last_heard_at") is not None and self.rt.lease is not None:
-            # the old primary was not fenced from here: it kept taking writes until it fenced itself, at most
-            # lease.minimum after its engines were last heard, or (its engine gave the lease up) until its engine
-            # reported it not writable, before it was last heard; the commit point we know predates that
-            released = bool(lease_wait.get("released_by"))
-            fenced_by = float(lease_wait["last_heard_at"]) + (0.0 if released else self.rt.lease.minimum)
-            since = last_known.heartbeat_at if last_known is not None else float(lease_wait["last_heard_at"])
-            bound = max(0.0, fenced_by - since)
-            data["loss_window_bound_s"] = round(bound, 3)
-            data["status"] = "rpo_breached" if bound > self.rt.config.policy.rpo else "unknown"
-            until = ("until its engine reported it not writable (assumed true: that engine could not write its "
-                     "heartbeat there)" if released else
-                     f"until it fenced itself, up to {self.rt.lease.minimum:g}s after its engines were last heard")
-            sentence += (f"; but {op.source} was not fenced from here: it may have accepted writes {until}, so up to "
-                         f"{bound:.1f}s of writes may be lost (reconcile when it is reachable)")
-            data["sentence"] = sentence
-            alert = True
-        if alert:
-            await self.ctx.record("rpo", sentence, service=op.service, data=data)
-            await self.ctx.notify("rpo", sentence, op.service, data)
-        return Outcome(sentence, data)
+        fence = op.steps.get("fence") or {}
+        fenced = (fence.get("data") or {})
+        # the old site's engines: when last heard (wall clock), and whether one reported its database down
+        release, last_heard = self.lease_remaining(op.service, op.source, op.epoch_from, 0.0)
+        heard = fenced.get("last_heard_at", last_heard)
+        tick = self.ctx.config.instance.tick
+        end = primary_end(
+            fenced_at=fence.get("finished_at") if str(fence.get("state")) == "done" and "lease_s" not in fenced
+            else None,
+            reported_down_at=heard if fenced.get("released_by") or release.released_by else None,
+            engine_silent_at=None if heard is None else silent_since(heard, 2 * tick, tick))
+        lease = self.rt.lease
+        sync = self.rt.database.sync.evidence() if self.rt.database is not None else SyncEvidence()
+        verdict = await check_loss(db, op.target, last_known, end=end, sync=sync,
+                                   lease_end_at=None if heard is None or lease is None else heard + lease.minimum)
+        data = verdict.to_dict()
+        if verdict.alert:
+            await self.ctx.record("rpo", f"{op.service}: {verdict.sentence}", service=op.service, data=data)
+            await self.ctx.notify("rpo", f"{op.service}: {verdict.sentence}", op.service, data)
+        return Outcome(verdict.sentence, data)
 
     async def reconcile(self, op: Operation) -> Outcome:
         db = self.rt.config.database

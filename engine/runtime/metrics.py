@@ -209,9 +209,9 @@ class Metrics:
         if step == "consistency" and str(record["state"]) == "done":
             data = record.get("data") or {}
             self.data_loss_possible.labels(service).set(0 if data.get("status") == "ok" else 1)
-            bound = data.get("loss_window_bound_s", data.get("loss_window_s"))
-            if bound is not None:
-                self.data_loss_window.labels(service).set(float(bound))
+            if "kind" in data:  # the loss verdict (engine.core.loss): 0 by proof, the bound, +Inf when unknown
+                bound = data.get("bound_s")
+                self.data_loss_window.labels(service).set(math.inf if bound is None else float(bound))
 
     def watch_journal(self, writable: Callable[[], bool] | None) -> None:
         """Read the journal's health at every scrape (``None``: no journal open)."""

@@ -169,6 +169,8 @@ class EngineStatus:
                     for site, sigs in rt.signals.items()},
                 "shared_dependencies": [s.to_dict() for s in rt.shared.values()],
                 "replication": None if rt.replication is None else rt.replication.to_dict(),
+                "synchronous": None if rt.database is None or rt.config.database is None
+                or rt.config.database.synchronous == "off" else rt.database.sync.status(),
                 "last_reconciliation": self._reconciliation_summary(name),
                 "paused_until": rt.paused_until if rt.state.paused else None,
                 "cooldown_until": (None if rt.state.last_move_at is None

@@ -172,8 +172,14 @@ async def test_the_returning_ex_primary_is_fenced_within_one_interval_and_the_fe
     refused_at = next((t for t, r in results if r == "read-only"), None)
     assert refused_at is not None and refused_at <= bound, f"bound {bound}s; inserts: {results}"
     assert all(r != "ok" for t, r in results if t > refused_at)
-    fenced = [await metric(cluster, vid, "failover_engine_stray_primary_fenced_total")
-              for vid in ("engine-gcp", "engine-azure")]
+    # the counter is raised once the fence is verified and journaled, a moment after the database turned read-only
+    deadline = time.monotonic() + 5.0
+    while True:
+        fenced = [await metric(cluster, vid, "failover_engine_stray_primary_fenced_total")
+                  for vid in ("engine-gcp", "engine-azure")]
+        if sum(fenced) >= 1 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
     assert sum(fenced) >= 1, fenced
     alerts = [e["message"] for vid in ("engine-gcp", "engine-azure") for e in await events(cluster, vid, "alert")]
     assert any("stray primary: the database in gcp takes writes but azure is the active site at epoch 2" in m

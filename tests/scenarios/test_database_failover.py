@@ -67,7 +67,8 @@ async def cluster(tmp_path: Path, replicated: ReplicatedDb) -> AsyncIterator[Clu
 
 
 async def test_failover_fences_promotes_and_proves(cluster: Cluster, replicated: ReplicatedDb) -> None:
-    """The gcp site dies (its database lives): the old primary is fenced, the standby promoted, nothing lost."""
+    """The gcp site dies (its database lives): the old primary is fenced, the standby promoted, nothing lost, and
+    the data-loss verdict is an honest bound (asynchronous replication cannot prove zero)."""
     await cluster.wait_for("engine-azure", lambda s: s["services"]["shop"]["lag_s"] is not None, what="lag known")
     for vid in cluster.voters:
         await cluster.cut(vid, "gcp", "reset")
@@ -78,8 +79,10 @@ async def test_failover_fences_promotes_and_proves(cluster: Cluster, replicated:
     steps = op["steps"]
     assert steps["fence"]["state"] == "done"
     assert steps["promote"]["state"] == "done"
-    assert steps["consistency"]["data"]["status"] == "ok"
-    assert steps["consistency"]["data"]["loss_window_s"] < 2.0
+    # asynchronous replication: zero is not provable, the verdict is an upper bound from the fence backwards
+    loss = steps["consistency"]["data"]
+    assert loss["kind"] == "bounded" and loss["status"].startswith("possible loss <= "), loss
+    assert loss["bound_s"] < 2.0, loss
     assert steps["reconcile"]["data"]["identical"] is True, steps["reconcile"]["summary"]
     # the old primary refuses writes; the new one takes an insert without an explicit id
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
