@@ -11,6 +11,7 @@ Owned by the PostgreSQL work (issue 4). Shape::
       heartbeat: {table: failover_heartbeat, interval: 5s}
       lag_probe: {interval: 30s, timeout: 10s, max_lag: 30s}
       fencing: {enabled: true, timeout: 10s}
+      slot_retained_alert: 1GiB   # alert when a slot keeps more WAL than this on the primary
       promotion: {sequence_margin: 1000, timeout: 60s}
       reconcile:
         schedule: 5m
@@ -20,9 +21,12 @@ Owned by the PostgreSQL work (issue 4). Shape::
 
 from __future__ import annotations
 
-from typing import Literal, Self
+import math
+import re
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from engine.config.base import Duration, Model, Secret, format_duration, rule_error
 
@@ -170,6 +174,37 @@ class ReconcileConfig(Model):
         return self
 
 
+# -- replication slot retention (issue 17 item 7) ---------------------------------------------------
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$")
+_UNITS = {None: 1, "B": 1, "kB": 1000, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2, "GB": 1000**3,
+          "GiB": 1024**3, "TB": 1000**4, "TiB": 1024**4}
+MIN_SLOT_ALERT, MAX_SLOT_ALERT = 1024, 1024**5  # 1 KiB .. 1 PiB
+
+
+def parse_size(value: Any) -> int:
+    """``1GiB``, ``512MB``, ``64KiB`` or a whole number of bytes → bytes (finite, whole)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("size", "expected a size such as 1GiB, 512MB or a number of bytes")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value != int(value):
+            raise PydanticCustomError("size", "must be a whole, finite number of bytes")
+        return int(value)
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise PydanticCustomError("size", "expected a size such as 1GiB, 512MB or a number of bytes")
+    number = float(match.group(1)) * _UNITS[match.group(2)]
+    return int(number)
+
+
+ByteSize = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^\d+(\.\d+)?(B|kB|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?$"},
+                              {"type": "integer", "minimum": MIN_SLOT_ALERT, "maximum": MAX_SLOT_ALERT}],
+                    "description": "a size: 1GiB, 512MB, 64KiB, or bytes as a number"}),
+]
+
+
 class DatabaseConfig(Model):
     """The primary/standby PostgreSQL pair of a service."""
 
@@ -182,6 +217,10 @@ class DatabaseConfig(Model):
     fencing: FencingConfig = Field(default_factory=FencingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
+    # -- replication slot retention (issue 17 item 7)
+    slot_retained_alert: ByteSize = Field(
+        1024**3, ge=MIN_SLOT_ALERT, le=MAX_SLOT_ALERT,
+        description="alert when a replication slot keeps more WAL than this on the current primary (e.g. 1GiB)")
 
     @field_validator("sites")
     @classmethod

@@ -72,7 +72,8 @@ class RuntimeContext:
             replication=None if rep is None else str(rep.machine.state),
             replication_detail=rep.machine.describe() if rep is not None else "no replication signal",
             switchover_max_lag=policy.switchover_max_lag, home_up_for=rt.home_up_for(now),
-            failback_healthy_for=policy.failback_healthy_for, last_reconciliation=last, peer_busy=peer_busy)
+            failback_healthy_for=policy.failback_healthy_for, last_reconciliation=last, peer_busy=peer_busy,
+            dns_drift=rt.unacknowledged_drift())
 
     def poke(self) -> None:
         """Something that can change a decision happened: decide now rather than at the next tick."""

@@ -93,6 +93,15 @@ class Metrics:
             "failover_engine_peer_last_seen_age_seconds", "Seconds since a peer's verdict was last heard.",
             ["peer"], registry=r)
 
+        # -- issue 17 items 5 and 7: DNS drift and replication slot retention ----------------------
+        self.dns_drift = Gauge(
+            "failover_engine_dns_drift", "1 while a service's DNS records differ from the expected state.",
+            ["service"], registry=r)
+        self.slot_retained = Gauge(
+            "failover_engine_replication_slot_retained_bytes",
+            "WAL bytes a replication slot keeps on the current primary (pg_wal_lsn_diff from restart_lsn).",
+            ["service", "site", "slot"], registry=r)
+
     def export_reconcile(self, samples: list[tuple[str, dict[str, str], float]]) -> None:
         """Reconciliation results as gauges: failover_engine_reconcile_{identical,differences,...}."""
         for name, labels, value in samples:

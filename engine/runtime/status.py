@@ -164,6 +164,8 @@ class EngineStatus:
                                    else rt.state.last_move_at + rt.config.policy.cooldown),
                 "breaker": None if self.ctx.journal is None else self.brakes.breaker(rt, self.ctx.clock.now()),
                 "self_fenced": rt.self_fenced,
+                "dns_drift": rt.drift_status(),
+                "replication_slots": rt.slot_status(),
                 "scheduled_switchover": None if self.ctx.journal is None else self.ctx.journal.get_state(
                     rt.name, "scheduled_switchover"),
                 "lease": None if rt.lease is None else {"self_fence_after_s": rt.lease.self_fence_after,
