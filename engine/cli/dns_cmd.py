@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import load_or_report
+from engine.cli.journal_view import journal_view
 
 if TYPE_CHECKING:
     from actions.dns.state import DnsState
@@ -87,25 +87,6 @@ def run_show(args: argparse.Namespace) -> int:
         else:
             print(f"no drift against {against}")
     return 1 if found else 0
-
-
-def journal_view(path: str, service: str) -> dict[str, Any]:
-    """The active site, epoch and epoch-record text the engine's journal holds for ``service`` (read-only;
-    empty when the journal is missing or unreadable)."""
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)) as db:
-            rows = dict(db.execute("SELECT key, value FROM state WHERE service = ? AND key IN "
-                                   "('active', 'epoch', 'dns_epoch_seen')", (service,)).fetchall())
-    except sqlite3.Error:
-        return {}
-    if "active" not in rows or "epoch" not in rows:
-        return {}
-    epoch = int(json.loads(rows["epoch"]))
-    seen = json.loads(rows.get("dns_epoch_seen", "null"))
-    return {"active": json.loads(rows["active"]), "epoch": epoch,
-            "seen": seen.get("text") if isinstance(seen, dict) and seen.get("epoch") == epoch else None}
 
 
 def as_dict(service: str, state: DnsState) -> dict[str, Any]:
