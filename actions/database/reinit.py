@@ -11,9 +11,9 @@ It refuses, changing nothing, when that would lose data or go the wrong way:
 - ``site`` is the active site (the engine's journal says so; else the service's configured ``active``),
   or the other site is fenced (read-only): the copy must flow from the primary to the standby;
 - the publication is missing on the primary, or the slot exists and is in use (nothing to do);
-- a row of a published table on the subscriber is missing on the primary (by its single-column
-  primary key): emptying the table would lose it. Reconcile first (``failover-engine reconcile``), or
-  keep the rows (quarantine); a non-empty table without a single-column key cannot be proven and refuses.
+- a row of a published table on the subscriber is missing on the primary (by its primary key, one
+  column or several): emptying the table would lose it. Reconcile first (``failover-engine reconcile``),
+  or keep the rows (quarantine); a non-empty table without a primary key cannot be proven and refuses.
 
 :func:`inspect` reads both sides, :func:`plan` (pure) gives the statements or the refusals, and
 :func:`reinit_subscription` runs the plan (``dry_run``: only returns it). The printed
@@ -39,9 +39,9 @@ from probes.postgres_conn import PgError, connect, conninfo, describe_pg_error
 CHUNK = 10_000  # subscriber keys checked on the primary per query
 SHOWN = 10  # rows named in a refusal
 KEY = """
-SELECT (SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-        WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s
+SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE i.indrelid = to_regclass(%s) AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)
 """
 
 
@@ -59,7 +59,7 @@ class Facts:
     subscription: bool | None = None  # None: none; else whether it is enabled
     non_empty: list[str] = field(default_factory=list)  # published tables with rows on the subscriber
     only_here: dict[str, list[str]] = field(default_factory=dict)  # table -> keys missing on the publisher
-    unprovable: list[str] = field(default_factory=list)  # non-empty tables without a single-column key
+    unprovable: list[str] = field(default_factory=list)  # non-empty tables without a primary key
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def plan(config: DatabaseConfig, facts: Facts) -> Plan:
         shown = ", ".join(keys[:SHOWN]) + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
         refusals.append(f"{table} on {s} holds {len(keys)} row(s) {p} does not have (key {shown}): emptying it "
                         "would lose them; reconcile and keep them first (failover-engine reconcile)")
-    refusals += [f"{table} on {s} has rows and no single-column primary key: cannot prove {p} has them"
+    refusals += [f"{table} on {s} has rows and no primary key: cannot prove {p} has them"
                  for table in facts.unprovable]
     if refusals:
         return Plan(tuple(refusals), ())
@@ -117,22 +117,26 @@ async def _rows(conn: psycopg.AsyncConnection[Any], query: Any, params: Any = No
 
 
 async def _missing_keys(sub_conn: psycopg.AsyncConnection[Any], pub_conn: psycopg.AsyncConnection[Any],
-                        schema: str, table: str, key: str) -> list[str]:
-    """Keys of ``table`` on the subscriber that the publisher lacks (keyset pages of CHUNK)."""
-    ident, col = sql.Identifier(schema, table), sql.Identifier(key)
-    page = sql.SQL("SELECT {c} FROM {t} WHERE {c} > %s ORDER BY {c} LIMIT %s").format(c=col, t=ident)
-    first = sql.SQL("SELECT {c} FROM {t} ORDER BY {c} LIMIT %s").format(c=col, t=ident)
-    probe = sql.SQL("SELECT {c}::text FROM {t} WHERE {c} = ANY(%s)").format(c=col, t=ident)
+                        schema: str, table: str, key: list[tuple[str, str]]) -> list[str]:
+    """Primary keys of ``table`` on the subscriber that the publisher lacks, walked in keyset pages (any number of
+    key columns; every lookup on the publisher goes through its primary key index)."""
+    ident = sql.Identifier(schema, table)
+    cols = sql.SQL(", ").join(sql.Identifier(name) for name, _type in key)
+    typed = sql.SQL(", ").join(sql.SQL("%s::" + typ) for _name, typ in key)  # type names from the catalog
+    first = sql.SQL("SELECT {c} FROM {t} ORDER BY {c} LIMIT %s").format(c=cols, t=ident)
+    page = sql.SQL("SELECT {c} FROM {t} WHERE ({c}) > ({v}) ORDER BY {c} LIMIT %s").format(c=cols, t=ident, v=typed)
+    chunk = max(1, CHUNK // len(key))
     missing: list[str] = []
-    last: Any = None
+    last: tuple[Any, ...] | None = None
     while True:
-        rows = await _rows(sub_conn, first, (CHUNK,)) if last is None else await _rows(sub_conn, page, (last, CHUNK))
+        rows = await _rows(sub_conn, first, (chunk,)) if last is None else await _rows(sub_conn, page, (*last, chunk))
         if not rows:
             return missing
-        keys = [r[0] for r in rows]
-        there = {r[0] for r in await _rows(pub_conn, probe, (keys,))}
-        missing += [str(k) for k in keys if str(k) not in there]
-        last = keys[-1]
+        values = sql.SQL(", ").join(sql.SQL("({})").format(typed) for _ in rows)
+        probe = sql.SQL("SELECT {c} FROM {t} WHERE ({c}) IN (VALUES {v})").format(c=cols, t=ident, v=values)
+        there = set(await _rows(pub_conn, probe, [value for row in rows for value in row]))
+        missing += [str(row[0]) if len(row) == 1 else str(row) for row in rows if tuple(row) not in there]
+        last = tuple(rows[-1])
 
 
 async def inspect(config: DatabaseConfig, site: str, active: str, *, timeout: float) -> Facts:
@@ -165,8 +169,8 @@ async def inspect(config: DatabaseConfig, site: str, active: str, *, timeout: fl
             if not await _rows(sub_conn, sql.SQL("SELECT 1 FROM {} LIMIT 1").format(sql.Identifier(schema, table))):
                 continue
             facts.non_empty.append(name)
-            key = (await _rows(sub_conn, KEY, (schema, table)))[0][0]
-            if key is None:
+            key = [(str(n), str(t)) for n, t in await _rows(sub_conn, KEY, (name,))]
+            if not key:
                 facts.unprovable.append(name)
                 continue
             missing = await _missing_keys(sub_conn, pub_conn, schema, table, key)
