@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from actions.dns.drift import consistent_site, drift
-from actions.dns.state import MIXED, UNKNOWN, DnsState, Epoch, RecordState, format_epoch
+from actions.dns.state import MIXED, UNKNOWN, DnsState, Epoch, RecordState, format_epoch, target_state
 from engine.config.dns import RecordConfig
 from engine.config.model import PolicyConfig
 from engine.core.decide import DecisionKind, ServiceState, SiteView
@@ -111,6 +114,16 @@ def test_without_an_expected_epoch_only_the_read_itself_is_compared() -> None:
     """``dns show`` without the journal: a consistent read is fine, a foreign value is not."""
     assert not drift(read(), CONFIGS)
     assert drift(read(app=("203.0.113.99",)), CONFIGS)
+
+
+@given(site=st.sampled_from(["gcp", "azure"]), epoch=st.integers(1, 10**6), op=st.text("0123456789abcdef", min_size=1,
+                                                                                   max_size=12))
+def test_every_state_a_shift_writes_is_free_of_drift(site: str, epoch: int, op: str) -> None:
+    """What the engine itself writes (any site, epoch and op token) never reads back as a drift, and is a move."""
+    written = target_state(read(), CONFIGS, site, epoch, op)
+    assert drift(written, CONFIGS, active=site, epoch=epoch, seen=written.epoch.text).differences == ()
+    assert consistent_site(written, CONFIGS) == site
+    assert drift(written, CONFIGS, active=site, epoch=epoch, seen="epoch=0 site=x").differences != ()
 
 
 # -- the gates ------------------------------------------------------------------------------------
