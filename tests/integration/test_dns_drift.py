@@ -121,7 +121,8 @@ def drift_gauge(engine: Engine) -> str:
 
 
 async def test_a_foreign_change_is_seen_blocks_moves_until_acknowledged_and_is_never_overwritten(
-        running: tuple[Engine, list[dict[str, Any]], str], bind_zone: NamedServer) -> None:
+        running: tuple[Engine, list[dict[str, Any]], str], bind_zone: NamedServer,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """nsupdate points app elsewhere: event, alert, metric, status and `dns show` 1; failover refused until
     acknowledged; a different drift refuses again; the runbook halts rather than overwrite; restoring clears."""
     engine, notes, config_path = running
@@ -145,6 +146,9 @@ async def test_a_foreign_change_is_seen_blocks_moves_until_acknowledged_and_is_n
     assert status == 409 and refused["error"] == "dns_drift"
     assert refused["detail"].startswith("dns_drift: " + line["summary"])
     assert await asyncio.to_thread(main, ["dns", "show", "--config", config_path, "app"]) == 1
+    shown = capsys.readouterr().out
+    assert "DRIFT against the engine's journal (active gcp, epoch 1):\n" \
+           "  - app.example.test A answers 203.0.113.99: matches no site" in shown
 
     status, acked = await call(engine, "POST", "/v1/services/app/acknowledge-drift", {"reason": "ours, checked"})
     assert status == 200 and acked["acknowledged"]["key"] == line["key"]
@@ -158,7 +162,13 @@ async def test_a_foreign_change_is_seen_blocks_moves_until_acknowledged_and_is_n
     status, refused = await call(engine, "POST", "/v1/services/app/failover", {"reason": "test move"})
     assert status == 409 and refused["error"] == "dns_drift" and "203.0.113.98" in refused["detail"]
 
-    await call(engine, "POST", "/v1/services/app/acknowledge-drift", {"reason": "checked again"})
+    token_file = Path(config_path).with_name("token")
+    token_file.write_text(TOKEN)
+    cli = ["--url", str(engine.api_url), "--token-file", str(token_file)]
+    assert await asyncio.to_thread(main, ["status", "app", *cli]) == 0
+    assert "DNS DRIFT since" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["acknowledge-drift", "app", "--reason", "checked again", *cli]) == 0
+    assert capsys.readouterr().out.startswith("app: DNS drift acknowledged (app.example.test A answers 203.0.113.98")
     status, started = await call(engine, "POST", "/v1/services/app/failover",
                                  {"reason": "test move", "fence_first": True})
     assert status == 202, started
@@ -209,3 +219,17 @@ async def status_drift(engine: Engine) -> dict[str, Any] | None:
 async def halted(engine: Engine, op_id: str) -> dict[str, Any] | None:
     _, op = await call(engine, "GET", f"/v1/operations/{op_id}")
     return op if op.get("state") in ("halted", "done", "stood_down") else None
+
+
+async def test_an_unreadable_epoch_record_is_drift(
+        running: tuple[Engine, list[dict[str, Any]], str], bind_zone: NamedServer) -> None:
+    """An epoch TXT someone overwrote with text that is not ``epoch=N ...`` is a drift naming it."""
+    engine, _notes, _path = running
+    await until(lambda: as_true(engine.status()["services"]["app"]["epoch"] == 1), "epoch 1 read from DNS")
+    nsupdate(bind_zone, "update delete _failover-epoch.app.example.test TXT",
+             'update add _failover-epoch.app.example.test 60 TXT "hello"')
+    line = await until(lambda: status_drift(engine), "the dns_drift status line")
+    assert line["summary"].startswith("records unreadable: epoch record _failover-epoch.app.example.test holds "
+                                      "'hello'"), line
+    status, refused = await call(engine, "POST", "/v1/services/app/failover", {"reason": "test move"})
+    assert status == 409 and refused["error"] == "dns_drift"
