@@ -1,4 +1,4 @@
-"""``failover-engine status|failover|failback|switchover|pause|resume|arm|events|operation``: commands
+"""``failover-engine status|failover|failback|switchover|pause|resume|arm|acknowledge-drift|events|operation``: commands
 that speak to a running engine's API (the client: :mod:`engine.cli.client`; output: :mod:`engine.cli.render`).
 
 Output is plain aligned tables; ``--json`` prints the API's answers as they are.
@@ -70,7 +70,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         p.set_defaults(kind=kind)
 
     for kind, what in (("arm", "re-arm automatic action after the circuit breaker opened"),
-                       ("unfence", "allow writes again on the active site's database after a self-fence")):
+                       ("unfence", "allow writes again on the active site's database after a self-fence"),
+                       ("acknowledge-drift", "accept the DNS drift seen now: moves may start again until the "
+                                             "records drift differently")):
         p = add(kind, f"{what} (operator token)", cmd_simple)
         p.add_argument("service")
         p.add_argument("--reason", required=True, type=_reason, help="why (recorded in the audit log)")
@@ -208,6 +210,10 @@ def cmd_simple(args: argparse.Namespace, client: Client) -> int:
     elif args.kind == "arm":
         print(f"{args.service}: automatic action armed" + (" (the circuit breaker was open)" if data.get("was_open")
                                                            else ""))
+    elif args.kind == "acknowledge-drift":
+        drift = data.get("acknowledged") or {}
+        print(f"{args.service}: DNS drift acknowledged ({drift.get('summary')}); moves may start again until the "
+              "records drift differently")
     else:
         print(f"{args.service}: database in {data.get('site')} accepts writes again: {data.get('detail')}")
     return EXIT_OK

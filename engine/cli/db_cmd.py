@@ -5,6 +5,9 @@
   privilege; add the heartbeat to the publication, refresh the subscription (idempotent).
 - ``reconcile --config FILE SERVICE``: compare the two databases now and print the differences.
 - ``reconcile --check``: verify tables, keys and columns on both sides without comparing rows.
+- ``db reinit-subscription --config FILE SERVICE --site S [--dry-run]``: re-create the standby's
+  subscription and slot with ``copy_data`` after the slot was dropped (:mod:`actions.database.reinit`);
+  prints every statement it ran (or would run), refuses when it would lose data.
 
 ``--primary SITE`` says which site is the primary (default: the service's ``active`` site). Exit
 codes of ``reconcile``: 0 no differences, 1 differences (or rows still in flight), 2 error (bad
@@ -23,6 +26,7 @@ import time
 from typing import Any
 
 from engine.cli.common import load_or_report
+from engine.cli.journal_view import journal_view
 from engine.config.database import DatabaseConfig
 
 
@@ -33,6 +37,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     init = db_sub.add_parser("init", help="create the heartbeat table and add it to the publication")
     _common(init)
     init.set_defaults(func=run_init)
+    reinit = db_sub.add_parser(
+        "reinit-subscription", help="re-create a standby's subscription whose slot was dropped (a full copy)",
+        description="Re-create SITE's subscription and its slot on the primary with copy_data: the old "
+                    "subscription is dropped and the published tables on SITE are emptied first. Refused, "
+                    "changing nothing, when SITE is the active site, when the slot still works, or when SITE "
+                    "holds rows the primary lacks. See runbooks/replication-slot-retention.md.")
+    reinit.add_argument("--config", required=True, help="the engine's YAML config")
+    reinit.add_argument("service", help="the service whose database to use")
+    reinit.add_argument("--site", required=True, help="the standby site whose subscription to re-create")
+    reinit.add_argument("--dry-run", action="store_true", help="print the SQL it would run; change nothing")
+    reinit.add_argument("--json", action="store_true", help="print the result as JSON")
+    reinit.set_defaults(func=run_reinit)
     db.set_defaults(func=lambda _args: _usage(db))
 
     rec = sub.add_parser("reconcile", help="compare the two databases of a service and print the differences")
@@ -94,6 +110,37 @@ def run_init(args: argparse.Namespace) -> int:
         print(f"db init failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     print(result.sentence)
+    return 0 if result.ok else 1
+
+
+def run_reinit(args: argparse.Namespace) -> int:
+    from actions.database.reinit import reinit_subscription
+
+    config = load_or_report(args.config)
+    if config is None:
+        return 2
+    service = config.services.get(args.service)
+    if service is None or service.database is None:
+        print(f"service {args.service!r} " + ("is unknown" if service is None else "has no database section"),
+              file=sys.stderr)
+        return 2
+    if args.site not in service.database.sites:
+        print(f"--site {args.site!r} is not a database site ({', '.join(sorted(service.database.sites))})",
+              file=sys.stderr)
+        return 2
+    known = journal_view(config.journal.path, args.service)
+    active = str(known.get("active") or service.active)
+    result = asyncio.run(reinit_subscription(service.database, args.site, active, dry_run=args.dry_run))
+    if args.json:
+        print(json.dumps({"ok": result.ok, "sentence": result.sentence, "refusals": list(result.plan.refusals),
+                          "plan": [{"site": s, "sql": q} for s, q in result.plan.statements],
+                          "done": list(result.done), "active": active}))
+    else:
+        print(f"{args.service}: active site {active} ({'the engine journal' if known else 'the config'})")
+        for site, statement in result.plan.statements:
+            print(f"  {'would run' if args.dry_run else 'ran' if f'{site}: {statement}' in result.done else 'planned'}"
+                  f" on {site}: {statement};")
+        print(result.sentence)
     return 0 if result.ok else 1
 
 

@@ -1,8 +1,12 @@
 """`failover-engine dns show --config FILE SERVICE`: the records of a service as the provider has them.
 
 Prints a table (name, type, TTL, current values, the site they point to) and the epoch stored
-beside them; ``--json`` prints the same as one JSON object. Exit codes: 0 shown, 1 the provider
-failed (auth, unavailable, records not as configured), 2 bad config or arguments.
+beside them, then whether the records drifted (:func:`actions.dns.drift.drift`): compared with the
+active site, epoch and epoch-record text in the engine's journal (``journal.path`` of the config,
+read-only) when it can be read, else with themselves and the config (one configured site, the same
+site named by the epoch record, the configured TTLs). ``--json`` prints the same as one JSON
+object. Exit codes: 0 shown, as expected; 1 a drift (what differs is printed) or the provider failed
+(auth, unavailable, records not as configured); 2 bad config or arguments.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import load_or_report
+from engine.cli.journal_view import journal_view
 
 if TYPE_CHECKING:
     from actions.dns.state import DnsState
@@ -64,8 +69,24 @@ def run_show(args: argparse.Namespace) -> int:
     except DnsError as exc:
         print(f"dns show {args.service}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(as_dict(args.service, state)) if args.json else render(args.service, state))
-    return 0
+    from actions.dns.drift import drift
+
+    known = journal_view(config.journal.path, args.service)
+    configs = {dns_config.fqdn(r.name): r for r in dns_config.records}
+    found = drift(state, configs, active=known.get("active"), epoch=known.get("epoch"), seen=known.get("seen"))
+    against = (f"the engine's journal (active {known['active']}, epoch {known['epoch']})" if known
+               else "the records themselves and the config (the engine's journal could not be read)")
+    if args.json:
+        print(json.dumps({**as_dict(args.service, state), "drift": found.to_dict() if found else None,
+                          "compared_with": against}))
+    else:
+        print(render(args.service, state))
+        if found:
+            print(f"DRIFT against {against}:")
+            print("\n".join(f"  - {line}" for line in found.differences))
+        else:
+            print(f"no drift against {against}")
+    return 1 if found else 0
 
 
 def as_dict(service: str, state: DnsState) -> dict[str, Any]:

@@ -61,7 +61,8 @@ def _path(*parts: str) -> str:
 
 
 def _brake_lines(s: dict[str, Any]) -> list[str]:
-    """What holds the engine back: an open breaker, a pause's expiry, a cool-down, a self-fence, a plan."""
+    """What holds the engine back: an open breaker, a pause's expiry, a cool-down, a self-fence, a DNS drift,
+    a replication slot over its alert size, a plan."""
     lines = []
     breaker = s.get("breaker") or {}
     if breaker.get("open"):
@@ -74,6 +75,16 @@ def _brake_lines(s: dict[str, Any]) -> list[str]:
     fenced = s.get("self_fenced")
     if fenced:
         lines.append(f"SELF-FENCED at {ts(fenced.get('at'))}: {fenced.get('reason')} (unfence: {PROG} unfence ...)")
+    drift = s.get("dns_drift")
+    if drift:
+        state = ("acknowledged" if drift.get("acknowledged")
+                 else f"moves refused; acknowledge: {PROG} acknowledge-drift SERVICE --reason ...")
+        lines.append(f"DNS DRIFT since {ts(drift.get('since'))} UTC ({state}): {drift.get('summary')}")
+    for slot in s.get("replication_slots") or ():
+        if slot.get("over"):
+            lines.append(f"REPLICATION SLOT {slot.get('slot')} on {slot.get('site')} retains "
+                         f"{slot.get('retained_bytes')} bytes of WAL (alert at {slot.get('alert_bytes')}): "
+                         "see runbooks/replication-slot-retention.md")
     plan = s.get("scheduled_switchover")
     if plan:
         lines.append(f"switchover to {plan.get('target')} scheduled for {ts(plan.get('at'))} UTC "

@@ -11,6 +11,7 @@ Owned by the PostgreSQL work (issue 4). Shape::
       heartbeat: {table: failover_heartbeat, interval: 5s}
       lag_probe: {interval: 30s, timeout: 10s, max_lag: 30s}
       fencing: {enabled: true, timeout: 10s}
+      slot_retained_alert: 1GiB   # alert when a slot keeps more WAL than this on the primary
       promotion: {sequence_margin: 1000, timeout: 60s}
       synchronous: on             # off | on | strict (see docs/synchronous.md)
       synchronous_degrade: {after: 10s, commit_wait_limit: 1s, restore_lag: 1048576, check_interval: 1s}
@@ -24,9 +25,12 @@ Owned by the PostgreSQL work (issue 4). Shape::
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+import math
+import re
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from engine.config.base import Duration, Model, Secret, format_duration, rule_error
 
@@ -263,6 +267,37 @@ def _yaml_switch(value: object) -> object:
     return value
 
 
+# -- replication slot retention (issue 17 item 7) ---------------------------------------------------
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$")
+_UNITS = {None: 1, "B": 1, "kB": 1000, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2, "GB": 1000**3,
+          "GiB": 1024**3, "TB": 1000**4, "TiB": 1024**4}
+MIN_SLOT_ALERT, MAX_SLOT_ALERT = 1024, 1024**5  # 1 KiB .. 1 PiB
+
+
+def parse_size(value: Any) -> int:
+    """``1GiB``, ``512MB``, ``64KiB`` or a whole number of bytes → bytes (finite, whole)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("size", "expected a size such as 1GiB, 512MB or a number of bytes")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value != int(value):
+            raise PydanticCustomError("size", "must be a whole, finite number of bytes")
+        return int(value)
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise PydanticCustomError("size", "expected a size such as 1GiB, 512MB or a number of bytes")
+    number = float(match.group(1)) * _UNITS[match.group(2)]
+    return int(number)
+
+
+ByteSize = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^\d+(\.\d+)?(B|kB|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?$"},
+                              {"type": "integer", "minimum": MIN_SLOT_ALERT, "maximum": MAX_SLOT_ALERT}],
+                    "description": "a size: 1GiB, 512MB, 64KiB, or bytes as a number"}),
+]
+
+
 class DatabaseConfig(Model):
     """The primary/standby PostgreSQL pair of a service."""
 
@@ -281,6 +316,10 @@ class DatabaseConfig(Model):
     synchronous_degrade: SyncDegradeConfig = Field(default_factory=SyncDegradeConfig)
     _synchronous_switch = field_validator("synchronous", mode="before")(_yaml_switch)
     stray_watch: StrayWatchConfig = Field(default_factory=StrayWatchConfig)  # issue 17 item 4
+    # -- replication slot retention (issue 17 item 7)
+    slot_retained_alert: ByteSize = Field(
+        1024**3, ge=MIN_SLOT_ALERT, le=MAX_SLOT_ALERT,
+        description="alert when a replication slot keeps more WAL than this on the current primary (e.g. 1GiB)")
 
     @field_validator("sites")
     @classmethod

@@ -15,6 +15,7 @@ Owned by the DNS work (issue 3). Shape::
         - {name: www, type: CNAME, targets: {gcp: [app.gcp.example.net], azure: [app.azure.example.net]}}
       epoch_record: _failover-epoch.api   # default _failover-epoch.<service>
       verify: {nameservers: [], resolvers: [1.1.1.1], deadline: 2m, interval: 1s}
+      check_interval: 15s             # drift check: records vs the expected state for the current epoch
 
 Record values are stored canonically (IPv4/IPv6 normalised, CNAME targets absolute with a trailing
 dot), so what a server answers can be compared with what the config says.
@@ -252,6 +253,17 @@ class DnsConfig(Model):
         None, description="TXT record beside the records holding 'epoch=N site=S'; "
                           "default _failover-epoch.<service>")
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    # -- drift (issue 17 item 5): how often the records are compared with the expected state
+    check_interval: Duration = Field(
+        15.0, description="every this long (and right after every move) the records are read and compared with "
+                          "what the current epoch says they should be; a difference is a dns_drift")
+
+    @field_validator("check_interval")
+    @classmethod
+    def _check_interval(cls, value: float) -> float:
+        if not 1.0 <= value <= 3600.0:
+            raise ValueError("must be between 1s and 1h")
+        return value
 
     @field_validator("epoch_record")
     @classmethod

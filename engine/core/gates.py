@@ -4,7 +4,8 @@ Every manual move, a scheduled switchover, a drill and the coordinator read the 
 HTTP turns them into responses (:mod:`engine.http.operator_routes`), nothing else decides.
 
 - :func:`cannot_act`: refusals every move shares (a witness never acts; one open operation per
-  service; no move while a full drill moves the service).
+  service; no move while a full drill moves the service; no move over an unacknowledged DNS drift,
+  :func:`drift_refusal`).
 - :func:`failover_gates`: a manual failover; each :class:`Gate` is ``blocking`` (refuses unless
   forced) or informative.
 - :func:`failback_gates`: home healthy long enough, reverse replication caught up, the last
@@ -103,15 +104,28 @@ class ServiceFacts:
     last_reconciliation: Mapping[str, Any] | None = None
     peer_busy: Sequence[str] = field(default_factory=tuple)  # what peers announce (a drill, a runbook)
     sync_confirmed: str | None = None  # synchronous commit confirmed now: the sentence saying so (engine.core.loss)
+    dns_drift: str | None = None  # what the DNS records differ in, not acknowledged by an operator; None: no drift
 
     def health(self, site: str) -> str:
         return str(self.sites[site].health)
 
 
+def drift_refusal(f: ServiceFacts) -> Refusal | None:
+    """A move over DNS records someone else changed would overwrite that change: refused until acknowledged."""
+    if f.dns_drift is None:
+        return None
+    return Refusal("dns_drift", f"dns_drift: {f.dns_drift}; check who changed the records, then acknowledge it "
+                   f"(POST /v1/services/{f.service}/acknowledge-drift or `failover-engine acknowledge-drift`)")
+
+
 def cannot_act(f: ServiceFacts) -> Refusal | None:
-    """Refusals every move shares: a witness never acts; one runbook per service; not during a full drill."""
+    """Refusals every move shares: a witness never acts; one runbook per service; not during a full drill;
+    not over an unacknowledged DNS drift."""
     if f.role != "engine":
         return Refusal("witness", "a witness never acts: send this to an engine")
+    drifted = drift_refusal(f)
+    if drifted is not None:
+        return drifted
     if f.operation is not None:
         op_id, state = f.operation
         return Refusal("operation_in_progress", f"operation {op_id} is {state}: retry or abort it first")
@@ -229,6 +243,9 @@ def drill_refusals(f: ServiceFacts, kind: str, *, running_drill: str | None = No
     if f.quorum_ok is False or (f.quorum_ok is None and f.has_peers):
         out.append(Refusal("no_quorum", "quorum is lost or not known yet: a drill must not run blind"))
     out.extend(Refusal("peer_busy", b) for b in f.peer_busy)
+    drifted = drift_refusal(f)
+    if kind == "full" and drifted is not None:  # a shadow drill moves nothing
+        out.append(drifted)
     if kind == "full" and f.active != f.home:
         out.append(Refusal("not_home", f"{f.service} is active in {f.active}, not its home {f.home}: fail back "
                            "before a full drill"))

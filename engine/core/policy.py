@@ -9,7 +9,8 @@ Rules, in order; the first that applies gives the sentence:
    a standby UP for a majority; failback (a move away from a site other than the home site) is a
    human decision; automatic failover enabled; not in cool-down; no shared dependency down for a
    majority (it would fail there too); replication lag within the RPO (the worst fresh report, the
-   last known value when the primary is unreachable).
+   last known value when the primary is unreachable); no unacknowledged DNS drift (a move would
+   overwrite a foreign change).
 3. The executor is the first engine in the executor order with a fresh verdict (by default the
    engines of the target site first: A's cloud may be gone). Only it acts; the DNS epoch makes any
    race harmless.
@@ -65,7 +66,7 @@ def _evidence(tally: Tally, active: str, target: str | None) -> dict[str, Any]:
 
 def gate_results(state: ServiceState, home: str, target: str | None, tally: Tally, now: float,
                  policy: PolicyConfig, *, rpo_applies: bool, sync: SyncEvidence | None = None,
-                 ) -> list[dict[str, Any]]:
+                 dns_drift: str | None = None) -> list[dict[str, Any]]:
     """Every gate of an automatic move with its result and reason (the evidence of a decision)."""
     busy = tally.busy()
     gates: list[dict[str, Any]] = [
@@ -96,14 +97,19 @@ def gate_results(state: ServiceState, home: str, target: str | None, tally: Tall
             ok = lag <= policy.rpo
             gates.append({"gate": "rpo", "ok": ok, "detail": f"standby lag {lag:.1f}s "
                           f"{'within' if ok else 'exceeds'} RPO {format_duration(policy.rpo)}"})
+    gates.append({"gate": "dns_drift", "ok": dns_drift is None,
+                  "detail": f"dns_drift: {dns_drift} (not acknowledged)" if dns_drift is not None
+                  else "the DNS records are as expected (or the drift is acknowledged)"})
     return gates
 
 
 def gate_reasons(state: ServiceState, home: str, target: str | None, tally: Tally, now: float,
-                 policy: PolicyConfig, *, rpo_applies: bool, sync: SyncEvidence | None = None) -> list[str]:
+                 policy: PolicyConfig, *, rpo_applies: bool, sync: SyncEvidence | None = None,
+                 dns_drift: str | None = None) -> list[str]:
     """Every reason the move may not happen automatically (empty: all gates pass)."""
     reasons: list[str] = []
-    for gate in gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies, sync=sync):
+    for gate in gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies, sync=sync,
+                             dns_drift=dns_drift):
         if gate["ok"]:
             continue
         if gate["gate"] == "nothing_under_way":
@@ -116,10 +122,13 @@ def gate_reasons(state: ServiceState, home: str, target: str | None, tally: Tall
 def decide_cluster(state: ServiceState, service: str, home: str, tally: Tally, own_id: str,
                    engines: Sequence[VoterInfo], now: float, policy: PolicyConfig, *,
                    executors: Sequence[str] = (), rpo_applies: bool = False,
-                   halted: tuple[str, str] | None = None, sync: SyncEvidence | None = None) -> ClusterDecision:
+                   halted: tuple[str, str] | None = None, sync: SyncEvidence | None = None,
+                   dns_drift: str | None = None) -> ClusterDecision:
     """``halted``: (id, message) of the operation of this service halted here, or None. ``sync``: what this
-    voter knows of synchronous commit (engine.core.loss): confirmed, the RPO gate passes whatever the lag."""
-    decision = _decide(state, service, home, tally, own_id, engines, now, policy, executors, rpo_applies, sync)
+    voter knows of synchronous commit (engine.core.loss): confirmed, the RPO gate passes whatever the lag.
+    ``dns_drift``: an unacknowledged foreign DNS change (never move over it)."""
+    decision = _decide(state, service, home, tally, own_id, engines, now, policy, executors, rpo_applies, sync,
+                       dns_drift)
     if halted is not None:
         decision = _blocked_by_halted(decision, service, halted)
     if state.paused:
@@ -143,7 +152,8 @@ def _blocked_by_halted(decision: ClusterDecision, service: str, halted: tuple[st
 
 def _decide(state: ServiceState, service: str, home: str, tally: Tally, own_id: str,
             engines: Sequence[VoterInfo], now: float, policy: PolicyConfig, executors: Sequence[str],
-            rpo_applies: bool, sync: SyncEvidence | None = None) -> ClusterDecision:
+            rpo_applies: bool, sync: SyncEvidence | None = None, dns_drift: str | None = None,
+            ) -> ClusterDecision:
     active = state.active
     down_votes = tally.count(active, "down")
     own = next(v for v in tally.votes if v.voter == own_id).view
@@ -169,9 +179,11 @@ def _decide(state: ServiceState, service: str, home: str, tally: Tally, own_id: 
         return ClusterDecision(DecisionKind.HOLD, f"holding: {active} health not yet known ({up_votes} of "
                                f"{tally.voters} voters see it up, need {tally.majority})", None, None, False, (),
                                evidence)
-    gates = gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies, sync=sync)
+    gates = gate_results(state, home, target, tally, now, policy, rpo_applies=rpo_applies, sync=sync,
+                         dns_drift=dns_drift)
     evidence["gates"] = gates
-    reasons = gate_reasons(state, home, target, tally, now, policy, rpo_applies=rpo_applies, sync=sync)
+    reasons = gate_reasons(state, home, target, tally, now, policy, rpo_applies=rpo_applies, sync=sync,
+                           dns_drift=dns_drift)
     busy = tally.busy()
     if reasons and reasons == busy:  # only an operation or drill under way: it is being handled, no page
         return ClusterDecision(DecisionKind.HOLD, f"holding: {need}; {'; '.join(busy)}", target, None, False,

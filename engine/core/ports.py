@@ -98,6 +98,10 @@ class OperatorPort(Protocol):
 
     async def unfence(self, service: str, *, actor: str, reason: str, force: bool) -> Reply: ...
 
+    async def acknowledge_drift(self, service: str, *, actor: str, reason: str) -> Reply:
+        """Accept the DNS drift seen now (moves may start again until the records drift differently)."""
+        ...
+
     async def failover(self, service: str, *, actor: str, reason: str, target: str | None, dry_run: bool,
                        force: bool, fence_first: bool) -> Reply: ...
 

@@ -124,7 +124,9 @@ def build() -> dict[str, Any]:
             ("pause", "keep observing, never act (until/ttl: resume by itself)", "PauseBody"),
             ("resume", "act again", "ReasonBody"),
             ("arm", "re-arm automatic action after the circuit breaker opened", "ReasonBody"),
-            ("unfence", "allow writes on the active site's database again after a self-fence", "UnfenceBody")):
+            ("unfence", "allow writes on the active site's database again after a self-fence", "UnfenceBody"),
+            ("acknowledge-drift", "accept the DNS drift seen now: moves may start again (a different drift blocks "
+             "again)", "ReasonBody")):
         paths[f"/v1/services/{{name}}/{verb}"] = {"post": {
             "summary": summary, "parameters": [NAME], "requestBody": _body(body),
             "responses": {"200": _resp(verb), **_errors(*WRITE_ERRORS)}}}

@@ -1,5 +1,5 @@
-"""The operator's routes: pause and resume, arm, unfence, manual failover, failback, switchover,
-prepare-failback, retry or abort a halted runbook.
+"""The operator's routes: pause and resume, arm, unfence, acknowledge a DNS drift, manual failover, failback,
+switchover, prepare-failback, retry or abort a halted runbook.
 
 Thin by design: each route validates its body (the models below are also the OpenAPI schemas), names
 the actor from the token, and calls :class:`engine.core.ports.OperatorPort`; the gates and the moves
@@ -111,6 +111,11 @@ async def unfence(request: web.Request, service: str, body: UnfenceBody) -> Repl
     return await ports(request).operator.unfence(service, actor=actor(request), reason=body.reason, force=body.force)
 
 
+@action(ReasonBody)
+async def acknowledge_drift(request: web.Request, service: str, body: ReasonBody) -> Reply:
+    return await ports(request).operator.acknowledge_drift(service, actor=actor(request), reason=body.reason)
+
+
 @action(FailoverBody)
 async def failover(request: web.Request, service: str, body: FailoverBody) -> Reply:
     return await ports(request).operator.failover(service, actor=actor(request), reason=body.reason,
@@ -170,6 +175,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/services/{name}/arm", arm)
     app.router.add_post("/v1/services/{name}/unfence", unfence)
     app.router.add_post("/v1/services/{name}/resume", resume)
+    app.router.add_post("/v1/services/{name}/acknowledge-drift", acknowledge_drift)
     app.router.add_post("/v1/services/{name}/failover", failover)
     app.router.add_post("/v1/services/{name}/failback", failback)
     app.router.add_post("/v1/services/{name}/switchover", switchover)

@@ -168,7 +168,7 @@ def _service(name: str, svc: Mapping[str, Any], op: Mapping[str, Any] | None, no
 
 
 def _brakes(svc: Mapping[str, Any]) -> str:
-    """Breaker, pause expiry, cool-down expiry and a self-fence, when they apply."""
+    """Breaker, pause expiry, cool-down expiry, a self-fence, a DNS drift and a full slot, when they apply."""
     out = []
     breaker = svc.get("breaker") or {}
     if breaker.get("open"):
@@ -185,6 +185,16 @@ def _brakes(svc: Mapping[str, Any]) -> str:
     if fenced:
         out.append(f"<span class=fenced>{_badge('SELF-FENCED', 'down')} {_clock(fenced.get('at'))}: "
                    f"{_e(fenced.get('reason'))}</span>")
+    drift = svc.get("dns_drift")
+    if drift:
+        badge = _badge("DNS DRIFT", "unknown" if drift.get("acknowledged") else "down")
+        out.append(f"<span class=drift>{badge} since {_clock(drift.get('since'))}"
+                   f"{' (acknowledged)' if drift.get('acknowledged') else ' (moves refused until acknowledged)'}: "
+                   f"{_e(drift.get('summary'))}</span>")
+    for slot in svc.get("replication_slots") or ():
+        if slot.get("over"):
+            out.append(f"<span class=slot>{_badge('SLOT', 'down')} {_e(slot.get('slot'))} on {_e(slot.get('site'))} "
+                       f"retains {_e(slot.get('retained_bytes'))} bytes of WAL</span>")
     return "".join(out)
 
 

@@ -74,7 +74,7 @@ class RuntimeContext:
             replication_detail=rep.machine.describe() if rep is not None else "no replication signal",
             switchover_max_lag=policy.switchover_max_lag, home_up_for=rt.home_up_for(now),
             failback_healthy_for=policy.failback_healthy_for, last_reconciliation=last, peer_busy=peer_busy,
-            sync_confirmed=self._sync_confirmed(rt, now))
+            sync_confirmed=self._sync_confirmed(rt, now), dns_drift=rt.unacknowledged_drift())
 
     @staticmethod
     def _sync_confirmed(rt: ServiceRuntime, now: float) -> str | None:

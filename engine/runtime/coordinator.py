@@ -17,7 +17,8 @@ from typing import Any
 
 import structlog
 
-from actions.dns.errors import DnsError
+from actions.dns.drift import consistent_site
+from actions.dns.errors import DnsConfigError, DnsError
 from actions.dns.provider import build_provider
 from engine.config.base import format_duration
 from engine.core.decide import ServiceState, Snapshot
@@ -28,6 +29,7 @@ from engine.core.steps import RERUN_ON_RESUME, StepSpec
 from engine.core.verdict import ServiceVerdict
 from engine.runtime.brakes import Brakes, hms
 from engine.runtime.context import RuntimeContext
+from engine.runtime.dns_drift import DriftWatch
 from engine.runtime.evidence import decision_context
 from engine.runtime.lease_watch import LeaseWatch
 from engine.runtime.metrics import STATE_VALUE
@@ -54,6 +56,7 @@ class Coordinator:
         self.before_decide: list[ServiceHook] = []  # e.g. a scheduled switchover that is due (engine.runtime.moves)
         self._op_tasks: set[asyncio.Task[Any]] = set()
         self._timed: set[tuple[object, ...]] = set()  # step attempts already in the duration histogram
+        self.drift = DriftWatch(ctx)  # DNS drift: compared at every sync_dns (engine.runtime.dns_drift)
 
     @property
     def quorum_ok(self) -> bool | None:
@@ -89,7 +92,8 @@ class Coordinator:
                 rt.state, rt.name, rt.config.active, votes, own_id, self.peering.engines, now,
                 rt.config.policy, executors=rt.config.policy.executors,
                 rpo_applies=rt.config.database is not None, halted=self._halted(rt),
-                sync=rt.database.sync.evidence() if rt.database is not None else None)
+                sync=rt.database.sync.evidence() if rt.database is not None else None,
+                dns_drift=rt.unacknowledged_drift())
             if decision.acting and ctx.config.instance.role == "engine" and rt.operation is None:
                 decision = await self.brakes.brake(rt, decision, now)
             await self.note_decision(rt, decision, now, snapshot)
@@ -193,36 +197,60 @@ class Coordinator:
         await self.lease.check(now, mono, len(voters), majority)
 
     async def sync_dns(self, rt: ServiceRuntime, now: float) -> None:
-        """Believe the epoch written beside the DNS records: it is the truth about who moved last."""
+        """Believe the epoch written beside the DNS records when the read is a consistent move (it is the truth
+        about who moved last); then compare the records with the expected state (DNS drift, DriftWatch)."""
         if rt.config.dns is None or (rt.operation is not None and rt.operation.state is OpState.RUNNING):
             return
         provider = build_provider(rt.config.dns, rt.name)
         try:
             state = await provider.read()
+        except DnsConfigError as exc:  # e.g. an epoch record someone rewrote into something unreadable
+            log.warning("dns read not understood", service=rt.name, error=str(exc))
+            if not self._peer_moving(rt):
+                await self.drift.unreadable(rt, str(exc), now)
+            return
         except DnsError as exc:
             log.warning("dns read failed", service=rt.name, error=str(exc))
             return
         finally:
             await provider.aclose()
-        number, site = state.epoch.number, state.site
+        number = state.epoch.number
         rt.dns_state = f"{state.describe()} (read {time.strftime('%H:%M:%S', time.gmtime(now))} UTC)"
-        if number > rt.state.epoch and site in rt.config.sites:
+        site = consistent_site(state, {rt.config.dns.fqdn(r.name): r for r in rt.config.dns.records})
+        if number > rt.state.epoch and site is not None and site in rt.config.sites:
             # a move we learn of starts the cool-down like one we made (not the first read after a fresh start)
             moved_at = now if rt.state.epoch > 0 else rt.state.last_move_at
             await self.ctx.set_state(rt, ServiceState(site, number, rt.state.paused, moved_at), now,
                                         f"{rt.name} is active in {site} at epoch {number} (read from DNS)")
         elif number < rt.state.epoch:
             log.warning("dns epoch behind the journal", service=rt.name, dns=number, journal=rt.state.epoch)
+        if not self._peer_moving(rt):  # a peer's runbook changes TTLs and records on its way: not a drift
+            await self.drift.check(rt, state, now)
 
-    async def dns_sync_loop(self, every: float = 30.0) -> None:
+    def _peer_moving(self, rt: ServiceRuntime) -> bool:
+        """A peer announces a runbook or a drill for ``rt`` (its verdict's ``runbook``/``drill``)."""
+        return any(got is not None and (got.view.runbook or got.view.drill)
+                   for got in self.peering.received_for(rt.name).values())
+
+    async def dns_sync_loop(self) -> None:
+        """Read every service's records every ``dns.check_interval`` (each service on its own cadence)."""
+        due: dict[str, float] = {}
         while True:
+            mono = self.ctx.clock.monotonic()
             for rt in self.ctx.services.values():
+                if rt.config.dns is None or due.get(rt.name, 0.0) > mono:
+                    continue
+                every = rt.config.dns.check_interval
+                due[rt.name] = mono + every
                 try:
                     async with asyncio.timeout(every):
                         await self.sync_dns(rt, self.ctx.clock.now())
                 except TimeoutError:
                     log.warning("dns sync timed out", service=rt.name)
-            await asyncio.sleep(every)
+                except Exception:  # the loop must keep checking; the failure is logged
+                    log.exception("dns sync failed", service=rt.name)
+            nearest = min(due.values(), default=mono + 30.0)
+            await asyncio.sleep(max(0.05, nearest - self.ctx.clock.monotonic()))
 
     # -- operations ------------------------------------------------------------------------------
     async def start_operation(self, rt: ServiceRuntime, decision: ClusterDecision, now: float, *, trigger: str,

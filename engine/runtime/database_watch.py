@@ -10,6 +10,8 @@ For each service with a ``database:`` section, an engine (never the witness):
   :mod:`engine.core.lease_rules`);
 - runs the replication lag probe as a service-wide signal (``<service>/*/replication``); its value
   is the lag in seconds, kept as the last known lag when the primary becomes unreachable;
+- reads, every heartbeat interval, the WAL each replication slot keeps on the current primary (a metric,
+  a status line, an alert once per crossing of ``slot_retained_alert``; :meth:`DatabaseWatch.check_slots`);
 - when it runs in the active site, reconciles the pair every ``reconcile.schedule`` (not while an
   operation runs), keeping the result in the journal, in ``/v1/status`` and in metrics.
 """
@@ -24,8 +26,10 @@ import structlog
 
 from actions.consistency import CommitPoint
 from actions.database.heartbeat import HeartbeatWriter
+from actions.database.slots import retained_wal
 from actions.reconcile.runner import reconcile
 from engine.core.lease_rules import PrimaryWritability
+from engine.core.retention import crossings
 from engine.runtime.context import RuntimeContext
 from engine.runtime.service import ServiceRuntime
 from engine.runtime.sync_watch import SyncWatch
@@ -50,6 +54,10 @@ class DatabaseWatch:
         self.writer = HeartbeatWriter(db, writer_site=site, primary=rt.state.active) if site in db.sites else None
         self.last_beat_error: str | None = None
         self.writability = self._writability()
+        # replication slot retention (issue 17 item 7): the primary read, slots over the limit, gauges set
+        self._slots_site: str | None = None
+        self._slots_over: frozenset[str] = frozenset()
+        self._slots_exported: set[tuple[str, str]] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         # synchronous replication (issue 24): the engine of the active site acts, every other engine observes,
         # so whoever executes a failover knows what synchronous commit proved (engine.core.loss)
@@ -68,6 +76,7 @@ class DatabaseWatch:
             self._tasks.append(asyncio.create_task(self.sync.run(), name=f"synchronous {self.rt.name}"))
         if self.writer is not None:
             self._tasks.append(asyncio.create_task(self._heartbeats(), name=f"heartbeat {self.rt.name}"))
+        self._tasks.append(asyncio.create_task(self._slot_loop(), name=f"slots {self.rt.name}"))
         if self.db.reconcile.enabled and self.db.reconcile.tables + self.db.reconcile.metrics:
             self._tasks.append(asyncio.create_task(self._reconcile_loop(), name=f"reconcile {self.rt.name}"))
 
@@ -137,6 +146,58 @@ class DatabaseWatch:
                 await self.reconcile_now()
             except Exception:  # a failed run is logged; the next one tries again
                 log.exception("scheduled reconciliation failed", service=rt.name)
+
+    # -- replication slot retention (issue 17 item 7) -------------------------------------------------
+    async def _slot_loop(self) -> None:
+        """Every heartbeat interval: the WAL each slot keeps on the current primary (see :meth:`check_slots`)."""
+        while True:
+            try:
+                await self.check_slots()
+            except Exception:  # a failed reading is logged; the next one tries again
+                log.exception("replication slot check failed", service=self.rt.name)
+            await asyncio.sleep(self.db.heartbeat.interval)
+
+    async def check_slots(self) -> None:
+        """Read the slots on the current primary: metric and status line per slot; an alert (event and
+        notification) once when one goes over ``slot_retained_alert``, once when it is back under it."""
+        rt, ctx = self.rt, self.ctx
+        site, limit = rt.state.active, self.db.slot_retained_alert
+        reading = await retained_wal(self.db, site, timeout=self.db.lag_probe.statement_timeout)
+        now = ctx.clock.now()
+        if site != self._slots_site:  # another primary: what was over the limit there is not known here
+            self._slots_site, self._slots_over = site, frozenset()
+        if reading.error is not None:
+            rt.slots = [{**s, "stale": True, "error": reading.error} for s in rt.slots or []
+                        if s.get("site") == site] or [{"site": site, "error": reading.error, "at": now}]
+            return
+        found = crossings(self._slots_over, {s.name: s.retained for s in reading.slots}, limit)
+        self._slots_over = found.over
+        gauge = ctx.metrics.slot_retained
+        for gone in self._slots_exported - {(site, s.name) for s in reading.slots}:
+            with contextlib.suppress(KeyError):
+                gauge.remove(rt.name, *gone)
+        self._slots_exported = {(site, s.name) for s in reading.slots}
+        for slot in reading.slots:
+            if slot.retained is not None:
+                gauge.labels(rt.name, site, slot.name).set(slot.retained)
+        rt.slots = [{"site": site, "slot": s.name, "type": s.kind, "active": s.active, "wal_status": s.wal_status,
+                     "retained_bytes": s.retained, "alert_bytes": limit, "over": s.name in found.over, "at": now}
+                    for s in reading.slots]
+        sizes = {s.name: s.retained for s in reading.slots}
+        for name in found.raised:
+            message = (f"replication slot {name} on {site} ({rt.name}) retains {sizes[name]} bytes of WAL, over "
+                       f"slot_retained_alert {limit}: its subscriber is not consuming; the primary's disk fills "
+                       "(runbooks/replication-slot-retention.md)")
+            data = {"slot": name, "site": site, "retained_bytes": sizes[name], "alert_bytes": limit}
+            await ctx.record("alert", message, service=rt.name, at=now, data={**data, "slot_retention": "over"})
+            await ctx.notify("alert", message, rt.name, data)
+        for name in found.cleared:
+            kept = sizes.get(name)
+            message = (f"replication slot {name} on {site} ({rt.name}) is back under slot_retained_alert {limit}"
+                       + (f": {kept} bytes retained" if kept is not None else ": the slot is gone"))
+            data = {"slot": name, "site": site, "retained_bytes": kept, "alert_bytes": limit}
+            await ctx.record("alert", message, service=rt.name, at=now, data={**data, "slot_retention": "cleared"})
+            await ctx.notify("alert", message, rt.name, data)
 
     async def close(self) -> None:
         for task in self._tasks:

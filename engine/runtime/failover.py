@@ -122,6 +122,10 @@ class FailoverSteps:
                 if state.epoch.number != op.epoch_from:
                     return Outcome(f"epoch moved to {state.epoch.number} under us: {state.describe()}",
                                    {"changed": False, "dns": state.describe()}, stand_down=True)
+                if state.site != op.source:  # changed by someone else since the precheck: never overwrite it
+                    raise StepFailed(f"dns_drift: DNS points to {state.site}, not {op.source}, at epoch "
+                                     f"{op.epoch_from}: {state.describe()}; not overwriting a foreign change",
+                                     retry=False)
                 sent_at = self.ctx.clock.now()
                 new = await provider.shift(state, op.target, op.epoch_to, op=op.id)
                 return Outcome(f"shifted to {new.describe()}", {"changed": True, "dns": new.describe(),

@@ -131,7 +131,7 @@ class Metrics:
             P + "replication_lag_seconds", "Standby's replication lag from the heartbeat (last known); above "
             "the RPO an automatic failover is refused.", ["service"], registry=r)
         self.slot_retained = Gauge(
-            P + "replication_slot_retained_wal_bytes", "WAL a replication slot keeps on its server (bytes "
+            P + "replication_slot_retained_bytes", "WAL a replication slot keeps on its server (bytes "
             "behind the current LSN); it grows while the subscriber is away and can fill the disk.",
             ["service", "site", "slot"], registry=r)
         self.dns_drift = Gauge(
@@ -219,6 +219,7 @@ class Metrics:
             self.journal_writable.set_function(lambda: math.nan)
         else:
             self.journal_writable.set_function(lambda: 1.0 if writable() else 0.0)
+
 
     def export_reconcile(self, samples: list[tuple[str, dict[str, str], float]]) -> None:
         """Reconciliation results as gauges: failover_engine_reconcile_{identical,differences,...}."""

@@ -1,5 +1,5 @@
-"""What an operator can do, as the runtime carries it out: pause and resume, arm, unfence, prepare
-failback, retry or abort a halted runbook, and the moves (:mod:`engine.runtime.moves`).
+"""What an operator can do, as the runtime carries it out: pause and resume, arm, unfence, acknowledge a
+DNS drift, prepare failback, retry or abort a halted runbook, and the moves (:mod:`engine.runtime.moves`).
 
 Implements :class:`engine.core.ports.OperatorPort`. Every action is recorded with who and why; a
 refusal is a :class:`~engine.core.ports.Refused` that HTTP turns into its 4xx. Nothing here knows HTTP.
@@ -108,6 +108,11 @@ class Operator:
                          f"({reason})", service=rt.name, actor=actor, at=now,
                          data={"action": "unfence", "site": site, "ok": ok, "force": force})
         return Reply({"service": rt.name, "site": site, "ok": ok, "detail": step.detail}, "ok" if ok else "failed")
+
+    # -- DNS drift -------------------------------------------------------------------------------
+    async def acknowledge_drift(self, service: str, *, actor: str, reason: str) -> Reply:
+        """An operator accepts the DNS drift seen now (engine.runtime.dns_drift): audited, covers exactly it."""
+        return await self.coordinator.drift.acknowledge(self._service(service), actor=actor, reason=reason)
 
     # -- failback preparation --------------------------------------------------------------------
     async def prepare_failback(self, service: str, *, actor: str, reason: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from actions.dns.drift import Drift
 from engine.config.model import ServiceConfig
 from engine.core.decide import ServiceState, SignalView, SiteView, Snapshot
 from engine.core.health import Health, HealthMachine
@@ -64,6 +65,11 @@ class ServiceRuntime:
     self_fenced: dict[str, Any] | None = None  # this engine fenced its own database (cut off); an operator unfences
     lease: Any = None  # engine.config.lease.Lease of the service (EngineConfig.lease), or None
     paused_until: float | None = None  # a pause with an expiry resumes by itself then
+    # DNS drift (engine.runtime.dns_drift): what the last read differs in, since when, the acknowledged key
+    dns_drift: Drift | None = None
+    dns_drift_at: float | None = None
+    dns_drift_ack: str | None = None
+    slots: list[dict[str, Any]] | None = None  # replication slots on the primary (DatabaseWatch.check_slots)
 
     shared: dict[str, SignalRuntime] = field(default_factory=dict)  # scope: shared dependencies
 
@@ -71,6 +77,24 @@ class ServiceRuntime:
         """(id, state) of the operation that blocks every new one (running or halted), if any."""
         op = self.operation
         return (op.id, str(op.state)) if op is not None and op.is_open else None
+
+    def unacknowledged_drift(self) -> str | None:
+        """The DNS drift that blocks moves (not acknowledged by an operator), as one sentence; None: none."""
+        found = self.dns_drift
+        if found is None or found.key == self.dns_drift_ack:
+            return None
+        return found.summary
+
+    def drift_status(self) -> dict[str, Any] | None:
+        """The status line of the DNS drift: what differs, since when, acknowledged or not."""
+        found = self.dns_drift
+        if found is None:
+            return None
+        return {**found.to_dict(), "since": self.dns_drift_at, "acknowledged": found.key == self.dns_drift_ack}
+
+    def slot_status(self) -> list[dict[str, Any]] | None:
+        """The status line of the replication slots on the current primary: retained WAL per slot."""
+        return self.slots
 
     def home_up_for(self, now: float) -> float | None:
         """How long every signal of the home site has been up; None when one is not (or there is none)."""

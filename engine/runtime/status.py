@@ -179,6 +179,8 @@ class EngineStatus:
                 "self_fenced": rt.self_fenced,
                 "write_lease": self._write_lease(rt),
                 "stray_primary": None if rt.stray is None else rt.stray.summary(),
+                "dns_drift": rt.drift_status(),
+                "replication_slots": rt.slot_status(),
                 "scheduled_switchover": None if self.ctx.journal is None else self.ctx.journal.get_state(
                     rt.name, "scheduled_switchover"),
                 "lease": None if rt.lease is None else {"self_fence_after_s": rt.lease.self_fence_after,

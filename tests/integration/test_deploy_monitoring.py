@@ -121,7 +121,7 @@ def test_dashboard_queries_are_valid_promql_on_exported_metrics(tmp_path: Path) 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name", ["journal-unwritable.md", "replication-slot-retained-wal.md", "dns-drift.md"])
+@pytest.mark.parametrize("name", ["journal-unwritable.md", "replication-slot-retention.md", "dns-drift.md"])
 def test_new_runbooks_are_listed_in_the_index(name: str) -> None:
     """The runbooks added for alerts are in runbooks/README.md and follow the problem/does/do/verify layout."""
     text = (ROOT / "runbooks" / name).read_text()

@@ -104,7 +104,8 @@ def test_the_demo_tells_the_whole_story_and_leaves_nothing_behind() -> None:
             assert re.search(rf"^t\+ *[\d.]+s +{step} +done ", story, re.M), f"{step}\n{story}"
         # asynchronous replication: the verdict is an honest upper bound, never "ok" without proof
         assert re.search(r"consistency +done .*possible loss <= [\d.]+ s", story), story
-        assert re.search(r"data-loss check: possible loss <= [\d.]+ s: azure has every acknowledged write up to", story), story
+        assert re.search(r"data-loss check: possible loss <= [\d.]+ s: azure has every acknowledged write up to",
+                         story), story
         assert "prepare-failback -> 200" in story
         assert "the 3 orders written in azure during the outage are in gcp's database: nothing lost" in story
     else:

@@ -72,13 +72,13 @@ def test_failovers_carry_service_kind_trigger_and_result() -> None:
 
 
 def test_step_durations_and_the_consistency_verdict() -> None:
-    """A step attempt lands in the histogram by result; a consistency step that cannot prove zero loss sets
-    data_loss_possible and the loss window's bound."""
+    """A step attempt lands in the histogram by result; the consistency step's loss verdict (engine.core.loss)
+    sets data_loss_possible (0 only by proof) and the bound (+Inf when unknown)."""
     metrics = Metrics()
     metrics.observe_step("shop", "failover", "promote", {"state": "done", "duration_s": 0.3})
     metrics.observe_step("shop", "failover", "consistency", {
-        "state": "done", "duration_s": 0.1, "data": {"status": "rpo_breached", "loss_window_s": 12.0,
-                                                     "loss_window_bound_s": 41.5}})
+        "state": "done", "duration_s": 0.1, "data": {"kind": "bounded", "status": "possible loss <= 41.5 s",
+                                                     "bound_s": 41.5}})
     got = samples(metrics)
     count = {tuple(sorted(labels.items())): value
              for labels, value in got["failover_engine_runbook_step_duration_seconds_count"]}
@@ -86,8 +86,15 @@ def test_step_durations_and_the_consistency_verdict() -> None:
     assert got["failover_engine_data_loss_possible"] == [({"service": "shop"}, 1.0)]
     assert got["failover_engine_data_loss_window_seconds"] == [({"service": "shop"}, 41.5)]
     metrics.observe_step("shop", "failover", "consistency", {"state": "done", "duration_s": 0.1,
-                                                            "data": {"status": "ok", "loss_window_s": 0.0}})
-    assert samples(metrics)["failover_engine_data_loss_possible"] == [({"service": "shop"}, 0.0)]
+                                                            "data": {"kind": "unknown", "status": "unknown",
+                                                                     "bound_s": None}})
+    assert samples(metrics)["failover_engine_data_loss_window_seconds"] == [({"service": "shop"}, math.inf)]
+    metrics.observe_step("shop", "failover", "consistency", {"state": "done", "duration_s": 0.1,
+                                                            "data": {"kind": "zero_by_proof", "status": "ok",
+                                                                     "bound_s": 0.0}})
+    got = samples(metrics)
+    assert got["failover_engine_data_loss_possible"] == [({"service": "shop"}, 0.0)]
+    assert got["failover_engine_data_loss_window_seconds"] == [({"service": "shop"}, 0.0)]
 
 
 def test_operation_gauges_follow_the_services_operation() -> None:

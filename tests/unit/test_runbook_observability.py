@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import structlog
 
-from engine.runtime import logs
 from engine.core.clock import ManualClock
 from engine.core.operations import Operation, OpState, Outcome, StepFailed
 from engine.core.steps import StepSpec
+from engine.runtime import logs
 from engine.runtime.runner import RunbookRunner
 from engine.runtime.tracing import RunbookTracer
 from tests.support import require_part
