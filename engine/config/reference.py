@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.config.base import format_duration
 from engine.config.model import EngineConfig
 
 HEADER = """# Configuration reference
@@ -55,7 +56,29 @@ def _type(schema: dict[str, Any], defs: dict[str, Any]) -> str:
         else:
             names.append(str(v.get("type", "any")))
     text = " or ".join(dict.fromkeys(names)).replace("string or number", "duration")
+    text += _range(schema, text.startswith("duration"))
     return text + (" (optional)" if any(v.get("type") == "null" for v in schema.get("anyOf", [])) else "")
+
+
+def _range(schema: dict[str, Any], duration: bool) -> str:
+    """``, > 0s, ≤ 1h``: the bounds the schema states for a number, in durations when it is one."""
+    for v in _variants(schema):
+        if "anyOf" in v:
+            found = _range(v, duration)
+            if found:
+                return found
+        if v.get("type") in ("number", "integer") and any(
+                k in v for k in ("minimum", "exclusiveMinimum", "maximum")):
+            show = format_duration if duration else (lambda x: f"{x:,}")
+            parts = []
+            if "exclusiveMinimum" in v:
+                parts.append(f"> {show(v['exclusiveMinimum'])}")
+            elif "minimum" in v:
+                parts.append(f"≥ {show(v['minimum'])}")
+            if "maximum" in v:
+                parts.append(f"≤ {show(v['maximum'])}")
+            return ", " + ", ".join(parts)
+    return ""
 
 
 def _default(prop: dict[str, Any]) -> str:
