@@ -19,11 +19,13 @@ import structlog
 from aiohttp import web
 
 from engine.auth import AuthError
+from engine.http import guards
 
 if TYPE_CHECKING:
     from engine.daemon import Engine
 
 log = structlog.get_logger("engine.api")
+failures = guards.QuietLog(log)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")
 MAX_BODY = 64 * 1024
@@ -77,7 +79,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     engine = request.app[ENGINE]
     status = 500
     try:
-        response: web.StreamResponse | None = _authorize(request, engine)
+        response: web.StreamResponse | None = _authorize(request, engine) or await guards.screen(request)
         if response is None:
             try:
                 response = await handler(request)
@@ -90,7 +92,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                     refusal.headers["Allow"] = exc.headers["Allow"]
                 response = refusal
             except Exception:
-                log.exception("api handler failed", path=request.path)
+                failures.failure(request.path)
                 response = error(500, "internal_error", "the engine failed to answer; see its log")
         assert response is not None
         status = response.status
@@ -154,7 +156,7 @@ _FLOAT = re.compile(r"^-?[0-9]{1,18}(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?$")
 def _number(request: web.Request, name: str, kind: type[int] | type[float]) -> Any:
     """A plain ASCII number from the query string (no underscores, spaces or other digits)."""
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if not (_INT if kind is int else _FLOAT).match(raw):
         raise web.HTTPBadRequest(text=f"query parameter {name} must be a number, got {raw!r}")
@@ -199,7 +201,7 @@ async def peer_verdict(request: web.Request) -> web.Response:
         return error(413, "too_large", f"a verdict is at most {MAX_BODY} bytes")
     body = await request.read()
     try:
-        verdict = engine.peering.receive(dict(request.headers), body, peer_common_name(request))
+        verdict = engine.peering.receive(request.headers, body, peer_common_name(request))
     except Rejected as exc:
         return error(401, "rejected", str(exc))
     return _json({"accepted": True, "seq": verdict.seq})
@@ -277,10 +279,14 @@ class ApiServer:
                 context.load_verify_locations(tls.client_ca_file)
                 context.verify_mode = ssl.CERT_OPTIONAL  # operators may come without one; peers may not
         self._runner = web.AppRunner(build_app(self.engine), access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)
+                                     shutdown_timeout=1.0, **guards.server_settings())
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, int(port), ssl_context=context)
-        await site.start()
+        try:
+            await site.start()
+        except OSError:
+            await self.stop()
+            raise
         bound = self._runner.addresses[0]
         return f"{'https' if context else 'http'}://{host}:{bound[1]}"
 

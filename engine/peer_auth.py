@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from engine.core.limits import json_depth
 from engine.verdict import Verdict
 
 SENDER_HEADER = "X-Failover-Sender"
@@ -61,28 +62,6 @@ def sign(key: bytes, sender: str, timestamp: float, body: bytes) -> dict[str, st
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number a verdict may carry")
-
-
-def _depth_ok(body: bytes, limit: int) -> bool:
-    """Whether JSON text nests at most ``limit`` deep (brackets inside strings are skipped)."""
-    depth, in_string, escaped = 0, False, False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > limit:
-                return False
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return True
 
 
 @dataclass
@@ -127,7 +106,7 @@ class Verifier:
         skew = now - timestamp
         if not math.isfinite(now) or abs(skew) > self.replay_window:
             raise Rejected(f"timestamp {skew:+.1f}s from our clock, outside the {self.replay_window:g}s window")
-        if not _depth_ok(body, MAX_DEPTH):
+        if json_depth(body, MAX_DEPTH) > MAX_DEPTH:
             raise Rejected(f"malformed verdict: nested deeper than {MAX_DEPTH}")
         try:
             verdict = Verdict.model_validate(json.loads(body, parse_constant=_no_constant))

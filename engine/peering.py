@@ -25,6 +25,7 @@ import structlog
 
 from engine.clock import Clock
 from engine.config.model import EngineConfig
+from engine.core.limits import LogBudget
 from engine.peer_auth import Rejected, Verifier, sign
 from engine.quorum import Received, VoterInfo
 from engine.verdict import ServiceVerdict, Verdict
@@ -84,6 +85,7 @@ class Peering:
         self.verifier = Verifier(self.keys, config.peering.replay_window)
         self._session: aiohttp.ClientSession | None = None
         self.rejections = 0
+        self._log_budget = LogBudget()  # a flood of forged verdicts costs the log a few lines a minute
         self.on_change: Callable[[], None] | None = None  # called when a peer's view changed
         self._sending: dict[str, asyncio.Task[None]] = {}  # peer id -> its verdict in flight
 
@@ -180,7 +182,9 @@ class Peering:
             self.verifier.accept(verdict)
         except Rejected as exc:
             self.rejections += 1
-            log.warning("peer message rejected", reason=str(exc))
+            held = self._log_budget.take("rejected", self.clock.monotonic())
+            if held is not None:
+                log.warning("peer message rejected", reason=str(exc), **({"held_back": held} if held else {}))
             raise
         peer = self.peers[verdict.sender]
         changed = peer.verdict is None or peer.verdict.services != verdict.services

@@ -76,7 +76,7 @@ class DrillSloConfig(Model):
 class SyntheticRequestConfig(Model):
     method: Literal["GET", "HEAD"] = "GET"
     path: str = Field("/", pattern=r"^/", description="appended to each site's base URL")
-    expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200], min_length=1)
 
 
 class SyntheticConfig(Model):

@@ -41,7 +41,7 @@ class HttpProbeConfig(ProbeCommon):
     method: Literal["GET", "HEAD", "POST"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | None = Field(None, description="request body for POST")
-    expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200], min_length=1)
     body_contains: str | None = None
     json_condition: JsonCondition | None = Field(None, alias="json")
     max_latency: Annotated[Duration, positive(10 * MINUTE)] | None = Field(

@@ -38,11 +38,11 @@ def _variants(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return [schema]
 
 
-def _type(schema: dict[str, Any], defs: dict[str, Any]) -> str:
+def _type(schema: dict[str, Any], defs: dict[str, Any], top: bool = True) -> str:
     names = []
     for v in _variants(schema):
         if "anyOf" in v or "oneOf" in v:
-            names.append(_type(v, defs))
+            names.append(_type(v, defs, top=False))
         elif "$ref" in v:
             names.append("object")
         elif "const" in v:
@@ -56,7 +56,7 @@ def _type(schema: dict[str, Any], defs: dict[str, Any]) -> str:
         else:
             names.append(str(v.get("type", "any")))
     text = " or ".join(dict.fromkeys(names)).replace("string or number", "duration")
-    text += _range(schema, text.startswith("duration"))
+    text += _range(schema, text.startswith("duration")) if top else ""
     return text + (" (optional)" if any(v.get("type") == "null" for v in schema.get("anyOf", [])) else "")
 
 

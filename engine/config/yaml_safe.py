@@ -27,6 +27,7 @@ MAX_DEPTH = 64  # the config's own shape is about 10 deep
 MERGE = "tag:yaml.org,2002:merge"
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CHECKED_SCALARS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"})
 
 
 class YamlRefused(Exception):
@@ -56,7 +57,7 @@ def load(text: str) -> Any:
             raise YamlRefused(f"not valid YAML: nested deeper than {MAX_DEPTH} levels") from None
         if node is None:
             return None
-        _Judge().size(node, (), 0)
+        _Judge(loader).size(node, (), 0)
         try:
             data = loader.construct_document(node)
             return json.loads(json.dumps(data, default=str))
@@ -73,7 +74,8 @@ def load(text: str) -> Any:
 class _Judge:
     """Walks the node graph once (shared nodes are sized once), refusing what :func:`load` must not build."""
 
-    def __init__(self) -> None:
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
         self.sizes: dict[int, int] = {}
         self.open: set[int] = set()  # nodes on the current path: meeting one again is a cycle
 
@@ -105,6 +107,11 @@ class _Judge:
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 total += self.size(item, (*path, index), depth + 1)
+        elif node.tag in _CHECKED_SCALARS:
+            try:  # built now, where its path is known (kept: the document's construction reuses it)
+                self.loader.construct_object(node)
+            except (ValueError, OverflowError, yaml.YAMLError) as exc:
+                raise YamlRefused(f"cannot read {node.value[:40]!r}: {str(exc)[:120]}", path, line) from None
         self.open.discard(key)
         if total > MAX_NODES:
             raise YamlRefused(f"more than {MAX_NODES:,} values once aliases are expanded (an alias bomb?)",

@@ -4,8 +4,8 @@
 :data:`EXAMPLE` (fixed loopback ports; a test keeps the two equal), so the file a reader studies
 is the file the demo runs, with the ports it picked. Secrets stay out of the files: each pair of
 voters' key is ``${FAILOVER_PEER_KEY_<SITE>_<SITE>}`` (:func:`key_variable`) and the TSIG secret
-``${TSIG_SECRET}``, which the demo passes in each voter's environment. The witness gets the same sites, probes and policy but nothing to act
-on (no DNS, no database), like ``config/witness.yaml``.
+``${TSIG_SECRET}``, which the demo passes in each voter's environment. The witness gets the same
+sites, probes and policy but nothing to act on (no DNS, no database), like ``config/witness.yaml``.
 """
 
 from __future__ import annotations
