@@ -8,7 +8,9 @@ repeated key silently keeps the last value. So the text is first composed into Y
 - a key given twice in one mapping (merge keys ``<<`` may still be overridden, as YAML intends);
 - an alias that contains itself;
 - more than :data:`MAX_NODES` nodes once every alias is expanded (the bomb fails in milliseconds,
-  before any expansion), or nesting deeper than :data:`MAX_DEPTH`;
+  before any expansion), or nesting deeper than :data:`MAX_DEPTH`. libyaml's composer recurses in C, so
+  50,000 ``[`` would crash the process: a text with more nesting characters than :data:`FEW_NESTERS` is
+  first walked as a stream of events (iterative, about a quarter of the composing time) to find its depth;
 - a scalar the constructor cannot turn into a value (a 5,000-digit integer, the 13th month).
 
 Every refusal is a :class:`YamlRefused` with the path and line where it was found.
@@ -27,6 +29,10 @@ MAX_DEPTH = 64  # the config's own shape is about 10 deep
 MERGE = "tag:yaml.org,2002:merge"
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+FEW_NESTERS = 2000  # every level of nesting needs one of _NESTERS; libyaml's composer survives 5,000 levels
+_NESTERS = "[{-?:"
+_OPENING = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSING = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 _CHECKED_SCALARS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"})
 
 
@@ -48,6 +54,8 @@ def load(text: str) -> Any:
     loader = _Loader(text)
     try:
         try:
+            if sum(text.count(c) for c in _NESTERS) > FEW_NESTERS:
+                _depth_by_events(text)
             node = loader.get_single_node()
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
@@ -69,6 +77,19 @@ def load(text: str) -> Any:
             raise YamlRefused(f"a value cannot be read: {str(exc)[:200]}") from None
     finally:
         loader.dispose()
+
+
+def _depth_by_events(text: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH`, found on the parser's event stream (no recursion)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, _OPENING):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise YamlRefused(f"nested deeper than {MAX_DEPTH} levels", (), mark.line + 1 if mark else None)
+        elif isinstance(event, _CLOSING):
+            depth -= 1
 
 
 class _Judge:

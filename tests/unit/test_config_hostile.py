@@ -133,6 +133,8 @@ def test_an_alias_bomb_is_refused_small() -> None:
     ("a: &a [*a]\n", "a[0]: an alias refers to a node that contains it (circular alias)"),
     ("a: &a {b: *a}\n", "a.b: an alias refers to a node that contains it (circular alias)"),
     ("a: " + "[" * 3000 + "]" * 3000 + "\n", "nested deeper than"),
+    ("a: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested deeper than"),  # libyaml's C composer would crash
+    ("a:\n" + "".join(" " * i + "-\n" for i in range(1, 3000)), "nested deeper than"),
     ("instance: {id: x, site: gcp, tick: 1" + "0" * 5000 + "}\n", "instance.tick: cannot read"),
     ("instance: {id: x, site: gcp}\nwhen: 2001-13-45\n", "when: cannot read '2001-13-45'"),
     ("instance: [\n", "not valid YAML"),
