@@ -7,8 +7,9 @@ Each guard answers a stranger's request with a 4xx JSON refusal, never a 500 or 
   request head is still incomplete when it fires; :data:`HEAD_TIMEOUT` makes that timer the header-read
   timeout (aiohttp's default is an hour). Request lines, header sizes and counts are capped.
 - **Bodies** (:func:`screen`): at most the app's ``client_max_size`` (413), read within
-  :data:`BODY_TIMEOUT` (408), and JSON nested at most :data:`MAX_JSON_DEPTH` (400), checked on the bytes
-  before any parser recurses.
+  :data:`BODY_TIMEOUT` (408), JSON nested at most :data:`MAX_JSON_DEPTH` (400, checked on the bytes before
+  any parser recurses), and no ``NaN``, ``Infinity`` or ``1e999`` in it (400: Python's ``json`` reads them
+  as floats that compare false with everything, e.g. a pause "until NaN").
 - **Authorization** (:func:`authorization_problem`): a header that is not printable ASCII (aiohttp hands
   invalid UTF-8 on as lone surrogates, which cannot even be hashed) is a 401 with a reason.
 - **Failures** (:class:`QuietLog`, :class:`QuietServerLog`): an unexpected exception in a handler, and
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -92,7 +94,28 @@ async def screen(request: web.Request) -> web.Response | None:
         return refusal(413, "too_large", exc.text or "the request body is too large")
     if json_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         return refusal(400, "bad_json", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        json.loads(body, parse_constant=_not_finite, parse_float=_finite)
+    except _NotFinite as exc:
+        return refusal(400, "bad_json", f"numbers must be finite, not {exc}")
+    except ValueError:
+        pass  # not JSON: the handler says so in its own words (or wants no JSON)
     return None
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _not_finite(text: str) -> float:
+    raise _NotFinite(text)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text[:20])
+    return value
 
 
 class QuietLog:

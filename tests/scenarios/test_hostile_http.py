@@ -117,7 +117,7 @@ async def test_a_peer_signing_as_another_is_refused(engine: Engine) -> None:
 
 
 async def test_deep_json_is_400_and_big_bodies_413(engine: Engine) -> None:
-    """1,000-deep JSON is a 400 on operator and peer endpoints; a body over the cap is a 413."""
+    """1,000-deep JSON is a 400 on operator and peer endpoints, a body over the cap a 413, NaN or 1e999 a 400."""
     deep = b"[" * 1000 + b"]" * 1000
     auth = {"Authorization": f"Bearer {OPERATOR}", "Content-Type": "application/json"}
     async with aiohttp.ClientSession() as s:
@@ -128,6 +128,10 @@ async def test_deep_json_is_400_and_big_bodies_413(engine: Engine) -> None:
         async with s.post(engine.api_url + "/v1/services/shop/pause", data=b"{" + b" " * 100_000 + b"}",
                           headers=auth) as r:
             assert r.status == 413
+        for number in (b"NaN", b"Infinity", b"-Infinity", b"1e999"):
+            async with s.post(engine.api_url + "/v1/services/shop/pause", headers=auth,
+                              data=b'{"reason": "x", "until": ' + number + b"}") as r:
+                assert r.status == 400 and "finite" in (await r.json())["detail"]
 
 
 @pytest.mark.parametrize("path", ["/v1/events?limit=", "/v1/events?before_id=", "/v1/events?since=",
