@@ -15,7 +15,8 @@
 #   docker run -d --name failover-engine -p 8080:8080 \
 #     -v /etc/failover-engine/engine.yaml:/etc/failover-engine/engine.yaml:ro \
 #     -v failover-journal:/var/lib/failover-engine \
-#     -e FAILOVER_PEER_KEY -e CLOUDFLARE_API_TOKEN -e PGPASSWORD -e SLACK_WEBHOOK_URL -e PAGER_WEBHOOK_URL \
+#     -e FAILOVER_PEER_KEY_GCP_AZURE -e FAILOVER_PEER_KEY_GCP_WITNESS \
+#     -e CLOUDFLARE_API_TOKEN -e PGPASSWORD -e SLACK_WEBHOOK_URL -e PAGER_WEBHOOK_URL \
 #     failover-engine:0.1.0
 #
 # The journal (/var/lib/failover-engine) must outlive the container: a runbook interrupted by a crash

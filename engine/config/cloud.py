@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from engine.config.base import Duration, Model, Secret, format_duration, rule_error
+from engine.config.base import DAY, MINUTE, Duration, Model, Secret, Span, format_duration, positive, rule_error
 from engine.config.probe_common import ProbeCommon
 
 Comparison = Literal["<", "<=", ">", ">=", "==", "!="]
@@ -93,8 +93,9 @@ class CloudRetry(Model):
     """Bounded retries of transient errors (unavailable, 429, 5xx); the probe timeout still bounds it all."""
 
     attempts: int = Field(3, ge=1, le=10, description="tries in one check, including the first")
-    backoff: Duration = Field(0.2, description="pause after the first failure; doubles each time")
-    max_backoff: Duration = Field(2.0, description="longest pause between two tries")
+    backoff: Annotated[Duration, Span(0, MINUTE)] = Field(
+        0.2, description="pause after the first failure; doubles each time")
+    max_backoff: Annotated[Duration, Span(0, 10 * MINUTE)] = Field(2.0, description="longest pause between two tries")
 
 
 class _CloudSignal(ProbeCommon):
@@ -102,8 +103,8 @@ class _CloudSignal(ProbeCommon):
 
     condition: Condition
     label: str | None = Field(None, description="what the value is, in reasons (default: the probe name)")
-    window: Duration = Field(300.0, description="how far back the query looks")
-    staleness: Duration | None = Field(
+    window: Annotated[Duration, positive(7 * DAY)] = Field(300.0, description="how far back the query looks")
+    staleness: Annotated[Duration, positive(7 * DAY)] | None = Field(
         None, description="a newest point older than this fails (default: window)")
     retry: CloudRetry = Field(default_factory=CloudRetry)
     endpoint: str | None = Field(None, description="override the API endpoint (sovereign clouds, tests)")
@@ -212,7 +213,7 @@ class GcpMonitoringProbeConfig(_CloudSignal):
     project: str = Field(pattern=r"^[a-z0-9][a-z0-9.:-]{0,62}$", description="project id or number")
     filter: str = Field(min_length=1, description='e.g. metric.type = "cloudsql.googleapis.com/..."')
     aligner: str | None = Field(None, description="per-series aligner, e.g. ALIGN_MAX")
-    alignment_period: Duration | None = None
+    alignment_period: Annotated[Duration, positive(DAY)] | None = None
     reducer: str | None = Field(None, description="cross-series reducer, e.g. REDUCE_MAX")
     group_by: list[str] = Field(default_factory=list)
     credentials: GcpCredentials = Field(default_factory=lambda: GcpAdc(type="adc"))
@@ -310,7 +311,7 @@ class AzureMetricsProbeConfig(_AzureSignal):
     namespace: str = Field(min_length=1, description="e.g. Microsoft.Sql/servers/databases")
     metric: str = Field(min_length=1, description="e.g. cpu_percent")
     aggregation: Literal["average", "minimum", "maximum", "total", "count"] = "average"
-    granularity: Duration = Field(60.0, description="time grain of the points")
+    granularity: Annotated[Duration, positive(DAY)] = Field(60.0, description="time grain of the points")
     filter: str | None = Field(None, description="dimension filter, e.g. \"Role eq 'primary'\"")
 
     @field_validator("resource_ids")
@@ -352,7 +353,7 @@ class AzureLogsProbeConfig(_AzureSignal):
     time_column: str | None = Field(None, description=(
         "column holding the row's time; its age is checked against staleness. Without it the query "
         "window is the only freshness bound (rows older than window are not queried)"))
-    staleness: Duration | None = Field(None, description=(
+    staleness: Annotated[Duration, positive(7 * DAY)] | None = Field(None, description=(
         "a row whose time_column is older than this fails (default: window); needs time_column "
         "unless equal to window"))
 

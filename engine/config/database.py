@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from engine.config.base import Duration, Model, Secret, format_duration, rule_error
+from engine.config.base import DAY, HOUR, MINUTE, Duration, Model, Secret, Span, format_duration, positive, rule_error
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"
 QUALIFIED = r"^([A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$"
@@ -47,7 +47,7 @@ class PgConnection(Model):
     user: str = Field(min_length=1)
     password: Secret | None = Field(None, description="${ENV} or file:/path; never logged")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
-    connect_timeout: Duration = Field(5.0, description="bound on opening a connection")
+    connect_timeout: Annotated[Duration, positive(5 * MINUTE)] = Field(5.0, description="bound on opening a connection")
     replication_host: str | None = Field(
         None, description="host the OTHER server uses to reach this one for replication (default: host)")
     replication_port: int | None = Field(None, ge=1, le=65535)
@@ -67,7 +67,8 @@ class HeartbeatConfig(Model):
     """The row the engine writes on the primary and reads on the standby to measure lag in seconds."""
 
     table: str = Field("failover_heartbeat", pattern=QUALIFIED)
-    interval: Duration = Field(5.0, description="how often the engine writes its heartbeat on the primary")
+    interval: Annotated[Duration, positive(HOUR)] = Field(
+        5.0, description="how often the engine writes its heartbeat on the primary")
 
     @model_validator(mode="after")
     def _positive(self) -> Self:
@@ -79,10 +80,12 @@ class HeartbeatConfig(Model):
 class LagProbeConfig(Model):
     """The replication signal: slot lag, apply worker and heartbeat lag."""
 
-    interval: Duration = 30.0
-    timeout: Duration = 10.0
-    statement_timeout: Duration = Field(5.0, description="bound on every query the probe runs")
-    max_lag: Duration = Field(30.0, description="heartbeat lag above this makes the signal fail")
+    interval: Annotated[Duration, positive(HOUR)] = 30.0
+    timeout: Annotated[Duration, positive(10 * MINUTE)] = 10.0
+    statement_timeout: Annotated[Duration, positive(10 * MINUTE)] = Field(
+        5.0, description="bound on every query the probe runs")
+    max_lag: Annotated[Duration, positive(DAY)] = Field(
+        30.0, description="heartbeat lag above this makes the signal fail")
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -103,7 +106,7 @@ class FencingConfig(Model):
     """Making the old primary refuse writes: best effort, bounded."""
 
     enabled: bool = True
-    timeout: Duration = Field(10.0, description="the whole fence gives up after this")
+    timeout: Annotated[Duration, positive(10 * MINUTE)] = Field(10.0, description="the whole fence gives up after this")
     terminate_sessions: bool = Field(True, description="end client sessions (never replication ones)")
 
     @model_validator(mode="after")
@@ -134,9 +137,9 @@ class StrayWatchConfig(Model):
 class PromotionConfig(Model):
     """Making the standby the primary."""
 
-    sequence_margin: int = Field(1000, ge=0, description="sequences are set to max(column) + this")
-    timeout: Duration = Field(60.0, description="the whole promotion gives up after this")
-    statement_timeout: Duration = 30.0
+    sequence_margin: int = Field(1000, ge=0, le=10**12, description="sequences are set to max(column) + this")
+    timeout: Annotated[Duration, positive(HOUR)] = Field(60.0, description="the whole promotion gives up after this")
+    statement_timeout: Annotated[Duration, positive(HOUR)] = 30.0
 
     @model_validator(mode="after")
     def _positive(self) -> Self:
@@ -196,20 +199,23 @@ class BusinessMetric(Model):
 
     name: str = Field(pattern=IDENT)
     query: str = Field(min_length=1, description="SELECT returning one numeric value")
-    tolerance: float = Field(0.0, ge=0, description="largest absolute difference that is still ok")
+    tolerance: float = Field(0.0, ge=0, le=1e18, description="largest absolute difference that is still ok")
 
 
 class ReconcileConfig(Model):
     """Scheduled comparison of the two databases."""
 
     enabled: bool = True
-    schedule: Duration = Field(300.0, description="time between two scheduled runs")
-    statement_timeout: Duration = Field(30.0, description="bound on every reconciliation query")
-    chunk_budget: Duration = Field(2.0, description="target time per chunk; chunks shrink when slower")
-    pause: Duration = Field(0.0, description="rest between chunks so production does not feel the scan")
-    in_flight_margin: Duration = Field(
+    schedule: Annotated[Duration, positive(30 * DAY)] = Field(300.0, description="time between two scheduled runs")
+    statement_timeout: Annotated[Duration, positive(DAY)] = Field(
+        30.0, description="bound on every reconciliation query")
+    chunk_budget: Annotated[Duration, positive(HOUR)] = Field(
+        2.0, description="target time per chunk; chunks shrink when slower")
+    pause: Annotated[Duration, Span(0, HOUR)] = Field(
+        0.0, description="rest between chunks so production does not feel the scan")
+    in_flight_margin: Annotated[Duration, Span(0, HOUR)] = Field(
         5.0, description="without a heartbeat, rows newer than standby now() minus this are in flight")
-    max_reported_rows: int = Field(100, ge=1, description="differing rows listed per table")
+    max_reported_rows: int = Field(100, ge=1, le=100_000, description="differing rows listed per table")
     hash: Literal["auto", "native", "portable"] = Field(
         "auto", description="native row hashes need equal major versions; portable = md5 of canonical text")
     tables: list[ReconcileTable] = Field(default_factory=list)

@@ -32,7 +32,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from engine.config.base import Duration, Model, Secret, format_duration, rule_error
+from engine.config.base import DAY, HOUR, MINUTE, Duration, Model, Secret, Span, format_duration, positive, rule_error
 from engine.config.dns_providers import (
     ROUTING_PROVIDERS,
     AzureDnsConfig,
@@ -98,9 +98,10 @@ class Rfc2136Config(Model):
     port: int = Field(53, ge=1, le=65535, description="port for servers given without one")
     zone: str = Field(description="the zone that holds the records, e.g. example.com")
     tsig: TsigConfig
-    timeout: Duration = Field(2.0, description="deadline of one request")
+    timeout: Annotated[Duration, positive(5 * MINUTE)] = Field(2.0, description="deadline of one request")
     attempts: int = Field(3, ge=1, le=10, description="tries per request on timeout or lost connection")
-    backoff: Duration = Field(0.2, description="wait before the second try; doubles, at most 2s")
+    backoff: Annotated[Duration, Span(0, MINUTE)] = Field(
+        0.2, description="wait before the second try; doubles, at most 2s")
 
     _servers = field_validator("servers")(classmethod(lambda cls, v: [_server(s) for s in v]))
 
@@ -125,7 +126,7 @@ class CloudflareConfig(Model):
     zone: str = Field(description="zone name, e.g. example.com (its id is looked up)")
     api_token: Secret = Field(description="API token with DNS edit rights: ${ENV} or file:/path")
     base_url: str | None = Field(None, description="API base including /client/v4 (tests only)")
-    timeout: Duration = Field(10.0, description="deadline of one request")
+    timeout: Annotated[Duration, positive(5 * MINUTE)] = Field(10.0, description="deadline of one request")
     attempts: int = Field(3, ge=1, le=10, description="tries per request on 429, 5xx or lost connection")
 
     @field_validator("zone")
@@ -172,7 +173,8 @@ class RecordConfig(Model):
 
     name: str = Field(description="relative to the zone (app, @ for the apex) or absolute (app.example.com.)")
     type: RecordType = "A"
-    ttl: Duration = Field(60.0, description="60s advised for public records, 30s for internal ones")
+    ttl: Annotated[Duration, Span(1, DAY)] = Field(
+        60.0, description="60s advised for public records, 30s for internal ones")
     targets: dict[str, list[str]] = Field(description="values per site, e.g. {gcp: [...], azure: [...]}")
 
     @field_validator("name")
@@ -224,9 +226,9 @@ class VerifyConfig(Model):
         "port for configured nameservers written without one; discovered nameservers use the primary's "
         "port when inside the zone, 53 when outside (see actions.dns.verify)"))
     resolvers: list[str] = Field(default_factory=list, description="recursive resolvers to watch as well")
-    deadline: Duration = Field(120.0, description="give up (and report who lags) after this")
-    interval: Duration = Field(1.0, description="pause between rounds of queries")
-    query_timeout: Duration = Field(2.0, description="deadline of one query")
+    deadline: Annotated[Duration, positive(HOUR)] = Field(120.0, description="give up (and report who lags) after this")
+    interval: Annotated[Duration, positive(5 * MINUTE)] = Field(1.0, description="pause between rounds of queries")
+    query_timeout: Annotated[Duration, positive(5 * MINUTE)] = Field(2.0, description="deadline of one query")
 
     _servers = field_validator("nameservers", "resolvers")(
         classmethod(lambda cls, v: [_server(s) for s in v]))

@@ -1,13 +1,14 @@
 """Turning YAML bytes into an :class:`EngineConfig`, or into every problem with its path and line.
 
 Loading is split like Gatus does it: :func:`parse_config` is pure (text in, config or problems
-out) and :func:`load_config` reads the file. ``${VAR}`` and ``${VAR:-default}`` are expanded in
-every string; a missing variable is a problem at the path where it was used.
+out) and :func:`load_config` reads the file (at most :data:`MAX_CONFIG_BYTES`, UTF-8). The YAML is read
+by :mod:`engine.config.yaml_safe` (duplicate keys, alias bombs and circular aliases refused). ``${VAR}``
+and ``${VAR:-default}`` are expanded in every string; a missing variable, and a ``${`` that is not one of
+those two forms (``${VAR`` unterminated, ``${1X}``), is a problem at the path where it was used.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -18,10 +19,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from engine.config.cross import problems as cross_problems
 from engine.config.model import EngineConfig
+from engine.config.yaml_safe import YamlRefused
+from engine.config.yaml_safe import load as yaml_safe_load
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 PathPart = str | int
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a 10,000-probe file is about 2 MB
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,10 @@ def _expand_env(data: Any, env: Mapping[str, str], path: tuple[PathPart, ...],
     if isinstance(data, str):
         def sub(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
+            if name is None:
+                problems.append((path, "'${' must start ${NAME} or ${NAME:-default}, closed by '}' "
+                                       f"(found {data[match.start():match.start() + 24]!r})"))
+                return match.group(0)
             if name in env:
                 return env[name]
             if default is not None:
@@ -152,28 +161,14 @@ def _message(err: Mapping[str, Any]) -> str:
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _load_yaml(text: str) -> Any:
-    """Parse YAML with libyaml when present.
-
-    The parser builds a node graph several times the size of the data; survivors allocated among
-    those nodes would pin the heap long after (a 10,000-probe file left 112 MB resident). Copying
-    the data through a compact JSON string lets the whole graph be freed: 78 MB for the same file.
-    """
-    data = yaml.load(text, Loader=_Loader)
-    return json.loads(json.dumps(data, default=str))
-
-
 def parse_config(text: str, *, source: str = "<config>",
                  env: Mapping[str, str] | None = None) -> EngineConfig:
     """Parse YAML text into a config, or raise :class:`ConfigError` listing every problem."""
     env = os.environ if env is None else env
     try:
-        data = _load_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [Problem("", f"not valid YAML: {reason}", line)]) from None
+        data = yaml_safe_load(text)
+    except YamlRefused as exc:
+        raise ConfigError(source, [Problem(format_path(exc.path), exc.message, exc.line)]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -191,6 +186,8 @@ def parse_config(text: str, *, source: str = "<config>",
                 parts.extend(_split_field(str(err["ctx"]["field"])))
             if tuple(parts) not in unset:
                 found.append((tuple(parts), _message(err)))
+    else:
+        found.extend((tuple(_split_field(field)), message) for field, message in cross_problems(config))
     if found:
         lines = _line_map(yaml.compose(text, Loader=_Loader))  # only needed to report problems
         problems = [Problem(format_path(p), m, _line_for(lines, p)) for p, m in found]
@@ -221,7 +218,16 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     """Read and parse a config file."""
     file = Path(path)
     try:
-        text = file.read_text()
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(str(file), [Problem("", f"cannot read file: {exc.strerror or exc}")]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(file), [Problem("", f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB")])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(str(file), [Problem("", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                                                  f"{exc.start})", line)]) from None
     return parse_config(text, source=str(file), env=env)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
-from engine.config.base import Duration, Model, Secret, rule_error
+from engine.config.base import DAY, HOUR, MINUTE, Duration, Model, Secret, Span, positive, rule_error
 from engine.config.coordination import CoordinationConfig
 from engine.config.database import DatabaseConfig
 from engine.config.dns import DnsConfig
@@ -71,7 +71,7 @@ class InstanceConfig(Model):
     site: str = Field(pattern=NAME_PATTERN, description="the site this instance runs in (witness: any label)")
     role: Literal["engine", "witness"] = "engine"
     listen: str = Field("127.0.0.1:8080", description="host:port of the HTTP API")
-    tick: Duration = Field(1.0, description="how often the decision loop runs")
+    tick: Annotated[Duration, Span(0.05, MINUTE)] = Field(1.0, description="how often the decision loop runs")
     tls: ListenerTlsConfig | None = Field(None, description="serve the API over HTTPS")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto", description="auto: uvloop when installed (faster API and probing), else the standard loop")
@@ -86,6 +86,9 @@ class PeerConfig(Model):
     url: str = Field(description="base URL of the peer's API, e.g. https://engine.azure.example:8080")
     site: str = Field(pattern=NAME_PATTERN)
     role: Literal["engine", "witness"] = "engine"
+    key: Secret | None = Field(None, description=(
+        "the HMAC key this instance and that peer alone share (16+ characters, ${ENV} or file:/path): verdicts "
+        "between the two are signed with it, so no third voter can sign as either (see docs/security.md)"))
 
     @field_validator("url")
     @classmethod
@@ -96,11 +99,20 @@ class PeerConfig(Model):
 
 
 class PeeringConfig(Model):
-    """How instances authenticate each other's verdicts."""
+    """How instances authenticate each other's verdicts: each link its own key (``peers[].key``), a replay
+    window, and optionally mTLS."""
 
-    hmac_key: Secret | None = Field(None, description="shared key for HMAC-signed verdicts")
-    replay_window: Duration = Field(30.0, description="reject messages older or newer than this")
+    replay_window: Annotated[Duration, Span(1, HOUR)] = Field(
+        30.0, description="reject messages older or newer than this")
     tls: PeerTlsConfig | None = Field(None, description="mTLS between voters (optional, on top of HMAC)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_shared_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "hmac_key" in data:
+            raise rule_error("hmac_key", "one key shared by every voter let any of them sign as another: give "
+                             "each peer its own key in peers[].key instead (see docs/security.md)")
+        return data
 
 
 class PolicyConfig(Model):
@@ -108,29 +120,33 @@ class PolicyConfig(Model):
 
     failure_threshold: int = Field(3, ge=1, le=100, description="consecutive failures before DOWN")
     success_threshold: int = Field(2, ge=1, le=100, description="consecutive successes before UP")
-    rpo: Duration = Field(60.0, description="most data-loss window a failover may accept")
-    rto_slo: Duration = Field(300.0, description="target time from outage to traffic moved")
-    cooldown: Duration = Field(1800.0, description="no automatic move within this time after the last one")
+    rpo: Annotated[Duration, Span(0, DAY)] = Field(60.0, description="most data-loss window a failover may accept")
+    rto_slo: Annotated[Duration, positive(7 * DAY)] = Field(
+        300.0, description="target time from outage to traffic moved")
+    cooldown: Annotated[Duration, Span(0, 30 * DAY)] = Field(
+        1800.0, description="no automatic move within this time after the last one")
     auto_failover: bool = Field(True, description="false: detect and page, never move by itself")
-    failback_healthy_for: Duration = Field(300.0, description=(
+    failback_healthy_for: Annotated[Duration, Span(0, 7 * DAY)] = Field(300.0, description=(
         "failback needs the home site up for at least this long"))
     executors: list[str] = Field(default_factory=list, description=(
         "instance ids in the order they should act; default: the engines of the target site first"))
-    self_fence_after: Duration | None = Field(15.0, description=(
+    self_fence_after: Annotated[Duration, positive(HOUR)] | None = Field(15.0, description=(
         "an engine in the active site that cannot keep a majority of voters for this long fences its "
         "own database (null: never; needs 3 or more voters and a database)"))
-    lease_wait: Duration | None = Field(None, description=(
+    lease_wait: Annotated[Duration, positive(DAY)] | None = Field(None, description=(
         "how long the old site's engines must have been silent before a standby is promoted when the old "
         "primary could not be fenced; default: the minimum that is safe (see check-config)"))
-    runbook_deadline: Duration = Field(900.0, description="a runbook still running after this halts and pages")
+    runbook_deadline: Annotated[Duration, positive(DAY)] = Field(
+        900.0, description="a runbook still running after this halts and pages")
     max_auto_failovers: int = Field(1, ge=1, le=100, description=(
         "circuit breaker: automatic failovers of this service per breaker_window; one more is refused and "
         "disarms automatic action until an operator re-arms it"))
-    breaker_window: Duration = Field(3600.0, description="the circuit breaker's window")
-    switchover_ttl: Duration = Field(5.0, description=(
+    breaker_window: Annotated[Duration, positive(30 * DAY)] = Field(3600.0, description="the circuit breaker's window")
+    switchover_ttl: Annotated[Duration, Span(1, DAY)] = Field(5.0, description=(
         "a switchover lowers the records' TTL to this ahead of the move and waits out the old TTL"))
-    switchover_max_lag: Duration = Field(5.0, description="a switchover needs the standby at most this far behind")
-    switchover_drain: Duration = Field(30.0, description=(
+    switchover_max_lag: Annotated[Duration, Span(0, HOUR)] = Field(
+        5.0, description="a switchover needs the standby at most this far behind")
+    switchover_drain: Annotated[Duration, positive(HOUR)] = Field(30.0, description=(
         "how long a switchover waits, writes fenced, for the standby to apply the last of them"))
 
 
@@ -269,9 +285,9 @@ class WebhookConfig(Model):
     format: Literal["json", "slack"] = Field("json", description="generic JSON, or Slack-compatible text")
     kinds: list[NotificationKind] = Field(
         default_factory=lambda: list(DEFAULT_NOTIFICATION_KINDS))
-    timeout: Duration = 5.0
+    timeout: Annotated[Duration, positive(5 * MINUTE)] = 5.0
     attempts: int = Field(4, ge=1, le=20)
-    backoff: Duration = Field(1.0, description="first retry delay; doubles each time")
+    backoff: Annotated[Duration, Span(0, 10 * MINUTE)] = Field(1.0, description="first retry delay; doubles each time")
 
     @field_validator("url")
     @classmethod
@@ -291,7 +307,7 @@ class BrakesConfig(Model):
 
     max_auto_failovers: int = Field(3, ge=1, le=1000, description=(
         "automatic failovers of all services together per window; beyond it every service is disarmed"))
-    window: Duration = Field(3600.0)
+    window: Annotated[Duration, positive(30 * DAY)] = Field(3600.0)
 
 
 class EngineConfig(Model):
@@ -327,11 +343,12 @@ class EngineConfig(Model):
         if ptls is not None and ptls.require_client_cert and (
                 self.instance.tls is None or self.instance.tls.client_ca_file is None):
             raise rule_error("peering.tls.require_client_cert", "needs instance.tls.client_ca_file to verify peers")
-        key = self.peering.hmac_key
-        if key is not None and len(key.get_secret_value()) < 16:
-            raise rule_error("peering.hmac_key", "at least 16 characters (e.g. openssl rand -base64 32)")
-        if self.peers and self.peering.hmac_key is None:
-            raise rule_error("peering.hmac_key", "required when peers are configured (verdicts are signed)")
+        for index, peer in enumerate(self.peers):
+            if peer.key is None:
+                raise rule_error(f"peers[{index}].key", "required: verdicts between two voters are signed with the "
+                                 "key they alone share (e.g. openssl rand -base64 32, the same on both)")
+            if len(peer.key.get_secret_value()) < 16:
+                raise rule_error(f"peers[{index}].key", "at least 16 characters (e.g. openssl rand -base64 32)")
         engines = {self.instance.id} | {p.id for p in self.peers if p.role == "engine"}
         if self.instance.role != "engine":
             engines.discard(self.instance.id)

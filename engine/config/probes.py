@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from engine.config.base import Duration, Model, format_duration, rule_error
+from engine.config.base import MINUTE, Duration, Model, format_duration, positive, rule_error
 from engine.config.cloud import AzureLogsProbeConfig, AzureMetricsProbeConfig, GcpMonitoringProbeConfig
 from engine.config.probe_common import ProbeCommon
 from engine.config.provider_health import ProviderHealthProbeConfig
@@ -22,7 +22,7 @@ class JsonCondition(Model):
     path: str = Field(min_length=1)
     equals: Any = None
     not_equals: Any = None
-    less_than: float | None = None
+    less_than: float | None = None  # finite: the model refuses NaN and infinity everywhere
     greater_than: float | None = None
 
     @model_validator(mode="after")
@@ -42,10 +42,11 @@ class HttpProbeConfig(ProbeCommon):
     method: Literal["GET", "HEAD", "POST"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | None = Field(None, description="request body for POST")
-    expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200], min_length=1)
     body_contains: str | None = None
     json_condition: JsonCondition | None = Field(None, alias="json")
-    max_latency: Duration | None = Field(None, description="a slower answer counts as a failure")
+    max_latency: Annotated[Duration, positive(10 * MINUTE)] | None = Field(
+        None, description="a slower answer counts as a failure")
     max_body_bytes: int = Field(1_048_576, ge=1, le=64 * 1_048_576,
                                 description="read at most this much of the body")
     tls_verify: bool = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.config.base import format_duration
 from engine.config.model import EngineConfig
 
 HEADER = """# Configuration reference
@@ -37,11 +38,11 @@ def _variants(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return [schema]
 
 
-def _type(schema: dict[str, Any], defs: dict[str, Any]) -> str:
+def _type(schema: dict[str, Any], defs: dict[str, Any], top: bool = True) -> str:
     names = []
     for v in _variants(schema):
         if "anyOf" in v or "oneOf" in v:
-            names.append(_type(v, defs))
+            names.append(_type(v, defs, top=False))
         elif "$ref" in v:
             names.append("object")
         elif "const" in v:
@@ -55,7 +56,29 @@ def _type(schema: dict[str, Any], defs: dict[str, Any]) -> str:
         else:
             names.append(str(v.get("type", "any")))
     text = " or ".join(dict.fromkeys(names)).replace("string or number", "duration")
+    text += _range(schema, text.startswith("duration")) if top else ""
     return text + (" (optional)" if any(v.get("type") == "null" for v in schema.get("anyOf", [])) else "")
+
+
+def _range(schema: dict[str, Any], duration: bool) -> str:
+    """``, > 0s, ≤ 1h``: the bounds the schema states for a number, in durations when it is one."""
+    for v in _variants(schema):
+        if "anyOf" in v:
+            found = _range(v, duration)
+            if found:
+                return found
+        if v.get("type") in ("number", "integer") and any(
+                k in v for k in ("minimum", "exclusiveMinimum", "maximum")):
+            show = format_duration if duration else (lambda x: f"{x:,}")
+            parts = []
+            if "exclusiveMinimum" in v:
+                parts.append(f"> {show(v['exclusiveMinimum'])}")
+            elif "minimum" in v:
+                parts.append(f"≥ {show(v['minimum'])}")
+            if "maximum" in v:
+                parts.append(f"≤ {show(v['maximum'])}")
+            return ", " + ", ".join(parts)
+    return ""
 
 
 def _default(prop: dict[str, Any]) -> str:

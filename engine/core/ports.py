@@ -83,7 +83,7 @@ class JournalReader(Protocol):
 class PeerInbox(Protocol):
     """Signed verdicts from the peers: verified, or refused by raising ``engine.core.peer_auth.Rejected``."""
 
-    def receive(self, headers: dict[str, str], body: bytes, peer_cn: str | None = None) -> Verdict: ...
+    def receive(self, headers: Mapping[str, str], body: bytes, peer_cn: str | None = None) -> Verdict: ...
 
 
 class OperatorPort(Protocol):

@@ -2,10 +2,10 @@
 
 ``config/demo.yaml`` in the repository is exactly :func:`render` of the gcp engine with
 :data:`EXAMPLE` (fixed loopback ports; a test keeps the two equal), so the file a reader studies
-is the file the demo runs, with the ports it picked. Secrets stay out of the files: the peer key
-and the TSIG secret are ``${FAILOVER_PEER_KEY}`` and ``${TSIG_SECRET}``, which the demo passes in
-each voter's environment. The witness gets the same sites, probes and policy but nothing to act
-on (no DNS, no database), like ``config/witness.yaml``.
+is the file the demo runs, with the ports it picked. Secrets stay out of the files: each pair of
+voters' key is ``${FAILOVER_PEER_KEY_<SITE>_<SITE>}`` (:func:`key_variable`) and the TSIG secret
+``${TSIG_SECRET}``, which the demo passes in each voter's environment. The witness gets the same
+sites, probes and policy but nothing to act on (no DNS, no database), like ``config/witness.yaml``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ HEADER = """\
 # The gcp engine of `failover-engine demo`: two clouds on one machine, everything on 127.0.0.1.
 # The demo writes one file like this per voter (engine-gcp, engine-azure, witness) with the ports it picked;
 # this copy has fixed ports. Secrets come from the environment (the demo makes random ones):
-#   FAILOVER_PEER_KEY=... TSIG_SECRET=... failover-engine check-config config/demo.yaml
+#   FAILOVER_PEER_KEY_GCP_AZURE=... FAILOVER_PEER_KEY_GCP_WITNESS=... TSIG_SECRET=...
+#     failover-engine check-config config/demo.yaml
 # Timings are cut for a demo: probes every second, down after 3 failures, a decision tick of 500 ms.
 """
 
@@ -77,9 +78,23 @@ def _policy() -> str:
     return "\n".join(lines) + "\n"
 
 
+def key_variable(a: str, b: str) -> str:
+    """The environment variable holding the key voters ``a`` and ``b`` alone share (same name on both)."""
+    order = [vid for vid, _site, _role in VOTERS]
+    first, second = sorted((a, b), key=order.index)
+    sites = {vid: site for vid, site, _role in VOTERS}
+    return f"FAILOVER_PEER_KEY_{sites[first].upper()}_{sites[second].upper()}"
+
+
+def key_variables() -> list[str]:
+    """One variable per pair of voters."""
+    ids = [vid for vid, _site, _role in VOTERS]
+    return [key_variable(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]]
+
+
 def _peers(layout: Layout, me: str) -> str:
-    lines = [f'  - {{id: {vid}, site: {site}, role: {role}, url: "http://127.0.0.1:{layout.voters[vid]}"}}'
-             for vid, site, role in VOTERS if vid != me]
+    lines = [f'  - {{id: {vid}, site: {site}, role: {role}, url: "http://127.0.0.1:{layout.voters[vid]}",\n'
+             f'     key: "${{{key_variable(me, vid)}}}"}}' for vid, site, role in VOTERS if vid != me]
     return "\n".join(lines)
 
 
@@ -143,8 +158,7 @@ instance:
 peers:                          # the other voters: automatic failover needs 2 of these 3
 {_peers(layout, voter)}
 
-peering:
-  hmac_key: ${{FAILOVER_PEER_KEY}}   # every verdict is signed with it (16+ characters)
+peering:                        # each verdict is signed with the key of its link (key above, 16+ characters)
   replay_window: 10s
 
 journal:

@@ -184,7 +184,8 @@ class Demo:
             journal_dir=str(self.workdir),
             tokens=(("demo-operator", "operator", hash_token(self.operator)),
                     ("demo-viewer", "viewer", hash_token(self.viewer))))
-        env = {**os.environ, "FAILOVER_PEER_KEY": secrets.token_urlsafe(24), "TSIG_SECRET": self.dns.secret}
+        env = {**os.environ, **{name: secrets.token_urlsafe(24) for name in cfg.key_variables()},
+               "TSIG_SECRET": self.dns.secret}
         for vid, site, role in cfg.VOTERS:
             path = self.workdir / f"{vid}.yaml"
             path.write_text(cfg.render(layout, vid))

@@ -18,13 +18,14 @@ from aiohttp import web
 from engine.core.peer_auth import MAX_BODY as MAX_VERDICT
 from engine.core.peer_auth import Rejected
 from engine.core.ports import EnginePorts
-from engine.http import drill_routes, operator_routes
+from engine.http import drill_routes, guards, operator_routes
 from engine.http.auth import Authenticator, AuthError
 from engine.http.common import MAX_BODY, PORTS, PRINCIPAL, error, json_response, known_service, number, only, ports
 from engine.http.openapi import build
 from engine.http.status_page import render_page
 
 log = structlog.get_logger("engine.api")
+failures = guards.QuietLog(log)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
 COUNTERS: web.AppKey[dict[tuple[str, str, int], Any]] = web.AppKey("counters", dict)
@@ -66,7 +67,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     p = request.app[PORTS]
     status = 500
     try:
-        response: web.StreamResponse | None = _authorize(request, p)
+        response: web.StreamResponse | None = _authorize(request, p) or await guards.screen(request)
         if response is None:
             try:
                 response = await handler(request)
@@ -79,7 +80,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                     refusal.headers["Allow"] = exc.headers["Allow"]
                 response = refusal
             except Exception:
-                log.exception("api handler failed", path=request.path)
+                failures.failure(request.path)
                 response = error(500, "internal_error", "the engine failed to answer; see its log")
         assert response is not None
         status = response.status
@@ -158,7 +159,7 @@ async def peer_verdict(request: web.Request) -> web.Response:
         return error(413, "too_large", f"a verdict is at most {MAX_VERDICT} bytes")
     body = await request.read()
     try:
-        verdict = ports(request).peers.receive(dict(request.headers), body, peer_common_name(request))
+        verdict = ports(request).peers.receive(request.headers, body, peer_common_name(request))
     except Rejected as exc:
         return error(401, "rejected", str(exc))
     return json_response({"accepted": True, "seq": verdict.seq})
@@ -234,10 +235,14 @@ class ApiServer:
                 context.load_verify_locations(tls.client_ca_file)
                 context.verify_mode = ssl.CERT_OPTIONAL  # operators may come without one; peers may not
         self._runner = web.AppRunner(build_app(self.ports), access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)
+                                     shutdown_timeout=1.0, **guards.server_settings())
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, int(port), ssl_context=context)
-        await site.start()
+        try:
+            await site.start()
+        except OSError:
+            await self.stop()
+            raise
         bound = self._runner.addresses[0]
         return f"{'https' if context else 'http'}://{host}:{bound[1]}"
 

@@ -19,6 +19,7 @@ import hmac
 from dataclasses import dataclass
 
 from engine.config.model import ApiConfig
+from engine.http.guards import authorization_problem
 
 
 def hash_token(token: str) -> str:
@@ -57,6 +58,9 @@ class Authenticator:
         """The principal for an ``Authorization`` header; None when absent; AuthError when wrong."""
         if not authorization:
             return None
+        problem = authorization_problem(authorization)
+        if problem is not None:
+            raise AuthError(401, "unauthorized", problem)
         known = self._known.get(authorization)
         if known is not None:
             return known

@@ -83,7 +83,7 @@ _FLOAT = re.compile(r"^-?[0-9]{1,18}(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?$")
 def number(request: web.Request, name: str, kind: type[int] | type[float]) -> Any:
     """A plain ASCII number from the query string (no underscores, spaces or other digits)."""
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if not (_INT if kind is int else _FLOAT).match(raw):
         raise web.HTTPBadRequest(text=f"query parameter {name} must be a number, got {raw!r}")

@@ -136,6 +136,8 @@ class Engine:
                 self.api_url = await self._api.start(cfg.instance.listen)
             except OSError as exc:
                 await journal.close()
+                for session in self._sessions.values():  # the probes' sessions: no "Unclosed client session"
+                    await session.close()
                 raise StartupError(f"instance.listen {cfg.instance.listen}: {exc.strerror or exc}") from None
         await ctx.record("engine", f"engine {cfg.instance.id} started in {cfg.instance.site} "
                          f"({cfg.instance.role}, {len(self.signals)} signals)",

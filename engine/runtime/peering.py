@@ -1,10 +1,10 @@
 """Peering: sending this instance's verdict to every peer, and receiving theirs.
 
-Every tick the daemon hands :meth:`Peering.dispatch` its verdict; each peer gets it as a signed
-POST to ``/v1/peer/verdict`` (see :mod:`engine.core.peer_auth`), bounded by a deadline below the tick so
-a dead peer never slows the loop. Received verdicts are verified and kept with their arrival time
-on the monotonic clock; :meth:`received_for` hands them to the quorum tally. Rejections are logged
-and counted, never believed.
+Every tick the daemon hands :meth:`Peering.dispatch` its verdict; each peer gets it as a POST to
+``/v1/peer/verdict`` signed with the key of that link (see :mod:`engine.core.peer_auth`), bounded by a
+deadline below the tick so a dead peer never slows the loop. Received verdicts are verified and kept
+with their arrival time on the monotonic clock; :meth:`received_for` hands them to the quorum tally.
+Rejections are counted, logged at a bounded rate, never believed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import itertools
 import json
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ import structlog
 
 from engine.config.model import EngineConfig
 from engine.core.clock import Clock
+from engine.core.limits import LogBudget
 from engine.core.peer_auth import Rejected, Verifier, sign
 from engine.core.quorum import Received, VoterInfo
 from engine.core.verdict import ServiceVerdict, Verdict
@@ -79,12 +80,12 @@ class Peering:
         self.clock = clock
         self.boot = secrets.token_hex(8)
         self._seq = itertools.count(1)
-        key = config.peering.hmac_key
-        self.key = key.get_secret_value().encode() if key is not None else b""
+        self.keys = {p.id: p.key.get_secret_value().encode() for p in config.peers if p.key is not None}
         self.peers = {p.id: PeerState(p.id, p.url) for p in config.peers}
-        self.verifier = Verifier(self.key, config.peering.replay_window, frozenset(self.peers))
+        self.verifier = Verifier(self.keys, config.peering.replay_window)
         self._session: aiohttp.ClientSession | None = None
         self.rejections = 0
+        self._log_budget = LogBudget()  # a flood of forged verdicts costs the log a few lines a minute
         self.on_change: Callable[[], None] | None = None  # called when a peer's view changed
         self._sending: dict[str, asyncio.Task[None]] = {}  # peer id -> its verdict in flight
 
@@ -128,12 +129,13 @@ class Peering:
             self._session = aiohttp.ClientSession(
                 trust_env=False, connector=aiohttp.TCPConnector(ssl=client_ssl(self.config)))
         body = json.dumps(verdict.model_dump(exclude_none=True), separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", **sign(self.key, verdict.at, body)}
         deadline = max(0.2, 0.8 * self.config.instance.tick)
         for peer in self.peers.values():
             pending = self._sending.get(peer.id)
             if pending is not None and not pending.done():
                 continue
+            headers = {"Content-Type": "application/json",
+                       **sign(self.keys.get(peer.id, b""), verdict.sender, verdict.at, body)}
             self._sending[peer.id] = asyncio.create_task(self._send(peer, body, headers, deadline),
                                                          name=f"verdict to {peer.id}")
 
@@ -164,7 +166,7 @@ class Peering:
         except OSError as exc:
             peer.last_error = exc.strerror or type(exc).__name__
 
-    def receive(self, headers: dict[str, str], body: bytes, peer_cn: str | None = None) -> Verdict:
+    def receive(self, headers: Mapping[str, str], body: bytes, peer_cn: str | None = None) -> Verdict:
         """Verify and keep a peer's verdict; raises :class:`Rejected` (logged) when it is not believable.
 
         ``peer_cn`` is the common name of the client certificate the message came with (mTLS).
@@ -180,7 +182,9 @@ class Peering:
             self.verifier.accept(verdict)
         except Rejected as exc:
             self.rejections += 1
-            log.warning("peer message rejected", reason=str(exc))
+            held = self._log_budget.take("rejected", self.clock.monotonic())
+            if held is not None:
+                log.warning("peer message rejected", reason=str(exc), **({"held_back": held} if held else {}))
             raise
         peer = self.peers[verdict.sender]
         changed = peer.verdict is None or peer.verdict.services != verdict.services

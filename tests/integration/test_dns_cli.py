@@ -13,6 +13,8 @@ from engine.cli import main
 from tests.support.bind import NamedServer
 from tests.support.cloudflare_fake import CloudflareFake
 
+SITE = {"probes": [{"type": "tcp", "host": "127.0.0.1", "port": 9}]}  # a site needs at least one probe
+
 pytestmark = pytest.mark.real
 
 
@@ -28,8 +30,8 @@ def write_config(tmp_path: Path, server: NamedServer, *, key: str = "failover-ke
         "epoch_record": "_failover-epoch.app",
     }
     document = {"instance": {"id": "e1", "site": "gcp"},
-                "services": {"shop": {"active": "gcp", "sites": {"gcp": {}, "azure": {}}, "dns": dns},
-                             "nodns": {"active": "gcp", "sites": {"gcp": {}, "azure": {}}}}}
+                "services": {"shop": {"active": "gcp", "sites": {"gcp": SITE, "azure": SITE}, "dns": dns},
+                             "nodns": {"active": "gcp", "sites": {"gcp": SITE, "azure": SITE}}}}
     path = tmp_path / "engine.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return str(path)
@@ -86,7 +88,7 @@ async def test_show_reports_a_cloudflare_refusal_without_a_traceback(
                "records": [{"name": "app", "type": "A",
                             "targets": {"gcp": ["192.0.2.10"], "azure": ["198.51.100.10"]}}]}
         document = {"instance": {"id": "e1", "site": "gcp"},
-                    "services": {"shop": {"active": "gcp", "sites": {"gcp": {}, "azure": {}}, "dns": dns}}}
+                    "services": {"shop": {"active": "gcp", "sites": {"gcp": SITE, "azure": SITE}, "dns": dns}}}
         path = tmp_path / "engine.yaml"
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         monkeypatch.setenv("CF_TOKEN", fake.token)

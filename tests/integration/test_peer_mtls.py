@@ -54,13 +54,14 @@ async def engine(pki: Path, tmp_path: Path) -> AsyncIterator[Engine]:
 instance: {{id: engine-gcp, site: gcp, listen: "127.0.0.1:{port}", tick: 1s,
             tls: {{cert_file: "{pki / 'server.pem'}", key_file: "{pki / 'server.key'}",
                    client_ca_file: "{pki / 'ca.pem'}"}}}}
-peers: [{{id: engine-azure, site: azure, url: "https://127.0.0.1:1"}}]
-peering: {{hmac_key: "{KEY}", tls: {{ca_file: "{pki / 'ca.pem'}", require_client_cert: true}}}}
+peers: [{{id: engine-azure, site: azure, url: "https://127.0.0.1:1", key: "{KEY}"}}]
+peering: {{tls: {{ca_file: "{pki / 'ca.pem'}", require_client_cert: true}}}}
 journal: {{path: "{tmp_path / 'j.db'}"}}
 services:
   shop:
     active: gcp
-    sites: {{gcp: {{probes: []}}, azure: {{probes: []}}}}
+    sites: {{gcp: {{probes: [{{type: tcp, host: 127.0.0.1, port: 9}}]}},
+            azure: {{probes: [{{type: tcp, host: 127.0.0.1, port: 9}}]}}}}
 """
     e = Engine(parse_config(text, env={}))
     await e.start()
@@ -72,7 +73,7 @@ def verdict_body(seq: int) -> tuple[bytes, dict[str, str]]:
     at = round(time.time(), 6)
     body = json.dumps({"sender": "engine-azure", "site": "azure", "role": "engine", "boot": "b", "seq": seq,
                        "at": at, "interval": 1.0, "services": {}}).encode()
-    return body, {"Content-Type": "application/json", **sign(KEY.encode(), at, body)}
+    return body, {"Content-Type": "application/json", **sign(KEY.encode(), "engine-azure", at, body)}
 
 
 async def post(engine: Engine, pki: Path, client: str | None, seq: int) -> tuple[int, dict[str, str]]:
@@ -107,16 +108,16 @@ def test_require_client_cert_needs_a_client_ca(pki: Path) -> None:
     """Requiring peer certificates without a CA to check them against is a config error."""
     from engine.config.loader import ConfigError
 
-    base = 'instance: {id: a, site: gcp}\npeers: [{id: b, site: azure, url: "https://x:1"}]\n'
+    base = 'instance: {id: a, site: gcp}\npeers: [{id: b, site: azure, url: "https://x:1", key: kkkkkkkkkkkkkkkk}]\n'
     with pytest.raises(ConfigError) as info:
-        parse_config(base + "peering: {hmac_key: k, tls: {require_client_cert: true}}\n", env={})
+        parse_config(base + "peering: {tls: {require_client_cert: true}}\n", env={})
     assert [str(p) for p in info.value.problems] == [
         "line 3: peering.tls.require_client_cert: needs instance.tls.client_ca_file to verify peers"]
     with pytest.raises(ConfigError) as info:
-        parse_config(base + f"peering: {{hmac_key: k, tls: {{cert_file: '{pki / 'ca.pem'}'}}}}\n", env={})
+        parse_config(base + f"peering: {{tls: {{cert_file: '{pki / 'ca.pem'}'}}}}\n", env={})
     assert [str(p) for p in info.value.problems] == ["line 3: peering.tls.key_file: cert_file and key_file go together"]
     with pytest.raises(ConfigError) as info:
-        parse_config(base + "peering: {hmac_key: k, tls: {ca_file: /nonexistent/ca.pem}}\n", env={})
+        parse_config(base + "peering: {tls: {ca_file: /nonexistent/ca.pem}}\n", env={})
     assert [str(p) for p in info.value.problems] == [
         "line 3: peering.tls.ca_file: no such file: /nonexistent/ca.pem"]
 
@@ -130,14 +131,15 @@ async def test_two_engines_exchange_verdicts_over_mtls(pki: Path, tmp_path: Path
 instance: {{id: {me}, site: {site}, listen: "127.0.0.1:{ports[me]}", tick: 200ms,
             tls: {{cert_file: "{pki / 'server.pem'}", key_file: "{pki / 'server.key'}",
                    client_ca_file: "{pki / 'ca.pem'}"}}}}
-peers: [{{id: {other}, site: {other_site}, url: "https://127.0.0.1:{ports[other]}"}}]
-peering: {{hmac_key: "{KEY}", tls: {{ca_file: "{pki / 'ca.pem'}", cert_file: "{pki / (me + '.pem')}",
+peers: [{{id: {other}, site: {other_site}, url: "https://127.0.0.1:{ports[other]}", key: "{KEY}"}}]
+peering: {{tls: {{ca_file: "{pki / 'ca.pem'}", cert_file: "{pki / (me + '.pem')}",
                                      key_file: "{pki / (me + '.key')}", require_client_cert: true}}}}
 journal: {{path: "{tmp_path / (me + '.db')}"}}
 services:
   shop:
     active: gcp
-    sites: {{gcp: {{probes: []}}, azure: {{probes: []}}}}
+    sites: {{gcp: {{probes: [{{type: tcp, host: 127.0.0.1, port: 9}}]}},
+            azure: {{probes: [{{type: tcp, host: 127.0.0.1, port: 9}}]}}}}
 """
 
     engines = [Engine(parse_config(config("engine-gcp", "engine-azure", "gcp", "azure"), env={})),

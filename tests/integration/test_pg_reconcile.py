@@ -19,6 +19,8 @@ from engine.cli import main
 from engine.config.database import DatabaseConfig
 from tests.support.postgres import ReplicatedDb, wait_until
 
+SITE = {"probes": [{"type": "tcp", "host": "127.0.0.1", "port": 9}]}  # a site needs at least one probe
+
 pytestmark = pytest.mark.real
 
 OLD = "'2020-01-01 00:00:00+00'"
@@ -193,7 +195,7 @@ async def test_unreachable_site_gives_a_failed_result(pg_db: ReplicatedDb) -> No
 def write_config(tmp_path: Path, db: ReplicatedDb) -> Path:
     config = {"instance": {"id": "gcp-1", "site": "gcp"},
               "services": {"api": {"active": "gcp",
-                                   "sites": {"gcp": {}, "azure": {}},
+                                   "sites": {"gcp": SITE, "azure": SITE},
                                    "database": db.database_config(reconcile={"tables": TABLES})}}}
     path = tmp_path / "engine.yaml"
     path.write_text(yaml.safe_dump(config))

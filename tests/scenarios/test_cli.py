@@ -45,21 +45,22 @@ def test_check_config_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 
 def test_check_config_ok_and_missing_secret() -> None:
     """The example config passes with its secret set and names the variable when it is not."""
-    secrets = {"FAILOVER_PEER_KEY": "k" * 32, "CLOUDFLARE_API_TOKEN": "t", "PGPASSWORD": "p",
+    secrets = {"FAILOVER_PEER_KEY_GCP_AZURE": "k" * 32, "FAILOVER_PEER_KEY_GCP_WITNESS": "w" * 32,
+               "CLOUDFLARE_API_TOKEN": "t", "PGPASSWORD": "p",
                "SLACK_WEBHOOK_URL": "https://hooks.example/x", "PAGER_WEBHOOK_URL": "https://pager.example/x"}
     ok = cli("check-config", "config/gcp.yaml", env=secrets)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("config/gcp.yaml: ok (engine-gcp in gcp")
     import os
 
-    env = {**{k: v for k, v in os.environ.items() if k != "FAILOVER_PEER_KEY"}, **secrets}
-    del env["FAILOVER_PEER_KEY"]
+    env = {**{k: v for k, v in os.environ.items() if k != "FAILOVER_PEER_KEY_GCP_WITNESS"}, **secrets}
+    del env["FAILOVER_PEER_KEY_GCP_WITNESS"]
     result = subprocess.run([sys.executable, "-m", "engine", "check-config", "config/gcp.yaml"], cwd=ROOT,
                             capture_output=True, text=True, check=False, env={**env, "PYTHONPATH": str(ROOT)},
                             timeout=60)
     assert result.returncode == 2
     assert result.stderr.splitlines()[1:] == [
-        "  line 16: peering.hmac_key: environment variable FAILOVER_PEER_KEY is not set"]
+        "  line 17: peers[1].key: environment variable FAILOVER_PEER_KEY_GCP_WITNESS is not set"]
 
 
 def test_run_with_bad_config_exits_2(tmp_path: Path) -> None:

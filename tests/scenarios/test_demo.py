@@ -25,7 +25,9 @@ from engine.demo.postgres import unavailable as postgres_unavailable
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {"FAILOVER_PEER_KEY": "dummy-peer-key-0123456789", "TSIG_SECRET": "ZHVtbXktdHNpZy1zZWNyZXQ="}
+ENV = {"FAILOVER_PEER_KEY_GCP_AZURE": "dummy-peer-key-gcp-azure", "FAILOVER_PEER_KEY_GCP_WITNESS":
+       "dummy-peer-key-gcp-witness", "FAILOVER_PEER_KEY_AZURE_WITNESS": "dummy-peer-key-azure-witness",
+       "TSIG_SECRET": "ZHVtbXktdHNpZy1zZWNyZXQ="}
 ADDRESS = re.compile(r"127\.0\.0\.1:(\d+)")
 
 

@@ -32,6 +32,11 @@ from tests.support.faultproxy import FaultProxy, UdpRelay
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_KEY = "scenario-peer-key-0123456789abcdef"
+
+
+def pair_key(a: str, b: str) -> str:
+    """The key voters ``a`` and ``b`` alone share (each link its own key, as in production)."""
+    return f"{PEER_KEY}-{'-'.join(sorted((a, b)))}"
 TARGETS = {"gcp": "192.0.2.10", "azure": "198.51.100.10"}
 RECORDS = (("app", "A", 30, (TARGETS["gcp"],)),
            ("_failover-epoch.app", "TXT", 30, ('"epoch=1 site=gcp op=initial"',)))
@@ -177,8 +182,8 @@ class Cluster(Observing):
     def _config(self, v: Voter) -> str:
         assert self.named is not None and v.dns_proxy is not None
         peers = "\n".join(
-            f"  - {{id: {o.id}, site: {o.site}, role: {o.role}, url: 'http://{v.peer_proxies[o.id].address}'}}"
-            for o in self.voters.values() if o.id != v.id)
+            f"  - {{id: {o.id}, site: {o.site}, role: {o.role}, url: 'http://{v.peer_proxies[o.id].address}', "
+            f"key: '{pair_key(v.id, o.id)}'}}" for o in self.voters.values() if o.id != v.id)
         probes = {site: f"[{{type: http, name: health, url: 'http://{v.site_proxies[site].address}/health', "
                         f"interval: {self.interval}, timeout: {self.timeout}}}"
                         + (f", {self.extra_probes[site]}" if site in self.extra_probes else "") + "]"
@@ -190,7 +195,7 @@ class Cluster(Observing):
 instance: {{id: {v.id}, site: {v.site}, role: {v.role}, listen: "127.0.0.1:0", tick: {self.tick}}}
 peers:
 {peers}
-peering: {{hmac_key: "${{PEER_KEY}}", replay_window: 10s}}
+peering: {{replay_window: 10s}}
 journal: {{path: "{self.workdir / (v.id + '.db')}"}}
 logging: {{format: json, level: info}}
 {self._notifications()}

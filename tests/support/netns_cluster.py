@@ -52,7 +52,7 @@ from aiohttp import web
 
 from engine.demo.sample_site import SampleSite
 from tests.support.bind import NamedServer
-from tests.support.cluster import PEER_KEY, RECORDS, TARGETS, Observing
+from tests.support.cluster import PEER_KEY, RECORDS, TARGETS, Observing, pair_key
 from tests.support.netns import NetnsPgPair, Topology
 from tests.support.postgres import SAMPLE_SCHEMA, SAMPLE_TABLES
 
@@ -180,8 +180,8 @@ class NetnsCluster(Observing):
 
         assert self.named is not None
         v = self.voters[vid]
-        peers = "\n".join(f"  - {{id: {o.id}, site: {o.site}, role: {o.role}, url: '{o.url}'}}"
-                          for o in self.voters.values() if o.id != v.id)
+        peers = "\n".join(f"  - {{id: {o.id}, site: {o.site}, role: {o.role}, url: '{o.url}', "
+                          f"key: '{pair_key(v.id, o.id)}'}}" for o in self.voters.values() if o.id != v.id)
         probes = {site: f"[{{type: http, name: health, url: 'http://{self.topo.ip(site)}:{SITE_PORT}/health', "
                         f"interval: {self.interval}, timeout: {self.timeout}}}]" for site in ("gcp", "azure")}
         dns = f"{self.topo.ip('dns')}:53"
@@ -192,7 +192,7 @@ class NetnsCluster(Observing):
 instance: {{id: {v.id}, site: {v.site}, role: {v.role}, listen: "{v.ip}:{API_PORT}", tick: {self.tick}}}
 peers:
 {peers}
-peering: {{hmac_key: "${{PEER_KEY}}", replay_window: 10s}}
+peering: {{replay_window: 10s}}
 journal: {{path: "{self.workdir / (v.id + '.db')}"}}
 logging: {{format: json, level: info}}
 api: {{tokens: [{tokens}], mutations_per_minute: 20}}

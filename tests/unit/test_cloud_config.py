@@ -85,7 +85,7 @@ def test_azure_kinds_parse() -> None:
     (GCP, ["credentials: {type: external_account, audience: //iam.googleapis.com/x}"],
      f"{PATH}.credentials.token_file: required without config_file"),
     (GCP, ["credentials: {type: magic}"], f"{PATH}.credentials"),
-    (METRICS, ['endpoint: "http://127.0.0.1:8080"'],
+    (METRICS.replace('"https://westeurope.metrics.monitor.azure.com"', '"http://127.0.0.1:8080"'), [],
      f"{PATH}.endpoint: must be https:// (plain http only with insecure_endpoint_for_tests)"),
     (METRICS, ["granularity: 1h"], f"{PATH}.granularity: must be > 0 and <= window (5m)"),
     (LOGS, ["credentials: {type: client_secret, tenant_id: t, client_id: c}"],

@@ -124,17 +124,18 @@ def test_secret_from_file_is_hidden(tmp_path: Path) -> None:
     """A file: secret is read, never shown in repr or dumps."""
     key = tmp_path / "peer.key"
     key.write_text("s3cr3t-value-long-enough\n")
-    config = parse_config(MINIMAL + f"peering: {{hmac_key: 'file:{key}'}}\n", env={})
-    assert config.peering.hmac_key is not None
-    assert config.peering.hmac_key.get_secret_value() == "s3cr3t-value-long-enough"
+    peer = f"peers: [{{id: azure-1, site: azure, url: 'http://127.0.0.1:9', key: 'file:{key}'}}]\n"
+    config = parse_config(MINIMAL + peer, env={})
+    assert config.peers[0].key is not None
+    assert config.peers[0].key.get_secret_value() == "s3cr3t-value-long-enough"
     assert "s3cr3t" not in repr(config)
     assert "s3cr3t" not in config.model_dump_json()
 
 
 def test_missing_secret_file() -> None:
     """An unreadable secret file is a problem with its path, and the secret path is named."""
-    got = problems(MINIMAL + "peering: {hmac_key: 'file:/nonexistent/key'}\n")
-    assert got == ["line 12: peering.hmac_key: cannot read secret file /nonexistent/key: No such file or directory"]
+    got = problems(MINIMAL + "peers: [{id: azure-1, site: azure, url: 'http://x:9', key: 'file:/nonexistent/key'}]\n")
+    assert got == ["line 12: peers[0].key: cannot read secret file /nonexistent/key: No such file or directory"]
 
 
 def test_config_is_frozen() -> None:
@@ -147,7 +148,8 @@ def test_config_is_frozen() -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_config_parses(path: Path) -> None:
     """Every YAML under config/ is a valid config (with its secrets provided)."""
-    config = load_config(path, env={"FAILOVER_PEER_KEY": "k" * 32, "CLOUDFLARE_API_TOKEN": "t",
+    config = load_config(path, env={"FAILOVER_PEER_KEY_GCP_AZURE": "k" * 32, "FAILOVER_PEER_KEY_GCP_WITNESS": "w" * 32,
+                                    "FAILOVER_PEER_KEY_AZURE_WITNESS": "a" * 32, "CLOUDFLARE_API_TOKEN": "t",
                                     "PGPASSWORD": "p", "TSIG_SECRET": "c2VjcmV0",
                                     "SLACK_WEBHOOK_URL": "https://hooks.example/x",
                                     "PAGER_WEBHOOK_URL": "https://pager.example/x"})

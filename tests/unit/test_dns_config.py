@@ -12,12 +12,14 @@ import yaml
 from engine.config import ConfigError, parse_config
 from engine.config.dns import CLOUDFLARE_INSTALL, DnsConfig, Rfc2136Config, split_server
 
+SITE = {"probes": [{"type": "tcp", "host": "127.0.0.1", "port": 9}]}  # a site needs at least one probe
+
 SECRET = "c9f7Yx3sjV2WmwWgak9XKpWShDjf4jVo1pazIB1qz3A="
 
 
 def document(dns: dict[str, Any]) -> str:
     return yaml.safe_dump({"instance": {"id": "e1", "site": "gcp"},
-                           "services": {"shop": {"active": "gcp", "sites": {"gcp": {}, "azure": {}},
+                           "services": {"shop": {"active": "gcp", "sites": {"gcp": SITE, "azure": SITE},
                                                  "dns": dns}}}, sort_keys=False)
 
 

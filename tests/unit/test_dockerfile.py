@@ -32,7 +32,8 @@ PACKAGES = ("engine", "probes", "actions")
 EXAMPLE_INSTANCES = ("gcp.yaml", "azure.yaml", "witness.yaml")  # the configs the image is made to run
 JOURNAL_DIR = "/var/lib/failover-engine"
 CONFIG_PATH = "/etc/failover-engine/engine.yaml"
-DUMMY_ENV = {"FAILOVER_PEER_KEY": "k" * 32, "CLOUDFLARE_API_TOKEN": "t", "PGPASSWORD": "p",
+DUMMY_ENV = {"FAILOVER_PEER_KEY_GCP_AZURE": "k" * 32, "FAILOVER_PEER_KEY_GCP_WITNESS": "w" * 32,
+             "FAILOVER_PEER_KEY_AZURE_WITNESS": "a" * 32, "CLOUDFLARE_API_TOKEN": "t", "PGPASSWORD": "p",
              "SLACK_WEBHOOK_URL": "https://hooks.example/x", "PAGER_WEBHOOK_URL": "https://pager.example/x"}
 
 

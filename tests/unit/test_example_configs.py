@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
 INSTANCES = ("gcp.yaml", "azure.yaml", "witness.yaml")  # one instance each of the same deployment
 DUMMY_ENV = {  # one dummy per variable the example configs may reference
-    "FAILOVER_PEER_KEY": "dummy-peer-key-0123456789",  # 16+ characters: shorter keys are refused
+    "FAILOVER_PEER_KEY_GCP_AZURE": "dummy-peer-key-gcp-azure",  # 16+ characters: shorter keys are refused
+    "FAILOVER_PEER_KEY_GCP_WITNESS": "dummy-peer-key-gcp-witness",  # each link its own key
+    "FAILOVER_PEER_KEY_AZURE_WITNESS": "dummy-peer-key-azure-witness",
     "CLOUDFLARE_API_TOKEN": "dummy-cloudflare-token",
     "PGPASSWORD": "dummy-postgres-password",
     "SLACK_WEBHOOK_URL": "https://hooks.slack.example/services/T000/B000/dummy",
@@ -32,7 +34,7 @@ DUMMY_ENV = {  # one dummy per variable the example configs may reference
     "TSIG_SECRET": "ZHVtbXktdHNpZy1zZWNyZXQ=",  # base64, for an RFC 2136 provider
 }
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
-SECRET_KEYS = {"hmac_key", "api_token", "password", "secret"}
+SECRET_KEYS = {"key", "api_token", "password", "secret"}
 
 
 def _strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:

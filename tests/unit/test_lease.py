@@ -11,9 +11,8 @@ KEY = "k" * 24
 BASE = f"""
 instance: {{id: gcp-1, site: gcp, tick: 1s}}
 peers:
-  - {{id: azure-1, site: azure, role: engine, url: "http://127.0.0.1:9"}}
-  - {{id: witness, site: witness, role: witness, url: "http://127.0.0.1:9"}}
-peering: {{hmac_key: "{KEY}"}}
+  - {{id: azure-1, site: azure, role: engine, url: "http://127.0.0.1:9", key: "{KEY}-azure"}}
+  - {{id: witness, site: witness, role: witness, url: "http://127.0.0.1:10", key: "{KEY}-witness"}}
 services:
   shop:
     active: gcp

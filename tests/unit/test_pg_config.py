@@ -11,7 +11,7 @@ instance: {id: gcp-1, site: gcp}
 services:
   api:
     active: gcp
-    sites: {gcp: {}, azure: {}}
+    sites: {gcp: {probes: [{type: tcp, host: a, port: 9}]}, azure: {probes: [{type: tcp, host: a, port: 9}]}}
     database:
       sites:
         gcp: {host: 10.0.0.5, dbname: app, user: failover, password: "${PG_PASSWORD}"}

@@ -58,9 +58,8 @@ services:
 
 PEERS = f"""
 peers:
-  - {{id: gcp-1, site: gcp, role: engine, url: "http://127.0.0.1:9"}}
-  - {{id: witness, site: witness, role: witness, url: "http://127.0.0.1:9"}}
-peering: {{hmac_key: "{KEY}"}}
+  - {{id: gcp-1, site: gcp, role: engine, url: "http://127.0.0.1:9", key: "{KEY}-gcp"}}
+  - {{id: witness, site: witness, role: witness, url: "http://127.0.0.1:10", key: "{KEY}-witness"}}
 """
 
 DATABASE = """
@@ -243,7 +242,7 @@ def test_notes_for_what_the_figure_hides() -> None:
     off = worst_case_rto(config(SMALL.replace("failure_threshold: 3,", "failure_threshold: 3, auto_failover: false,")),
                          "api")
     assert not off.automatic and any("automatic failover is disabled" in n for n in off.notes)
-    two = SMALL + PEERS.split("  - {id: witness", maxsplit=1)[0] + f'peering: {{hmac_key: "{KEY}"}}\n'
+    two = SMALL + PEERS.split("  - {id: witness", maxsplit=1)[0]
     notes = worst_case_rto(config(two), "api").notes
     assert any(n.startswith("losing all of gcp (its 1 voter(s) too) leaves 1 of 2 voters") for n in notes)
     assert not any("losing all" in n for n in worst_case_rto(config(SMALL + PEERS), "api").notes)
