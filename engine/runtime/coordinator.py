@@ -24,6 +24,7 @@ from engine.config.base import format_duration
 from engine.core.decide import ServiceState, Snapshot
 from engine.core.operations import Operation, OpEvent, OpState
 from engine.core.policy import ClusterDecision, decide_cluster
+from engine.core.ports import Refused
 from engine.core.quorum import tally
 from engine.core.steps import RERUN_ON_RESUME, StepSpec
 from engine.core.verdict import ServiceVerdict
@@ -98,7 +99,10 @@ class Coordinator:
                 decision = await self.brakes.brake(rt, decision, now)
             await self.note_decision(rt, decision, now, snapshot)
             if decision.acting and ctx.config.instance.role == "engine" and rt.operation is None:
-                await self.start_operation(rt, decision, now, trigger="auto")
+                try:
+                    await self.start_operation(rt, decision, now, trigger="auto")
+                except Refused as exc:  # another starter claimed the service first: its runbook goes on
+                    log.info("automatic move not started", service=rt.name, reason=exc.refusal.detail)
         self._send(verdicts)
 
     @staticmethod
@@ -256,15 +260,26 @@ class Coordinator:
     async def start_operation(self, rt: ServiceRuntime, decision: ClusterDecision, now: float, *, trigger: str,
                               actor: str | None = None, reason: str | None = None,
                               kind: str = "failover") -> Operation:
+        """Claim the service for one operation and start its runbook; :class:`Refused` (naming the operation that
+        holds the claim) when another one is open: one atomic claim in the journal serves the API, the scheduler,
+        drills and automatic decisions alike (engine.core.operations: requested -> claimed -> running)."""
         assert decision.target is not None
+        await self._adopt_newer_epoch(rt, now)  # never start from an epoch a peer already moved past
+        if decision.target == rt.state.active:
+            raise Refused("already_active", f"{rt.name} is already active in {decision.target}")
         epoch_to = rt.state.epoch + 1
         evidence = {"decision": decision.message, **decision.evidence}
         if "observations" not in evidence:  # manual moves add it when they decide; automatic ones here
             evidence.update(decision_context(self.ctx, self.peering, rt, decision.target))
         op = Operation(f"{rt.name}-e{epoch_to}-{secrets.token_hex(3)}", rt.name, kind, rt.state.active,
-                       decision.target, rt.state.epoch, epoch_to, trigger, created_at=now, actor=actor,
-                       reason=reason, evidence=evidence)
-        await self.ctx.journal_or_fail().save_operation(op)
+                       decision.target, rt.state.epoch, epoch_to, trigger, state=OpState.REQUESTED, created_at=now,
+                       actor=actor, reason=reason, evidence=evidence)
+        op.advance(OpEvent.CLAIM)
+        winner = await self.ctx.journal_or_fail().claim_operation(op)
+        if winner is not None:
+            raise Refused("operation_in_progress", f"{rt.name} is claimed by operation {winner.get('id')} "
+                          f"({winner.get('kind')} to {winner.get('target')}, {winner.get('state')}): one operation "
+                          "per service", operation=winner.get("id"))
         message = (f"{kind} of {rt.name} {op.source} -> {op.target} started "
                    f"(epoch {op.epoch_from} -> {op.epoch_to}, {trigger}): {decision.message}")
         await self.ctx.record("runbook", message, service=rt.name, at=now, actor=actor,

@@ -141,6 +141,8 @@ class Drills(DrillRuns):
         except asyncio.CancelledError:
             drill.state, drill.sentence = FAILED, "interrupted: the engine stopped during the drill"
             raise
+        except Refused as exc:  # the service was claimed by another operation meanwhile: the drill moves nothing
+            drill.state, drill.sentence = FAILED, f"refused: {exc.refusal.detail}"
         except Exception as exc:
             log.exception("drill crashed", drill=drill.id)
             drill.state = FAILED

@@ -11,6 +11,7 @@ Reads use their own connection (WAL lets readers run beside the writer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -129,6 +130,9 @@ class Journal:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer = _connect(path)
         self._writer.executescript(SCHEMA)
+        with contextlib.suppress(sqlite3.IntegrityError):  # a journal written before the rule: the claim still holds
+            self._writer.execute("CREATE UNIQUE INDEX IF NOT EXISTS operations_one_open ON operations(service) "
+                                 "WHERE state IN ('running', 'halted')")
         self._reader = _connect(path)
         self._read_lock = threading.Lock()
         self._closed = False
@@ -245,6 +249,26 @@ class Journal:
             "INSERT INTO operations(id, service, state, created_at, updated_at, body) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET state=excluded.state, updated_at=excluded.updated_at, "
             "body=excluded.body", (op.id, op.service, str(op.state), op.created_at, now, body)))
+
+    async def claim_operation(self, op: Any) -> dict[str, Any] | None:
+        """The one atomic claim per service: in one transaction, find no open operation (running or halted) of
+        ``op.service`` and insert ``op``; None when it was claimed, else the body of the open one that won.
+        Every starter goes through here (API, scheduler, drills, automatic decisions), so two requests at once
+        can never both start a runbook; a partial unique index backs the rule in the schema itself."""
+        body = json.dumps(op.to_dict(), default=str, sort_keys=True)
+
+        def claim(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute("SELECT body FROM operations WHERE service = ? AND state IN ('running', 'halted') "
+                               "ORDER BY created_at LIMIT 1", (op.service,)).fetchone()
+            if row is not None:
+                return dict(json.loads(row[0]))
+            conn.execute("INSERT INTO operations(id, service, state, created_at, updated_at, body) "
+                         "VALUES (?,?,?,?,?,?)", (op.id, op.service, str(op.state), op.created_at, op.created_at,
+                                                  body))
+            return None
+
+        result: dict[str, Any] | None = await self.write(claim)
+        return result
 
     async def save_step(self, op: Any, _name: str, _record: dict[str, Any]) -> None:
         """A step changed: the whole operation is rewritten in one durable transaction."""

@@ -124,16 +124,17 @@ class Moves:
                           reasons=reasons, gates=gates.to_list())
         now = self.ctx.clock.now()
         forced = f"; forced past: {'; '.join(reasons)}" if reasons else ""
-        await self.ctx.record("operator", f"{actor} started a {kind} of {rt.name} to {target}: {reason}{forced}",
-                              service=rt.name, actor=actor, at=now,
-                              data={"action": kind, "target": target, "reason": reason, "force": force,
-                                    "forced_past": reasons, **audit})
         decision = ClusterDecision(DecisionKind.FAILOVER, f"manual {kind} by {actor}: {reason}{forced}", target,
                                    self.ctx.instance_id, True, (),
                                    {"gates": gates.to_list(), "actor": actor, "reason": reason, "force": force,
                                     **decision_context(self.ctx, self.peering, rt, target), **(evidence or {})})
+        # the claim first: a request that loses it (409 naming the winner) leaves no "started" in the audit log
         op = await self.coordinator.start_operation(rt, decision, now, trigger="manual", actor=actor, reason=reason,
                                                     kind=kind)
+        await self.ctx.record("operator", f"{actor} started a {kind} of {rt.name} to {target}: {reason}{forced}",
+                              service=rt.name, actor=actor, at=now,
+                              data={"action": kind, "target": target, "reason": reason, "force": force,
+                                    "forced_past": reasons, "operation": op.id, **audit})
         return Reply({"operation": op.id, "service": rt.name, "source": op.source, "target": op.target,
                       "forced_past": reasons}, "accepted")
 
@@ -181,15 +182,16 @@ class Moves:
                           f"switchover of {rt.name} to {target} refused: " + "; ".join(p.detail for p in problems),
                           kind, reasons=[p.to_dict() for p in problems])
         now = self.ctx.clock.now()
-        await self.ctx.record("operator", f"{actor} started a switchover of {rt.name} to {target}: {reason}",
-                              service=rt.name, actor=actor, at=now,
-                              data={"action": "switchover", "target": target, "reason": reason, "trigger": trigger})
         decision = ClusterDecision(DecisionKind.FAILOVER, f"switchover by {actor}: {reason}", target,
                                    self.ctx.instance_id, True, (),
                                    {"actor": actor, "reason": reason, "planned": True, "require_fence": True,
                                     **decision_context(self.ctx, self.peering, rt, target)})
         op = await self.coordinator.start_operation(rt, decision, now, trigger=trigger, actor=actor, reason=reason,
                                                     kind="switchover")
+        await self.ctx.record("operator", f"{actor} started a switchover of {rt.name} to {target}: {reason}",
+                              service=rt.name, actor=actor, at=now,
+                              data={"action": "switchover", "target": target, "reason": reason, "trigger": trigger,
+                                    "operation": op.id})
         return Reply({"operation": op.id, "service": rt.name, "source": op.source, "target": op.target}, "accepted")
 
     async def scheduled_switchover(self, rt: ServiceRuntime, now: float) -> None:

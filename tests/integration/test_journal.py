@@ -187,3 +187,25 @@ async def test_writable_turns_false_when_the_disk_is_full(journal: Journal) -> N
     await journal.write(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
     await journal.append("test", "after", at=3.0)
     assert journal.writable is True
+
+
+async def test_one_open_operation_per_service_is_claimed_atomically(tmp_path: Path) -> None:
+    """Many claims in one batch: the first wins, the others get its body; once it is final a new claim succeeds."""
+    from engine.core.operations import Operation, OpState
+
+    journal = Journal.open(tmp_path / "j.db")
+    try:
+        ops = [Operation(f"api-e2-{i}", "api", "failover", "gcp", "azure", 1, 2, "manual", created_at=100.0 + i)
+               for i in range(8)]
+        results = await asyncio.gather(*(journal.claim_operation(op) for op in ops))
+        winners = [op for op, r in zip(ops, results, strict=True) if r is None]
+        assert len(winners) == 1
+        assert {r["id"] for r in results if r is not None} == {winners[0].id}
+        other = Operation("web-e2-x", "web", "failover", "gcp", "azure", 1, 2, "auto", created_at=200.0)
+        assert await journal.claim_operation(other) is None  # another service is not blocked
+        winners[0].state = OpState.DONE
+        await journal.save_operation(winners[0])
+        later = Operation("api-e3-y", "api", "failback", "azure", "gcp", 2, 3, "manual", created_at=300.0)
+        assert await journal.claim_operation(later) is None
+    finally:
+        await journal.close()

@@ -3,6 +3,7 @@ temporary folder), a manual clock, and a fake runbook handed in. No subprocess, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -226,3 +227,41 @@ async def test_an_engine_whose_local_primary_stops_writing_gives_the_lease_up(jo
     assert [e.message for e in journal.events(kind="lease")] == [message]
     beats.beat(True, w.clock.monotonic())
     assert await lease.local_primary(w.rt, w.clock.now()) is True and not lease.given_up("api")
+
+
+async def test_two_starters_at_once_claim_the_service_once(journal: Journal) -> None:
+    """Two requests racing to start a move: the journal's one atomic claim lets exactly one start; the other is
+    refused naming the winning operation, and no second runbook runs."""
+    from engine.core.decide import DecisionKind
+    from engine.core.policy import ClusterDecision
+    from engine.core.ports import Refused
+
+    w = world(journal)
+    decision = ClusterDecision(DecisionKind.FAILOVER, "manual failover by alice: test", "azure", "engine-azure",
+                               True, (), {})
+    results = await asyncio.gather(
+        *(w.coordinator.start_operation(w.rt, decision, w.clock.now(), trigger="manual", actor=f"op{i}")
+          for i in range(5)), return_exceptions=True)
+    started = [r for r in results if isinstance(r, Operation)]
+    refused = [r for r in results if isinstance(r, Refused)]
+    assert len(started) == 1 and len(refused) == 4, results
+    assert all(r.refusal.code == "operation_in_progress" and r.extra["operation"] == started[0].id for r in refused)
+    await w.coordinator.settle()
+    assert [o["id"] for o in journal.operations(service="api")] == [started[0].id]
+    assert (w.rt.state.active, w.rt.state.epoch) == ("azure", 1)
+
+
+async def test_a_move_to_where_the_service_already_is_is_refused(journal: Journal) -> None:
+    """Once a move is done, a late request for the same move is refused as already_active, never a no-op runbook."""
+    from engine.core.decide import DecisionKind
+    from engine.core.policy import ClusterDecision
+    from engine.core.ports import Refused
+
+    w = world(journal)
+    decision = ClusterDecision(DecisionKind.FAILOVER, "manual failover", "azure", "engine-azure", True, (), {})
+    await w.coordinator.start_operation(w.rt, decision, w.clock.now(), trigger="manual")
+    await w.coordinator.settle()
+    with pytest.raises(Refused) as late:
+        await w.coordinator.start_operation(w.rt, decision, w.clock.now(), trigger="manual")
+    assert late.value.refusal.code == "already_active"
+    assert len(journal.operations(service="api")) == 1
