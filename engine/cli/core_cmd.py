@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     run = sub.add_parser("run", help="run the engine (without --config: the demo, kept up until Ctrl-C)")
     run.add_argument("--config", "-c", help="the instance's YAML config (default: the built-in demo)")
     run.add_argument("--seconds", type=float, help="demo only: stay up this many seconds after the story")
+    run.add_argument("--new-journal", action="store_true",
+                     help="begin a new journal when the configured one is gone or cannot be read (recorded as an "
+                          "event; the old file is kept aside). Without it such an engine refuses to start")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="two clouds on 127.0.0.1: break the primary, watch the failover, fail back",
@@ -108,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.runtime.eventloop import LoopUnavailable, run
 
     try:
-        run(Engine(config).run_forever(), config.instance.event_loop)
+        run(Engine(config, new_journal=args.new_journal).run_forever(), config.instance.event_loop)
     except (StartupError, LoopUnavailable) as exc:
         print(f"{args.config}: cannot start: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from engine.core.decide import ServiceState
 from engine.core.gates import ServiceFacts
 from engine.core.health import HealthMachine
 from engine.core.loss import rpo_gate, sync_confirmed_now
+from engine.core.ports import Refused
 from engine.runtime.journal import Journal
 from engine.runtime.metrics import Metrics
 from engine.runtime.service import ServiceRuntime
@@ -87,6 +88,13 @@ class RuntimeContext:
     def poke(self) -> None:
         """Something that can change a decision happened: decide now rather than at the next tick."""
         self._poke()
+
+    def require_writable_journal(self) -> None:
+        """Refuse (503) an action that must be journaled while the journal cannot be written (disk full,
+        read-only): nothing that is not recorded durably may happen."""
+        if self.journal is None or not self.journal.writable:
+            raise Refused("journal_unwritable", "the journal cannot be written (disk full or read-only?): no action "
+                          "can be recorded, so none is taken; see runbooks/journal-unwritable.md", "unavailable")
 
     def journal_or_fail(self) -> Journal:
         if self.journal is None:

@@ -264,6 +264,7 @@ class Coordinator:
         holds the claim) when another one is open: one atomic claim in the journal serves the API, the scheduler,
         drills and automatic decisions alike (engine.core.operations: requested -> claimed -> running)."""
         assert decision.target is not None
+        self.ctx.require_writable_journal()
         await self._adopt_newer_epoch(rt, now)  # never start from an epoch a peer already moved past
         if decision.target == rt.state.active:
             raise Refused("already_active", f"{rt.name} is already active in {decision.target}")

@@ -36,7 +36,7 @@ from engine.runtime.context import RuntimeContext
 from engine.runtime.coordinator import Coordinator, StepsFactory
 from engine.runtime.database_watch import DatabaseWatch
 from engine.runtime.drills import Drills
-from engine.runtime.journal import Journal
+from engine.runtime.journal import Journal, JournalLost
 from engine.runtime.lease_watch import LeaseWatch
 from engine.runtime.metrics import STATE_VALUE, Metrics
 from engine.runtime.moves import Moves
@@ -64,8 +64,9 @@ class Engine:
 
     def __init__(self, config: EngineConfig, *, clock: Clock | None = None,
                  probe_factory: Any = None, steps_factory: StepsFactory | None = None,
-                 notifier: Any = None) -> None:
+                 notifier: Any = None, new_journal: bool = False) -> None:
         self.config = config
+        self.new_journal = new_journal
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.ctx = ctx = RuntimeContext(config, self.clock, self.metrics, notifier or Notifier(config.notifications))
@@ -113,7 +114,9 @@ class Engine:
         tracing.install_from_env(cfg.instance.id, cfg.instance.site)
         ctx.started_at = self.clock.now()
         try:
-            journal = ctx.journal = Journal.open(cfg.journal.path)
+            journal = ctx.journal = Journal.open(cfg.journal.path, begin_new=self.new_journal)
+        except JournalLost as exc:
+            raise StartupError(str(exc)) from None
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(f"journal.path {cfg.journal.path}: {getattr(exc, 'strerror', None) or exc}") from None
         self.metrics.watch_journal(lambda: ctx.journal is not None and ctx.journal.writable)
@@ -139,6 +142,12 @@ class Engine:
                 for session in self._sessions.values():  # the probes' sessions: no "Unclosed client session"
                     await session.close()
                 raise StartupError(f"instance.listen {cfg.instance.listen}: {exc.strerror or exc}") from None
+        if journal.began_anew is not None:  # never silent: an event, and a page
+            message = (f"engine {cfg.instance.id} began a NEW journal (--new-journal): {journal.began_anew}; its "
+                       "epoch, pause, breaker and operations were forgotten, the epoch is re-learned from DNS and the "
+                       "peers")
+            await ctx.record("alert", message, data={"journal": str(cfg.journal.path)})
+            await ctx.notify("page", message, None, {"journal": str(cfg.journal.path)})
         await ctx.record("engine", f"engine {cfg.instance.id} started in {cfg.instance.site} "
                          f"({cfg.instance.role}, {len(self.signals)} signals)",
                          data={"version": __version__, "listen": self.api_url})

@@ -77,6 +77,7 @@ class Drills(DrillRuns):
         return drill_refusals(facts, kind, running_drill=None if running is None else running.id)
 
     def _service(self, name: str) -> ServiceRuntime:
+        self.ctx.require_writable_journal()
         rt = self.ctx.services.get(name)
         if rt is None:
             raise Refused("unknown_service", f"no service named {name!r}; known: {sorted(self.ctx.services)}",

@@ -17,6 +17,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
@@ -82,6 +83,41 @@ Op = Callable[[sqlite3.Connection], Any]
 _STOP = object()
 
 
+class JournalLost(RuntimeError):
+    """The journal cannot be read (gone, truncated, corrupt): the engine refuses to start on it."""
+
+
+def _unreadable(target: Path) -> str | None:
+    """Why the journal at ``target`` cannot be trusted, or None (readable, or never created: a first start)."""
+    born = Path(f"{target}.born")
+    if not target.exists():
+        return (f"the journal is gone (it was created {_born_at(born)}; its birth mark {born.name} is still there)"
+                if born.exists() else None)
+    if target.stat().st_size == 0:
+        return None if not born.exists() else "the journal is empty (truncated)"
+    try:
+        conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute("PRAGMA quick_check").fetchone()
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"the journal cannot be read ({exc})"
+    if row is None or row[0] != "ok":
+        return f"the journal is corrupt (quick_check: {row[0] if row else 'no answer'})"
+    if born.exists() and not {"events", "state", "operations"} <= tables:
+        return "the journal lacks its tables (truncated or replaced)"
+    return None
+
+
+def _born_at(born: Path) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(born.read_text().split()[0])))
+    except (OSError, ValueError, IndexError):
+        return "earlier"
+
+
 class JournalClosed(RuntimeError):
     """The journal was closed; nothing more can be written."""
 
@@ -136,18 +172,42 @@ class Journal:
         self._reader = _connect(path)
         self._read_lock = threading.Lock()
         self._closed = False
+        self.began_anew: str | None = None  # set by open(begin_new=True): why the previous journal was unreadable
         self.writable = True  # False after a batch failed to commit, True again after the next one commits
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
 
     @classmethod
-    def open(cls, path: str | Path) -> Journal:
+    def open(cls, path: str | Path, *, begin_new: bool = False) -> Journal:
         """Open (or create) the journal at ``path``. Private by default: a directory made here is 0700 and
         the database 0600 (SQLite gives its -wal and -shm files the database's mode); an existing database
-        is tightened to 0600, an existing directory is left as it is (it may be shared, e.g. a working dir)."""
+        is tightened to 0600, an existing directory is left as it is (it may be shared, e.g. a working dir).
+
+        A journal is never reset silently: one that cannot be read (truncated, corrupt, not a database) or one
+        that is gone while its birth mark (``<path>.born``) is still there raises :class:`JournalLost`, unless
+        ``begin_new`` (``failover-engine run --new-journal``): the unreadable file is kept aside as
+        ``<path>.lost-<time>`` and a new journal begins (``began_anew`` says why, for the event)."""
         target = Path(path)
+        began_anew: str | None = None
         if str(target) != ":memory:":
             _private_dirs(target.parent)
+            problem = _unreadable(target)
+            if problem is not None and not begin_new:
+                raise JournalLost(f"journal.path {target}: {problem}; the engine does not start on a journal it "
+                                  "cannot read (its epoch, pause, breaker and operations would be forgotten). "
+                                  "Restore it from a backup, or start with --new-journal to begin a new one "
+                                  "(the epoch is then taken from DNS and the peers before any move)")
+            if problem is not None:
+                aside = target.with_name(f"{target.name}.lost-{int(time.time())}")
+                if target.exists():
+                    target.rename(aside)
+                for side in (Path(f"{target}-wal"), Path(f"{target}-shm")):
+                    side.unlink(missing_ok=True)
+                began_anew = f"{problem}; the old file is kept as {aside.name}" if aside.exists() else problem
+            born = Path(f"{target}.born")
+            if not born.exists():
+                born.write_text(f"{time.time()}\n")
+                born.chmod(0o600)
             fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)  # created 0600 whatever the umask allows
             try:
                 os.fchmod(fd, 0o600)
@@ -156,7 +216,9 @@ class Journal:
             for side in (Path(f"{target}-wal"), Path(f"{target}-shm")):  # left by an older engine, maybe 0644
                 if side.exists():
                     side.chmod(0o600)
-        return cls(str(target))
+        journal = cls(str(target))
+        journal.began_anew = began_anew
+        return journal
 
     # -- writing ---------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -50,6 +50,7 @@ class Moves:
 
     # -- facts -----------------------------------------------------------------------------------
     def service(self, name: str) -> ServiceRuntime:
+        self.ctx.require_writable_journal()
         rt = self.ctx.services.get(name)
         if rt is None:
             raise Refused("unknown_service", f"no service named {name!r}; known: {sorted(self.ctx.services)}",

@@ -134,6 +134,7 @@ class Operator:
 
     # -- halted runbooks -------------------------------------------------------------------------
     def _halted(self, op_id: str) -> tuple[ServiceRuntime, Operation]:
+        self.ctx.require_writable_journal()
         for rt in self.ctx.services.values():
             if rt.operation is not None and rt.operation.id == op_id:
                 return rt, rt.operation

@@ -124,6 +124,9 @@ class EngineStatus:
             reasons.append(why)
         if self.ctx.journal is None:
             reasons.append("journal not open")
+        elif not self.ctx.journal.writable:
+            reasons.append("the journal cannot be written (disk full or read-only?): no move can be recorded, so "
+                           "none starts")
         waiting = self.waiting_signals()
         if waiting:
             reasons.append(f"{len(waiting)} signal(s) not observed yet, e.g. {waiting[0]}")

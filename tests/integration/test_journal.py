@@ -209,3 +209,44 @@ async def test_one_open_operation_per_service_is_claimed_atomically(tmp_path: Pa
         assert await journal.claim_operation(later) is None
     finally:
         await journal.close()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "deleted"])
+async def test_a_lost_journal_is_refused_never_reset(tmp_path: Path, damage: str) -> None:
+    """A journal that is truncated, corrupt or deleted (its birth mark remains) stops the open with a clear reason;
+    with begin_new the bad file is kept aside and a new journal begins, saying why."""
+    from engine.runtime.journal import JournalLost
+
+    path = tmp_path / "state" / "journal.db"
+    journal = Journal.open(path)
+    await journal.put_state("api", "epoch", 7, at=1.0)
+    await journal.close()
+    for side in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        side.unlink(missing_ok=True)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"this is not a database" * 100)
+    else:
+        path.unlink()
+    with pytest.raises(JournalLost) as refused:
+        Journal.open(path)
+    assert "--new-journal" in str(refused.value) and str(path) in str(refused.value)
+    fresh = Journal.open(path, begin_new=True)
+    try:
+        assert fresh.began_anew is not None and fresh.get_state("api", "epoch") is None
+        if damage != "deleted":
+            assert any(p.name.startswith("journal.db.lost-") for p in path.parent.iterdir())
+    finally:
+        await fresh.close()
+    again = Journal.open(path)  # the new journal is a journal like any other from now on
+    await again.close()
+
+
+async def test_a_first_start_needs_no_flag(tmp_path: Path) -> None:
+    """No journal and no birth mark: a first start creates both; nothing is refused."""
+    journal = Journal.open(tmp_path / "new" / "journal.db")
+    try:
+        assert journal.began_anew is None and (tmp_path / "new" / "journal.db.born").exists()
+    finally:
+        await journal.close()

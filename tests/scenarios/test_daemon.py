@@ -193,3 +193,34 @@ async def test_restart_keeps_the_journal(daemon: tuple[Daemon, SampleSite], tmp_
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 10)
+
+
+async def test_a_corrupt_journal_stops_the_start_until_told_to_begin_anew(
+        daemon: tuple[Daemon, SampleSite], tmp_path: Path) -> None:
+    """A journal damaged while the engine was down: the next start exits non-zero with one clear line (no
+    traceback); with --new-journal it starts, and says so as an alert event."""
+    d, _ = daemon
+    await d.wait_for(lambda s: True)
+    d.proc.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(d.proc.wait, 10)
+    d.journal.write_bytes(b"garbage" * 1000)
+    for side in (Path(f"{d.journal}-wal"), Path(f"{d.journal}-shm")):
+        side.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "engine", "run", "--config", str(tmp_path / "engine.yaml")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    refused = await asyncio.to_thread(subprocess.run, cmd, cwd=ROOT, capture_output=True, text=True, timeout=30,
+                                      env=env, check=False)
+    assert refused.returncode != 0
+    said = refused.stderr + refused.stdout
+    assert "journal is corrupt" in said or "cannot be read" in said, said
+    assert "--new-journal" in said and "Traceback" not in said, said
+    proc = subprocess.Popen([*cmd, "--new-journal"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
+    try:
+        d2 = Daemon(proc, d.url, d.journal)
+        await d2.wait_for(lambda s: True)
+        _, body = await d2.get("/v1/events?kind=alert&limit=10")
+        assert any("began a NEW journal" in e["message"] for e in body["events"]), body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 10)
