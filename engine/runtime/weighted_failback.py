@@ -67,9 +67,7 @@ async def weighted_failback(rt: ServiceRuntime, op: Operation, provider: Any, *,
     except DnsRefused as exc:
         raise StepFailed(str(exc), retry=False) from None
     now = await moving.read_weights()
-    if now.epoch != op.epoch_from:
-        if now.epoch == op.epoch_to:
-            return Outcome.skip(f"epoch already {now.epoch}: the move was made", weights=now.describe())
+    if now.epoch != op.epoch_from:  # the step runs before shift_dns and is not rerun after it: any other epoch
         return Outcome(f"the weights are at epoch {now.epoch}, not {op.epoch_from}: another operation moved "
                        f"{op.service}; not shifting weights", {"weights": now.describe()}, stand_down=True)
     if now.as_dict().get(op.target) == 100:
