@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from actions.dns.cloudflare_lb import CloudflareLbProvider
-from engine.config.dns import DnsConfig
 from engine.config.model import ServiceConfig
 from engine.core.clock import ManualClock
 from engine.core.decide import ServiceState

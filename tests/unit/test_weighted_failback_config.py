@@ -44,7 +44,7 @@ def test_bad_weighted_failback_settings_are_refused(weighted: dict[str, Any], wo
 
 
 def test_the_step_is_bounded_by_the_configured_steps_and_skipped_without_them() -> None:
-    """Three steps held 30s and checked 3 × 10s: the step's worst case covers each; no config: skipped."""
+    """Three steps held 30s and checked 3 x 10s: the step's worst case covers each; no config: skipped."""
     sites = {"gcp": {"probes": []}, "azure": {"probes": []}}
     with_it = ServiceConfig.model_validate({"active": "gcp", "sites": sites, "dns": dns(CF_LB, {})})
     spec = next(s for s in switchover_plan(with_it) if s.name == "weighted_failback")
