@@ -5,6 +5,7 @@ epoch compare-and-set in shift_dns; rollback, a rival's edit and the canary's re
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,14 +14,18 @@ from actions.dns.cloudflare_lb import CloudflareLbProvider
 from engine.config.model import ServiceConfig
 from engine.core.clock import ManualClock
 from engine.core.decide import ServiceState
+from engine.core.health import HealthMachine
+from engine.core.model import Observation, SignalKey
 from engine.core.operations import Operation, StepFailed
-from engine.runtime.service import ServiceRuntime
+from engine.runtime.drill_runs import DrillRuns
+from engine.runtime.service import ServiceRuntime, SignalRuntime
 from engine.runtime.weighted_failback import canary, weighted_failback
 from tests.support.cloudflare_lb_fake import CloudflareLbFake
 from tests.support.dns_steps import shift_step
 
 ZONE, HOST = "example.com", "app.example.com"
-WEIGHTED = {"steps": [10, 50, 100], "hold": "60s", "checks": 2, "check_interval": "20s", "canary_percent": 1}
+WEIGHTED = {"steps": [10, 50, 100], "hold": "60s", "checks": 2, "check_interval": "20s", "canary_percent": 1,
+            "canary": True}
 
 
 @pytest.fixture
@@ -156,3 +161,38 @@ async def test_a_canary_sends_one_percent_and_reports_its_errors(world: tuple[An
     clean = await canary(rt, provider, "gcp", clock=script.clock, health=Script([True] * 9).health,
                          sleep=script.sleep)
     assert clean.outcome == "finished" and not clean.failed_checks
+
+
+class ScriptedProbe:
+    """A probe of the standby answering from a list (the real probes are tested in their own modules)."""
+
+    def __init__(self, answers: list[bool]) -> None:
+        self.answers = answers
+
+    async def observe(self) -> Observation:
+        ok = self.answers.pop(0) if self.answers else True
+        return Observation(ok, "200 in 3 ms" if ok else "status 503 not in [200]", 0.0)
+
+
+async def test_the_shadow_drills_canary_check_reports_the_standbys_errors(world: tuple[Any, ...]) -> None:
+    """The drill's canary runs the standby's counting probes (not an info vantage) and reports their errors."""
+    rt, _provider, server, ids = world
+    clock = ManualClock()
+    probe = SignalRuntime(SignalKey("app", "gcp", "http"), 10.0, HealthMachine(1, 1),
+                          probe=ScriptedProbe([True, False]))
+    vantage = SignalRuntime(SignalKey("app", "gcp", "route53"), 10.0, HealthMachine(1, 1), counts=False,
+                            provider="cloudflare_lb", probe=ScriptedProbe([False] * 9))
+    rt.signals = {"gcp": [probe, vantage], "azure": []}
+
+    class Runs(DrillRuns):
+        async def _sleep(self, seconds: float) -> None:
+            clock.advance(seconds)
+
+    runs = Runs()
+    runs.ctx, runs.sleep = SimpleNamespace(clock=clock), runs._sleep  # type: ignore[assignment]
+    ok, detail, data = await runs._canary(rt, "gcp")
+    assert not ok and "status 503 not in [200]" in detail and data["outcome"] == "rolled_back"
+    assert weights(server, ids) == {"gcp": 0.0, "azure": 1.0}
+    probe.probe = ScriptedProbe([True] * 9)
+    ok, detail, data = await runs._canary(rt, "gcp")
+    assert ok and data["outcome"] == "finished" and not data["failed_checks"]
