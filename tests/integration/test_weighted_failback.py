@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from actions.dns.cloudflare_lb import CloudflareLbProvider
+from actions.dns.traffic_manager import TAG, TrafficManagerProvider
 from engine.config.model import ServiceConfig
 from engine.core.clock import ManualClock
 from engine.core.decide import ServiceState
@@ -20,8 +21,10 @@ from engine.core.operations import Operation, StepFailed
 from engine.runtime.drill_runs import DrillRuns
 from engine.runtime.service import ServiceRuntime, SignalRuntime
 from engine.runtime.weighted_failback import canary, weighted_failback
+from tests.support.azure_arm_fake import AzureArmFake
+from tests.support.azure_fake import FakeCredential
 from tests.support.cloudflare_lb_fake import CloudflareLbFake
-from tests.support.dns_steps import shift_step
+from tests.support.dns_steps import _StepsWith, shift_step
 
 ZONE, HOST = "example.com", "app.example.com"
 WEIGHTED = {"steps": [10, 50, 100], "hold": "60s", "checks": 2, "check_interval": "20s", "canary_percent": 1,
@@ -196,3 +199,43 @@ async def test_the_shadow_drills_canary_check_reports_the_standbys_errors(world:
     probe.probe = ScriptedProbe([True] * 9)
     ok, detail, data = await runs._canary(rt, "gcp")
     assert ok and data["outcome"] == "finished" and not data["failed_checks"]
+
+
+async def test_traffic_manager_weighted_failback_then_the_epoch_shift() -> None:
+    """A Weighted Traffic Manager profile (mode enable): weights 10 -> 50 -> 100 % under If-Match at epoch 4,
+    then shift_dns writes epoch 5 on the same profile."""
+    server = AzureArmFake()
+    server.put_profile("shop-tm", [
+        {"name": "gcp-ep", "target": "gcp.example.net", "weight": 1, "endpointStatus": "Disabled"},
+        {"name": "azure-ep", "target": "azure.example.net", "weight": 1000}],
+        routing="Weighted", tags={TAG: "epoch=4 site=azure op=x"})
+    await server.start()
+    section = {"provider": {"type": "traffic_manager", "subscription_id": server.subscription,
+                            "resource_group": server.group, "profile": "shop-tm", "mode": "enable",
+                            "endpoints": {"gcp": "gcp-ep", "azure": "azure-ep"}, "base_url": server.base_url,
+                            "attempts": 1},
+               "records": [{"name": "shop-tm", "type": "CNAME",
+                            "targets": {"gcp": ["gcp.example.net"], "azure": ["azure.example.net"]}}],
+               "weighted_failback": WEIGHTED}
+    config = ServiceConfig.model_validate({"active": "gcp", "sites": {"gcp": {"probes": []}, "azure": {"probes": []}},
+                                           "dns": section})
+    assert config.dns is not None
+    provider = TrafficManagerProvider(config.dns, "shop", credential=FakeCredential())
+    try:
+        rt = ServiceRuntime("shop", config, ServiceState(active="azure", epoch=4))
+        script = Script([True] * 20)
+        op = Operation("op-fb", "shop", "switchover", "azure", "gcp", 4, 5, "operator")
+        outcome = await weighted_failback(rt, op, provider, clock=script.clock, health=script.health,
+                                          sleep=script.sleep)
+        assert not outcome.skipped and not outcome.stand_down
+        assert (await provider.read_weights()).as_dict() == {"gcp": 100, "azure": 0}
+        op.steps["weighted_failback"] = {"state": "done"}
+        shifted = await _StepsWith(provider, config, "shop").shift_dns(op)
+        assert not shifted.stand_down and shifted.data["changed"], shifted.summary
+        with pytest.raises(StepFailed, match="dns_drift"):  # without the weighted step, the same DNS is drift
+            await shift_step(provider, section, service="shop", source="azure", target="gcp", epoch_from=5)
+        state = await provider.read()
+        assert state.epoch.number == 5 and state.site == "gcp"
+    finally:
+        await provider.aclose()
+        await server.stop()
