@@ -77,7 +77,7 @@ class DrillRuns:
 
     async def _probe_standby(self, rt: ServiceRuntime, drill: Drill, standby: str) -> None:
         clock = self.ctx.clock
-        signals = rt.signals.get(standby, [])
+        signals = [s for s in rt.signals.get(standby, []) if s.counts]  # an info vantage is not the engine's
         t0 = clock.monotonic()
         results = await asyncio.gather(*(sig.probe.observe() for sig in signals if sig.probe is not None))
         bad = [f"{sig.key.name}: {obs.reason}" for sig, obs in zip(signals, results, strict=False) if not obs.ok]
@@ -224,7 +224,7 @@ class DrillRuns:
         rounds = 0
         while True:
             rounds += 1
-            signals = rt.signals.get(target, [])
+            signals = [s for s in rt.signals.get(target, []) if s.counts]
             not_up = [f"{s.key.name} {s.machine.describe()}" for s in signals if str(s.machine.state) != "up"]
             ok = drill.check(f"hold:{rounds}:serving", not not_up,
                              f"every signal of {target} is up" if not not_up else "; ".join(not_up), at=clock.now())
