@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from engine.cli.render import _brake_lines
 from engine.core.decide import ServiceState
 from engine.core.health import Health, HealthMachine
 from engine.core.model import SignalKey
@@ -53,3 +54,11 @@ def test_the_vantage_says_where_provider_and_engine_disagree() -> None:
     assert by_site["azure"]["disagreement"] is None and by_site["azure"]["counts_as"] == "vote"
     shown = rt.signals["gcp"][1].to_dict()
     assert shown["counts_as"] == "info" and shown["provider"] == "route53"
+
+
+def test_the_cli_status_names_a_disagreement() -> None:
+    """`failover-engine status` prints one line per disagreement between provider and engine."""
+    lines = _brake_lines({"provider_vantage": [
+        {"site": "gcp", "counts_as": "info", "disagreement": "route53 sees gcp unhealthy while the engine sees it UP"},
+        {"site": "azure", "counts_as": "vote", "disagreement": None}]})
+    assert lines == ["PROVIDER DISAGREES (info): route53 sees gcp unhealthy while the engine sees it UP"]
