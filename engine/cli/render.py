@@ -85,6 +85,9 @@ def _brake_lines(s: dict[str, Any]) -> list[str]:
             lines.append(f"REPLICATION SLOT {slot.get('slot')} on {slot.get('site')} retains "
                          f"{slot.get('retained_bytes')} bytes of WAL (alert at {slot.get('alert_bytes')}): "
                          "see runbooks/replication-slot-retention.md")
+    for seen in s.get("provider_vantage") or ():
+        if seen.get("disagreement"):
+            lines.append(f"PROVIDER DISAGREES ({seen.get('counts_as')}): {seen.get('disagreement')}")
     plan = s.get("scheduled_switchover")
     if plan:
         lines.append(f"switchover to {plan.get('target')} scheduled for {ts(plan.get('at'))} UTC "

@@ -246,6 +246,33 @@ class VerifyConfig(Model):
         return self
 
 
+WEIGHTED_PROVIDERS = ("cloud_dns", "traffic_manager", "route53", "cloudflare_lb")
+
+
+class WeightedFailbackConfig(Model):
+    """Failback in weighted steps (issue 21): the home site gets ``steps`` percent of the traffic in turn,
+    each held ``hold`` with ``checks`` healthy checks of home, rolled back to the standby at the first failure;
+    the shift_dns step then makes the epoch compare-and-set (see docs/providers.md, "Weighted failback")."""
+
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100], min_length=1, max_length=10,
+        description="percent of the traffic to home at each step, growing strictly, ending at 100")
+    hold: Annotated[Duration, positive(DAY)] = Field(30.0, description="how long each step is held")
+    checks: int = Field(3, ge=1, le=100, description="healthy checks of home needed during each hold")
+    check_interval: Annotated[Duration, positive(HOUR)] = Field(10.0, description="time between two checks")
+    canary: bool = Field(False, description="a shadow drill also sends canary_percent of the traffic to the "
+                                            "standby for one hold and reports its errors (then all back)")
+    canary_percent: int = Field(1, ge=1, le=50, description="share a canary drill sends to the standby")
+
+    @model_validator(mode="after")
+    def _steps(self) -> Self:
+        if self.steps != sorted(set(self.steps)):
+            raise rule_error("steps", f"must grow strictly ({self.steps})")
+        if self.steps[-1] != 100:
+            raise rule_error("steps", f"a failback ends at 100 (last step {self.steps[-1]})")
+        return self
+
+
 class DnsConfig(Model):
     """Where a service's records live and how a shift is made and verified."""
 
@@ -259,6 +286,9 @@ class DnsConfig(Model):
     check_interval: Duration = Field(
         15.0, description="every this long (and right after every move) the records are read and compared with "
                           "what the current epoch says they should be; a difference is a dns_drift")
+    # -- weighted failback (issue 21): opt-in, providers with weights only
+    weighted_failback: WeightedFailbackConfig | None = Field(
+        None, description="fail back in weighted steps (cloud_dns, traffic_manager, route53, cloudflare_lb)")
 
     @field_validator("check_interval")
     @classmethod
@@ -296,6 +326,9 @@ class DnsConfig(Model):
         if self.epoch_record is not None and self.fqdn(self.epoch_record) in seen:
             raise rule_error("epoch_record", "must not be one of the records")
         self._routing_rules(sites)
+        if self.weighted_failback is not None and self.provider.type not in WEIGHTED_PROVIDERS:
+            raise rule_error("weighted_failback", f"provider type {self.provider.type} has no weights: a weighted "
+                                                  f"failback needs one of {', '.join(WEIGHTED_PROVIDERS)}")
         return self
 
     def _routing_rules(self, sites: set[str]) -> None:

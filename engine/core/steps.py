@@ -8,8 +8,9 @@ fencing off), so :mod:`engine.core.rto` can add up exactly what the runner will 
   consistency → reconcile → report. The fence must succeed (3 attempts, waiting out the lease when
   the old primary cannot be fenced) when the service has a self-fencing lease or the move asked for
   it (``fence_first``, switchover); otherwise it is best effort.
-- switchover (:func:`switchover_plan`): precheck → lower_ttl → fence → drain → promote → shift_dns →
-  verify_dns → reverse → restore_ttl → reconcile → report.
+- switchover (:func:`switchover_plan`): precheck → lower_ttl → weighted_failback → fence → drain → promote →
+  shift_dns → verify_dns → reverse → restore_ttl → reconcile → report. ``weighted_failback`` runs only for a
+  move home with ``dns.weighted_failback`` (its worst case: every step held, checked, plus a write each).
 
 Pure: config in, tuples out.
 """
@@ -24,8 +25,8 @@ from engine.config.lease import Lease
 from engine.config.model import ServiceConfig
 
 FAILOVER_STEPS = ("precheck", "fence", "promote", "shift_dns", "verify_dns", "consistency", "reconcile", "report")
-SWITCHOVER_STEPS = ("precheck", "lower_ttl", "fence", "drain", "promote", "shift_dns", "verify_dns", "reverse",
-                    "restore_ttl", "reconcile", "report")
+SWITCHOVER_STEPS = ("precheck", "lower_ttl", "weighted_failback", "fence", "drain", "promote", "shift_dns",
+                    "verify_dns", "reverse", "restore_ttl", "reconcile", "report")
 RUNBOOKS = {"failover": FAILOVER_STEPS, "switchover": SWITCHOVER_STEPS}
 # after a crash or an operator's retry: read DNS again, and fence again (the old primary may have been
 # unfenced meanwhile; fencing is idempotent)
@@ -126,6 +127,7 @@ def switchover_plan(svc: ServiceConfig) -> tuple[StepSpec, ...]:
         StepSpec("precheck", timeout=30.0, attempts=3, backoff=0.5, skipped=no_dns),
         StepSpec("lower_ttl", timeout=60.0 + old_ttl, attempts=2, backoff=0.5, skipped=no_dns,
                  source=f"60s + the old TTL {format_duration(old_ttl)}"),
+        weighted_failback_spec(svc),
         StepSpec("fence", timeout=fence_timeout + 5, attempts=3, backoff=0.5, skipped=no_fence),
         StepSpec("drain", timeout=policy.switchover_drain + 5, attempts=1, skipped=no_db),
         StepSpec("promote", timeout=db.promotion.timeout + 5 if db is not None else 120.0, attempts=3, backoff=1.0,
@@ -137,6 +139,17 @@ def switchover_plan(svc: ServiceConfig) -> tuple[StepSpec, ...]:
         StepSpec("reconcile", timeout=1800.0, attempts=1, best_effort=True, skipped=no_db),
         StepSpec("report", timeout=10.0, attempts=1, best_effort=True),
     )
+
+
+def weighted_failback_spec(svc: ServiceConfig) -> StepSpec:
+    """The weighted failback's bounds: each step held ``hold`` and as long as its ``checks`` take, plus 60s a
+    write; skipped without ``dns.weighted_failback`` (the runtime also skips it for a move away from home)."""
+    weighted = svc.dns.weighted_failback if svc.dns is not None else None
+    if weighted is None:
+        return StepSpec("weighted_failback", timeout=10.0, attempts=1, skipped="no dns.weighted_failback")
+    per_step = max(weighted.hold, weighted.checks * weighted.check_interval) + weighted.check_interval + 60.0
+    return StepSpec("weighted_failback", timeout=len(weighted.steps) * per_step, attempts=1,
+                    source=f"{len(weighted.steps)} steps × ({format_duration(per_step)} held, checked and written)")
 
 
 def plan_for(svc: ServiceConfig, *, planned: bool, lease: Lease | None = None, require_fence: bool = False,

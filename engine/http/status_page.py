@@ -159,12 +159,24 @@ def _service(name: str, svc: Mapping[str, Any], op: Mapping[str, Any] | None, no
         parts.append("<h3>replication</h3>" + _signals([svc["replication"]], now))
     shared = svc.get("shared_dependencies") or ()
     parts.append("<h3>shared dependencies</h3>" + (_signals(shared, now) if shared else "<p class=muted>none</p>"))
+    parts.append(_vantage(svc.get("provider_vantage") or ()))
     if recon := svc.get("last_reconciliation"):
         parts.append(f"<h3>last reconciliation</h3><p>{_e(recon.get('sentence'))} "
                      f"<span class=muted>({_clock(recon.get('at'))})</span></p>")
     parts.append(_rto_and_drills(svc))
     parts.append(_operation(op, now) + "</section>")
     return "".join(parts)
+
+
+def _vantage(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The provider's own health checks beside the engine's view of each site, and where they disagree."""
+    body = [f"<tr><td>{_e(v.get('site'))}</td><td>{_e(v.get('provider'))} ({_e(v.get('counts_as'))})</td>"
+            f"<td>{_badge(v.get('provider_health'))}</td><td>{_badge(v.get('engine_health'))}</td>"
+            f"<td>{_e(v.get('disagreement') or 'agree')}</td></tr>" for v in rows]
+    if not body:
+        return ""
+    return "<h3>provider's own health checks</h3>" + _table(("site", "provider", "provider sees", "engine sees",
+                                                             "disagreement"), body, "vantage")
 
 
 def _brakes(svc: Mapping[str, Any]) -> str:

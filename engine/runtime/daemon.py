@@ -211,6 +211,8 @@ class Engine:
         machine = HealthMachine(getattr(probe_cfg, "failure_threshold", None) or svc.policy.failure_threshold,
                                 getattr(probe_cfg, "success_threshold", None) or svc.policy.success_threshold)
         sig = SignalRuntime(key, probe_cfg.interval, machine, meters=self._meters(service, site or "*", signal))
+        if getattr(probe_cfg, "type", None) == "provider_health":  # the provider's vantage: info or a vote
+            sig.provider, sig.counts = probe_cfg.provider.type, probe_cfg.counts_as == "vote"
         self.signals[key] = sig
         if probe is None:
             kind = getattr(probe_cfg, "type", None)

@@ -26,6 +26,7 @@ from engine.runtime.context import RuntimeContext
 from engine.runtime.coordinator import Coordinator
 from engine.runtime.database_watch import Reconciled
 from engine.runtime.service import ServiceRuntime
+from engine.runtime.weighted_failback import canary, report_data
 
 log = structlog.get_logger("engine.drills")
 
@@ -56,6 +57,8 @@ class DrillRuns:
             await self._timed(drill, "dns_change_valid", self._dns_validate(rt, standby))
         if cfg.drills.synthetic is not None:
             await self._timed(drill, "synthetic", self._synthetic(rt, drill.source or rt.state.active, standby))
+        if cfg.dns is not None and cfg.dns.weighted_failback is not None and cfg.dns.weighted_failback.canary:
+            await self._timed(drill, "canary", self._canary(rt, standby))
         failed = [c for c in drill.checks if not c["ok"]]
         drill.state = FAILED if failed else PASSED
         drill.sentence = (f"{len(drill.checks) - len(failed)} of {len(drill.checks)} checks passed"
@@ -74,7 +77,7 @@ class DrillRuns:
 
     async def _probe_standby(self, rt: ServiceRuntime, drill: Drill, standby: str) -> None:
         clock = self.ctx.clock
-        signals = rt.signals.get(standby, [])
+        signals = [s for s in rt.signals.get(standby, []) if s.counts]  # an info vantage is not the engine's
         t0 = clock.monotonic()
         results = await asyncio.gather(*(sig.probe.observe() for sig in signals if sig.probe is not None))
         bad = [f"{sig.key.name}: {obs.reason}" for sig, obs in zip(signals, results, strict=False) if not obs.ok]
@@ -111,6 +114,21 @@ class DrillRuns:
             return False, str(exc), {}
         finally:
             await provider.aclose()
+
+    async def _canary(self, rt: ServiceRuntime, standby: str) -> tuple[bool, str, dict[str, Any]]:
+        """Real traffic, a small share: ``canary_percent`` to the standby for one hold, then all back; its errors
+        are the failed checks (engine.runtime.weighted_failback.canary)."""
+        assert rt.config.dns is not None
+        provider = build_provider(rt.config.dns, rt.name)
+        try:
+            report = await canary(rt, provider, standby, clock=self.ctx.clock, sleep=self.sleep)
+        except DnsError as exc:
+            return False, f"canary not run: {exc}", {}
+        finally:
+            await provider.aclose()
+        errors = f"; {len(report.failed_checks)} failed check(s), last: {report.failed_checks[-1]}" \
+            if report.failed_checks else ""
+        return report.outcome == "finished", report.message + errors, report_data(report)
 
     async def _synthetic(self, rt: ServiceRuntime, primary: str, standby: str) -> tuple[bool, str, dict[str, Any]]:
         synthetic = rt.config.drills.synthetic
@@ -206,7 +224,7 @@ class DrillRuns:
         rounds = 0
         while True:
             rounds += 1
-            signals = rt.signals.get(target, [])
+            signals = [s for s in rt.signals.get(target, []) if s.counts]
             not_up = [f"{s.key.name} {s.machine.describe()}" for s in signals if str(s.machine.state) != "up"]
             ok = drill.check(f"hold:{rounds}:serving", not not_up,
                              f"every signal of {target} is up" if not not_up else "; ".join(not_up), at=clock.now())

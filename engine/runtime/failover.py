@@ -39,7 +39,7 @@ from actions.reconcile.causes import PromotionPoint
 from actions.reconcile.runner import reconcile
 from engine.core.lease_rules import LeaseRelease
 from engine.core.loss import SyncEvidence
-from engine.core.operations import Operation, Outcome, StepFailed, fence_required
+from engine.core.operations import Operation, Outcome, StepFailed, StepState, fence_required
 from engine.runtime.context import RuntimeContext
 from engine.runtime.service import ServiceRuntime
 
@@ -122,7 +122,10 @@ class FailoverSteps:
                 if state.epoch.number != op.epoch_from:
                     return Outcome(f"epoch moved to {state.epoch.number} under us: {state.describe()}",
                                    {"changed": False, "dns": state.describe()}, stand_down=True)
-                if state.site != op.source:  # changed by someone else since the precheck: never overwrite it
+                # changed by someone else since the precheck: never overwrite it (a weighted failback of this
+                # operation put the traffic on the target at this epoch already: the shift writes the epoch)
+                weighted = op.steps.get("weighted_failback", {}).get("state") == StepState.DONE
+                if state.site != op.source and not (weighted and state.site == op.target):
                     raise StepFailed(f"dns_drift: DNS points to {state.site}, not {op.source}, at epoch "
                                      f"{op.epoch_from}: {state.describe()}; not overwriting a foreign change",
                                      retry=False)

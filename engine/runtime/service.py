@@ -17,6 +17,7 @@ from engine.core.health import Health, HealthMachine
 from engine.core.model import Observation, SignalKey
 from engine.core.operations import Operation
 from engine.core.policy import ClusterDecision
+from probes.provider_health import disagreement
 
 
 @dataclass
@@ -27,6 +28,9 @@ class SignalRuntime:
     last: Observation | None = None
     meters: Any = None  # metric children resolved once: labels() per check is costly at scale
     probe: Any = None  # the probe the scheduler drives (a drill runs it once more, out of schedule)
+    # a provider_health probe with counts_as: info is shown (and compared), never part of the site's health
+    counts: bool = True
+    provider: str | None = None  # the traffic provider whose own health check this signal reads
 
     def to_dict(self) -> dict[str, Any]:
         m = self.machine
@@ -40,6 +44,8 @@ class SignalRuntime:
             "failure_threshold": m.failure_threshold,
             "success_threshold": m.success_threshold,
             "interval_s": self.interval,
+            **({} if self.provider is None else {"provider": self.provider,
+                                                 "counts_as": "vote" if self.counts else "info"}),
             "last": None if last is None else {
                 "ok": last.ok, "reason": last.reason, "at": last.at,
                 "latency_ms": round(last.latency_s * 1000, 1), "value": last.value},
@@ -98,7 +104,7 @@ class ServiceRuntime:
 
     def home_up_for(self, now: float) -> float | None:
         """How long every signal of the home site has been up; None when one is not (or there is none)."""
-        signals = self.signals.get(self.config.active, [])
+        signals = [s for s in self.signals.get(self.config.active, []) if s.counts]
         if not signals or any(s.machine.state is not Health.UP for s in signals):
             return None
         return now - max((s.machine.since or now for s in signals), default=now)
@@ -108,10 +114,30 @@ class ServiceRuntime:
         return sorted(name for name, sig in self.shared.items() if sig.machine.state is Health.DOWN)
 
     def snapshot(self, now: float) -> Snapshot:
-        """Freeze the health of every signal; healthy signals are counted, not described."""
+        """Freeze the health of every signal that counts (an ``info`` vantage does not); healthy signals are
+        counted, not described."""
         sites = {}
-        for site, signals in self.signals.items():
+        for site, every in self.signals.items():
+            signals = [s for s in every if s.counts]
             views = tuple(SignalView(s.key.name, s.machine.state, s.machine.describe())
                           for s in signals if s.machine.state is not Health.UP)
             sites[site] = SiteView(site, views, len(signals) - len(views))
         return Snapshot(self.name, now, sites)
+
+    def vantage(self) -> list[dict[str, Any]]:
+        """Each provider_health signal beside the engine's own view of its site (the site's health from the
+        other signals that count), with the sentence where the two disagree (None: they agree or one is unknown)."""
+        out = []
+        for site, every in self.signals.items():
+            readers = [s for s in every if s.provider is not None]
+            for sig in readers:
+                own = [s for s in every if s.counts and s is not sig]
+                views = tuple(SignalView(s.key.name, s.machine.state) for s in own if s.machine.state is not Health.UP)
+                engine = SiteView(site, views, len(own) - len(views)).health
+                provider = {Health.UP: True, Health.DOWN: False}.get(sig.machine.state)
+                engine_up = {Health.UP: True, Health.DOWN: False}.get(engine)
+                out.append({"site": site, "signal": sig.key.name, "provider": sig.provider,
+                            "counts_as": "vote" if sig.counts else "info", "provider_health": str(sig.machine.state),
+                            "engine_health": str(engine),
+                            "disagreement": disagreement(site, sig.provider or "", provider, engine_up)})
+        return out

@@ -166,10 +166,11 @@ class EngineStatus:
                 "sites": {
                     site: {"health": str(snapshot.sites[site].health),
                            "role": "active" if site == rt.state.active else "standby",
-                           "signal_counts": dict(Counter(str(s.machine.state) for s in sigs)),
+                           "signal_counts": dict(Counter(str(s.machine.state) for s in sigs if s.counts)),
                            "signals": [s.to_dict() for s in sigs
                                        if all_signals or s.machine.state is not Health.UP]}
                     for site, sigs in rt.signals.items()},
+                "provider_vantage": rt.vantage() or None,
                 "shared_dependencies": [s.to_dict() for s in rt.shared.values()],
                 "replication": None if rt.replication is None else rt.replication.to_dict(),
                 "synchronous": None if rt.database is None or rt.config.database is None

@@ -4,6 +4,9 @@ precheck     as for a failover (DNS at our starting epoch, pointing at the sourc
 lower_ttl    the records' TTL down to ``switchover_ttl`` (values and epoch untouched), then wait out the
              old TTL, so that after the move resolvers forget the old answer within the low TTL. Skipped
              when the TTL is already that low.
+weighted_failback  only for a move home with ``dns.weighted_failback``: home's share of the traffic in steps
+             (e.g. 10 -> 50 -> 100 %) at the claimed epoch, held and checked, rolled back at the first
+             failure before any database is touched (:mod:`engine.runtime.weighted_failback`).
 fence        the source database read-only and its client sessions ended; this move needs it (no best
              effort, no lease: the source is healthy and reachable).
 drain        a last heartbeat written on the fenced source, waited for on the target
@@ -34,6 +37,7 @@ from actions.reconcile.runner import reconcile
 from engine.core.operations import Operation, Outcome, StepFailed
 from engine.runtime.database_watch import Reconciled
 from engine.runtime.failover import FailoverSteps
+from engine.runtime.weighted_failback import weighted_failback
 
 
 class SwitchoverSteps(FailoverSteps):
@@ -130,3 +134,11 @@ class SwitchoverSteps(FailoverSteps):
         if not prepared.ok:
             raise StepFailed(prepared.sentence, retry=False)
         return Outcome(f"{op.source} is now the standby of {op.target}: {prepared.sentence}", data)
+
+    async def weighted_failback(self, op: Operation) -> Outcome:
+        """A move home with ``dns.weighted_failback``: home's share in steps under this operation's claim,
+        rolled back at the first unhealthy check (engine.runtime.weighted_failback); skipped otherwise."""
+        if self.rt.config.dns is None or self.rt.config.dns.weighted_failback is None:
+            return Outcome.skip("no dns.weighted_failback for this service")
+        async with self._provider() as provider:
+            return await weighted_failback(self.rt, op, provider, clock=self.ctx.clock)

@@ -76,8 +76,8 @@ async def test_switchover_there_and_back_under_load_loses_nothing(cluster: Clust
         assert {v["voter"] for v in op["evidence"]["peer_verdicts"]} == {"engine-azure", "witness"}
         assert all(v["view"]["sites"] == {"gcp": "up", "azure": "up"} for v in op["evidence"]["peer_verdicts"])
         assert op["evidence"]["observations"]["gcp"][0]["state"] == "up" and op["evidence"]["rpo_s"] == 30.0
-        assert set(op["steps"]) == {"precheck", "lower_ttl", "fence", "drain", "promote", "shift_dns",
-                                    "verify_dns", "reverse", "restore_ttl", "reconcile", "report"}
+        assert set(op["steps"]) == {"precheck", "lower_ttl", "weighted_failback", "fence", "drain", "promote",
+                                    "shift_dns", "verify_dns", "reverse", "restore_ttl", "reconcile", "report"}
         assert "every write acknowledged on gcp is on azure" in op["steps"]["drain"]["summary"]
         await asyncio.sleep(1.0)  # writes land on azure now, and flow back to gcp
         await cluster.wait_for("engine-gcp", lambda s: s["services"]["shop"]["replication"]["state"] == "up",

@@ -52,8 +52,8 @@ def test_failover_runs_its_steps_in_order() -> None:
 def test_switchover_runs_its_steps_in_order() -> None:
     """The planned move lowers the TTL first, drains before promoting and reverses replication before restoring."""
     assert names(switchover_plan(service(DNS + DB))) == list(SWITCHOVER_STEPS) == [
-        "precheck", "lower_ttl", "fence", "drain", "promote", "shift_dns", "verify_dns", "reverse", "restore_ttl",
-        "reconcile", "report"]
+        "precheck", "lower_ttl", "weighted_failback", "fence", "drain", "promote", "shift_dns", "verify_dns",
+        "reverse", "restore_ttl", "reconcile", "report"]
 
 
 def test_a_planned_move_runs_the_switchover() -> None:
