@@ -117,7 +117,10 @@ async def test_preconditions_answer_412_with_reasons(cluster: Cluster, replicate
         assert "standby_lagging" in [r["code"] for r in body["reasons"]] or \
             "replication_down" in [r["code"] for r in body["reasons"]], body
     finally:
-        replicated.on_standby(f"ALTER SUBSCRIPTION {replicated.subscription} ENABLE")
+        # a standby with its subscription disabled takes writes outside the active site: the engines fence it as a
+        # stray primary (runbooks/stray-primary.md), so this maintenance session overrides the fence
+        replicated.pair.subscriber.execute(f"ALTER SUBSCRIPTION {replicated.subscription} ENABLE", replicated.dbname,
+                                           force_write=True)
     for vid in cluster.voters:
         await cluster.cut(vid, "azure", "reset")
     await cluster.wait_for("engine-gcp", lambda s: s["services"]["shop"]["sites"]["azure"]["health"] == "down",
