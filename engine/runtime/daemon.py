@@ -45,6 +45,7 @@ from engine.runtime.peering import Peering
 from engine.runtime.probe_scheduler import Scheduler
 from engine.runtime.runbooks import Runbooks
 from engine.runtime.service import ServiceRuntime, SignalRuntime
+from engine.runtime.shared_operator import SharedOperatorState
 from engine.runtime.status import EngineStatus
 from engine.runtime.stray_primary import StrayPrimaryWatch
 from probes.base import Probe
@@ -83,10 +84,11 @@ class Engine:
         self.api_url: str | None = None
         self.peering = Peering(config, self.clock)
         self.peering.on_change = self.poke
-        self.brakes = Brakes(ctx)
+        self.shared = SharedOperatorState(ctx, self.peering)  # peer mode: operator state cluster-wide
+        self.brakes = Brakes(ctx, self.shared)
         self.lease = LeaseWatch(ctx, self.peering)
         self.coordinator = Coordinator(ctx, self.peering, self.brakes, self.lease,
-                                       steps_factory or Runbooks(ctx, self.lease.release))
+                                       steps_factory or Runbooks(ctx, self.lease.release), shared=self.shared)
         self.drills = Drills(ctx, self.peering, self.coordinator)
         self.coordinator.announced_drill = self.drills.announced
         self.moves = Moves(ctx, self.coordinator, self.peering, self.drills.drill_of)
@@ -128,6 +130,7 @@ class Engine:
             self.metrics.active_site.labels(name, rt.state.active).set(1)
             self.metrics.describe_service(name, rpo=svc.policy.rpo, rto_slo=svc.policy.rto_slo,
                                           runbook_deadline=svc.policy.runbook_deadline)
+        self.shared.load()
         self._build_signals()
         if serve_api:
             self._api = ApiServer(EnginePorts(config=cfg, clock=self.clock, view=self.view, journal=journal,
