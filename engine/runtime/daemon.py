@@ -32,6 +32,7 @@ from engine.core.ports import EnginePorts
 from engine.http.app import ApiServer
 from engine.runtime import logs, tracing
 from engine.runtime.brakes import Brakes
+from engine.runtime.cluster_view import ClusterView
 from engine.runtime.context import RuntimeContext
 from engine.runtime.coordinator import Coordinator, StepsFactory
 from engine.runtime.database_watch import DatabaseWatch
@@ -134,7 +135,8 @@ class Engine:
         self._build_signals()
         if serve_api:
             self._api = ApiServer(EnginePorts(config=cfg, clock=self.clock, view=self.view, journal=journal,
-                                              peers=self.peering, operator=self.operator, drills=self.drills))
+                                              peers=self.peering, operator=self.operator, drills=self.drills,
+                                              cluster=ClusterView(ctx, self.peering, self.shared)))
             try:
                 self.api_url = await self._api.start(cfg.instance.listen)
             except OSError as exc:
