@@ -75,15 +75,15 @@ class Brakes:
         await ctx.journal_or_fail().put_state(service, "breaker", {"open": True, "since": now, "reason": reason},
                                                  at=now)
         name = None if service == GLOBAL else service
+        if self.shared is not None and name is not None:
+            await self.shared.publish(ctx.services[name], "breaker", {"open": True, "since": now, "reason": reason},
+                                      "engine")
         for rt in ctx.services.values():
             if name is None or rt.name == name:
                 ctx.metrics.breaker_open.labels(rt.name).set(1)
         message = f"circuit breaker opened{' for ' + service if name else ' for every service'}: {reason}"
         await ctx.record("alert", message, service=name, at=now, data={"breaker": "open", "reason": reason})
         await ctx.notify("page", message, name, {"breaker": "open", "reason": reason})
-        if self.shared is not None and name is not None:
-            await self.shared.publish(ctx.services[name], "breaker", {"open": True, "since": now, "reason": reason},
-                                      "engine")
 
     async def arm(self, rt: ServiceRuntime, now: float, by: str | None = None) -> None:
         """Close the breaker of ``rt`` and the engine-wide one; only moves after ``now`` count again."""
