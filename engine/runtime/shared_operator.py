@@ -95,8 +95,10 @@ class SharedOperatorState:
     async def _note_conflicts(self, rt: ServiceRuntime, found: list[Conflict], now: float) -> None:
         known = {(c.key, c.kept.order, c.overruled.order) for c in self.conflicts.get(rt.name, [])}
         for conflict in found:
-            if (conflict.key, conflict.kept.order, conflict.overruled.order) in known:
+            mark = (conflict.key, conflict.kept.order, conflict.overruled.order)
+            if mark in known:  # seen before, or from another peer in this same round
                 continue
+            known.add(mark)
             self.conflicts.setdefault(rt.name, []).append(conflict)
             del self.conflicts[rt.name][:-16]  # the latest few are shown
             await self.ctx.record("alert", f"{rt.name}: conflicting {conflict.key} at version "
