@@ -8,11 +8,13 @@ rejected before anything reads it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 HealthName = Literal["up", "down", "unknown"]
+_Name = Annotated[str, Field(max_length=64)]
+_Text = Annotated[str, Field(max_length=1024)]
 
 
 class _Strict(BaseModel):
@@ -22,7 +24,7 @@ class _Strict(BaseModel):
 class OperatorStamp(_Strict):
     """One cluster-wide operator key as the sender holds it (engine.core.operator_state.Stamped)."""
 
-    value: dict[str, str | float | int | bool | None] = Field(max_length=16)
+    value: dict[_Name, _Text | float | int | bool | None] = Field(max_length=16)
     version: int = Field(ge=0)
     voter: str = Field(max_length=64)
     at: float

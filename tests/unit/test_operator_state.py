@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from engine.core.operator_state import (
     KEYS,
@@ -16,6 +20,7 @@ from engine.core.operator_state import (
     paused,
     write,
 )
+from engine.core.verdict import ServiceVerdict
 
 
 def stamp(version: int, voter: str, **value: object) -> Stamped:
@@ -111,3 +116,18 @@ def test_any_delivery_order_converges(writes: list[tuple[str, Stamped]], rnd: ob
     half = len(shuffled) // 2
     left, right = merge_all(shuffled[:half]), merge_all(shuffled[half:])
     assert merge(left, right)[0] == merge(right, left)[0] == reference
+
+
+def test_a_verdict_carries_operator_state_and_older_verdicts_still_parse() -> None:
+    """The optional operator field round-trips through JSON; a verdict without it parses; oversized values fail."""
+    body = {"active": "gcp", "epoch": 3, "sites": {"gcp": "up"},
+            "operator": {"pause": {"value": {"paused": True, "until": None, "reason": "x"}, "version": 4,
+                                   "voter": "engine-gcp", "at": 1.5, "by": "alice"}}}
+    got = ServiceVerdict.model_validate(json.loads(json.dumps(body)))
+    assert got.operator is not None and got.operator["pause"].value["until"] is None
+    assert ServiceVerdict.model_validate({"active": "gcp", "epoch": 3, "sites": {}}).operator is None
+    with pytest.raises(ValidationError):
+        ServiceVerdict.model_validate({**body, "operator": {"pause": {**body["operator"]["pause"],  # type: ignore
+                                                                       "value": {"reason": "x" * 5000}}}})
+    with pytest.raises(ValidationError):
+        ServiceVerdict.model_validate({**body, "operator": {"colour": body["operator"]["pause"]}})  # type: ignore
