@@ -28,6 +28,7 @@ from engine.cli.client import (
     _when,
     run,
 )
+from engine.cli.cluster_render import render_cluster
 from engine.cli.render import (
     _path,
     _step_result,
@@ -53,6 +54,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = add("status", "show a running engine's services, sites, signals, peers and quorum", cmd_status)
     p.add_argument("service", nargs="?", help="only this service")
+    p.add_argument("--cluster", action="store_true",
+                   help="every voter's view side by side (GET /v1/cluster), and where they disagree")
 
     _register_moves(add)
 
@@ -142,7 +145,21 @@ def _wait_args(p: argparse.ArgumentParser) -> None:
 
 
 # -- status --------------------------------------------------------------------------------------
+def _cluster_status(args: argparse.Namespace, client: Client) -> int:
+    data = client.get("/v1/cluster")
+    services: dict[str, Any] = data.get("services") or {}
+    if args.service is not None and args.service not in services:
+        raise CliError(EXIT_USAGE, f"{PROG}: no service named {args.service!r}; known: {sorted(services)}")
+    if args.json:
+        emit_json(data if args.service is None else {**data, "services": {args.service: services[args.service]}})
+        return EXIT_OK
+    print(render_cluster(data, args.service))
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
+    if args.cluster:
+        return _cluster_status(args, client)
     data = client.get("/v1/status?signals=all")
     services: dict[str, Any] = data.get("services") or {}
     if args.service is not None:

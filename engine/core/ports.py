@@ -63,6 +63,12 @@ class StatusView(Protocol):
         ...
 
 
+class ClusterPort(Protocol):
+    """Every voter's view side by side (peer mode), and where they disagree."""
+
+    def cluster(self) -> dict[str, Any]: ...
+
+
 class JournalReader(Protocol):
     """Listings out of the journal (events, operations, drills)."""
 
@@ -140,3 +146,4 @@ class EnginePorts:
     peers: PeerInbox
     operator: OperatorPort
     drills: DrillPort
+    cluster: ClusterPort

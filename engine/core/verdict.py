@@ -8,15 +8,27 @@ rejected before anything reads it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 HealthName = Literal["up", "down", "unknown"]
+_Name = Annotated[str, Field(max_length=64)]
+_Text = Annotated[str, Field(max_length=1024)]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class OperatorStamp(_Strict):
+    """One cluster-wide operator key as the sender holds it (engine.core.operator_state.Stamped)."""
+
+    value: dict[_Name, _Text | float | int | bool | None] = Field(max_length=16)
+    version: int = Field(ge=0)
+    voter: str = Field(max_length=64)
+    at: float
+    by: str | None = Field(None, max_length=128)
 
 
 class ServiceVerdict(_Strict):
@@ -35,6 +47,9 @@ class ServiceVerdict(_Strict):
         "sent by an engine of the active site about its local primary: true writable, false down or read-only "
         "(the write lease given up, see engine.core.lease_rules), null unknown or not this engine's to say; "
         "left out when null, so older peers still parse the verdict"))
+    operator: dict[Literal["pause", "breaker", "arm", "drill_lock", "drift_ack"], OperatorStamp] | None = Field(
+        None, description=("the sender's cluster-wide operator state (engine.core.operator_state), each key with "
+                           "its version; left out when null, so older peers still parse the verdict"))
 
 
 class Verdict(_Strict):

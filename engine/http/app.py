@@ -126,6 +126,12 @@ async def status(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
+async def cluster(request: web.Request) -> web.Response:
+    """Every voter's view of every service side by side, with ages, and the fields they disagree on."""
+    only(request, set())
+    return json_response(ports(request).cluster.cluster())
+
+
 async def service(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     services = ports(request).view.status()["services"]
@@ -210,6 +216,7 @@ def build_app(p: EnginePorts) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/services/{name}", service)
+    app.router.add_get("/v1/cluster", cluster)
     app.router.add_get("/v1/events", events)
     app.router.add_get("/v1/operations", operations)
     app.router.add_get("/v1/operations/{id}", operation)

@@ -97,6 +97,9 @@ def build() -> dict[str, Any]:
                                                "schema": {"enum": ["attention", "all"]}}],
                                "responses": {"200": _resp("status", {"$ref": "#/components/schemas/Status"}),
                                              **_errors(*STATUS_ERRORS)}}},
+        "/v1/cluster": {"get": {"summary": "every voter's view of every service side by side (active site, epoch, site "
+                                "health, lag, operator state with versions, age), and where they disagree",
+                                "responses": {"200": _resp("cluster"), **_errors(400, 401)}}},
         "/v1/services/{name}": {"get": {"summary": "one service", "parameters": [NAME],
                                         "responses": {"200": _resp("service"), **_errors(401, 404)}}},
         "/v1/events": {"get": {

@@ -15,6 +15,7 @@ from engine.core.decide import DecisionKind
 from engine.core.policy import ClusterDecision
 from engine.runtime.context import RuntimeContext
 from engine.runtime.service import ServiceRuntime
+from engine.runtime.shared_operator import SharedOperatorState
 
 GLOBAL = "*"  # the journal's service name for engine-wide state (the engine-wide circuit breaker)
 
@@ -24,8 +25,9 @@ def hms(at: Any) -> str:
 
 
 class Brakes:
-    def __init__(self, ctx: RuntimeContext) -> None:
+    def __init__(self, ctx: RuntimeContext, shared: SharedOperatorState | None = None) -> None:
         self.ctx = ctx
+        self.shared = shared  # peer mode: a trip or an arm is published to every voter, a peer's adopted
 
     def breaker(self, rt: ServiceRuntime, now: float) -> dict[str, Any]:
         """The circuit breaker of ``rt`` (and the engine-wide one): open or armed, with the counts."""
@@ -73,6 +75,9 @@ class Brakes:
         await ctx.journal_or_fail().put_state(service, "breaker", {"open": True, "since": now, "reason": reason},
                                                  at=now)
         name = None if service == GLOBAL else service
+        if self.shared is not None and name is not None:
+            await self.shared.publish(ctx.services[name], "breaker", {"open": True, "since": now, "reason": reason},
+                                      "engine")
         for rt in ctx.services.values():
             if name is None or rt.name == name:
                 ctx.metrics.breaker_open.labels(rt.name).set(1)
@@ -80,7 +85,7 @@ class Brakes:
         await ctx.record("alert", message, service=name, at=now, data={"breaker": "open", "reason": reason})
         await ctx.notify("page", message, name, {"breaker": "open", "reason": reason})
 
-    async def arm(self, rt: ServiceRuntime, now: float) -> None:
+    async def arm(self, rt: ServiceRuntime, now: float, by: str | None = None) -> None:
         """Close the breaker of ``rt`` and the engine-wide one; only moves after ``now`` count again."""
         journal = self.ctx.journal_or_fail()
         await journal.put_state(rt.name, "breaker", {"open": False, "armed_at": now}, at=now)
@@ -88,3 +93,5 @@ class Brakes:
         glob = journal.get_state(GLOBAL, "breaker") or {}
         if glob.get("open"):
             await journal.put_state(GLOBAL, "breaker", {"open": False, "armed_at": now}, at=now)
+        if self.shared is not None:
+            await self.shared.publish(rt, "arm", {"armed_at": now}, by)

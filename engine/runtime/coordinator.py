@@ -37,6 +37,7 @@ from engine.runtime.metrics import STATE_VALUE
 from engine.runtime.peering import Peering
 from engine.runtime.runner import RunbookRunner, StepFn
 from engine.runtime.service import ServiceRuntime
+from engine.runtime.shared_operator import SharedOperatorState
 
 log = structlog.get_logger("engine.coordinator")
 
@@ -47,7 +48,7 @@ ServiceHook = Callable[[ServiceRuntime, float], Awaitable[None]]
 class Coordinator:
     def __init__(self, ctx: RuntimeContext, peering: Peering, brakes: Brakes, lease: LeaseWatch,
                  steps_factory: StepsFactory, *, announced_drill: Callable[[str], str | None] = lambda _s: None,
-                 ) -> None:
+                 shared: SharedOperatorState | None = None) -> None:
         self.ctx = ctx
         self.peering = peering
         self.brakes = brakes
@@ -57,6 +58,7 @@ class Coordinator:
         self.before_decide: list[ServiceHook] = []  # e.g. a scheduled switchover that is due (engine.runtime.moves)
         self._op_tasks: set[asyncio.Task[Any]] = set()
         self._timed: set[tuple[object, ...]] = set()  # step attempts already in the duration histogram
+        self.shared = shared  # peer mode: cluster-wide operator state (engine.runtime.shared_operator)
         self.drift = DriftWatch(ctx)  # DNS drift: compared at every sync_dns (engine.runtime.dns_drift)
 
     @property
@@ -73,6 +75,7 @@ class Coordinator:
         for rt in ctx.services.values():
             snapshot = rt.snapshot(now)
             await self._adopt_newer_epoch(rt, now)
+            await self._adopt_operator_state(rt, now)
             own = ServiceVerdict(
                 active=rt.state.active, epoch=rt.state.epoch,
                 sites={site: view.health.value for site, view in snapshot.sites.items()},
@@ -81,7 +84,8 @@ class Coordinator:
                 runbook=self._announced_runbook(rt),
                 halted=rt.operation.id if rt.operation is not None and rt.operation.state is OpState.HALTED
                 else None,
-                primary_writable=await self.lease.local_primary(rt, now))  # False: the write lease given up
+                primary_writable=await self.lease.local_primary(rt, now),  # False: the write lease given up
+                operator=None if self.shared is None else self.shared.stamps(rt.name))
             verdicts[rt.name] = own
             votes = tally(self.peering.voters, own_id, own, self.peering.received_for(rt.name), mono)
             await self._pause_expiry(rt, now)
@@ -154,6 +158,11 @@ class Coordinator:
         await ctx.set_state(rt, ServiceState(rt.state.active, rt.state.epoch, False, rt.state.last_move_at), now,
                                f"{rt.name} resumed: the pause expired at {hms(until)} UTC")
         await ctx.notify("state", f"{rt.name} resumed: the pause expired", rt.name, {"until": until})
+
+    async def _adopt_operator_state(self, rt: ServiceRuntime, now: float) -> None:
+        """Peer mode: take the operator state (pause, breaker, arm, drift acknowledgement) peers changed."""
+        if self.shared is not None:
+            await self.shared.adopt(rt, now)  # applied before this tick decides
 
     def _send(self, verdicts: dict[str, ServiceVerdict]) -> None:
         """Every peer gets this tick's verdict unless its previous one is still on the way (see dispatch)."""

@@ -32,6 +32,7 @@ from engine.core.ports import EnginePorts
 from engine.http.app import ApiServer
 from engine.runtime import logs, tracing
 from engine.runtime.brakes import Brakes
+from engine.runtime.cluster_view import ClusterView
 from engine.runtime.context import RuntimeContext
 from engine.runtime.coordinator import Coordinator, StepsFactory
 from engine.runtime.database_watch import DatabaseWatch
@@ -45,6 +46,7 @@ from engine.runtime.peering import Peering
 from engine.runtime.probe_scheduler import Scheduler
 from engine.runtime.runbooks import Runbooks
 from engine.runtime.service import ServiceRuntime, SignalRuntime
+from engine.runtime.shared_operator import SharedOperatorState
 from engine.runtime.status import EngineStatus
 from engine.runtime.stray_primary import StrayPrimaryWatch
 from probes.base import Probe
@@ -84,10 +86,11 @@ class Engine:
         self.api_url: str | None = None
         self.peering = Peering(config, self.clock)
         self.peering.on_change = self.poke
-        self.brakes = Brakes(ctx)
+        self.shared = SharedOperatorState(ctx, self.peering)  # peer mode: operator state cluster-wide
+        self.brakes = Brakes(ctx, self.shared)
         self.lease = LeaseWatch(ctx, self.peering)
         self.coordinator = Coordinator(ctx, self.peering, self.brakes, self.lease,
-                                       steps_factory or Runbooks(ctx, self.lease.release))
+                                       steps_factory or Runbooks(ctx, self.lease.release), shared=self.shared)
         self.drills = Drills(ctx, self.peering, self.coordinator)
         self.coordinator.announced_drill = self.drills.announced
         self.moves = Moves(ctx, self.coordinator, self.peering, self.drills.drill_of)
@@ -131,10 +134,12 @@ class Engine:
             self.metrics.active_site.labels(name, rt.state.active).set(1)
             self.metrics.describe_service(name, rpo=svc.policy.rpo, rto_slo=svc.policy.rto_slo,
                                           runbook_deadline=svc.policy.runbook_deadline)
+        self.shared.load()
         self._build_signals()
         if serve_api:
             self._api = ApiServer(EnginePorts(config=cfg, clock=self.clock, view=self.view, journal=journal,
-                                              peers=self.peering, operator=self.operator, drills=self.drills))
+                                              peers=self.peering, operator=self.operator, drills=self.drills,
+                                              cluster=ClusterView(ctx, self.peering, self.shared)))
             try:
                 self.api_url = await self._api.start(cfg.instance.listen)
             except OSError as exc:

@@ -8,6 +8,7 @@ refusal is a :class:`~engine.core.ports.Refused` that HTTP turns into its 4xx. N
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from actions.database.failback import prepare_failback as prepare
 from actions.database.fence import unfence as allow_writes
@@ -63,6 +64,7 @@ class Operator:
             await ctx.set_state(rt, state, now, f"{rt.name} {word}{expiry} by {actor}: {reason}")
         await ctx.record("operator", f"{actor} {word} {rt.name}{expiry}: {reason}", service=rt.name, actor=actor,
                          at=now, data={"action": word, "reason": reason, "until": until})
+        await self._publish(rt, "pause", {"paused": paused, "until": until, "reason": reason}, actor)
         ctx.poke()
         return Reply({"service": rt.name, "paused": paused, "until": until})
 
@@ -73,7 +75,7 @@ class Operator:
         ctx = self.ctx
         now = ctx.clock.now()
         before = self.brakes.breaker(rt, now)
-        await self.brakes.arm(rt, now)
+        await self.brakes.arm(rt, now, actor)  # published cluster-wide by the brakes
         was = (f"breaker was open since {before['since']}: {before['reason']}" if before["open"]
                else "breaker was closed")
         await ctx.record("operator", f"{actor} re-armed automatic action for {rt.name} ({was}): {reason}",
@@ -112,7 +114,15 @@ class Operator:
     # -- DNS drift -------------------------------------------------------------------------------
     async def acknowledge_drift(self, service: str, *, actor: str, reason: str) -> Reply:
         """An operator accepts the DNS drift seen now (engine.runtime.dns_drift): audited, covers exactly it."""
-        return await self.coordinator.drift.acknowledge(self._service(service), actor=actor, reason=reason)
+        rt = self._service(service)
+        reply = await self.coordinator.drift.acknowledge(rt, actor=actor, reason=reason)
+        await self._publish(rt, "drift_ack", {"key": rt.dns_drift_ack, "actor": actor, "reason": reason}, actor)
+        return reply
+
+    async def _publish(self, rt: ServiceRuntime, key: str, value: dict[str, Any], actor: str) -> None:
+        """Peer mode: a change made here reaches every voter with the verdicts (engine.runtime.shared_operator)."""
+        if self.coordinator.shared is not None:
+            await self.coordinator.shared.publish(rt, key, value, actor)
 
     # -- failback preparation --------------------------------------------------------------------
     async def prepare_failback(self, service: str, *, actor: str, reason: str,

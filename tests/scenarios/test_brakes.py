@@ -64,7 +64,10 @@ async def test_breaker_stops_a_second_automatic_failover_until_rearmed(cluster: 
     # the second outage within the hour: paged, not acted on; the breaker says why
     for vid in cluster.voters:
         await cluster.cut(vid, "gcp", "reset")
-    status = await cluster.wait_for("engine-azure", lambda s: (svc(s)["breaker"] or {}).get("open") is True,
+    # the trip is journaled (and published to the peers) a moment before the tick's decision: wait for both
+    status = await cluster.wait_for("engine-azure", lambda s: (svc(s)["breaker"] or {}).get("open") is True
+                                    and svc(s)["decision"]["verdict"] == "page"
+                                    and "cool-down" not in svc(s)["decision"]["message"],
                                     timeout=20, what="breaker open")
     shop = svc(status)
     assert shop["decision"]["verdict"] == "page", shop["decision"]
