@@ -19,12 +19,18 @@ pytestmark = pytest.mark.real
 SCHEMA = "CREATE TABLE items (sku text PRIMARY KEY, qty int NOT NULL, updated_at timestamptz DEFAULT now());"
 
 
+def site_probes(db: ReplicatedDb) -> dict[str, Any]:
+    """Each site probed at its own database port (a site needs at least one probe)."""
+    return {"gcp": {"probes": [{"type": "tcp", "host": db.pair.publisher.host, "port": db.pair.publisher.port}]},
+            "azure": {"probes": [{"type": "tcp", "host": db.pair.subscriber.host, "port": db.pair.subscriber.port}]}}
+
+
 def write_config(tmp_path: Path, db: ReplicatedDb, tables: list[dict[str, Any]], **sites: dict[str, Any]) -> Path:
     section = db.database_config(reconcile={"tables": tables})
     for site, extra in sites.items():
         section["sites"][site].update(extra)  # type: ignore[index]
     config = {"instance": {"id": "gcp-1", "site": "gcp"},
-              "services": {"api": {"active": "gcp", "sites": {"gcp": {}, "azure": {}}, "database": section}}}
+              "services": {"api": {"active": "gcp", "sites": site_probes(db), "database": section}}}
     path = tmp_path / "engine.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

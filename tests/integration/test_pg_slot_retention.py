@@ -45,7 +45,10 @@ def config_path(pg_db: ReplicatedDb, tmp_path: Path) -> Path:
         "journal": {"path": str(tmp_path / "journal.db")},
         "services": {"app": {
             "active": "gcp", "policy": {"auto_failover": False},
-            "sites": {"gcp": {"probes": []}, "azure": {"probes": []}},
+            "sites": {"gcp": {"probes": [{"type": "tcp", "host": pg_db.pair.publisher.host,
+                                           "port": pg_db.pair.publisher.port}]},
+                      "azure": {"probes": [{"type": "tcp", "host": pg_db.pair.subscriber.host,
+                                            "port": pg_db.pair.subscriber.port}]}},
             "database": pg_db.database_config(
                 slot_retained_alert="64KiB", heartbeat={"interval": "200ms"},
                 lag_probe={"interval": "1s", "timeout": "500ms", "statement_timeout": "500ms"},
