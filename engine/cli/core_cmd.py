@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import load_or_report
-from engine.config.model import EngineConfig
+
+if TYPE_CHECKING:  # the config model is imported by the commands that load one (quick --help)
+    from engine.config.model import EngineConfig
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -89,6 +91,8 @@ def _check_databases(config: EngineConfig) -> int:
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
+    from engine.config.model import EngineConfig
+
     print(json.dumps(EngineConfig.model_json_schema(), indent=2))
     return 0
 

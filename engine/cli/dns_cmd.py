@@ -12,12 +12,11 @@ object. Exit codes: 0 shown, as expected; 1 a drift (what differs is printed) or
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.common import load_or_report
+from engine.cli.common import load_or_report, run_async
 from engine.cli.journal_view import journal_view
 
 if TYPE_CHECKING:
@@ -65,7 +64,7 @@ def run_show(args: argparse.Namespace) -> int:
             await provider.aclose()
 
     try:
-        state = asyncio.run(read())
+        state = run_async(read())
     except DnsError as exc:
         print(f"dns show {args.service}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
