@@ -41,7 +41,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    config = load_or_report(args.config)
+    config = load_or_report(args.config, unset_ok=True)  # reading needs neither the TSIG nor a peer key
     if config is None:
         return 2
     service = config.services.get(args.service)
@@ -57,7 +57,7 @@ def run_show(args: argparse.Namespace) -> int:
     from actions.dns.provider import build_provider
 
     async def read() -> DnsState:
-        provider = build_provider(dns_config, args.service)
+        provider = build_provider(dns_config, args.service, read_only=True)
         try:
             return await provider.read()
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine import __version__
+from engine.core.event_kinds import EVENT_KINDS
 from engine.http.drill_routes import DrillBody
 from engine.http.openapi_schemas import STATUS_SCHEMAS
 from engine.http.operator_routes import (
@@ -140,7 +141,7 @@ def build() -> dict[str, Any]:
         "/v1/events": {"get": {
             "summary": "the audit log, newest first",
             "parameters": [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
-                ("service", {"type": "string"}), ("kind", {"type": "string"}), ("since", {"type": "number"}),
+                ("service", {"type": "string"}), ("kind", {"enum": list(EVENT_KINDS)}), ("since", {"type": "number"}),
                 ("until", {"type": "number"}), ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
                 ("before_id", {"type": "integer"}))],
             "responses": {"200": _resp("events", {"type": "object", "required": ["events"], "properties": {
