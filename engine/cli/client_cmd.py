@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.core.event_kinds import EVENT_KINDS
 from engine.cli.client import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -40,6 +39,7 @@ from engine.cli.render import (
     table,
     ts,
 )
+from engine.core.event_kinds import EVENT_KINDS
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

@@ -189,7 +189,8 @@ async def test_the_breaker_turns_the_next_automatic_move_into_a_page(journal: Jo
     assert w.rt.state.active == "azure" and len(journal.operations(service="api")) == 1
     assert w.rt.decision is not None and str(w.rt.decision.verdict) == "page"
     assert w.rt.decision.message.endswith("1 automatic failover(s) of api in the last 1h (limit 1); automatic action "
-                                          "is disarmed until an operator re-arms it (`failover-engine arm api --reason ...`)")
+                                          "is disarmed until an operator re-arms it "
+                                          "(`failover-engine arm api --reason ...`)")
     assert w.brakes.breaker(w.rt, w.clock.now())["open"]
 
 
