@@ -98,7 +98,7 @@ UNSET_PLACEHOLDER = "VU5TRVQtRk9SLUEtUkVBRC1PTkxZLUNPTU1BTkQ="
 
 
 def _expand_env(data: Any, env: Mapping[str, str], path: tuple[PathPart, ...],
-                problems: list[tuple[tuple[PathPart, ...], str]] | None) -> Any:
+                problems: list[tuple[tuple[PathPart, ...], str]], unset_ok: bool = False) -> Any:
     if isinstance(data, str):
         def sub(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
@@ -110,15 +110,15 @@ def _expand_env(data: Any, env: Mapping[str, str], path: tuple[PathPart, ...],
                 return env[name]
             if default is not None:
                 return default
-            if problems is None:
+            if unset_ok:
                 return UNSET_PLACEHOLDER
             problems.append((path, f"environment variable {name} is not set"))
             return ""
         return _ENV.sub(sub, data)
     if isinstance(data, dict):
-        return {k: _expand_env(v, env, (*path, str(k)), problems) for k, v in data.items()}
+        return {k: _expand_env(v, env, (*path, str(k)), problems, unset_ok) for k, v in data.items()}
     if isinstance(data, list):
-        return [_expand_env(v, env, (*path, i), problems) for i, v in enumerate(data)]
+        return [_expand_env(v, env, (*path, i), problems, unset_ok) for i, v in enumerate(data)]
     return data
 
 
@@ -182,7 +182,7 @@ def parse_config(text: str, *, source: str = "<config>", env: Mapping[str, str] 
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", "the file must hold a mapping (key: value) at the top", 1)])
     env_problems: list[tuple[tuple[PathPart, ...], str]] = []
-    data = _expand_env(data, env, (), None if unset_ok else env_problems)
+    data = _expand_env(data, env, (), env_problems, unset_ok)
     found: list[tuple[tuple[PathPart, ...], str]] = list(env_problems)
     try:
         config = EngineConfig.model_validate(data)
