@@ -98,7 +98,8 @@ class Coordinator:
                 decision = await self.brakes.brake(rt, decision, now)
             await self.note_decision(rt, decision, now, snapshot)
             if decision.acting and ctx.config.instance.role == "engine" and rt.operation is None:
-                await self.start_operation(rt, decision, now, trigger="auto")
+                # the decision sentence is the automatic operation's reason (an operator's is typed)
+                await self.start_operation(rt, decision, now, trigger="auto", reason=decision.message)
         self._send(verdicts)
 
     @staticmethod
