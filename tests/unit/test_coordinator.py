@@ -124,6 +124,7 @@ async def test_a_failover_runs_every_step_and_moves_the_service(journal: Journal
     assert w.rt.decision is not None and w.rt.decision.message.startswith("failover api gcp -> azure")
     ops = journal.operations(service="api")
     assert [(o["state"], o["trigger"]) for o in ops] == [("done", "auto")]
+    assert ops[0]["reason"] == w.rt.decision.message  # an automatic operation's reason: the decision sentence
 
 
 async def test_while_the_active_site_is_up_it_holds(journal: Journal) -> None:
