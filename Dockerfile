@@ -57,7 +57,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    FAILOVER_ENGINE_HEALTH_URL=http://127.0.0.1:8080/healthz
+    FAILOVER_ENGINE_HEALTH_URL=http://127.0.0.1:8080/healthz \
+    FAILOVER_LISTEN=0.0.0.0:8080
+# FAILOVER_LISTEN: the example configs listen on loopback unless told otherwise; in a container the peers
+# must reach the port, so every interface, and the configs then require api tokens (FAILOVER_API_*_SHA256).
 
 # Installed from the builder's wheels only (--no-index): this stage never reaches a package index, and the
 # wheels are mounted for this one step, so they do not end up in a layer.

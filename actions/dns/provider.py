@@ -16,6 +16,7 @@ from typing import Protocol
 from actions.dns.state import DnsState
 from actions.dns.verify import Verifier
 from engine.config.dns import DnsConfig, RecordConfig, split_server
+from engine.config.loader import UNSET_PLACEHOLDER
 from engine.core.clock import Clock
 
 
@@ -56,13 +57,15 @@ class DnsProvider(Protocol):
         ...
 
 
-def build_provider(config: DnsConfig, service: str) -> DnsProvider:
-    """The provider for ``config`` (the ``dns:`` section of service ``service``)."""
+def build_provider(config: DnsConfig, service: str, *, read_only: bool = False) -> DnsProvider:
+    """The provider for ``config`` (the ``dns:`` section of service ``service``). ``read_only``: only
+    reads follow (``dns show``); an RFC 2136 provider then signs its queries only when its TSIG secret
+    was given (BIND answers unsigned queries; updates always need the key)."""
     kind = config.provider.type
     if kind == "rfc2136":
         from actions.dns.rfc2136 import Rfc2136Provider
 
-        return Rfc2136Provider(config, service)
+        return Rfc2136Provider(config, service, sign_queries=not read_only or _has_tsig(config))
     if kind == "cloud_dns":
         from actions.dns.cloud_dns import CloudDnsProvider
 
@@ -94,3 +97,8 @@ def build_verifier(config: DnsConfig, *, clock: Clock | None = None) -> Verifier
     if config.provider.type == "rfc2136":
         discover_from = split_server(config.provider.servers[0], config.provider.port)
     return Verifier(config, discover_from=discover_from, clock=clock)
+
+
+def _has_tsig(config: DnsConfig) -> bool:
+    tsig = getattr(config.provider, "tsig", None)
+    return tsig is not None and tsig.secret.get_secret_value() != UNSET_PLACEHOLDER

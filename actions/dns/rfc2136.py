@@ -91,12 +91,13 @@ class Rfc2136Provider:
     """Reads and shifts a service's records on a server that speaks RFC 2136 with TSIG."""
 
     def __init__(self, config: DnsConfig, service: str,
-                 *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, sign_queries: bool = True) -> None:
         if not isinstance(config.provider, Rfc2136Config):
             raise TypeError("Rfc2136Provider needs an rfc2136 provider config")
         self._config = config
         self._p: Rfc2136Config = config.provider
         self._sleep = sleep
+        self._sign_queries = sign_queries  # False: a read-only use without the TSIG secret (dns show)
         self._service = service
         self._salt = new_op()
         self._zone = dns.name.from_text(self._p.zone)
@@ -151,7 +152,11 @@ class Rfc2136Provider:
         raise DnsUnavailable(f"{what}: no answer after {tries} tr{'y' if tries == 1 else 'ies'} ({last})")
 
     async def _query(self, name: str, rdtype: str, server: Server, attempts: int | None) -> dns.message.Message:
-        response = await self._exchange(lambda: self._sign(dns.message.make_query(name, rdtype)),
+        def build() -> dns.message.Message:
+            query = dns.message.make_query(name, rdtype)
+            return self._sign(query) if self._sign_queries else query
+
+        response = await self._exchange(build,
                                         f"query {name.rstrip('.')} {rdtype}", server, attempts=attempts)
         rcode = response.rcode()
         host, port = server

@@ -169,13 +169,27 @@ def _connection_parent() -> argparse.ArgumentParser:
     return p
 
 
+_SPAN_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_SPAN_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
 def _positive(raw: str) -> float:
+    """A positive span of time: seconds (``90``, ``2.5``) or a duration (``10m``, ``1h30m``, ``250ms``)."""
+    text = raw.strip().replace(" ", "")
     try:
-        value = float(raw)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+        pos, value = 0, 0.0
+        for match in _SPAN_PART.finditer(text):
+            if match.start() != pos:
+                break
+            value += float(match.group(1)) * _SPAN_UNITS[match.group(2)]
+            pos = match.end()
+        if not text or pos != len(text):
+            raise argparse.ArgumentTypeError(
+                f"not a duration: {raw!r} (seconds, or e.g. 30s, 10m, 1h30m)") from None
     if not 0 < value < 1e6:
-        raise argparse.ArgumentTypeError(f"must be positive: {raw!r}")
+        raise argparse.ArgumentTypeError(f"must be positive and under 1e6 seconds: {raw!r}")
     return value
 
 

@@ -40,6 +40,7 @@ from engine.cli.render import (
     table,
     ts,
 )
+from engine.core.event_kinds import EVENT_KINDS
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -69,7 +70,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
             expiry = p.add_mutually_exclusive_group()
             expiry.add_argument("--until", type=_later,
                                 help="resume by itself then (epoch seconds, ISO 8601, or from now: 30m, 2h)")
-            expiry.add_argument("--ttl", type=_positive, help="resume by itself after this many seconds")
+            expiry.add_argument("--ttl", type=_positive, help="resume by itself after this long (10m, 2h, or seconds)")
+            p.add_argument("--replace", action="store_true",
+                           help="replace the pause in force (without it a second pause is refused)")
         p.set_defaults(kind=kind)
 
     for kind, what in (("arm", "re-arm automatic action after the circuit breaker opened"),
@@ -85,7 +88,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = add("events", "the audit log, newest first", cmd_events)
     p.add_argument("--service")
-    p.add_argument("--kind", help="e.g. decision, operator, runbook, alert")
+    p.add_argument("--kind", choices=EVENT_KINDS, metavar="KIND", help=f"one of: {', '.join(EVENT_KINDS)}")
     p.add_argument("--since", type=_when, help="epoch seconds, ISO 8601 (UTC) or an age (15m, 2h, 1d)")
     p.add_argument("--until", type=_when, help="same forms as --since")
     p.add_argument("--limit", type=int, default=50, help="events per page, 1..1000 (default 50)")
@@ -204,6 +207,8 @@ def cmd_pause(args: argparse.Namespace, client: Client) -> int:
         body["until"] = args.until
     if getattr(args, "ttl", None) is not None:
         body["ttl"] = args.ttl
+    if getattr(args, "replace", False):
+        body["replace"] = True
     _, data = client.post(f"/v1/services/{_path(args.service)}/{args.kind}", body)
     if args.json:
         emit_json(data)
@@ -275,7 +280,7 @@ def cmd_move(args: argparse.Namespace, client: Client) -> int:
             emit_json(data)
         else:
             print(f"{args.kind} of {args.service} to {data.get('target')} scheduled for {ts(data['scheduled_at'])} "
-                  f"UTC; cancel it through POST /v1/services/{args.service}/switchover with cancel: true")
+                  f"UTC; cancel it with `{PROG} switchover {args.service} --cancel --reason ...`")
         return EXIT_OK
     op_id = data.get("operation")
     if not op_id:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import load_or_report
-from engine.config.model import EngineConfig
+
+if TYPE_CHECKING:  # the config model is imported by the commands that load one (quick --help)
+    from engine.config.model import EngineConfig
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    run = sub.add_parser("run", help="run the engine (without --config: the demo, kept up until Ctrl-C)")
-    run.add_argument("--config", "-c", help="the instance's YAML config (default: the built-in demo)")
-    run.add_argument("--seconds", type=float, help="demo only: stay up this many seconds after the story")
+    run = sub.add_parser("run", help="run the engine with an instance's config (the demo: `failover-engine demo`)")
+    run.add_argument("--config", "-c", help="the instance's YAML config (required)")
     run.add_argument("--new-journal", action="store_true",
                      help="begin a new journal when the configured one is gone or cannot be read (recorded as an "
                           "event; the old file is kept aside). Without it such an engine refuses to start")
@@ -67,6 +68,11 @@ def _check_config(args: argparse.Namespace) -> int:
                   + (1 if svc.database is not None else 0) for svc in config.services.values())
     print(f"{args.file}: ok ({config.instance.id} in {config.instance.site}, "
           f"{len(config.services)} service(s), {signals} signal(s), {len(config.peers)} peer(s))")
+    from engine.core.exposure import listener_warnings
+
+    for warning in listener_warnings(config.instance.listen, tokens=len(config.api.tokens),
+                                     tls=config.instance.tls is not None):
+        print(f"warning: {warning}")
     from engine.core.rto import worst_case_rtos
 
     for estimate in worst_case_rtos(config):  # what these numbers cost when a site fails, beside the SLO
@@ -92,6 +98,8 @@ def _check_databases(config: EngineConfig) -> int:
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
+    from engine.config.model import EngineConfig
+
     print(json.dumps(EngineConfig.model_json_schema(), indent=2))
     return 0
 
@@ -100,10 +108,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.runtime import logs
     from engine.runtime.daemon import Engine, StartupError
 
-    if args.config is None:
-        from engine.demo import run_demo
-
-        return run_demo(args.seconds, keep_running=args.seconds is None)
+    if args.config is None:  # never start something else than what was asked for: the demo is its own command
+        print("failover-engine run: give the instance's config with --config FILE (the built-in demo is "
+              "`failover-engine demo`)", file=sys.stderr)
+        return 2
     config = load_or_report(args.config)
     if config is None:
         return 2

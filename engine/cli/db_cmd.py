@@ -19,15 +19,16 @@ table was compared. ``reconcile --check``: 0 ready, 1 a table would be refused, 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.cli.common import load_or_report
+from engine.cli.common import load_or_report, run_async
 from engine.cli.journal_view import journal_view
-from engine.config.database import DatabaseConfig
+
+if TYPE_CHECKING:  # loaded with the config by the commands that need it (quick --help)
+    from engine.config.database import DatabaseConfig
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -100,12 +101,12 @@ def run_init(args: argparse.Namespace) -> int:
     if found is None:
         return 2
     try:
-        steps = asyncio.run(setup_replication(*found))
+        steps = run_async(setup_replication(*found))
         for step in steps:
             print(f"{step.name}: {step.status}: {step.detail}")
         if any(step.status == "failed" for step in steps):
             return 1
-        result = asyncio.run(init_database(*found))
+        result = run_async(init_database(*found))
     except Exception as exc:  # an internal error is never success
         print(f"db init failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
@@ -130,7 +131,7 @@ def run_reinit(args: argparse.Namespace) -> int:
         return 2
     known = journal_view(config.journal.path, args.service)
     active = str(known.get("active") or service.active)
-    result = asyncio.run(reinit_subscription(service.database, args.site, active, dry_run=args.dry_run))
+    result = run_async(reinit_subscription(service.database, args.site, active, dry_run=args.dry_run))
     if args.json:
         print(json.dumps({"ok": result.ok, "sentence": result.sentence, "refusals": list(result.plan.refusals),
                           "plan": [{"site": s, "sql": q} for s, q in result.plan.statements],
@@ -154,10 +155,10 @@ def run_reconcile(args: argparse.Namespace) -> int:
     database, primary = found
     try:
         if args.check:
-            checked = asyncio.run(preflight(database, service=args.service, primary=primary))
+            checked = run_async(preflight(database, service=args.service, primary=primary))
             print(checked.render())
             return checked.exit_code
-        result = asyncio.run(reconcile(database, service=args.service, primary=primary, now=time.time(),
+        result = run_async(reconcile(database, service=args.service, primary=primary, now=time.time(),
                                        watermark=None if args.no_watermark else "auto"))
     except Exception as exc:  # an internal error is never "no differences"
         print(f"reconciliation failed: {type(exc).__name__}: {exc}", file=sys.stderr)

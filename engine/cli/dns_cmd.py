@@ -12,12 +12,11 @@ object. Exit codes: 0 shown, as expected; 1 a drift (what differs is printed) or
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.common import load_or_report
+from engine.cli.common import load_or_report, run_async
 from engine.cli.journal_view import journal_view
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    config = load_or_report(args.config)
+    config = load_or_report(args.config, unset_ok=True)  # reading needs neither the TSIG nor a peer key
     if config is None:
         return 2
     service = config.services.get(args.service)
@@ -58,14 +57,14 @@ def run_show(args: argparse.Namespace) -> int:
     from actions.dns.provider import build_provider
 
     async def read() -> DnsState:
-        provider = build_provider(dns_config, args.service)
+        provider = build_provider(dns_config, args.service, read_only=True)
         try:
             return await provider.read()
         finally:
             await provider.aclose()
 
     try:
-        state = asyncio.run(read())
+        state = run_async(read())
     except DnsError as exc:
         print(f"dns show {args.service}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,9 @@ def cmd_run(args: argparse.Namespace, client: Client) -> int:
                 print(f"  - {r.get('code')}: {r.get('detail')}")
         return EXIT_OK if data.get("would") == "start" else EXIT_REFUSED
     drill_id = str(data.get("drill"))
+    if isinstance(data.get("hold_s"), int | float) and not args.json:
+        print(f"note: a full drill holds {args.service} on the standby for {secs(data['hold_s'])} "
+              "(drills.full.hold) before failing back; it takes at least that long", file=sys.stderr)
     if not args.wait:
         if args.json:
             emit_json(data)
@@ -89,12 +94,13 @@ def cmd_run(args: argparse.Namespace, client: Client) -> int:
         print(f"{args.kind} drill {drill_id} of {args.service} started")
     deadline = time.monotonic() + args.wait_timeout
     seen = 0
+    last: dict[str, bool] = {}  # per check (its round stripped): the result printed last
     while True:
         drill = client.get(f"/v1/drills/{_path(drill_id)}")
         checks = drill.get("checks") or []
         if not args.json:
-            for c in checks[seen:]:
-                print(f"  {'ok    ' if c.get('ok') else 'FAILED'} {c.get('check')}: {c.get('detail')}")
+            for line in new_check_lines(checks[seen:], last):
+                print(line)
         seen = len(checks)
         if drill.get("state") != "running":
             break
@@ -106,6 +112,23 @@ def cmd_run(args: argparse.Namespace, client: Client) -> int:
     else:
         print(render_drill(drill, checks=False))
     return EXIT_OK if drill.get("state") == "passed" else EXIT_REFUSED
+
+
+def new_check_lines(checks: list[dict[str, Any]], last: dict[str, bool]) -> list[str]:
+    """One line per change: a check repeated every round of the hold (``hold:17:serving``) is printed
+    when it first appears and again only when its result changes, with the rounds it stayed the same."""
+    out = []
+    for c in checks:
+        name = str(c.get("check"))
+        key = re.sub(r":\d+:", ":", name)
+        ok = bool(c.get("ok"))
+        if last.get(key) is ok:
+            continue
+        last[key] = ok
+        round_ = re.search(r":(\d+):", name)
+        where = f" (from round {round_.group(1)})" if round_ else ""
+        out.append(f"  {'ok    ' if ok else 'FAILED'} {key}{where}: {c.get('detail')}")
+    return out
 
 
 def cmd_list(args: argparse.Namespace, client: Client) -> int:

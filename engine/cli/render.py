@@ -128,8 +128,7 @@ def render_status(data: dict[str, Any]) -> str:
         out.append(table(["SITE", "ROLE", "HEALTH", "SIGNAL", "STATE", "FAILS", "LATENCY", "LAST"], rows, "  "))
         rec = s.get("last_reconciliation")
         if isinstance(rec, dict) and rec:
-            out.append("  last reconciliation: " + ", ".join(f"{k} {_cell(v)}" for k, v in rec.items()
-                                                              if not isinstance(v, dict | list)))
+            out.append(f"  {reconciliation_sentence(rec)}")
     peers = data.get("peers") or []
     if peers:
         out.append("")
@@ -137,6 +136,17 @@ def render_status(data: dict[str, Any]) -> str:
                          [[p.get("id"), _ago(p.get("heard_age_s")), _ago(p.get("sent_age_s")), p.get("last_error")]
                           for p in peers]))
     return "\n".join(out)
+
+
+def reconciliation_sentence(rec: dict[str, Any]) -> str:
+    """The last reconciliation as one sentence: when, which pair, how long, and what it found."""
+    pair = (f" of {rec['primary']} (primary) against {rec['standby']}"
+            if rec.get("primary") and rec.get("standby") else "")
+    took = f", took {secs(rec['seconds'])}" if isinstance(rec.get("seconds"), int | float) else ""
+    when = f" at {ts(rec['at'])} UTC" if isinstance(rec.get("at"), int | float) else ""
+    found = rec.get("sentence") or {True: "the databases were identical", False: "the databases differed",
+                                    None: "no result recorded"}.get(rec.get("identical"), "no result recorded")
+    return f"Last reconciliation{pair}{when}{took}: {str(found).rstrip('.')}."
 
 
 def _signal_row(sig: dict[str, Any]) -> list[Any]:

@@ -92,8 +92,13 @@ def _line_map(node: yaml.Node | None, prefix: tuple[PathPart, ...] = (),
     return out
 
 
+# read-only commands (``dns show``): an unset ${VAR} becomes this instead of an error. Valid base64 and
+# long enough for any key rule, so the model loads; a caller checks for it before using a secret.
+UNSET_PLACEHOLDER = "VU5TRVQtRk9SLUEtUkVBRC1PTkxZLUNPTU1BTkQ="
+
+
 def _expand_env(data: Any, env: Mapping[str, str], path: tuple[PathPart, ...],
-                problems: list[tuple[tuple[PathPart, ...], str]]) -> Any:
+                problems: list[tuple[tuple[PathPart, ...], str]], unset_ok: bool = False) -> Any:
     if isinstance(data, str):
         def sub(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
@@ -105,13 +110,15 @@ def _expand_env(data: Any, env: Mapping[str, str], path: tuple[PathPart, ...],
                 return env[name]
             if default is not None:
                 return default
+            if unset_ok:
+                return UNSET_PLACEHOLDER
             problems.append((path, f"environment variable {name} is not set"))
             return ""
         return _ENV.sub(sub, data)
     if isinstance(data, dict):
-        return {k: _expand_env(v, env, (*path, str(k)), problems) for k, v in data.items()}
+        return {k: _expand_env(v, env, (*path, str(k)), problems, unset_ok) for k, v in data.items()}
     if isinstance(data, list):
-        return [_expand_env(v, env, (*path, i), problems) for i, v in enumerate(data)]
+        return [_expand_env(v, env, (*path, i), problems, unset_ok) for i, v in enumerate(data)]
     return data
 
 
@@ -161,9 +168,10 @@ def _message(err: Mapping[str, Any]) -> str:
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def parse_config(text: str, *, source: str = "<config>",
-                 env: Mapping[str, str] | None = None) -> EngineConfig:
-    """Parse YAML text into a config, or raise :class:`ConfigError` listing every problem."""
+def parse_config(text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None,
+                 unset_ok: bool = False) -> EngineConfig:
+    """Parse YAML text into a config, or raise :class:`ConfigError` listing every problem. With
+    ``unset_ok`` (read-only commands) an unset ``${VAR}`` is :data:`UNSET_PLACEHOLDER`, not an error."""
     env = os.environ if env is None else env
     try:
         data = yaml_safe_load(text)
@@ -174,7 +182,7 @@ def parse_config(text: str, *, source: str = "<config>",
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", "the file must hold a mapping (key: value) at the top", 1)])
     env_problems: list[tuple[tuple[PathPart, ...], str]] = []
-    data = _expand_env(data, env, (), env_problems)
+    data = _expand_env(data, env, (), env_problems, unset_ok)
     found: list[tuple[tuple[PathPart, ...], str]] = list(env_problems)
     try:
         config = EngineConfig.model_validate(data)
@@ -214,8 +222,9 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> EngineConfig:
-    """Read and parse a config file."""
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None,
+                unset_ok: bool = False) -> EngineConfig:
+    """Read and parse a config file (``unset_ok``: see :func:`parse_config`)."""
     file = Path(path)
     try:
         with file.open("rb") as handle:
@@ -230,4 +239,4 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
         line = raw[:exc.start].count(b"\n") + 1
         raise ConfigError(str(file), [Problem("", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
                                                   f"{exc.start})", line)]) from None
-    return parse_config(text, source=str(file), env=env)
+    return parse_config(text, source=str(file), env=env, unset_ok=unset_ok)

@@ -115,7 +115,7 @@ def drift_refusal(f: ServiceFacts) -> Refusal | None:
     if f.dns_drift is None:
         return None
     return Refusal("dns_drift", f"dns_drift: {f.dns_drift}; check who changed the records, then acknowledge it "
-                   f"(POST /v1/services/{f.service}/acknowledge-drift or `failover-engine acknowledge-drift`)")
+                   f"(`failover-engine acknowledge-drift {f.service} --reason ...`)")
 
 
 def cannot_act(f: ServiceFacts) -> Refusal | None:

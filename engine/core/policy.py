@@ -146,7 +146,8 @@ def _blocked_by_halted(decision: ClusterDecision, service: str, halted: tuple[st
                                decision.reasons, decision.evidence)
     grounds = decision.message.rsplit("; ", 1)[0]  # without "... acts": nobody does
     return ClusterDecision(DecisionKind.PAGE, f"halted: {said}; nothing moves for {service} until an operator "
-                           f"retries or aborts it (POST /v1/operations/{op_id}/retry or /abort); the rules say: "
+                           f"retries or aborts it (`failover-engine operation {op_id} --retry` or `--abort`); "
+                           "the rules say: "
                            f"{grounds}", decision.target, None, False, ("operation halted",), decision.evidence)
 
 

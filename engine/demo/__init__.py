@@ -1,4 +1,4 @@
-"""``failover-engine demo`` (and ``failover-engine run`` without a config): the engine's story on one machine.
+"""``failover-engine demo``: the engine's story on one machine.
 
 On 127.0.0.1 only, it starts two sample sites (gcp, azure), an authoritative DNS for example.test
 (BIND when installed, else the small built-in server of :mod:`engine.demo.dns_server`), a PostgreSQL 15

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from engine.core.event_kinds import EVENT_KINDS
 from engine.core.peer_auth import MAX_BODY as MAX_VERDICT
 from engine.core.peer_auth import Rejected
 from engine.core.ports import EnginePorts
@@ -149,6 +150,9 @@ async def events(request: web.Request) -> web.Response:
     unknown = known_service(request, svc)
     if unknown is not None:
         return unknown
+    kind = request.query.get("kind")
+    if kind is not None and kind not in EVENT_KINDS:
+        return error(400, "bad_request", f"no event kind {kind!r}; the kinds are: {', '.join(EVENT_KINDS)}")
     rows = ports(request).journal.events(
         service=svc, kind=request.query.get("kind"), since=number(request, "since", float),
         until=number(request, "until", float), before_id=number(request, "before_id", int),

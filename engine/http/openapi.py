@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from engine import __version__
+from engine.core.event_kinds import EVENT_KINDS
 from engine.http.drill_routes import DrillBody
+from engine.http.openapi_schemas import STATUS_SCHEMAS
 from engine.http.operator_routes import (
     FailbackBody,
     FailoverBody,
@@ -48,14 +50,48 @@ STATUS_ERRORS = (400, 401)
 WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
 
 
+TAGS = {"health": "liveness, readiness and metrics for the platform", "status": "what the engine sees now",
+        "audit": "the audit log and the runbooks", "operator": "operator actions on a service",
+        "operations": "halted runbooks", "drills": "shadow and full drills", "peers": "engine to engine"}
+OPERATION_IDS = {
+    ("get", "/healthz"): ("getHealth", "health"), ("get", "/readyz"): ("getReadiness", "health"),
+    ("get", "/metrics"): ("getMetrics", "health"), ("get", "/openapi.json"): ("getOpenApi", "health"),
+    ("get", "/"): ("getStatusPage", "status"), ("get", "/v1/status"): ("getStatus", "status"),
+    ("get", "/v1/cluster"): ("getCluster", "status"),
+    ("get", "/v1/services/{name}"): ("getService", "status"), ("get", "/v1/events"): ("listEvents", "audit"),
+    ("get", "/v1/operations"): ("listOperations", "audit"), ("get", "/v1/operations/{id}"): ("getOperation", "audit"),
+    ("post", "/v1/drills"): ("startDrill", "drills"), ("get", "/v1/drills"): ("listDrills", "drills"),
+    ("get", "/v1/drills/{id}"): ("getDrill", "drills"), ("get", "/v1/drills/{id}/report"): ("getDrillReport", "drills"),
+    ("post", "/v1/peer/verdict"): ("postPeerVerdict", "peers"),
+}
+
+
+def _camel(verb: str) -> str:
+    return "".join(part.capitalize() for part in verb.split("-"))
+
+
+def _name_operations(paths: dict[str, Any]) -> None:
+    """An operationId and a tag on every operation: fixed names above, else ``<verb>Service`` for a
+    service action and ``<verb>Operation`` for a runbook action (a new path without a name fails here)."""
+    for path, methods in paths.items():
+        for method, op in methods.items():
+            if (method, path) in OPERATION_IDS:
+                op["operationId"], tag = OPERATION_IDS[(method, path)]
+            elif path.startswith("/v1/services/{name}/"):
+                camel = _camel(path.rsplit("/", 1)[1])
+                op["operationId"], tag = f"{camel[0].lower()}{camel[1:]}Service", "operator"
+            elif path.startswith("/v1/operations/{id}/"):
+                op["operationId"], tag = f"{path.rsplit('/', 1)[1]}Operation", "operations"
+            else:
+                raise ValueError(f"no operationId for {method.upper()} {path}")
+            op["tags"] = [tag]
+
+
 def build() -> dict[str, Any]:
     schemas: dict[str, Any] = {
+        **STATUS_SCHEMAS,
         "Error": {"type": "object", "required": ["error", "detail"],
                   "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
-        "Status": {"type": "object", "required": ["instance", "time", "services"],
-                   "properties": {"instance": {"type": "object"}, "time": {"type": "number"},
-                                  "healthy": {"type": "boolean"}, "quorum": {"type": ["boolean", "null"]},
-                                  "peers": {"type": "array"}, "services": {"type": "object"}}},
         "Event": {"type": "object", "required": ["id", "at", "kind", "message"],
                   "properties": {"id": {"type": "integer"}, "at": {"type": "number"},
                                  "service": {"type": ["string", "null"]}, "kind": {"type": "string"},
@@ -101,11 +137,15 @@ def build() -> dict[str, Any]:
                                 "health, lag, operator state with versions, age), and where they disagree",
                                 "responses": {"200": _resp("cluster"), **_errors(400, 401)}}},
         "/v1/services/{name}": {"get": {"summary": "one service", "parameters": [NAME],
-                                        "responses": {"200": _resp("service"), **_errors(401, 404)}}},
+                                        "responses": {"200": _resp("service", {"allOf": [
+                                            {"$ref": "#/components/schemas/ServiceStatus"},
+                                            {"type": "object", "required": ["name"],
+                                             "properties": {"name": {"type": "string"}}}]}),
+                                                      **_errors(401, 404)}}},
         "/v1/events": {"get": {
             "summary": "the audit log, newest first",
             "parameters": [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
-                ("service", {"type": "string"}), ("kind", {"type": "string"}), ("since", {"type": "number"}),
+                ("service", {"type": "string"}), ("kind", {"enum": list(EVENT_KINDS)}), ("since", {"type": "number"}),
                 ("until", {"type": "number"}), ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
                 ("before_id", {"type": "integer"}))],
             "responses": {"200": _resp("events", {"type": "object", "required": ["events"], "properties": {
@@ -181,6 +221,7 @@ def build() -> dict[str, Any]:
         "summary": "peers only: an HMAC-signed verdict (X-Failover-Timestamp, X-Failover-Signature)",
         "security": [], "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object"}}}},
         "responses": {"200": _resp("accepted"), **_errors(401, 413)}}}
+    _name_operations(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "failover-engine", "version": __version__,
@@ -188,5 +229,6 @@ def build() -> dict[str, Any]:
         "components": {"schemas": schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
+        "tags": [{"name": t, "description": d} for t, d in TAGS.items()],
         "paths": paths,
     }

@@ -33,6 +33,7 @@ class PauseBody(Body):
     reason: str = Field(min_length=3, max_length=500)
     until: float | None = Field(None, description="resume by itself at this time (epoch seconds)")
     ttl: float | None = Field(None, gt=0, le=30 * 86400, description="resume by itself after this many seconds")
+    replace: bool = Field(False, description="replace the pause in force (else a second pause is refused, 409)")
 
 
 class FailbackBody(Body):
@@ -93,7 +94,7 @@ def action(model: type[M]) -> Callable[[ActionFn[M]], Handler]:
 @action(PauseBody)
 async def pause(request: web.Request, service: str, body: PauseBody) -> Reply:
     return await ports(request).operator.pause(service, actor=actor(request), reason=body.reason, until=body.until,
-                                               ttl=body.ttl)
+                                               ttl=body.ttl, replace=body.replace)
 
 
 @action(ReasonBody)

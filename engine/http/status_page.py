@@ -42,6 +42,7 @@ background:#e3e7ec;color:#3b4654}.up,.done,.yes,.active{background:#d5f2dc;color
 .site{flex:1 1 380px;border:1px solid #e1e6ec;border-radius:5px;padding:4px 10px}
 .track{position:relative;height:14px;min-width:220px;background:#eef1f4;border-radius:3px}
 .bar{position:absolute;top:2px;height:10px;min-width:3px;border-radius:2px;background:#7a8694}
+.serving{font-size:22px;margin:2px 0 8px}.active-site{font-size:30px;color:#17642d;letter-spacing:.5px}
 .bar.done{background:#2f9e4f}.bar.started{background:#3a6fd8}.bar.failed{background:#d93025}.bar.skipped{background:#e0a000}
 """
 
@@ -84,14 +85,33 @@ def _signal_rows(signals: Iterable[Mapping[str, Any]], now: float) -> Iterable[s
     for s in signals:
         last = s.get("last") or {}
         yield (f"<tr><td>{_e(s.get('name'))}</td><td>{_badge(s.get('state'))}</td>"
-               f"<td class=n>{_e(s.get('consecutive_failures'))}/{_e(s.get('failure_threshold'))}</td>"
-               f"<td class=n>{_e(s.get('consecutive_successes'))}/{_e(s.get('success_threshold'))}</td>"
+               f"<td>{_e(streak(s))}</td>"
                f"<td>{_e(last.get('reason'))}</td><td class=n>{_num(last.get('latency_ms'), unit=' ms')}</td>"
                f"<td class=n>{_age(now, last.get('at'))}</td></tr>")
 
 
+def _times(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def streak(s: Mapping[str, Any]) -> str:
+    """The signal's run of results in words, and what it takes to change state: "failed 2 checks in a row
+    (down after 3)", "passed 3185 checks in a row" (instead of the bare counts "2/3", "3185/2")."""
+    fails, oks = s.get("consecutive_failures"), s.get("consecutive_successes")
+    state = str(s.get("state"))
+    if isinstance(fails, int) and fails > 0:
+        need = s.get("failure_threshold")
+        tail = f" (down after {need})" if state != "down" and isinstance(need, int) else ""
+        return f"failed {_times(fails, 'check')} in a row{tail}"
+    if isinstance(oks, int) and oks > 0:
+        need = s.get("success_threshold")
+        tail = f" (up after {need})" if state != "up" and isinstance(need, int) else ""
+        return f"passed {_times(oks, 'check')} in a row{tail}"
+    return "not checked yet"
+
+
 def _signals(signals: Iterable[Mapping[str, Any]], now: float) -> str:
-    head = ("signal", "state", "failures", "successes", "last reason", "latency", "observed")
+    head = ("signal", "state", "recent checks", "last reason", "latency", "observed")
     return _table(head, _signal_rows(signals, now), "signals")
 
 
@@ -142,6 +162,8 @@ def _service(name: str, svc: Mapping[str, Any], op: Mapping[str, Any] | None, no
                                                                                 ("executor", "executor"))
                     if decision.get(key))
     parts = [f'<section class="service" id="service-{_e(name)}"><h2>service {_e(name)}</h2>',
+             f'<p class=serving>served from <strong class=active-site>{_e(svc.get("active"))}</strong>'
+             f'<span class=muted> · epoch {_e(svc.get("epoch"))}</span></p>',
              f"<p class=facts><span>active {_badge(svc.get('active'), 'active')}</span>"
              f"<span>epoch <b class=epoch>{_e(svc.get('epoch'))}</b></span>"
              f"<span>paused {_badge('yes' if svc.get('paused') else 'no', 'failover' if svc.get('paused') else '')}"

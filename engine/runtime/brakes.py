@@ -65,7 +65,8 @@ class Brakes:
             await self.trip(GLOBAL, reason, now)
         if reason is None:
             return decision
-        reason += f"; automatic action is disarmed until an operator re-arms it (POST /v1/services/{rt.name}/arm)"
+        reason += (f"; automatic action is disarmed until an operator re-arms it "
+                   f"(`failover-engine arm {rt.name} --reason ...`)")
         message = decision.message.replace("; this instance acts", "")
         return ClusterDecision(DecisionKind.PAGE, f"paging: {message}; not moving: {reason}", decision.target, None,
                                False, (*decision.reasons, reason), decision.evidence)

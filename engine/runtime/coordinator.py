@@ -103,8 +103,8 @@ class Coordinator:
                 decision = await self.brakes.brake(rt, decision, now)
             await self.note_decision(rt, decision, now, snapshot)
             if decision.acting and ctx.config.instance.role == "engine" and rt.operation is None:
-                try:
-                    await self.start_operation(rt, decision, now, trigger="auto")
+                try:  # the decision sentence is the automatic operation's reason (an operator's is typed)
+                    await self.start_operation(rt, decision, now, trigger="auto", reason=decision.message)
                 except Refused as exc:  # another starter claimed the service first: its runbook goes on
                     log.info("automatic move not started", service=rt.name, reason=exc.refusal.detail)
         self._send(verdicts)

@@ -28,6 +28,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 
@@ -90,7 +91,10 @@ class Drills(DrillRuns):
     async def start(self, service: str, kind: str, *, actor: str, reason: str) -> Reply:
         rt = self._service(service)
         drill = await self.begin(rt, kind, trigger="manual", actor=actor, reason=reason)
-        return Reply({"drill": drill.id, "service": rt.name, "kind": drill.kind, "state": drill.state}, "accepted")
+        body: dict[str, Any] = {"drill": drill.id, "service": rt.name, "kind": drill.kind, "state": drill.state}
+        if kind == "full":  # say how long the standby will serve before the failback (a user waits that long)
+            body["hold_s"] = rt.config.drills.full.hold
+        return Reply(body, "accepted")
 
     def _peer_busy(self, rt: ServiceRuntime) -> list[str]:
         out = []

@@ -100,7 +100,7 @@ class LeaseWatch:
             rt.self_fenced = {"at": ctx.clock.now(), "epoch": rt.state.epoch, "reason": reason}
             await ctx.journal_or_fail().put_state(rt.name, "self_fenced", rt.self_fenced, at=ctx.clock.now())
             message = (f"{rt.name}: self-fenced the database in {site} ({result.sentence}); {reason}. It stays "
-                       f"fenced until an operator unfences it (POST /v1/services/{rt.name}/unfence)")
+                       f"fenced until an operator unfences it (`failover-engine unfence {rt.name} --reason ...`)")
         else:
             self._self_fence_retry_at[rt.name] = ctx.clock.monotonic() + SELF_FENCE_RETRY
             message = (f"{rt.name}: self-fencing the database in {site} FAILED: {result.sentence}; {reason}; "

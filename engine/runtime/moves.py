@@ -28,6 +28,7 @@ from engine.core.operations import fence_required
 from engine.core.policy import ClusterDecision
 from engine.core.ports import Refused, Reply
 from engine.core.steps import names, plan_for
+from engine.core.switchover_gates import switchover_gates
 from engine.runtime.context import RuntimeContext
 from engine.runtime.coordinator import Coordinator
 from engine.runtime.evidence import decision_context
@@ -174,7 +175,8 @@ class Moves:
         if dry_run:
             return Reply({"dry_run": True, "service": rt.name, "source": rt.state.active, "target": target,
                           "would": "refuse" if problems else "start", "plan": names(plan_for(rt.config, planned=True)),
-                          "gates": [], "reasons": [f"{p.code}: {p.detail}" for p in problems],
+                          "gates": switchover_gates(self.facts(rt), target).to_list(),
+                          "reasons": [f"{p.code}: {p.detail}" for p in problems],
                           "preconditions": [{**p.to_dict(), "status": 412 if p.kind == "precondition" else 409}
                                             for p in problems]})
         if problems:

@@ -23,6 +23,10 @@ from engine.runtime.moves import Moves
 from engine.runtime.service import ServiceRuntime
 
 
+def _expiry(until: float | None) -> str:
+    return "" if until is None else f"until {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(until))} UTC"
+
+
 class Operator:
     def __init__(self, ctx: RuntimeContext, coordinator: Coordinator, brakes: Brakes, moves: Moves) -> None:
         self.ctx = ctx
@@ -37,8 +41,10 @@ class Operator:
         return self.moves.service(name)
 
     # -- pause and resume ------------------------------------------------------------------------
-    async def pause(self, service: str, *, actor: str, reason: str, until: float | None, ttl: float | None) -> Reply:
-        """Pause, optionally with an expiry (``until`` or ``ttl``): the engine then resumes by itself."""
+    async def pause(self, service: str, *, actor: str, reason: str, until: float | None, ttl: float | None,
+                    replace: bool = False) -> Reply:
+        """Pause, optionally with an expiry (``until`` or ``ttl``): the engine then resumes by itself. A
+        pause in force is replaced only with ``replace`` (else refused, saying the current one)."""
         rt = self._service(service)
         now = self.ctx.clock.now()
         if until is not None and ttl is not None:
@@ -46,17 +52,24 @@ class Operator:
         until = until if until is not None else (now + ttl if ttl is not None else None)
         if until is not None and not now < until <= now + 30 * 86400:
             raise Refused("invalid", "until must be in the future, at most 30 days ahead", "invalid")
+        if rt.state.paused and not replace:
+            current = rt.paused_until
+            raise Refused("already_paused", f"{rt.name} is already paused {_expiry(current) or 'with no expiry'}; "
+                          "send replace: true (CLI: --replace) to replace that pause", until=current)
         return await self._set_paused(rt, True, actor, reason, until)
 
     async def resume(self, service: str, *, actor: str, reason: str) -> Reply:
-        return await self._set_paused(self._service(service), False, actor, reason, None)
+        rt = self._service(service)
+        if not rt.state.paused:
+            raise Refused("not_paused", f"nothing to do: {rt.name} is not paused")
+        return await self._set_paused(rt, False, actor, reason, None)
 
     async def _set_paused(self, rt: ServiceRuntime, paused: bool, actor: str, reason: str,
                           until: float | None) -> Reply:
         ctx = self.ctx
         now = ctx.clock.now()
         word = "paused" if paused else "resumed"
-        expiry = f" until {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(until))} UTC" if until is not None else ""
+        expiry = f" {_expiry(until)}" if until is not None else ""
         rt.paused_until = until
         await ctx.journal_or_fail().put_state(rt.name, "paused_until", until, at=now)
         if rt.state.paused != paused:
@@ -75,6 +88,10 @@ class Operator:
         ctx = self.ctx
         now = ctx.clock.now()
         before = self.brakes.breaker(rt, now)
+        if not before["open"]:  # arming a closed breaker would forget the moves it counts: refused
+            raise Refused("not_open", f"nothing to do: the circuit breaker of {rt.name} is closed "
+                          f"({before['auto_failovers_in_window']} of {before['limit']} automatic failover(s) in "
+                          "its window); its count stays as it is")
         await self.brakes.arm(rt, now, actor)  # published cluster-wide by the brakes
         was = (f"breaker was open since {before['since']}: {before['reason']}" if before["open"]
                else "breaker was closed")

@@ -51,6 +51,22 @@ def test_show_prints_records_site_and_epoch(
     assert out[4] == "epoch: 1 (site gcp, op -, record _failover-epoch.app.example.test)"
 
 
+def test_show_reads_without_the_tsig_secret_or_a_peer_key(
+        bind_zone: NamedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Reading needs no secret: with the TSIG and peer key variables unset, `dns show` still reads (exit 0)."""
+    monkeypatch.delenv("DNS_TSIG_SECRET", raising=False)
+    monkeypatch.delenv("PEER_KEY_UNSET", raising=False)
+    path = Path(write_config(tmp_path, bind_zone))
+    document = yaml.safe_load(path.read_text())
+    document["peers"] = [{"id": "e2", "url": "http://127.0.0.1:9", "role": "engine", "site": "azure",
+                          "key": "${PEER_KEY_UNSET}"}]
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    assert main(["dns", "show", "--config", str(path), "shop"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "service shop: zone example.test, points to gcp"
+
+
 def test_show_json(bind_zone: NamedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                    capsys: pytest.CaptureFixture[str]) -> None:
     """`dns show --json` prints one JSON object with the records, the site and the epoch."""

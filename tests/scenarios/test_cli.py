@@ -47,7 +47,8 @@ def test_check_config_ok_and_missing_secret() -> None:
     """The example config passes with its secret set and names the variable when it is not."""
     secrets = {"FAILOVER_PEER_KEY_GCP_AZURE": "k" * 32, "FAILOVER_PEER_KEY_GCP_WITNESS": "w" * 32,
                "CLOUDFLARE_API_TOKEN": "t", "PGPASSWORD": "p",
-               "SLACK_WEBHOOK_URL": "https://hooks.example/x", "PAGER_WEBHOOK_URL": "https://pager.example/x"}
+               "SLACK_WEBHOOK_URL": "https://hooks.example/x", "PAGER_WEBHOOK_URL": "https://pager.example/x",
+               "FAILOVER_API_ONCALL_SHA256": "a" * 64, "FAILOVER_API_VIEWER_SHA256": "b" * 64}
     ok = cli("check-config", "config/gcp.yaml", env=secrets)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("config/gcp.yaml: ok (engine-gcp in gcp")
@@ -60,7 +61,7 @@ def test_check_config_ok_and_missing_secret() -> None:
                             timeout=60)
     assert result.returncode == 2
     assert result.stderr.splitlines()[1:] == [
-        "  line 17: peers[1].key: environment variable FAILOVER_PEER_KEY_GCP_WITNESS is not set"]
+        "  line 19: peers[1].key: environment variable FAILOVER_PEER_KEY_GCP_WITNESS is not set"]
 
 
 def test_run_with_bad_config_exits_2(tmp_path: Path) -> None:

@@ -95,6 +95,23 @@ async def test_cli_client_against_a_cluster(cluster: Cluster, tmp_path: Path) ->
     assert lines[1].split()[3:6] == ["shop", "operator", "alice"]
     r = await cli("events", "--since", "10m", "--limit", "1", **viewer)
     assert r.returncode == 0 and "older events: add --before-id" in r.stdout
+    r = await cli("events", "--kind", "bogus", **viewer)
+    assert r.returncode == 2 and "bogus" in r.stderr and "runbook" in r.stderr, r.stderr
+
+    # a second pause replaces the first only with --replace; resume and arm with nothing to do say so
+    r = await cli("pause", "shop", "--reason", "first window", "--ttl", "10m", *op)
+    assert r.returncode == 0 and "until" in r.stdout, r.stderr
+    r = await cli("pause", "shop", "--reason", "second window", *op)
+    assert r.returncode == 1 and "already paused until" in r.stderr and "--replace" in r.stderr, r.stderr
+    r = await cli("pause", "shop", "--reason", "second window", "--ttl", "1h", "--replace", *op)
+    assert r.returncode == 0, r.stderr
+    r = await cli("resume", "shop", "--reason", "done", *op)
+    assert r.returncode == 0, r.stderr
+    r = await cli("resume", "shop", "--reason", "again", *op)
+    assert r.returncode == 1 and "nothing to do: shop is not paused" in r.stderr, r.stderr
+    r = await cli("arm", "shop", "--reason", "just in case", *op)
+    assert r.returncode == 1 and "nothing to do: the circuit breaker of shop is closed" in r.stderr, r.stderr
+    assert "POST" not in r.stderr
 
     # dry run: the gates table and the plan, nothing changed
     r = await cli("failover", "shop", "--reason", "planned drill", "--dry-run", "--fence-first", *op)

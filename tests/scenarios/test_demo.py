@@ -208,7 +208,9 @@ def test_every_voter_config_the_demo_writes_is_valid(tmp_path: Path, voter: str,
     assert [t.role for t in config.api.tokens] == ["operator", "viewer"]
 
 
-def test_run_without_config_and_demo_call_the_same_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_needs_a_config_and_demo_calls_the_demo(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`run` without --config exits 2 pointing at `demo` (it never starts the demo); `demo` runs it."""
     import engine.demo
     from engine.cli import main
 
@@ -219,12 +221,11 @@ def test_run_without_config_and_demo_call_the_same_demo(monkeypatch: pytest.Monk
         return 0
 
     monkeypatch.setattr(engine.demo, "run_demo", fake)
-    assert main(["run"]) == 0
-    assert main(["run", "--seconds", "5"]) == 0
+    assert main(["run"]) == 2
+    assert "--config" in capsys.readouterr().err
     assert main(["demo"]) == 0
     assert main(["demo", "--keep-running", "--dns", "builtin", "--no-database"]) == 0
-    assert calls == [(None, {"keep_running": True}), (5.0, {"keep_running": False}),
-                     (None, {"keep_running": False, "dns": "auto", "database": True}),
+    assert calls == [(None, {"keep_running": False, "dns": "auto", "database": True}),
                      (None, {"keep_running": True, "dns": "builtin", "database": False})]
 
 

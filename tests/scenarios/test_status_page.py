@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from engine.core.steps import FAILOVER_STEPS
-from engine.http.status_page import render
+from engine.http.status_page import render, streak
 from tests.support.chromium import dom_text, dump_dom, screenshot
 from tests.support.cluster import Cluster
 
@@ -177,3 +177,22 @@ async def test_page_follows_a_failover_in_chromium(tmp_path: Path) -> None:
         print("pages seen during the failover:", seen)
     finally:
         await c.stop()
+
+
+def test_the_active_site_is_prominent_and_counts_are_words() -> None:
+    """The service says where it is served from in large type; a signal's counts read as a sentence."""
+    page = render(_status(), [], {})
+    assert re.search(r"<p class=serving>served from <strong class=active-site>gcp</strong>", page)
+    text = dom_text(page)
+    assert "passed 7 checks in a row" in text and "7/2" not in text
+
+
+def test_streak_says_what_it_takes_to_change_state() -> None:
+    """Failures below the threshold say when the signal goes down; an up signal's run needs no threshold."""
+    assert streak({"state": "up", "consecutive_failures": 2, "failure_threshold": 3}) == (
+        "failed 2 checks in a row (down after 3)")
+    assert streak({"state": "down", "consecutive_failures": 0, "consecutive_successes": 1,
+                   "success_threshold": 2}) == "passed 1 check in a row (up after 2)"
+    assert streak({"state": "up", "consecutive_failures": 0, "consecutive_successes": 3185}) == (
+        "passed 3185 checks in a row")
+    assert streak({"state": "unknown"}) == "not checked yet"

@@ -152,7 +152,8 @@ def test_every_example_config_parses(path: Path) -> None:
                                     "FAILOVER_PEER_KEY_AZURE_WITNESS": "a" * 32, "CLOUDFLARE_API_TOKEN": "t",
                                     "PGPASSWORD": "p", "TSIG_SECRET": "c2VjcmV0",
                                     "SLACK_WEBHOOK_URL": "https://hooks.example/x",
-                                    "PAGER_WEBHOOK_URL": "https://pager.example/x"})
+                                    "PAGER_WEBHOOK_URL": "https://pager.example/x",
+                                    "FAILOVER_API_ONCALL_SHA256": "a" * 64, "FAILOVER_API_VIEWER_SHA256": "b" * 64})
     assert isinstance(config, EngineConfig)
     assert config.services
 

@@ -125,6 +125,7 @@ async def test_a_failover_runs_every_step_and_moves_the_service(journal: Journal
     assert w.rt.decision is not None and w.rt.decision.message.startswith("failover api gcp -> azure")
     ops = journal.operations(service="api")
     assert [(o["state"], o["trigger"]) for o in ops] == [("done", "auto")]
+    assert ops[0]["reason"] == w.rt.decision.message  # an automatic operation's reason: the decision sentence
 
 
 async def test_while_the_active_site_is_up_it_holds(journal: Journal) -> None:
@@ -190,7 +191,8 @@ async def test_the_breaker_turns_the_next_automatic_move_into_a_page(journal: Jo
     assert w.rt.state.active == "azure" and len(journal.operations(service="api")) == 1
     assert w.rt.decision is not None and str(w.rt.decision.verdict) == "page"
     assert w.rt.decision.message.endswith("1 automatic failover(s) of api in the last 1h (limit 1); automatic action "
-                                          "is disarmed until an operator re-arms it (POST /v1/services/api/arm)")
+                                          "is disarmed until an operator re-arms it "
+                                          "(`failover-engine arm api --reason ...`)")
     assert w.brakes.breaker(w.rt, w.clock.now())["open"]
 
 

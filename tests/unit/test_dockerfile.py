@@ -34,7 +34,8 @@ JOURNAL_DIR = "/var/lib/failover-engine"
 CONFIG_PATH = "/etc/failover-engine/engine.yaml"
 DUMMY_ENV = {"FAILOVER_PEER_KEY_GCP_AZURE": "k" * 32, "FAILOVER_PEER_KEY_GCP_WITNESS": "w" * 32,
              "FAILOVER_PEER_KEY_AZURE_WITNESS": "a" * 32, "CLOUDFLARE_API_TOKEN": "t", "PGPASSWORD": "p",
-             "SLACK_WEBHOOK_URL": "https://hooks.example/x", "PAGER_WEBHOOK_URL": "https://pager.example/x"}
+             "SLACK_WEBHOOK_URL": "https://hooks.example/x", "PAGER_WEBHOOK_URL": "https://pager.example/x",
+             "FAILOVER_API_ONCALL_SHA256": "a" * 64, "FAILOVER_API_VIEWER_SHA256": "b" * 64}
 
 
 # -- a small Dockerfile reader -------------------------------------------------------------------
@@ -298,11 +299,15 @@ def test_port_volume_and_example_configs_agree(dockerfile: Dockerfile) -> None:
     for v in dockerfile.final.all("VOLUME"):
         volumes += exec_form(v.args) if v.args.startswith("[") else v.args.split()
     assert JOURNAL_DIR in volumes
+    image_env = dict(re.findall(r"(\w+)=(\S+)", " ".join(e.args for e in dockerfile.final.all("ENV"))))
     for name in EXAMPLE_INSTANCES:
-        config = load_config(ROOT / "config" / name, env=DUMMY_ENV)
+        assert load_config(ROOT / "config" / name, env=DUMMY_ENV).instance.listen.startswith("127.0.0.1:"), (
+            f"config/{name}: loopback unless FAILOVER_LISTEN says otherwise")
+        config = load_config(ROOT / "config" / name, env={**DUMMY_ENV, "FAILOVER_LISTEN": image_env["FAILOVER_LISTEN"]})
         port = int(config.instance.listen.rpartition(":")[2])
         assert port in exposed, f"config/{name} listens on {port}, the image exposes {sorted(exposed)}"
         assert config.instance.listen.startswith("0.0.0.0:"), f"config/{name}: listen on every interface in a container"
+        assert config.api.tokens, f"config/{name}: a listener off loopback needs api tokens"
         assert config.journal.path.startswith(JOURNAL_DIR + "/"), f"config/{name}: journal outside the volume"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 
@@ -9,7 +10,7 @@ import pytest
 
 from engine.config import ConfigError, parse_config
 from engine.core.drill_calendar import drill_timing, next_fire, previous_fire
-from engine.http.drill_report import render_report
+from engine.http.drill_report import BAR_W, render_report, timeline_svg
 
 MINIMAL = """
 instance: {id: gcp-1, site: gcp}
@@ -144,3 +145,12 @@ def test_report_draws_each_phase_against_its_slo_and_escapes_everything() -> Non
     assert "20.00s / SLO 10s MISSED" in text and "0.40s / SLO 15s" in text
     assert "worst-case RTO from the configuration: 42.5s" in text
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # no external asset
+
+
+def test_the_timeline_keeps_short_steps_visible_next_to_a_long_slo() -> None:
+    """On the log-scale timeline a 1 s phase beside a 15-minute SLO is a bar of at least a tenth of the width."""
+    svg = timeline_svg([{"phase": "dns", "seconds": 1.0, "slo_s": 900.0, "met": True},
+                        {"phase": "hold", "seconds": 900.0, "slo_s": 900.0, "met": True}])
+    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', svg)]
+    assert widths[0] >= BAR_W / 10 and widths[1] == pytest.approx(BAR_W)
+    assert "log scale" in svg

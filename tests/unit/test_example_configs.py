@@ -32,6 +32,8 @@ DUMMY_ENV = {  # one dummy per variable the example configs may reference
     "SLACK_WEBHOOK_URL": "https://hooks.slack.example/services/T000/B000/dummy",
     "PAGER_WEBHOOK_URL": "https://pager.example/hooks/dummy",
     "TSIG_SECRET": "ZHVtbXktdHNpZy1zZWNyZXQ=",  # base64, for an RFC 2136 provider
+    "FAILOVER_API_ONCALL_SHA256": "a" * 64,  # the api tokens' hashes (failover-engine hash-token)
+    "FAILOVER_API_VIEWER_SHA256": "b" * 64,
 }
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 SECRET_KEYS = {"key", "api_token", "password", "secret"}

@@ -163,9 +163,9 @@ def test_a_halted_operation_is_told_as_halted_never_this_instance_acts() -> None
                        rpo_applies=True, halted=("api-e4-abc", "failover of api stuck at fence: lease"))
     assert d.verdict is DecisionKind.PAGE and not d.acting and d.executor is None
     assert d.message == ("halted: operation api-e4-abc is halted (failover of api stuck at fence: lease); nothing "
-                         "moves for api until an operator retries or aborts it (POST /v1/operations/api-e4-abc/retry "
-                         "or /abort); the rules say: failover api gcp -> azure: 2 of 3 voters see gcp down (need 2), "
-                         "2 see azure up")
+                         "moves for api until an operator retries or aborts it (`failover-engine operation "
+                         "api-e4-abc --retry` or `--abort`); the rules say: failover api gcp -> azure: 2 of 3 voters "
+                         "see gcp down (need 2), 2 see azure up")
 
 
 def test_a_halted_operation_is_named_beside_a_hold() -> None:
