@@ -19,6 +19,7 @@ from engine.config.dns import DnsConfig
 from engine.config.drills import DrillsConfig
 from engine.config.lease import Lease, lease_for
 from engine.config.probes import ProbeConfig
+from engine.config.runbook import StepBudgets
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
@@ -148,6 +149,9 @@ class PolicyConfig(Model):
         5.0, description="a switchover needs the standby at most this far behind")
     switchover_drain: Annotated[Duration, positive(HOUR)] = Field(30.0, description=(
         "how long a switchover waits, writes fenced, for the standby to apply the last of them"))
+    # issue 19: the failover steps' budgets, read by engine.core.steps (runner and worst-case RTO alike)
+    steps: StepBudgets = Field(default_factory=StepBudgets, description=(
+        "timeouts and attempts of the failover steps traffic waits for (precheck, promote, shift_dns)"))
 
 
 class SiteConfig(Model):
