@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from actions.dns import propagation_worst_s
+from engine.cli.render import render_status
 from engine.config import EngineConfig, parse_config
 from engine.core.rto import worst_case_rto
 from engine.core.steps import failover_plan
@@ -128,3 +129,16 @@ def test_check_config_warns_above_the_slo_and_strict_fails(tmp_path: Path) -> No
     path.write_text(SMALL.replace("    policy: {failure_threshold: 3, rto_slo: 5m}\n", STEPS))
     tuned = run_check(path, "--strict")
     assert tuned.returncode == 0 and "warning" not in tuned.stderr, tuned.stderr
+
+
+def test_cli_status_shows_worst_case_beside_the_measured_rto() -> None:
+    """`failover-engine status` puts the worst case over the SLO and the last measured RTO in the service table."""
+    data = {"instance": {"id": "e1", "role": "engine", "site": "gcp"}, "healthy": True, "services": {"shop": {
+        "active": "gcp", "epoch": 3, "rto": {"worst_case_s": 289.74, "rto_slo_s": 300.0, "measured": {
+            "seconds": 6.25, "in": "drill drill-shop-full-abc", "from": "drill start to the standby serving"}}}}}
+    text = render_status(data)
+    header, row = text.splitlines()[2:4]
+    assert "RTO WORST/SLO" in header and "RTO MEASURED" in header
+    assert "4.8m / 5.0m" in row and "6.2s" in row
+    assert ("RTO measured 6.2s in drill drill-shop-full-abc (drill start to the standby serving); worst case from "
+            "the configuration 4.8m / 5.0m") in text
