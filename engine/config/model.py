@@ -131,9 +131,9 @@ class PolicyConfig(Model):
         "failback needs the home site up for at least this long"))
     executors: list[str] = Field(default_factory=list, description=(
         "instance ids in the order they should act; default: the engines of the target site first"))
-    self_fence_after: Annotated[Duration, positive(HOUR)] | None = Field(15.0, description=(
-        "an engine in the active site that cannot keep a majority of voters for this long fences its "
-        "own database (null: never; needs 3 or more voters and a database)"))
+    self_fence_after: Annotated[Duration, positive(HOUR)] | None = Field(2.0, description=(
+        "an engine in the active site that cannot keep a majority of voters for this long (after losing their "
+        "grants) fences its own database (null: never; needs 3 or more voters and a database); docs/lease.md"))
     lease_wait: Annotated[Duration, positive(DAY)] | None = Field(None, description=(
         "how long the old site's engines must have been silent before a standby is promoted when the old "
         "primary could not be fenced; default: the minimum that is safe (see check-config)"))
