@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     check.add_argument("file")
     check.add_argument("--connect", action="store_true",
                        help="also connect to each database pair and verify the reconciled tables, keys and columns")
+    check.add_argument("--strict", action="store_true",
+                       help="exit 1 when a service's worst-case RTO exceeds its policy.rto_slo (else a warning)")
     check.set_defaults(func=cmd_check_config)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the config file")
@@ -73,12 +75,23 @@ def _check_config(args: argparse.Namespace) -> int:
     for warning in listener_warnings(config.instance.listen, tokens=len(config.api.tokens),
                                      tls=config.instance.tls is not None):
         print(f"warning: {warning}")
+    from actions.dns import propagation_worst_s
     from engine.core.rto import worst_case_rtos
 
-    for estimate in worst_case_rtos(config):  # what these numbers cost when a site fails, beside the SLO
+    missed = 0
+    for estimate in worst_case_rtos(config, dns_propagation=propagation_worst_s):  # the cost beside the SLO
         print(estimate.line())
         for note in estimate.notes:
             print(f"  {note}")
+        over = estimate.over_slo_s
+        if over is not None:
+            missed += 1
+            print(f"warning: service {estimate.service}: worst-case RTO {estimate.total_s:.2f} s exceeds its "
+                  f"rto_slo {estimate.rto_slo_s:g} s by {over:.2f} s; dominated by {estimate.dominant()}",
+                  file=sys.stderr)
+    if missed and args.strict:
+        print(f"{args.file}: {missed} service(s) above their rto_slo (--strict)", file=sys.stderr)
+        return 1
     return _check_databases(config) if args.connect else 0
 
 

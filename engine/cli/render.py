@@ -95,6 +95,14 @@ def _brake_lines(s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rto_worst(rto: dict[str, Any]) -> str | None:
+    """``289.74s / 300s``: the worst case the configuration allows beside the service's rto_slo."""
+    if rto.get("worst_case_s") is None:
+        return None
+    slo = rto.get("rto_slo_s")
+    return f"{secs(rto['worst_case_s'])} / {secs(slo)}" if slo is not None else secs(rto["worst_case_s"])
+
+
 def render_status(data: dict[str, Any]) -> str:
     inst = data.get("instance") or {}
     quorum = data.get("quorum")
@@ -106,9 +114,12 @@ def render_status(data: dict[str, Any]) -> str:
     rows = []
     for name, s in services.items():
         op = s.get("operation")
+        rto = s.get("rto") or {}
         rows.append([name, s.get("active"), s.get("epoch"), bool(s.get("paused")), secs(s.get("lag_s")),
-                     f"{op.get('id')} {op.get('state')}" if op else None, s.get("dns")])
-    out.append(table(["SERVICE", "ACTIVE", "EPOCH", "PAUSED", "LAG", "OPERATION", "DNS"], rows))
+                     f"{op.get('id')} {op.get('state')}" if op else None, s.get("dns"),
+                     _rto_worst(rto), secs((rto.get("measured") or {}).get("seconds"))])
+    out.append(table(["SERVICE", "ACTIVE", "EPOCH", "PAUSED", "LAG", "OPERATION", "DNS", "RTO WORST/SLO",
+                      "RTO MEASURED"], rows))
     for name, s in services.items():
         out.append("")
         decision = s.get("decision") or {}
@@ -117,6 +128,10 @@ def render_status(data: dict[str, Any]) -> str:
         if op and op.get("message"):
             out.append(f"  operation {op.get('id')} {op.get('state')}: {op['message']}")
         out.extend(f"  {line}" for line in _brake_lines(s))
+        measured = (s.get("rto") or {}).get("measured")
+        if measured:
+            out.append(f"  RTO measured {secs(measured.get('seconds'))} in {measured.get('in')} "
+                       f"({measured.get('from')}); worst case from the configuration {_rto_worst(s.get('rto') or {})}")
         rows = []
         for site, view in (s.get("sites") or {}).items():
             for sig in view.get("signals") or [{}]:

@@ -19,6 +19,7 @@ from engine.config.dns import DnsConfig
 from engine.config.drills import DrillsConfig
 from engine.config.lease import Lease, lease_for
 from engine.config.probes import ProbeConfig
+from engine.config.runbook import StepBudgets
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
@@ -130,9 +131,9 @@ class PolicyConfig(Model):
         "failback needs the home site up for at least this long"))
     executors: list[str] = Field(default_factory=list, description=(
         "instance ids in the order they should act; default: the engines of the target site first"))
-    self_fence_after: Annotated[Duration, positive(HOUR)] | None = Field(15.0, description=(
-        "an engine in the active site that cannot keep a majority of voters for this long fences its "
-        "own database (null: never; needs 3 or more voters and a database)"))
+    self_fence_after: Annotated[Duration, positive(HOUR)] | None = Field(2.0, description=(
+        "an engine in the active site that cannot keep a majority of voters for this long (after losing their "
+        "grants) fences its own database (null: never; needs 3 or more voters and a database); docs/lease.md"))
     lease_wait: Annotated[Duration, positive(DAY)] | None = Field(None, description=(
         "how long the old site's engines must have been silent before a standby is promoted when the old "
         "primary could not be fenced; default: the minimum that is safe (see check-config)"))
@@ -148,6 +149,9 @@ class PolicyConfig(Model):
         5.0, description="a switchover needs the standby at most this far behind")
     switchover_drain: Annotated[Duration, positive(HOUR)] = Field(30.0, description=(
         "how long a switchover waits, writes fenced, for the standby to apply the last of them"))
+    # issue 19: the failover steps' budgets, read by engine.core.steps (runner and worst-case RTO alike)
+    steps: StepBudgets = Field(default_factory=StepBudgets, description=(
+        "timeouts and attempts of the failover steps traffic waits for (precheck, promote, shift_dns)"))
 
 
 class SiteConfig(Model):

@@ -44,6 +44,14 @@ runbook
     :class:`~engine.core.steps.StepSpec` from :func:`engine.core.steps.failover_plan`, the very table
     the runner executes. ``consistency``, ``reconcile`` and ``report`` run after traffic moved and are listed
     apart, not added.
+DNS propagation
+    When the caller knows the provider's worst-case propagation (``actions.dns.propagation_worst_s``;
+    the core cannot import actions, so the CLI and the runtime pass it in), the verify step is counted
+    as what it really waits for: that propagation plus one round of queries (its ``interval`` and
+    ``query_timeout``), never more than its own bound. A provider that itself waits for the change to
+    be applied inside ``shift_dns`` (``change_timeout``: Route 53, Cloud DNS) has spent the
+    propagation there, so verify costs one round. A propagation the waiting step's deadline cannot
+    cover is a note: that step gives up before the provider's worst case.
 DNS TTL
     After the authoritative servers answer the target, resolvers may serve the old answer for up
     to the largest record TTL.
@@ -56,6 +64,7 @@ move (replication lag unknown or above the RPO: that is a refusal, not a delay).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +85,11 @@ CLOUDFLARE_AUTOMATIC_TTL = 300.0
 TRAFFIC_STEPS = ("precheck", "fence", "promote", "shift_dns", "verify_dns")
 """The runbook steps traffic waits for; the others run after it has moved."""
 
+WAITS_FOR_CHANGE = frozenset({"route53", "cloud_dns"})
+"""Providers whose shift polls the change until applied (``actions/dns/route53.py`` INSYNC, ``cloud_dns.py`` done)."""
+
 LABELS = {"detection": "detection", "decision": "decision", "lease": "lease", "runbook": "runbook",
-          "dns_ttl": "DNS TTL"}
+          "dns_ttl": "DNS TTL", "dns_propagation": "DNS propagation"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +167,22 @@ class RtoEstimate:
     @property
     def total_s(self) -> float:
         return math.fsum(c.seconds for c in self.components)
+
+    @property
+    def over_slo_s(self) -> float | None:
+        """How far the worst case exceeds ``rto_slo`` (None: within it, or no SLO)."""
+        if self.rto_slo_s is None or self.total_s <= self.rto_slo_s:
+            return None
+        return self.total_s - self.rto_slo_s
+
+    def dominant(self) -> str:
+        """The largest term, and for the runbook its largest step: ``runbook 465 s (largest step: ...)``."""
+        largest = max(self.components, key=lambda c: c.seconds)
+        text = f"{LABELS.get(largest.name, largest.name)} {format_seconds(largest.seconds)} s"
+        if largest.name == "runbook" and self.steps:
+            step = max(self.steps, key=lambda c: c.seconds)
+            text += f" (largest step: {format_seconds(step.seconds)} s = {step.explanation})"
+        return text
 
     def component(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
@@ -236,11 +264,65 @@ def _lease(config: EngineConfig, service: str, lease_wait: float | None) -> Comp
                                    "or fewer than 3 voters)")
 
 
-def _runbook(svc: ServiceConfig) -> tuple[Component, tuple[Component, ...], tuple[Component, ...]]:
+def _verify_within(svc: ServiceConfig, step: StepSpec, propagation_s: float) -> Component:
+    """verify_dns as long as the provider's propagation plus one round of queries, within its own bound."""
+    assert svc.dns is not None  # a step that is not skipped
+    verify = svc.dns.verify
+    change_timeout = _change_timeout(svc)
+    left = 0.0 if change_timeout is not None else propagation_s
+    wait = left + verify.interval + verify.query_timeout
+    if wait >= step.worst_s:
+        return _component(step)
+    why = (f"the provider reported the change applied inside shift_dns (change_timeout "
+           f"{format_duration(change_timeout)}), then" if change_timeout is not None
+           else f"provider propagation {format_seconds(propagation_s)}s +")
+    return Component(step.name, wait, (
+        f"verify_dns ({why} one round: interval {format_duration(verify.interval)} + query timeout "
+        f"{format_duration(verify.query_timeout)}; bound {format_seconds(step.worst_s)}s)"))
+
+
+def _change_timeout(svc: ServiceConfig) -> float | None:
+    """A provider that waits, inside shift_dns, for the change to be applied (Route 53 INSYNC, Cloud DNS
+    done) bounds that wait by ``change_timeout``; None for the others."""
+    if svc.dns is None or svc.dns.provider.type not in WAITS_FOR_CHANGE:
+        return None
+    value = getattr(svc.dns.provider, "change_timeout", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _propagation_notes(svc: ServiceConfig, propagation: float) -> list[str]:
+    """Where the provider's worst propagation does not fit the step that waits for it."""
+    dns = svc.dns
+    if dns is None:
+        return []
+    kind, worst = dns.provider.type, format_seconds(propagation)
+    change_timeout = _change_timeout(svc)
+    shift = svc.policy.steps.shift_dns.timeout
+    if change_timeout is not None:
+        notes = []
+        if propagation > change_timeout:
+            notes.append(f"{kind} may take {worst}s to apply a change, longer than dns.provider.change_timeout "
+                         f"{format_duration(change_timeout)}: the shift may give up first")
+        if change_timeout > shift:
+            notes.append(f"policy.steps.shift_dns.timeout {format_duration(shift)} is shorter than "
+                         f"dns.provider.change_timeout {format_duration(change_timeout)}: an attempt may time out "
+                         "while the provider applies the change")
+        return notes
+    if propagation > dns.verify.deadline:
+        return [f"{kind} may take {worst}s to reach every authoritative server, longer than dns.verify.deadline "
+                f"{format_duration(dns.verify.deadline)}: the verify step may give up first"]
+    return []
+
+
+def _runbook(svc: ServiceConfig, propagation_s: float | None = None,
+             ) -> tuple[Component, tuple[Component, ...], tuple[Component, ...]]:
     budgets = runbook_steps(svc)
-    traffic = tuple(_component(b) for b in budgets if b.name in TRAFFIC_STEPS)
+    traffic = tuple(_verify_within(svc, b, propagation_s)
+                    if b.name == "verify_dns" and b.skipped is None and propagation_s is not None
+                    else _component(b) for b in budgets if b.name in TRAFFIC_STEPS)
     after = tuple(_component(b) for b in budgets if b.name not in TRAFFIC_STEPS)
-    ran = [b.explain() for b in budgets if b.name in TRAFFIC_STEPS and b.skipped is None]
+    ran = [c.explanation for c, b in zip(traffic, (b for b in budgets if b.name in TRAFFIC_STEPS), strict=True)
+           if b.skipped is None]
     skipped = [b.name for b in budgets if b.name in TRAFFIC_STEPS and b.skipped is not None]
     text = " + ".join(ran) or "every traffic step skipped"
     if skipped:
@@ -286,16 +368,23 @@ def _quorum_notes(config: EngineConfig, svc: ServiceConfig) -> list[str]:
     return []
 
 
-def worst_case_rto(config: EngineConfig, service: str, *, lease_wait: float | None = None) -> RtoEstimate:
+def worst_case_rto(config: EngineConfig, service: str, *, lease_wait: float | None = None,
+                   dns_propagation: Callable[[str], float] | None = None) -> RtoEstimate:
     """The worst-case RTO of ``service`` under ``config``; see the module docstring for every term.
 
     ``lease_wait``: the self-fencing lease the majority waits out before promoting (None: the
-    service's own lease, see :meth:`EngineConfig.lease`).
+    service's own lease, see :meth:`EngineConfig.lease`). ``dns_propagation``: a provider type's
+    worst-case propagation to its authoritative servers (``actions.dns.propagation_worst_s``; None:
+    the verify step counted at its full bound).
     """
     svc = config.services[service]
     policy = svc.policy
     detection, notes = _detection(svc)
-    runbook, steps, after = _runbook(svc)
+    propagation = (dns_propagation(svc.dns.provider.type)
+                   if dns_propagation is not None and svc.dns is not None else None)
+    runbook, steps, after = _runbook(svc, propagation)
+    if propagation is not None:
+        notes += _propagation_notes(svc, propagation)
     components = (detection, _decision(config, policy), _lease(config, service, lease_wait), runbook, _dns_ttl(svc))
     automatic = bool(home_signals(svc)) and policy.auto_failover
     if not policy.auto_failover:
@@ -306,15 +395,18 @@ def worst_case_rto(config: EngineConfig, service: str, *, lease_wait: float | No
                      "(run check-config on their files)")
     elif svc.dns is None:
         notes.append("no dns configured: the engine moves no traffic (precheck, shift_dns and verify_dns are skipped)")
-    total = math.fsum(c.seconds for c in components)
-    if total > policy.rto_slo:
-        largest = max(components, key=lambda c: c.seconds)
-        notes.append(f"above rto_slo {format_duration(policy.rto_slo)} by {format_seconds(total - policy.rto_slo)}s "
-                     f"(largest term: {LABELS[largest.name]} {format_seconds(largest.seconds)}s)")
-    return RtoEstimate(service, components, steps, after, policy.rto_slo, automatic, tuple(notes))
+    estimate = RtoEstimate(service, components, steps, after, policy.rto_slo, automatic, tuple(notes))
+    over = estimate.over_slo_s
+    if over is None:
+        return estimate
+    note = (f"above rto_slo {format_duration(policy.rto_slo)} by {format_seconds(over)}s "
+            f"(largest term: {estimate.dominant()})")
+    return RtoEstimate(service, components, steps, after, policy.rto_slo, automatic, (*notes, note))
 
 
-def worst_case_rtos(config: EngineConfig, *, lease_wait: float | None = None) -> list[RtoEstimate]:
+def worst_case_rtos(config: EngineConfig, *, lease_wait: float | None = None,
+                    dns_propagation: Callable[[str], float] | None = None) -> list[RtoEstimate]:
     """:func:`worst_case_rto` of every service, in config order."""
-    return [worst_case_rto(config, name, lease_wait=lease_wait) for name in config.services]
+    return [worst_case_rto(config, name, lease_wait=lease_wait, dns_propagation=dns_propagation)
+            for name in config.services]
 

@@ -99,15 +99,19 @@ def failover_plan(svc: ServiceConfig, *, lease: Lease | None = None, require_fen
     fence_timeout = db.fencing.timeout if db is not None else 10.0
     required = lease is not None or require_fence
     lease_wait = lease.wait if lease is not None else 0.0
+    budgets = svc.policy.steps
     return (
-        StepSpec("precheck", timeout=30.0, attempts=3, backoff=0.5, skipped=no_dns),
+        StepSpec("precheck", timeout=budgets.precheck.timeout, attempts=budgets.precheck.attempts, backoff=0.5,
+                 skipped=no_dns),
         StepSpec("fence", timeout=fence_timeout + 5 + lease_wait, attempts=3 if required else 1,
                  backoff=1.0 if required else 0.5, best_effort=not required, skipped=no_fence,
                  source=f"fencing timeout {format_duration(fence_timeout)} + 5s"
                  + (f" + lease wait {format_duration(lease_wait)}" if lease_wait else "")),
-        StepSpec("promote", timeout=db.promotion.timeout + 5 if db is not None else 120.0, attempts=3, backoff=1.0,
+        StepSpec("promote", timeout=db.promotion.timeout + 5 if db is not None else 120.0,
+                 attempts=budgets.promote_attempts, backoff=1.0,
                  skipped=no_db, source="promotion timeout + 5s" if db is not None else ""),
-        StepSpec("shift_dns", timeout=60.0, attempts=4, backoff=0.5, skipped=no_dns),
+        StepSpec("shift_dns", timeout=budgets.shift_dns.timeout, attempts=budgets.shift_dns.attempts, backoff=0.5,
+                 skipped=no_dns),
         StepSpec("verify_dns", timeout=verify_deadline + 10, attempts=1, skipped=no_dns,
                  source=f"verify deadline {format_duration(verify_deadline)} + 10s"),
         StepSpec("consistency", timeout=60.0, attempts=2, best_effort=True, skipped=no_db),

@@ -73,7 +73,12 @@ def _policy() -> str:
               "failback (by hand, through the API) needs gcp up this long", 36),
         _line(f"      switchover_ttl: {TTL}s", "the records' TTL already: the failback switchover waits out no TTL",
               36),
-        "      rto_slo: 10m",
+        _line("      rto_slo: 2m", "check-config adds up the worst case of the numbers below against this", 36),
+        _line("      self_fence_after: 2s", "cut off from the voters this long, the engine in gcp fences its DB", 36),
+        _line("      steps:", "the failover steps traffic waits for: local servers answer fast", 36),
+        "        precheck: {timeout: 5s, attempts: 2}",
+        "        promote_attempts: 2",
+        "        shift_dns: {timeout: 5s, attempts: 2}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -135,6 +140,7 @@ def _database(layout: Layout) -> str:
       heartbeat: {{interval: 500ms}}  # written on the primary, read on the standby: the lag in seconds
       lag_probe: {{interval: 1s, timeout: 800ms, statement_timeout: 500ms, max_lag: 5s}}
       fencing: {{enabled: true, timeout: 3s}}   # at failover: the old primary read-only, its sessions ended
+      promotion: {{timeout: 10s, statement_timeout: 5s}}   # subscription off, sequences advanced, writable
       reconcile:                    # counts and row hashes of both sides (after each move; hourly otherwise)
         schedule: 1h
         statement_timeout: 10s

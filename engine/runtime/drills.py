@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from actions.dns import propagation_worst_s
 from engine.core.drill import FAILED, KINDS, PASSED, RUNNING, Drill
 from engine.core.drill_calendar import drill_timing
 from engine.core.gates import Refusal, drill_refusals
@@ -120,7 +121,7 @@ class Drills(DrillRuns):
         others = [s for s in rt.config.sites if s != rt.state.active]
         drill.target = others[0] if others else None
         try:
-            drill.rto_estimate = worst_case_rto(ctx.config, rt.name).to_dict()
+            drill.rto_estimate = worst_case_rto(ctx.config, rt.name, dns_propagation=propagation_worst_s).to_dict()
         except Exception:  # an estimate is context for the report, never a reason not to drill
             log.exception("rto estimate failed", service=rt.name)
         self.running[rt.name] = drill

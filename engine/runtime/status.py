@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any
 
+from actions.dns import propagation_worst_s
 from engine import __version__
 from engine.core.drill import summary
 from engine.core.drill_calendar import drill_timing
@@ -76,7 +77,7 @@ class EngineStatus:
         """The worst case the configuration allows beside the last measured move (a drill's ``rto`` phase,
         or the last failover runbook from its start to DNS verified)."""
         if rt.rto_estimate is None:
-            rt.rto_estimate = worst_case_rto(self.ctx.config, rt.name).to_dict()
+            rt.rto_estimate = worst_case_rto(self.ctx.config, rt.name, dns_propagation=propagation_worst_s).to_dict()
         measured: dict[str, Any] | None = None
         if self.ctx.journal is not None:
             for drill in self.ctx.journal.drills(service=rt.name, kind="full", limit=1):

@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from actions.dns import propagation_worst_s
 from engine.config import ConfigError, EngineConfig, load_config
+from engine.core.rto import worst_case_rtos
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
@@ -93,6 +95,15 @@ def test_passes_check_config(path: Path) -> None:
     assert result.returncode == 0, f"check-config config/{path.name} exited {result.returncode}:\n{result.stderr}"
     assert result.stdout.startswith(f"config/{path.name}: ok ("), result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_meets_its_own_rto_slo(path: Path) -> None:
+    """Every service's worst-case RTO (DNS propagation of its provider included) is within its rto_slo, and
+    the SLO is a real promise (at most 10 minutes), so `check-config --strict` passes."""
+    for estimate in worst_case_rtos(load(path.name), dns_propagation=propagation_worst_s):
+        assert estimate.rto_slo_s is not None and estimate.rto_slo_s <= 600, f"config/{path.name}: SLO too loose"
+        assert estimate.total_s <= estimate.rto_slo_s, f"config/{path.name}: {estimate.line()}; {estimate.notes}"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -39,9 +39,9 @@ def test_the_bound_adds_up() -> None:
     """5 ticks + 2 s skew to lose the grants, then self_fence_after, the fence, and the margin."""
     assert grant_loss_bound(1.0) == 7.0
     assert required_wait(1.0, 15.0, 10.0) == 7.0 + 15.0 + 10.0 + LEASE_MARGIN == 34.0
-    lease = parse_config(config(), env={}).lease("shop")
-    assert lease is not None and lease.wait == lease.minimum == 34.0
-    assert "= 34s" in lease.explain()
+    lease = parse_config(config(), env={}).lease("shop")  # the default self_fence_after: 2 s
+    assert lease is not None and lease.wait == lease.minimum == 7.0 + 2.0 + 10.0 + LEASE_MARGIN == 21.0
+    assert "= 21s" in lease.explain()
 
 
 def test_no_lease_without_a_reason_to_fence() -> None:
@@ -55,7 +55,7 @@ def test_check_config_refuses_a_lease_shorter_than_the_worst_case() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(config("lease_wait: 20s"), env={})
     text = "\n".join(str(p) for p in info.value.problems)
-    assert "services.shop.policy.lease_wait" in text and "20s is too short" in text and "= 34s" in text
+    assert "services.shop.policy.lease_wait" in text and "20s is too short" in text and "= 21s" in text
     longer = parse_config(config("lease_wait: 40s"), env={}).lease("shop")
     assert longer is not None and longer.wait == 40.0
 

@@ -247,7 +247,8 @@ def test_notes_for_what_the_figure_hides() -> None:
     assert any(n.startswith("losing all of gcp (its 1 voter(s) too) leaves 1 of 2 voters") for n in notes)
     assert not any("losing all" in n for n in worst_case_rto(config(SMALL + PEERS), "api").notes)
     tight = worst_case_rto(config(SMALL.replace("rto_slo: 10m", "rto_slo: 5m")), "api")
-    assert tight.notes == ("above rto_slo 5m by 170.42s (largest term: runbook 375s)",)
+    assert tight.notes == ("above rto_slo 5m by 170.42s (largest term: runbook 375 s (largest step: 243.5 s = "
+                           "shift_dns (4 × 1m + 3.5s backoff)))",)
     no_dns = worst_case_rto(config(SMALL.split("    dns:")[0]), "api")
     assert no_dns.component("dns_ttl").seconds == 0
     assert any(n.startswith("no dns configured") for n in no_dns.notes)
@@ -308,7 +309,9 @@ def test_check_config_prints_the_worst_case_rto(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{path}: ok (azure-1 in azure, 1 service(s)")
+    # check-config counts verify_dns as RFC 2136's propagation (0 s) + one round (1 s interval + 2 s query timeout)
     assert lines[1:] == [
-        "worst-case RTO for api: 470.42 s (detection 35.4 s + decision 0.02 s + lease 0 s + runbook 375 s "
+        "worst-case RTO for api: 433.42 s (detection 35.4 s + decision 0.02 s + lease 0 s + runbook 338 s "
         "+ DNS TTL 60 s)",
-        "  above rto_slo 5m by 170.42s (largest term: runbook 375s)"]
+        "  above rto_slo 5m by 133.42s (largest term: runbook 338 s (largest step: 243.5 s = shift_dns "
+        "(4 × 1m + 3.5s backoff)))"]
