@@ -32,6 +32,7 @@ from engine.core.ports import EnginePorts
 from engine.http.app import ApiServer
 from engine.runtime import logs, tracing
 from engine.runtime.brakes import Brakes
+from engine.runtime.claims import ClaimDesk
 from engine.runtime.cluster_view import ClusterView
 from engine.runtime.context import RuntimeContext
 from engine.runtime.coordinator import Coordinator, StepsFactory
@@ -91,6 +92,7 @@ class Engine:
         self.lease = LeaseWatch(ctx, self.peering)
         self.coordinator = Coordinator(ctx, self.peering, self.brakes, self.lease,
                                        steps_factory or Runbooks(ctx, self.lease.release), shared=self.shared)
+        self.claims = self.coordinator.claims = ClaimDesk(ctx, self.peering)  # one move per service across engines
         self.drills = Drills(ctx, self.peering, self.coordinator)
         self.coordinator.announced_drill = self.drills.announced
         self.moves = Moves(ctx, self.coordinator, self.peering, self.drills.drill_of)
@@ -139,7 +141,8 @@ class Engine:
         if serve_api:
             self._api = ApiServer(EnginePorts(config=cfg, clock=self.clock, view=self.view, journal=journal,
                                               peers=self.peering, operator=self.operator, drills=self.drills,
-                                              cluster=ClusterView(ctx, self.peering, self.shared)))
+                                              cluster=ClusterView(ctx, self.peering, self.shared),
+                                              claims=self.claims))
             try:
                 self.api_url = await self._api.start(cfg.instance.listen)
             except OSError as exc:
@@ -251,6 +254,7 @@ class Engine:
             if rt.stray is not None:
                 await rt.stray.close()
         await self.peering.close()
+        await self.claims.close()
         await self.ctx.notifier.close()
         if self._api is not None:
             await self._api.stop()
