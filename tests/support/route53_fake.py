@@ -65,6 +65,28 @@ class Route53Fake:
         """A boto3 client straight to moto (the tests' console: seeding and foreign changes)."""
         return boto3.session.Session().client("route53", region_name="us-east-1", endpoint_url=self.moto_url, **KEYS)
 
+    def weigh(self, zone_id: str, name: str, rtype: str, weights: dict[str, tuple[int, list[str]]],
+              ttl: int = 60) -> None:
+        """Make ``name`` weighted straight at moto (the console): every set at name/type replaced by one set per
+        site (SetIdentifier = site) with its (weight, values)."""
+        client = self.client()
+        page = client.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=name, StartRecordType=rtype)
+        old = [r for r in page["ResourceRecordSets"] if r["Name"] == name and r["Type"] == rtype]
+        creates = [{"Action": "CREATE", "ResourceRecordSet": {
+            "Name": name, "Type": rtype, "TTL": ttl, "SetIdentifier": site, "Weight": weight,
+            "ResourceRecords": [{"Value": v} for v in values]}} for site, (weight, values) in weights.items()]
+        client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": [
+            {"Action": "DELETE", "ResourceRecordSet": r} for r in old] + creates})
+        client.close()
+
+    def weights(self, zone_id: str, name: str, rtype: str) -> dict[str, int]:
+        """Each weighted set's weight at ``name`` as Route 53 (moto) holds it now."""
+        client = self.client()
+        page = client.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=name, StartRecordType=rtype)
+        client.close()
+        return {r["SetIdentifier"]: r["Weight"] for r in page["ResourceRecordSets"]
+                if r["Name"] == name and r["Type"] == rtype and "SetIdentifier" in r}
+
     async def start(self) -> None:
         self.moto.start()
         host, port = self.moto.get_host_and_port()
