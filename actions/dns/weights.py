@@ -96,7 +96,9 @@ def moved(where: str, expected: Weights, per_record: Mapping[str, Mapping[str, f
     for name, raw in per_record.items():
         current = weights_of(raw, epoch)
         if current != expected:
-            return weights_conflict(f"{where} ({name.rstrip('.')})", expected, current)
+            found = f"{name.rstrip('.')} {current.describe()}"
+            return DnsConflict(f"{where} changed since it was read: expected {expected.describe()}, found {found}",
+                               found=found, expected=expected.describe(), epoch=current.epoch, site="weighted")
     return None
 
 
