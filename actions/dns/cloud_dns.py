@@ -7,6 +7,12 @@ exactly, else it answers ``412 conditionNotMet`` and changes nothing; an additio
 that exists already answers ``409 alreadyExists`` (a rival created the first epoch record). That is
 the compare-and-set. The change is then polled (``changes.get``) until its status is ``done``.
 
+A record may carry a weighted round robin policy (``routingPolicy.wrr.items``, one item per site matched
+by its ``rrdatas``): :meth:`read` gives it as the values of the items with a weight (what Cloud DNS
+answers), a shift re-adds the policy with all weight on the target, a retime keeps the weights, and
+:meth:`set_weights` moves every record's weights in one change beside the unchanged epoch record
+(docs/providers.md, "Weighted failback"). Other routing policies (geo, primary-backup) are refused.
+
 google-cloud-dns 0.37's public classes drop ``routingPolicy`` and cannot filter a list by name,
 so the provider speaks the v1 JSON API through the client's own authenticated connection
 (``client._connection.api_request``: the SDK's credentials, endpoint and user agent). The calls are

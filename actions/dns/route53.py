@@ -7,6 +7,12 @@ fails the whole batch (``InvalidChangeBatch``); a CREATE of a set that exists fa
 the compare-and-set; ``UPSERT`` is never used because it would overwrite blindly. The batch's change
 is then polled with ``GetChange`` until ``INSYNC`` (every Route 53 authoritative server has it).
 
+A record may be a set of weighted record sets (``SetIdentifier`` = site, ``Weight``): :meth:`read` gives
+it as the values of the sets with a weight (what Route 53 answers), a shift re-creates the sets with all
+weight on the target, a retime keeps the weights, and :meth:`set_weights` moves every record's weights
+in one batch of exact DELETEs + CREATEs beside the unchanged epoch record (docs/providers.md, "Weighted
+failback"). Failover, latency, geolocation and alias sets are refused.
+
 boto3 is blocking: every call runs in a worker thread. botocore's own retries (standard mode,
 ``attempts`` tries, on throttling, ``PriorRequestNotComplete`` and 5xx) bound each call, and its
 connect/read timeouts are ``timeout``.
