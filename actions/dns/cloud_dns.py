@@ -54,18 +54,14 @@ def build_client(p: CloudDnsConfig) -> Any:
     return dns.Client(project=p.project, credentials=credentials, client_options=options)
 
 
-class CloudDnsProvider(CasProvider):
+class CloudDnsProvider(CasProvider[CloudDnsConfig]):
     """Reads and shifts a service's records in one Cloud DNS managed zone."""
 
     kind = "Cloud DNS"
 
     def __init__(self, config: DnsConfig, service: str, *, client: Any = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        if not isinstance(config.provider, CloudDnsConfig):
-            raise TypeError("CloudDnsProvider needs a cloud_dns provider config")
-        super().__init__(config, service)
-        self._p: CloudDnsConfig = config.provider
-        self._client = client
+        super().__init__(config, service, CloudDnsConfig, client=client)
         self._sleep = sleep
         self._path = f"/projects/{self._p.project}/managedZones/{self._p.managed_zone}"
 

@@ -58,18 +58,14 @@ def build_client(p: Route53Config) -> Any:
                                           config=config, **keys)
 
 
-class Route53Provider(CasProvider):
+class Route53Provider(CasProvider[Route53Config]):
     """Reads and shifts a service's records in one Route 53 hosted zone."""
 
     kind = "Route 53"
 
     def __init__(self, config: DnsConfig, service: str, *, client: Any = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        if not isinstance(config.provider, Route53Config):
-            raise TypeError("Route53Provider needs a route53 provider config")
-        super().__init__(config, service)
-        self._p: Route53Config = config.provider
-        self._client = client
+        super().__init__(config, service, Route53Config, client=client)
         self._sleep = sleep
         self._zone_id = self._p.hosted_zone_id.removeprefix("/hostedzone/")
 
