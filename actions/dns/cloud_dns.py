@@ -31,7 +31,7 @@ from typing import Any
 from actions.dns.cas import CasProvider, ChangePending, ConditionFailed
 from actions.dns.errors import DnsAuthError, DnsConfigError, DnsRefused, DnsUnavailable
 from actions.dns.state import DnsState, RecordState, parse_epoch, site_of
-from actions.dns.weights import Weights, agreed, check_shares, moved, refused, weights_of
+from actions.dns.weights import Weights, agreed, check_shares, refused, unmoved, weights_of
 from engine.config.dns import DnsConfig, RecordConfig, canonical_value
 from engine.config.dns_providers import CloudDnsConfig
 from probes.cloud_credentials import gcp_credentials
@@ -228,9 +228,7 @@ class CloudDnsProvider(CasProvider[CloudDnsConfig]):
         check_shares(shares, set(self._config.records[0].targets))
         state, per_record = await self._wrr()
         where = f"weighted record set {', '.join(r.name.rstrip('.') for r in state.records)}"
-        foreign = moved(where, expected, per_record, state.epoch.number)
-        if foreign is not None:
-            raise foreign
+        unmoved(where, expected, per_record, state.epoch.number)
         read: dict[str, str] = json.loads(expected.ref) if expected.ref else {}
         change: dict[str, Any] = {"kind": "dns#change", "deletions": [], "additions": []}
         for record in state.records:

@@ -29,7 +29,7 @@ from typing import Any
 from actions.dns.cas import CasProvider, ChangePending, ConditionFailed
 from actions.dns.errors import DnsAuthError, DnsConfigError, DnsRefused, DnsUnavailable
 from actions.dns.state import DnsState, RecordState, parse_epoch, site_of
-from actions.dns.weights import Weights, agreed, check_shares, moved, refused, weights_of
+from actions.dns.weights import Weights, agreed, check_shares, refused, unmoved, weights_of
 from engine.config.dns import DnsConfig, RecordConfig, canonical_value
 from engine.config.dns_providers import Route53Config
 
@@ -249,9 +249,7 @@ class Route53Provider(CasProvider[Route53Config]):
         check_shares(shares, set(self._config.records[0].targets))
         state, per_record = await self._weighted()
         where = f"weighted sets of {', '.join(r.name.rstrip('.') for r in state.records)}"
-        foreign = moved(where, expected, per_record, state.epoch.number)
-        if foreign is not None:
-            raise foreign
+        unmoved(where, expected, per_record, state.epoch.number)
         read: dict[str, list[str]] = json.loads(expected.ref) if expected.ref else {}
         changes: list[dict[str, Any]] = []
         creates: list[dict[str, Any]] = []

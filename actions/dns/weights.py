@@ -90,16 +90,14 @@ def agreed(per_record: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return dict(first)
 
 
-def moved(where: str, expected: Weights, per_record: Mapping[str, Mapping[str, float]],
-          epoch: int) -> Exception | None:
-    """The DnsConflict when any record's weights (or the epoch) are no longer ``expected``, else None."""
+def unmoved(where: str, expected: Weights, per_record: Mapping[str, Mapping[str, float]], epoch: int) -> None:
+    """DnsConflict naming the record when any record's weights (or the epoch) are no longer ``expected``."""
     for name, raw in per_record.items():
         current = weights_of(raw, epoch)
         if current != expected:
             found = f"{name.rstrip('.')} {current.describe()}"
-            return DnsConflict(f"{where} changed since it was read: expected {expected.describe()}, found {found}",
-                               found=found, expected=expected.describe(), epoch=current.epoch, site="weighted")
-    return None
+            raise DnsConflict(f"{where} changed since it was read: expected {expected.describe()}, found {found}",
+                              found=found, expected=expected.describe(), epoch=current.epoch, site="weighted")
 
 
 async def refused(where: str, expected: Weights, read: Callable[[], Awaitable[Weights]]) -> Exception:

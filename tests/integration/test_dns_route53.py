@@ -41,6 +41,13 @@ def values(fake: Route53Fake, zone_id: str, name: str, rtype: str) -> list[str]:
     return sorted(r["Value"] for s in sets for r in s["ResourceRecords"])
 
 
+def client_sets(fake: Route53Fake, zone_id: str, name: str) -> list[dict[str, Any]]:
+    client = fake.client()
+    page = client.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=name)
+    client.close()
+    return [s for s in page["ResourceRecordSets"] if s["Name"] == name]
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[Route53Fake, str]]:
     """moto with a hosted zone, two gcp records and the epoch record at 1."""
@@ -183,6 +190,13 @@ async def test_weighted_sets_move_in_one_conditional_batch(fake: tuple[Route53Fa
     server.weigh(zone_id, APP, "A", {"gcp": (0, ["192.0.2.10"]), "azure": (100, ["198.51.100.10"])})
     server.weigh(zone_id, WWW, "CNAME", {"gcp": (0, ["gcp.example.net."]), "azure": (100, ["azure.example.net."])},
                  ttl=300)
+    client = server.client()
+    check = client.create_health_check(CallerReference="azure-app", HealthCheckConfig={
+        "IPAddress": "198.51.100.10", "Port": 443, "Type": "HTTPS", "ResourcePath": "/health"})["HealthCheck"]["Id"]
+    client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": [{"Action": "UPSERT",
+        "ResourceRecordSet": {"Name": APP, "Type": "A", "TTL": 60, "SetIdentifier": "azure", "Weight": 100,
+                              "HealthCheckId": check, "ResourceRecords": [{"Value": "198.51.100.10"}]}}]})
+    client.close()
     provider = make()
     state = await provider.read()
     assert state.site == "azure" and [r.values for r in state.records] == [("198.51.100.10",), ("azure.example.net.",)]
@@ -192,6 +206,8 @@ async def test_weighted_sets_move_in_one_conditional_batch(fake: tuple[Route53Fa
     assert after.as_dict() == {"gcp": 10, "azure": 90} and len(server.batches) == 1
     assert server.weights(zone_id, WWW, "CNAME") == {"gcp": 10, "azure": 90}
     assert (await provider.read()).records[1].ttl == 300  # the TTL as read, not the config's
+    kept = client_sets(server, zone_id, APP)
+    assert [s.get("HealthCheckId") for s in kept if s["SetIdentifier"] == "azure"] == [check]  # other fields kept
     with pytest.raises(DnsConflict):
         await provider.set_weights(before, {"gcp": 50, "azure": 50})
     assert (await provider.read_weights()).as_dict() == {"gcp": 10, "azure": 90}

@@ -230,3 +230,17 @@ async def test_a_foreign_weight_edit_between_steps_stands_the_failback_down(worl
     assert "www.example.com" in outcome.summary
     assert world.weights() == {APP: {"gcp": 25.0, "azure": 75.0}, WWW: {"gcp": 25.0, "azure": 60.0}}
     assert world.epoch().startswith("epoch=2 site=azure")
+
+
+async def test_a_plain_shift_puts_all_weight_on_the_target_and_keeps_the_sets_weighted(world: World) -> None:
+    """shift_dns without a weighted step (a failover): one conditional change moves every record's weight to the
+    target with the epoch; the sets stay weighted and can be shifted back."""
+    op = Operation("op-fo", "app", "failover", "azure", "gcp", 2, 3, "auto")
+    outcome = await _StepsWith(world.provider, world.rt.config, "app").shift_dns(op)
+    assert not outcome.stand_down and outcome.data["changed"], outcome.summary
+    assert world.weights() == both(100) and world.epoch().startswith("epoch=3 site=gcp")
+    state = await world.provider.read()
+    assert state.site == "gcp" and [r.ttl for r in state.records] == [60, 300]
+    assert (await world.provider.read_weights()).as_dict() == {"gcp": 100, "azure": 0}
+    back = await world.provider.shift(state, "azure", 4)
+    assert back.site == "azure" and back.epoch.number == 4 and world.weights() == both(0)
