@@ -6,10 +6,11 @@ and an active engine cut off from etcd fences its own PostgreSQL database."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,6 @@ OPERATOR, VIEWER = "etcd-op-token-0123456789", "etcd-view-token-0123456789"
 
 def etcd_get(cluster: EtcdCluster, key: str) -> dict[str, Any] | None:
     """The JSON value of ``key`` read through the gateway of any answering member (None: absent)."""
-    import base64
-
     body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
     for member in cluster.members:
         if member.paused or member.process is None:
@@ -45,7 +44,8 @@ def etcd_get(cluster: EtcdCluster, key: str) -> dict[str, Any] | None:
 
 
 async def start(tmp_path: Path, etcd: EtcdCluster, **kw: Any) -> Cluster:
-    cluster = Cluster(tmp_path, etcd=etcd, api_tokens=[("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)], **kw)
+    tokens = [("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)]
+    cluster = Cluster(tmp_path, etcd=etcd, api_tokens=tokens, **kw)
     try:
         await cluster.start()
         await cluster.wait_sites_up()
@@ -169,7 +169,7 @@ def database_yaml(db: ReplicatedDb) -> str:
 
 
 @pytest.fixture
-def replicated(pg_pair: PgPair) -> AsyncIterator[ReplicatedDb]:  # type: ignore[misc]
+def replicated(pg_pair: PgPair) -> Iterator[ReplicatedDb]:
     db = pg_pair.replicate()
     db.wait_synced()
     yield db
