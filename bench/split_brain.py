@@ -58,9 +58,16 @@ outlast it and the standby is promoted while the old primary is still cut off (w
 lease is 10 s, and every promotion would wait for the heal). ``--self-fence-after``, ``--fence-timeout``,
 ``--min-duration`` and ``--max-duration`` change them.
 
-    python bench/split_brain.py --schedules 20 --seed 1
+With ``--coordination etcd`` the voters run etcd mode on a three-member etcd with one member in each of
+gcp, azure and witness (a partition cuts the members like everything else): the epoch is claimed in etcd,
+the write lease is an etcd lease (``lease_ttl`` 4 s, renewed every 500 ms, 1 s deadline: the holder fences
+within 4 - 1 - 1 = 2 s of its last renewal), and azure promotes an unfenced old primary only once etcd
+dropped its lease. ``self_fence_after`` does not apply there.
 
-The last line is JSON with the keys: bench, schedules, failovers, write_overlap_ms_max,
+    python bench/split_brain.py --schedules 20 --seed 1
+    python bench/split_brain.py --schedules 20 --seed 1 --coordination etcd
+
+The last line is JSON with the keys: bench, coordination, schedules, failovers, write_overlap_ms_max,
 dns_changes_per_epoch_max, epochs_monotonic, lost_beyond_estimate (summed over schedules).
 """
 
@@ -205,6 +212,9 @@ def losses(cluster: Any, op: dict[str, Any], gcp_writes: list[Any], heartbeat: f
                                round(missing[-1].acked - (last_heard or 0), 2) if missing and last_heard else None)}
 
 
+ETCD_LEASE_TTL = 4.0  # NetnsCluster's etcd_settings: the most a cut-off holder can write after it was last heard
+
+
 async def settle(cluster: Any, timeout: float = 90.0) -> None:
     """Until no engine runs an operation and both engines hold DNS's epoch (bounded)."""
     deadline = time.monotonic() + timeout
@@ -222,13 +232,14 @@ async def settle(cluster: Any, timeout: float = 90.0) -> None:
 
 
 async def run_schedule(index: int, events: list[Event], template: Path, *, self_fence_after: float = 1.0,
-                       fence_timeout: float = 1.0) -> dict[str, Any]:
+                       fence_timeout: float = 1.0, coordination: str = "peer") -> dict[str, Any]:
     from tests.support.netns_cluster import NetnsCluster, Writer, overlap_ms
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix=f"split-brain-{index}-"))
     cluster = NetnsCluster(workdir, tick=TICK, interval=0.3, timeout=0.2, threshold=3,
-                           self_fence_after=self_fence_after, fence_timeout=fence_timeout, pg_template=template)
+                           self_fence_after=self_fence_after, fence_timeout=fence_timeout, pg_template=template,
+                           coordination=coordination)
     await cluster.start()
     setup_s = time.monotonic() - started
     watch, stop = Watch(), asyncio.Event()
@@ -261,8 +272,8 @@ async def run_schedule(index: int, events: list[Event], template: Path, *, self_
             if (op["source"], op["target"]) != ("gcp", "azure"):
                 continue
             heard = _last_heard(op, timeline)
-            loss = losses(cluster, op, writers["gcp"].writes, cluster.heartbeat,
-                          lease.minimum if lease is not None else 0.0, heard)
+            bound = ETCD_LEASE_TTL if coordination == "etcd" else lease.minimum if lease is not None else 0.0
+            loss = losses(cluster, op, writers["gcp"].writes, cluster.heartbeat, bound, heard)
         result = {
             "index": index, "events": " ; ".join(e.describe() for e in events),
             "failovers": len(done), "overlap_ms": round(overlap_ms(writers["gcp"].writes, writers["azure"].writes), 1),
@@ -322,6 +333,8 @@ async def main() -> None:
     parser.add_argument("--self-fence-after", type=float, default=1.0,
                         help="policy.self_fence_after (s); with --fence-timeout it sets the lease")
     parser.add_argument("--fence-timeout", type=float, default=1.0, help="database.fencing.timeout (s)")
+    parser.add_argument("--coordination", choices=("peer", "etcd"), default="peer",
+                        help="peer: signed verdicts and the computed lease; etcd: a member in each namespace")
     args = parser.parse_args()
     from tests.support.postgres import PgCluster, require_postgres
 
@@ -330,7 +343,8 @@ async def main() -> None:
     schedules = [make_schedule(rng, args.min_duration, args.max_duration) for _ in range(args.schedules)]
     from engine.config.lease import required_wait
 
-    print(f"split_brain: {args.schedules} schedules, seed {args.seed}, tick {TICK}s, self_fence_after "
+    print(f"split_brain ({args.coordination}): {args.schedules} schedules, seed {args.seed}, tick {TICK}s, "
+          f"self_fence_after "
           f"{args.self_fence_after}s, fencing timeout {args.fence_timeout}s: lease "
           f"{required_wait(TICK, args.self_fence_after, args.fence_timeout):g}s", flush=True)
     base = Path(tempfile.mkdtemp(prefix="split-brain-template-"))
@@ -342,7 +356,7 @@ async def main() -> None:
     try:
         for index, events in enumerate(schedules, 1):
             r = await run_schedule(index, events, template.datadir, self_fence_after=args.self_fence_after,
-                                   fence_timeout=args.fence_timeout)
+                                   fence_timeout=args.fence_timeout, coordination=args.coordination)
             results.append(r)
             loss = r["loss"]
             print(f"schedule {index}/{args.schedules}: {r['events']} | failovers {r['failovers']}, "
@@ -358,6 +372,7 @@ async def main() -> None:
     print(f"{len(results)} schedules in {total:.0f}s ({total / max(1, len(results)):.1f}s per schedule)")
     final_line({
         "bench": "split_brain",
+        "coordination": args.coordination,
         "schedules": len(results),
         "failovers": sum(r["failovers"] for r in results),
         "write_overlap_ms_max": max((r["overlap_ms"] for r in results), default=0.0),
