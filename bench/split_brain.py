@@ -60,9 +60,9 @@ lease is 10 s, and every promotion would wait for the heal). ``--self-fence-afte
 
 With ``--coordination etcd`` the voters run etcd mode on a three-member etcd with one member in each of
 gcp, azure and witness (a partition cuts the members like everything else): the epoch is claimed in etcd,
-the write lease is an etcd lease (``lease_ttl`` 4 s, renewed every 500 ms, 1 s deadline: the holder fences
-within 4 - 1 - 1 = 2 s of its last renewal), and azure promotes an unfenced old primary only once etcd
-dropped its lease. ``self_fence_after`` does not apply there.
+the write lease is an etcd lease (``lease_ttl`` 6 s, renewed every 500 ms, 1 s deadline: the holder starts
+fencing 6 - 1 - 1 = 4 s after its last successful renewal; the members run with ``--pre-vote``), and azure
+promotes an unfenced old primary only once etcd dropped its lease. ``self_fence_after`` does not apply there.
 
     python bench/split_brain.py --schedules 20 --seed 1
     python bench/split_brain.py --schedules 20 --seed 1 --coordination etcd
@@ -212,7 +212,7 @@ def losses(cluster: Any, op: dict[str, Any], gcp_writes: list[Any], heartbeat: f
                                round(missing[-1].acked - (last_heard or 0), 2) if missing and last_heard else None)}
 
 
-ETCD_LEASE_TTL = 4.0  # NetnsCluster's etcd_settings: the most a cut-off holder can write after it was last heard
+ETCD_LEASE_TTL = 6.0  # NetnsCluster's etcd_settings: the most a cut-off holder can write after it was last heard
 
 
 async def settle(cluster: Any, timeout: float = 90.0) -> None:

@@ -21,7 +21,7 @@ from tests.support.netns_cluster import NetnsCluster, Writer
 
 pytestmark = [pytest.mark.slow, pytest.mark.real]
 
-LEASE_TTL = 4.0
+LEASE_TTL = 6.0  # NetnsCluster's etcd_settings
 
 
 @pytest.fixture

@@ -88,6 +88,8 @@ class EtcdCluster:
             "--listen-peer-urls", member.peer_url, "--initial-advertise-peer-urls", member.peer_url,
             "--initial-cluster", self._initial_cluster(), "--initial-cluster-state", state,
             "--initial-cluster-token", self.directory.name, "--log-level", "warn", "--logger", "zap",
+            # a member cut off and back must not depose a healthy leader (the default from etcd 3.5 on)
+            "--pre-vote=true",
             # the default raft timing (100 ms heartbeats, 1 s election timeout): what a real cluster on one LAN runs
         ]
         log = member.log.open("ab")

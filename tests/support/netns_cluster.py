@@ -110,7 +110,7 @@ class NetnsCluster(Observing):
                  threshold: int = 3, rpo: float = 30.0, self_fence_after: float = 2.0, fence_timeout: float = 3.0,
                  lease_wait: float | None = None, heartbeat: float = 0.3, connect_timeout: float = 1.0,
                  policy: str = "switchover_ttl: 30s", pg_template: Path | None = None, coordination: str = "peer",
-                 etcd_settings: str = "lease_ttl: 4s, keepalive_interval: 500ms, request_timeout: 300ms, "
+                 etcd_settings: str = "lease_ttl: 6s, keepalive_interval: 500ms, request_timeout: 300ms, "
                                       "deadline: 1s, vote_ttl: 3s") -> None:
         self.workdir = workdir
         # etcd: one member in each of gcp, azure and witness (a partition cuts them like the rest)

@@ -192,11 +192,23 @@ class EtcdLeaseWatch(LeaseWatch):
             age = "never" if read is None else f"{mono - read.sent_at:.1f}s ago"
             return LeaseRelease(False, lease_wait, (), (f"etcd not read recently (last read {age})",)), None
         stored = read.service(service).lease
+        heard = self._last_heard(site, mono)
         if stored is None or (stored.holder is not None and stored.holder.site != site):
-            note = ("etcd: no write lease held (expired or given up)" if stored is None
+            note = ("etcd: no write lease held in the old site (expired or given up)" if stored is None
                     else f"etcd: the write lease is held by {stored.holder}, not in {site}")
-            return LeaseRelease(True, 0.0, ("etcd",), (note,)), None
-        return LeaseRelease(False, lease_wait, (), (f"etcd: the write lease is held by {stored.holder}",)), None
+            return LeaseRelease(True, 0.0, (), (note,)), heard
+        return LeaseRelease(False, lease_wait, (), (f"etcd: the write lease is held by {stored.holder}",)), heard
+
+    def _last_heard(self, site: str, mono: float) -> float | None:
+        """(Wall clock) when a vote of an engine of ``site`` last changed in etcd: the data-loss bound counts the
+        old primary's possible writes from there plus the lease (a cut-off holder fences before its TTL runs out)."""
+        latest = None
+        for peer_cfg in self.ctx.config.peers:
+            if peer_cfg.site == site and peer_cfg.role == "engine":
+                heard = self.peering.peers[peer_cfg.id].effective_heard()
+                if heard is not None:
+                    latest = heard if latest is None else max(latest, heard)
+        return None if latest is None else self.ctx.clock.now() - (mono - latest)
 
     async def close(self) -> None:
         if self._loop is not None:
