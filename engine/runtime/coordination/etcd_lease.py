@@ -2,7 +2,8 @@
 
 The engine in a service's active site holds ``services/{service}/lease``, attached to an etcd lease of
 ``coordination.lease_ttl`` that it renews every ``keepalive_interval`` (a background loop, so a slow
-etcd never delays the decision tick). Each tick :meth:`EtcdLeaseWatch.check` judges the holding with
+etcd never delays the decision tick). Each tick, per service, :meth:`EtcdLeaseWatch.local_primary`
+(called by the coordinator for the verdict, with any number of voters) judges the holding with
 the pure rule :func:`engine.core.coordination.judge_holder` on this engine's monotonic clock: renewals
 failing only make it ``late``; once the lease may expire within the fencing timeout plus the margin,
 or etcd says it is gone, the engine fences its own database (as the peer-mode lease does) and gives
@@ -83,28 +84,40 @@ class EtcdLeaseWatch(LeaseWatch):
                 and not self.given_up(rt.name))
 
     async def check(self, now: float, mono: float, voters: int, majority: int) -> None:
-        """Each tick: start the keepalive loop once, then judge every lease held (pure rule, local clock)."""
+        """Peer mode counts grants here; in etcd mode the lease is judged per service in :meth:`local_primary`."""
+        self._ensure_loop()
+
+    def _ensure_loop(self) -> None:
         if self._loop is None and self.ctx.config.instance.role == "engine":
             self._loop = asyncio.create_task(self._keep(), name="etcd write lease")
-        for name, grant in list(self.grants.items()):
-            rt = self.ctx.services[name]
-            db = rt.config.database
-            assert db is not None
-            view = HolderView(grant.ttl, grant.renewed_at, lost=name in self.lost)
-            judgement = judge_holder(view, mono, db.fencing.timeout, HOLDER_MARGIN, self.settings.keepalive)
-            self.ctx.metrics.lease_granted.set(0 if judgement.action == "fence" else 1)
-            if judgement.action == "late" and name not in self.late:
-                self.late.add(name)
-                await self.ctx.record("lease", f"{name}: {judgement.message}", service=name, at=now)
-            elif judgement.action == "keep":
-                self.late.discard(name)
-            elif judgement.action == "fence" and rt.state.active == self.ctx.config.instance.site \
-                    and rt.self_fenced is None and name not in self._self_fencing \
-                    and mono >= self._self_fence_retry_at.get(name, 0.0):
-                self._self_fencing.add(name)
-                task = asyncio.create_task(self._fence_self(rt, judgement.message), name=f"self-fence {name}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+
+    async def local_primary(self, rt: ServiceRuntime, now: float) -> bool | None:
+        """Every tick, per service (whatever the number of voters): judge the lease held, then the primary."""
+        self._ensure_loop()
+        await self._judge(rt, now, self.ctx.clock.monotonic())
+        return await super().local_primary(rt, now)
+
+    async def _judge(self, rt: ServiceRuntime, now: float, mono: float) -> None:
+        """The pure rule on this engine's clock: keep, late (journaled once per streak) or fence (at once)."""
+        name, grant = rt.name, self.grants.get(rt.name)
+        db = rt.config.database
+        if grant is None or db is None:
+            return
+        view = HolderView(grant.ttl, grant.renewed_at, lost=name in self.lost)
+        judgement = judge_holder(view, mono, db.fencing.timeout, HOLDER_MARGIN, self.settings.keepalive)
+        self.ctx.metrics.lease_granted.set(0 if judgement.action == "fence" else 1)
+        if judgement.action == "late" and name not in self.late:
+            self.late.add(name)
+            await self.ctx.record("lease", f"{name}: {judgement.message}", service=name, at=now)
+        elif judgement.action == "keep":
+            self.late.discard(name)
+        elif judgement.action == "fence" and rt.state.active == self.ctx.config.instance.site \
+                and rt.self_fenced is None and name not in self._self_fencing \
+                and mono >= self._self_fence_retry_at.get(name, 0.0):
+            self._self_fencing.add(name)
+            task = asyncio.create_task(self._fence_self(rt, judgement.message), name=f"self-fence {name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _keep(self) -> None:
         """Acquire, renew and give up the write leases; a renewal is due every ``keepalive_interval``."""
