@@ -48,6 +48,9 @@ lost_beyond_estimate
                  insert is beyond the estimate. When the executor could not fence the old primary and
                  waited out the lease, the step adds ``loss_window_bound_s`` (writes may have been
                  accepted until the old site fenced itself): the window then ends at W1 plus that.
+                 The step now reports the verdict of ``engine.core.loss`` instead (``covered_until``,
+                 ``bound_s``, ``bound_if_outlived_s``): then W0 = covered_until and W1 = W0 + the larger
+                 of the two bounds.
                  Reported per schedule too: ``beyond_lease``, the
                  missing inserts sent after (gcp's engine last heard by azure's + ``lease.minimum``),
                  which the lease says cannot exist.
@@ -194,7 +197,15 @@ def losses(cluster: Any, op: dict[str, Any], gcp_writes: list[Any], heartbeat: f
     missing = [w for w in gcp_writes if w.seq not in on_new]
     data = ((op.get("steps") or {}).get("consistency") or {}).get("data") or {}
     last_known, latest = data.get("last_known"), data.get("new_primary_latest")
-    if data.get("loss_window_s") is None or not last_known or not latest:
+    if data.get("covered_until") is not None and data.get("bound_s") is not None:
+        # the consistency step's verdict (engine.core.loss.LossVerdict): the new primary has every acknowledged
+        # write up to covered_until; writes up to bound_s (or, if the database outlived its engine, up to
+        # bound_if_outlived_s: the lease) later may be missing
+        w0 = float(data["covered_until"])
+        w1 = w0 + max(float(data["bound_s"]), float(data.get("bound_if_outlived_s") or 0.0))
+        within = sum(1 for w in missing if w.sent <= w1 + heartbeat and w.acked >= w0)
+        window = (round(w1 - w0, 3), data.get("status"))
+    elif data.get("loss_window_s") is None or not last_known or not latest:
         within = 0
         window = None
     else:
