@@ -15,6 +15,7 @@ revision is one counter for the whole cluster, so versions are totally ordered w
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -42,6 +43,7 @@ class EtcdOperatorState(SharedOperatorState):
         self.etcd_peering = peering
         self.backend = backend
         self.pending: dict[tuple[str, str], Stamped] = {}  # (service, key) -> a write etcd has not confirmed yet
+        self._retry: asyncio.Task[None] | None = None
 
     async def publish(self, rt: ServiceRuntime, key: str, value: Mapping[str, Any], by: str | None) -> Stamped:
         if key not in KEYS:
@@ -63,8 +65,8 @@ class EtcdOperatorState(SharedOperatorState):
         body = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
         result = await self.backend.client.txn([compare_mod(path, entry.version)], [put_op(path, body)],
                                                [range_op(path)])
-        if isinstance(result, EtcdError):
-            return  # unanswered: retried at the next tick (the same compare: applied at most once)
+        if isinstance(result, EtcdError) or self.pending.get((service, key)) is not entry:
+            return  # unanswered: retried at the next tick (the same compare: applied at most once); or superseded
         del self.pending[(service, key)]
         if result.succeeded:
             written = Stamped(entry.value, result.revision, entry.voter, entry.at, entry.by)
@@ -79,6 +81,12 @@ class EtcdOperatorState(SharedOperatorState):
             except ValueError:
                 raw = None
             winner = stamped(raw, kvs[0].mod_revision) if isinstance(raw, dict) else None
+        if winner is not None and winner.voter == entry.voter and winner.at < entry.at:
+            # our own earlier write landed after this one was made from the version before it: write again on it
+            again = Stamped(entry.value, winner.version, entry.voter, entry.at, entry.by)
+            self.pending[(service, key)] = again
+            await self._write(service, key, again, now)
+            return
         if winner is not None and dict(winner.value) != dict(entry.value):
             conflict = Conflict(key, winner, entry)
             self.conflicts.setdefault(service, []).append(conflict)
@@ -88,11 +96,17 @@ class EtcdOperatorState(SharedOperatorState):
                                   f"{winner.version} first; theirs stands", service=service, at=now,
                                   data={"conflict": conflict.to_dict()})
 
+    async def _retry_pending(self, service: str, now: float) -> None:
+        for (name, key), entry in list(self.pending.items()):
+            if name == service:
+                await self._write(name, key, entry, now)
+
     async def adopt(self, rt: ServiceRuntime, now: float) -> list[str]:
-        """Retry unconfirmed writes, then apply every key whose version in the latest read of etcd differs."""
-        for (service, key), entry in list(self.pending.items()):
-            if service == rt.name:
-                await self._write(service, key, entry, now)
+        """Retry unconfirmed writes (in the background: etcd down must not hold the tick), then apply every key
+        whose version in the latest read of etcd differs."""
+        if any(service == rt.name for service, _ in self.pending) and \
+                (self._retry is None or self._retry.done()):
+            self._retry = asyncio.create_task(self._retry_pending(rt.name, now), name=f"operator keys {rt.name}")
         read = self.etcd_peering.read
         if read is None:
             return []
