@@ -189,6 +189,32 @@ def _describe_moves(moves: list[SequenceMove]) -> str:
     return f"{len(moved)} of {len(moves)} moved" + (f": {listed}{more}" if moved else " (already ahead)")
 
 
+async def promotable(config: DatabaseConfig, site: str) -> tuple[str | None, bool]:
+    """Read-only, before anything is fenced: could :func:`promote` work on ``site``? ``(None, _)`` when it
+    is a logical replica holding the configured subscription; else ``(why not, transient)``: a server that
+    cannot be reached may answer on the next attempt, a missing subscription will not."""
+    try:
+        async with asyncio.timeout(config.promotion.statement_timeout + config.sites[site].connect_timeout), \
+                await connect(config.sites[site], statement_timeout=config.promotion.statement_timeout,
+                              application_name="failover-engine precheck") as conn:
+            cur = await conn.execute("SELECT pg_is_in_recovery(), EXISTS (SELECT 1 FROM pg_subscription s JOIN "
+                                     "pg_database d ON d.oid = s.subdbid AND d.datname = current_database() "
+                                     "WHERE s.subname = %s)", (config.subscription,))
+            row = await cur.fetchone()
+    except Unreachable as exc:
+        return f"its database cannot be reached: {exc}", True
+    except TimeoutError:
+        return "its database did not answer in time", True
+    except psycopg.Error as exc:
+        return f"its database refused the check: {describe_pg_error(exc)}", True
+    if row is None or row[0]:
+        return "its database is a physical standby (in recovery), not a logical replica", False
+    if not row[1]:
+        return (f"its database holds no subscription {config.subscription}: it is not a standby of the primary "
+                "(after a failover, prepare the failback first)"), False
+    return None, False
+
+
 async def promote(config: DatabaseConfig, site: str) -> ActionResult:
     """Promote the database of ``site``; bounded by ``promotion.timeout``; never raises for server errors."""
     old_primary = config.other_site(site)

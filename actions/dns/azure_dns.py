@@ -57,19 +57,15 @@ def _record_set(rtype: str, ttl: int, values: Sequence[str], metadata: dict[str,
     return models.RecordSet(**fields)
 
 
-class AzureDnsProvider(CasProvider):
+class AzureDnsProvider(CasProvider[AzureDnsConfig]):
     """Reads and shifts a service's records in one Azure DNS zone."""
 
     kind = "Azure DNS"
 
     def __init__(self, config: DnsConfig, service: str, *, credential: Any = None) -> None:
-        if not isinstance(config.provider, AzureDnsConfig):
-            raise TypeError("AzureDnsProvider needs an azure_dns provider config")
-        super().__init__(config, service)
-        self._p: AzureDnsConfig = config.provider
+        super().__init__(config, service, AzureDnsConfig)
         self._credential = credential
         self._own_credential = credential is None
-        self._client: Any = None
 
     def __repr__(self) -> str:
         return f"AzureDnsProvider(resource_group={self._p.resource_group!r}, zone={self.zone!r})"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any, Generic, TypeVar
 
 from actions.dns.errors import DnsError, DnsRefused, DnsUnavailable
 from actions.dns.state import (
@@ -44,12 +45,23 @@ class ChangePending(DnsUnavailable):
     retrying the same shift (same op) finds it and succeeds."""
 
 
-class CasProvider:
-    """Base of the cloud providers: the shift protocol over ``read`` and one conditional ``_write``."""
+P = TypeVar("P")
+
+
+class CasProvider(Generic[P]):
+    """Base of the cloud providers: the shift protocol over ``read`` and one conditional ``_write``.
+
+    The shared constructor checks that ``config.provider`` is the provider's own config class (``config_type``,
+    also ``P``: it is ``self._p``) and keeps an injected SDK ``client`` (None: built on first use)."""
 
     kind = "provider"
 
-    def __init__(self, config: DnsConfig, service: str) -> None:
+    def __init__(self, config: DnsConfig, service: str, config_type: type[P], *, client: Any = None) -> None:
+        provider = config.provider
+        if not isinstance(provider, config_type):
+            raise TypeError(f"{type(self).__name__} needs a {config_type.__name__}, not {type(provider).__name__}")
+        self._p: P = provider
+        self._client: Any = client
         self._config = config
         self._service = service
         self._salt = new_op()

@@ -7,6 +7,12 @@ exactly, else it answers ``412 conditionNotMet`` and changes nothing; an additio
 that exists already answers ``409 alreadyExists`` (a rival created the first epoch record). That is
 the compare-and-set. The change is then polled (``changes.get``) until its status is ``done``.
 
+A record may carry a weighted round robin policy (``routingPolicy.wrr.items``, one item per site matched
+by its ``rrdatas``): :meth:`read` gives it as the values of the items with a weight (what Cloud DNS
+answers), a shift re-adds the policy with all weight on the target, a retime keeps the weights, and
+:meth:`set_weights` moves every record's weights in one change beside the unchanged epoch record
+(docs/providers.md, "Weighted failback"). Other routing policies (geo, primary-backup) are refused.
+
 google-cloud-dns 0.37's public classes drop ``routingPolicy`` and cannot filter a list by name,
 so the provider speaks the v1 JSON API through the client's own authenticated connection
 (``client._connection.api_request``: the SDK's credentials, endpoint and user agent). The calls are
@@ -25,7 +31,7 @@ from typing import Any
 from actions.dns.cas import CasProvider, ChangePending, ConditionFailed
 from actions.dns.errors import DnsAuthError, DnsConfigError, DnsRefused, DnsUnavailable
 from actions.dns.state import DnsState, RecordState, parse_epoch, site_of
-from actions.dns.weights import Weights, check_shares, weights_conflict, weights_of
+from actions.dns.weights import Weights, agreed, check_shares, refused, unmoved, weights_of
 from engine.config.dns import DnsConfig, RecordConfig, canonical_value
 from engine.config.dns_providers import CloudDnsConfig
 from probes.cloud_credentials import gcp_credentials
@@ -48,18 +54,14 @@ def build_client(p: CloudDnsConfig) -> Any:
     return dns.Client(project=p.project, credentials=credentials, client_options=options)
 
 
-class CloudDnsProvider(CasProvider):
+class CloudDnsProvider(CasProvider[CloudDnsConfig]):
     """Reads and shifts a service's records in one Cloud DNS managed zone."""
 
     kind = "Cloud DNS"
 
     def __init__(self, config: DnsConfig, service: str, *, client: Any = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        if not isinstance(config.provider, CloudDnsConfig):
-            raise TypeError("CloudDnsProvider needs a cloud_dns provider config")
-        super().__init__(config, service)
-        self._p: CloudDnsConfig = config.provider
-        self._client = client
+        super().__init__(config, service, CloudDnsConfig, client=client)
         self._sleep = sleep
         self._path = f"/projects/{self._p.project}/managedZones/{self._p.managed_zone}"
 
@@ -128,9 +130,12 @@ class CloudDnsProvider(CasProvider):
                                      f"expected {config.type}")
             raise DnsConfigError(f"record missing: no {config.type} record at {fqdn.rstrip('.')} "
                                  f"in zone {self.zone}")
-        if "routingPolicy" in mine:
-            raise DnsConfigError(f"{fqdn.rstrip('.')} has a routing policy: move it with weights, not a shift")
-        values = tuple(sorted(canonical_value(config.type, v) for v in mine.get("rrdatas", [])))
+        policy = mine.get("routingPolicy")
+        if policy is not None:
+            values = tuple(sorted({v for site in _wrr_sites(fqdn, config, policy, answering=True)
+                                   for v in config.targets[site]}))
+        else:
+            values = tuple(sorted(canonical_value(config.type, v) for v in mine.get("rrdatas", [])))
         return RecordState(fqdn, config.type, int(mine.get("ttl", 0)), values, site_of(values, config.targets),
                            refs=(json.dumps(_exact(mine)),))
 
@@ -158,8 +163,16 @@ class CloudDnsProvider(CasProvider):
 
     def _change(self, expected: DnsState, planned: DnsState) -> dict[str, Any]:
         deletions = [json.loads(r.refs[0]) for r in expected.records]
-        additions = [{"name": r.name, "type": r.rtype, "ttl": r.ttl, "rrdatas": list(r.values)}
-                     for r in planned.records]
+        additions = []
+        for old, new in zip(deletions, planned.records, strict=True):
+            if "routingPolicy" not in old:
+                additions.append({"name": new.name, "type": new.rtype, "ttl": new.ttl, "rrdatas": list(new.values)})
+                continue
+            config = self._configs[new.name]  # weighted: stays weighted, the weights kept or all on the target
+            kept = new.values == _answering_values(old, config)
+            weights = (_wrr_weights(new.name, config, old["routingPolicy"]) if kept
+                       else {site: 100.0 if site == new.site else 0.0 for site in config.targets})
+            additions.append(_wrr_successor(old, config, weights, new.ttl))
         if expected.epoch.ref is not None:
             deletions.append(json.loads(expected.epoch.ref))
         if planned.epoch != expected.epoch:
@@ -189,49 +202,47 @@ class CloudDnsProvider(CasProvider):
             change = await self._api(f"status of change {change.get('id')}", "GET", f"/changes/{change.get('id')}")
 
     # -- weights (weighted round robin: routingPolicy.wrr.items, one item per site) ---------------
-    async def _wrr(self) -> tuple[dict[str, Any], dict[str, float], DnsState]:
-        config = self._config.records[0]
-        name = self._config.fqdn(config.name)
-        found, txt = await asyncio.gather(self._rrsets(name, config.type), self._rrsets(self.epoch_name, "TXT"))
-        wrr = found[0].get("routingPolicy", {}).get("wrr") if found else None
-        if not wrr:
-            raise DnsRefused(f"{name.rstrip('.')} has no weighted round robin policy: it has no weights to move")
-        raw: dict[str, float] = {}
-        for item in wrr.get("items", []):
-            values = sorted(canonical_value(config.type, v) for v in item.get("rrdatas", []))
-            site = site_of(values, config.targets)
-            if site not in config.targets:
-                raise DnsConfigError(f"{name.rstrip('.')}: a weighted item answers {values}, no site's values")
-            raw[site] = float(item.get("weight", 0))
-        text = "".join(_strip_quotes(p) for p in txt[0].get("rrdatas", [""])[:1]) if txt else None
-        epoch = replace(parse_epoch(text, self.epoch_name), ref=json.dumps(_exact(txt[0])) if txt else None)
-        return _exact(found[0]), raw, DnsState(self.zone, (), epoch, self.epoch_name)
+    async def _wrr(self) -> tuple[DnsState, dict[str, dict[str, float]]]:
+        """A read of every record, each of which must be weighted round robin; each record's weight per site."""
+        state = await self.read()
+        per_record: dict[str, dict[str, float]] = {}
+        for record in state.records:
+            rrset = json.loads(record.refs[0])
+            if "wrr" not in rrset.get("routingPolicy", {}):
+                raise DnsRefused(f"{record.name.rstrip('.')} has no weighted round robin policy: it has no weights "
+                                 f"to move")
+            per_record[record.name] = _wrr_weights(record.name, self._configs[record.name], rrset["routingPolicy"])
+        return state, per_record
 
     async def read_weights(self) -> Weights:
-        """Each site's weighted round robin item as a share of the traffic."""
-        rrset, raw, state = await self._wrr()
-        return weights_of(raw, state.epoch.number, json.dumps(rrset))
+        """Each site's weighted round robin item (of every record) as a share of the traffic; ``ref`` holds the
+        record sets exactly as read."""
+        state, per_record = await self._wrr()
+        return weights_of(agreed(per_record), state.epoch.number,
+                          json.dumps({r.name: r.refs[0] for r in state.records}))
 
     async def set_weights(self, expected: Weights, shares: Mapping[str, int]) -> Weights:
-        """One change: the weighted record set deleted exactly as read and added with the new weights, the epoch
-        record deleted and re-added unchanged (so a rival's epoch fails the change)."""
-        config = self._config.records[0]
-        check_shares(shares, set(config.targets))
-        rrset, raw, state = await self._wrr()
-        if weights_of(raw, state.epoch.number) != expected:
-            raise weights_conflict(f"weighted record set {config.name}", expected,
-                                   weights_of(raw, state.epoch.number))
-        old = json.loads(expected.ref) if expected.ref else rrset
-        new = {**{k: v for k, v in old.items() if k != "routingPolicy"}, "routingPolicy": {"wrr": {"items": [
-            {"weight": float(shares[site]), "rrdatas": list(config.targets[site])} for site in sorted(shares)]}}}
-        change: dict[str, Any] = {"kind": "dns#change", "deletions": [old], "additions": [new]}
+        """One change: every weighted record set deleted exactly as read with ``expected`` and added with the new
+        weights (TTL kept), the epoch record deleted and re-added unchanged; a foreign edit of a weight or a
+        rival's epoch since that read makes Cloud DNS refuse the whole change (412)."""
+        check_shares(shares, set(self._config.records[0].targets))
+        state, per_record = await self._wrr()
+        where = f"weighted record set {', '.join(r.name.rstrip('.') for r in state.records)}"
+        unmoved(where, expected, per_record, state.epoch.number)
+        read: dict[str, str] = json.loads(expected.ref) if expected.ref else {}
+        change: dict[str, Any] = {"kind": "dns#change", "deletions": [], "additions": []}
+        for record in state.records:
+            old = json.loads(read.get(record.name, record.refs[0]))
+            change["deletions"].append(old)
+            change["additions"].append(_wrr_successor(old, self._configs[record.name],
+                                                      {site: float(v) for site, v in shares.items()}, old["ttl"]))
         if state.epoch.ref is not None:
             change["deletions"].append(json.loads(state.epoch.ref))
             change["additions"].append(json.loads(state.epoch.ref))
         try:
-            done = await self._api(f"weights of {config.name}", "POST", "/changes", data=change)
+            done = await self._api(f"weights of {where}", "POST", "/changes", data=change)
         except ConditionFailed:
-            raise weights_conflict(f"weighted record set {config.name}", expected, await self.read_weights()) from None
+            raise await refused(where, expected, self.read_weights) from None
         await self._wait_done(done)
         return await self.read_weights()
 
@@ -249,3 +260,51 @@ class CloudDnsProvider(CasProvider):
 def _exact(rrset: dict[str, Any]) -> dict[str, Any]:
     """The fields a deletion must repeat exactly."""
     return {k: rrset[k] for k in ("name", "type", "ttl", "rrdatas", "routingPolicy") if k in rrset}
+
+
+def _wrr_sites(fqdn: str, config: RecordConfig, policy: dict[str, Any], *, answering: bool = False) -> list[str]:
+    """The site of each weighted round robin item (matched by its values), in order; with ``answering`` only
+    the items Cloud DNS answers (weight above 0; all of them when every weight is 0)."""
+    wrr = policy.get("wrr")
+    if not isinstance(wrr, dict) or not wrr.get("items"):
+        kinds = sorted(k for k in policy if k != "kind")
+        raise DnsConfigError(f"{fqdn.rstrip('.')} has a {'/'.join(kinds) or 'routing'} policy: the engine moves "
+                             f"plain or weighted round robin record sets only")
+    sites: list[str] = []
+    for item in wrr["items"]:
+        values = sorted(canonical_value(config.type, v) for v in item.get("rrdatas", []))
+        site = site_of(values, config.targets)
+        if site not in config.targets or site in sites:
+            raise DnsConfigError(f"{fqdn.rstrip('.')}: a weighted item answers {values}, not one site's values "
+                                 f"once")
+        sites.append(site)
+    if answering and any(float(i.get("weight", 0)) > 0 for i in wrr["items"]):
+        return [s for s, i in zip(sites, wrr["items"], strict=True) if float(i.get("weight", 0)) > 0]
+    return sites
+
+
+def _wrr_weights(fqdn: str, config: RecordConfig, policy: dict[str, Any]) -> dict[str, float]:
+    """Each configured site's item weight (0 for a site without an item)."""
+    weights = dict.fromkeys(config.targets, 0.0)
+    for site, item in zip(_wrr_sites(fqdn, config, policy), policy["wrr"]["items"], strict=True):
+        weights[site] = float(item.get("weight", 0))
+    return weights
+
+
+def _answering_values(rrset: dict[str, Any], config: RecordConfig) -> tuple[str, ...]:
+    """The values a weighted record set answers (as :meth:`CloudDnsProvider._record` reads them)."""
+    sites = _wrr_sites(rrset["name"], config, rrset["routingPolicy"], answering=True)
+    return tuple(sorted({v for site in sites for v in config.targets[site]}))
+
+
+def _wrr_successor(old: dict[str, Any], config: RecordConfig, weights: Mapping[str, float],
+                   ttl: int) -> dict[str, Any]:
+    """The weighted round robin record set replacing ``old``: one item per site that has an item or a weight,
+    each keeping its other fields (health-checked targets; not the DNSSEC signatures Cloud DNS makes)."""
+    policy = old["routingPolicy"]
+    by_site = dict(zip(_wrr_sites(old["name"], config, policy), policy["wrr"]["items"], strict=True))
+    sites = sorted(set(by_site) | {site for site, weight in weights.items() if weight > 0})
+    items = [{**{k: v for k, v in by_site.get(site, {}).items() if k != "signatureRrdatas"},
+              "weight": float(weights.get(site, 0.0)), "rrdatas": list(config.targets[site])} for site in sites]
+    wrr = {**{k: v for k, v in policy["wrr"].items() if k != "items"}, "items": items}
+    return {"name": old["name"], "type": old["type"], "ttl": int(ttl), "routingPolicy": {**policy, "wrr": wrr}}

@@ -36,17 +36,13 @@ from engine.config.dns_providers import CloudflareLbConfig
 T = TypeVar("T")
 
 
-class CloudflareLbProvider(CasProvider):
+class CloudflareLbProvider(CasProvider[CloudflareLbConfig]):
     """Reads and shifts the pool order of one Cloudflare load balancer."""
 
     kind = "Cloudflare LB"
 
     def __init__(self, config: DnsConfig, service: str, *, client: Any = None) -> None:
-        if not isinstance(config.provider, CloudflareLbConfig):
-            raise TypeError("CloudflareLbProvider needs a cloudflare_lb provider config")
-        super().__init__(config, service)
-        self._p: CloudflareLbConfig = config.provider
-        self._client = client
+        super().__init__(config, service, CloudflareLbConfig, client=client)
         self._zone_id: str | None = None
         self._lb_id: str | None = None
         self._hostname = config.fqdn(config.records[0].name).rstrip(".")

@@ -7,6 +7,12 @@ fails the whole batch (``InvalidChangeBatch``); a CREATE of a set that exists fa
 the compare-and-set; ``UPSERT`` is never used because it would overwrite blindly. The batch's change
 is then polled with ``GetChange`` until ``INSYNC`` (every Route 53 authoritative server has it).
 
+A record may be a set of weighted record sets (``SetIdentifier`` = site, ``Weight``): :meth:`read` gives
+it as the values of the sets with a weight (what Route 53 answers), a shift re-creates the sets with all
+weight on the target, a retime keeps the weights, and :meth:`set_weights` moves every record's weights
+in one batch of exact DELETEs + CREATEs beside the unchanged epoch record (docs/providers.md, "Weighted
+failback"). Failover, latency, geolocation and alias sets are refused.
+
 boto3 is blocking: every call runs in a worker thread. botocore's own retries (standard mode,
 ``attempts`` tries, on throttling, ``PriorRequestNotComplete`` and 5xx) bound each call, and its
 connect/read timeouts are ``timeout``.
@@ -23,7 +29,7 @@ from typing import Any
 from actions.dns.cas import CasProvider, ChangePending, ConditionFailed
 from actions.dns.errors import DnsAuthError, DnsConfigError, DnsRefused, DnsUnavailable
 from actions.dns.state import DnsState, RecordState, parse_epoch, site_of
-from actions.dns.weights import Weights, check_shares, weights_conflict, weights_of
+from actions.dns.weights import Weights, agreed, check_shares, refused, unmoved, weights_of
 from engine.config.dns import DnsConfig, RecordConfig, canonical_value
 from engine.config.dns_providers import Route53Config
 
@@ -52,18 +58,14 @@ def build_client(p: Route53Config) -> Any:
                                           config=config, **keys)
 
 
-class Route53Provider(CasProvider):
+class Route53Provider(CasProvider[Route53Config]):
     """Reads and shifts a service's records in one Route 53 hosted zone."""
 
     kind = "Route 53"
 
     def __init__(self, config: DnsConfig, service: str, *, client: Any = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        if not isinstance(config.provider, Route53Config):
-            raise TypeError("Route53Provider needs a route53 provider config")
-        super().__init__(config, service)
-        self._p: Route53Config = config.provider
-        self._client = client
+        super().__init__(config, service, Route53Config, client=client)
         self._sleep = sleep
         self._zone_id = self._p.hosted_zone_id.removeprefix("/hostedzone/")
 
@@ -116,13 +118,30 @@ class Route53Provider(CasProvider):
             if cname is not None and config.type != "CNAME":
                 raise DnsConfigError(f"{fqdn.rstrip('.')} is a CNAME, expected {config.type}")
             raise DnsConfigError(f"record missing: no {config.type} record at {fqdn.rstrip('.')} in zone {self.zone}")
-        if len(mine) > 1 or "SetIdentifier" in mine[0] or "AliasTarget" in mine[0]:
-            raise DnsConfigError(f"{fqdn.rstrip('.')} is a weighted, failover or alias record set: move it with "
-                                 f"weights, not a shift")
+        if any("AliasTarget" in s or ("SetIdentifier" in s and "Weight" not in s) for s in mine):
+            raise DnsConfigError(f"{fqdn.rstrip('.')} is a failover, latency, geolocation or alias record set: "
+                                 f"the engine moves simple or weighted record sets only")
+        if any("SetIdentifier" in s for s in mine):
+            return self._weighted_record(fqdn, config, mine)
         rrset = mine[0]
         values = tuple(sorted(canonical_value(config.type, r["Value"]) for r in rrset.get("ResourceRecords", [])))
         return RecordState(fqdn, config.type, int(rrset.get("TTL", 0)), values, site_of(values, config.targets),
                            refs=(json.dumps(rrset),))
+
+    def _weighted_record(self, fqdn: str, config: RecordConfig, sets: list[dict[str, Any]]) -> RecordState:
+        """Weighted sets (SetIdentifier = site) as one record: the values of the sets with weight (Route 53
+        answers only those; all of them when every weight is 0), each set exactly as read in ``refs``."""
+        unknown = sorted({str(s.get("SetIdentifier")) for s in sets} - set(config.targets))
+        if unknown or len(sets) != len({s["SetIdentifier"] for s in sets}):
+            raise DnsConfigError(f"{fqdn.rstrip('.')} has weighted sets {unknown or 'twice'} that are not one "
+                                 f"per site {sorted(config.targets)}")
+        answering = [s for s in sets if int(s.get("Weight", 0)) > 0] or sets
+        values = tuple(sorted({canonical_value(config.type, r["Value"]) for s in answering
+                               for r in s.get("ResourceRecords", [])}))
+        ttl = min(int(s.get("TTL", 0)) for s in sets)
+        ordered = sorted(sets, key=lambda s: str(s["SetIdentifier"]))
+        return RecordState(fqdn, config.type, ttl, values, site_of(values, config.targets),
+                           refs=tuple(json.dumps(s) for s in ordered))
 
     async def read(self, records: Sequence[RecordConfig] | None = None) -> DnsState:
         """Every record and the epoch TXT record, listed concurrently."""
@@ -145,20 +164,43 @@ class Route53Provider(CasProvider):
         return DnsState(self.zone, states, replace(epoch, ref=json.dumps(txt[0])), self.epoch_name)
 
     def _batch(self, expected: DnsState, planned: DnsState) -> list[dict[str, Any]]:
-        changes = [{"Action": "DELETE", "ResourceRecordSet": json.loads(r.refs[0])} for r in expected.records]
-        changes += [{"Action": "CREATE", "ResourceRecordSet": {
-            "Name": r.name, "Type": r.rtype, "TTL": r.ttl, "ResourceRecords": [{"Value": v} for v in r.values]}}
-            for r in planned.records]
+        deletes: list[dict[str, Any]] = []
+        creates: list[dict[str, Any]] = []
+        for old, new in zip(expected.records, planned.records, strict=True):
+            sets = [json.loads(ref) for ref in old.refs]
+            deletes += [{"Action": "DELETE", "ResourceRecordSet": s} for s in sets]
+            if any("SetIdentifier" in s for s in sets):  # weighted: the sets stay weighted
+                weights = ({str(s["SetIdentifier"]): int(s.get("Weight", 0)) for s in sets}
+                           if new.values == old.values else {site: 100 if site == new.site else 0
+                                                              for site in self._configs[new.name].targets})
+                creates += [{"Action": "CREATE", "ResourceRecordSet": s}
+                            for s in self._successors(new.name, sets, weights, new.ttl)]
+            else:
+                creates.append({"Action": "CREATE", "ResourceRecordSet": {
+                    "Name": new.name, "Type": new.rtype, "TTL": new.ttl,
+                    "ResourceRecords": [{"Value": v} for v in new.values]}})
+        changes = deletes + creates
         if expected.epoch.ref is not None:
-            old = json.loads(expected.epoch.ref)
-            changes.append({"Action": "DELETE", "ResourceRecordSet": old})
+            old_epoch = json.loads(expected.epoch.ref)
+            changes.append({"Action": "DELETE", "ResourceRecordSet": old_epoch})
             if planned.epoch == expected.epoch:
-                changes.append({"Action": "CREATE", "ResourceRecordSet": old})  # a TTL change keeps it
+                changes.append({"Action": "CREATE", "ResourceRecordSet": old_epoch})  # a TTL change keeps it
         if planned.epoch != expected.epoch:
             changes.append({"Action": "CREATE", "ResourceRecordSet": {
                 "Name": planned.epoch_name, "Type": "TXT", "TTL": min(r.ttl for r in planned.records),
                 "ResourceRecords": [{"Value": f'"{planned.epoch.text}"'}]}})
         return changes
+
+    def _successors(self, fqdn: str, sets: list[dict[str, Any]], weights: Mapping[str, int],
+                    ttl: int) -> list[dict[str, Any]]:
+        """The weighted sets that replace ``sets``: one per site that has a set or a weight, each keeping the
+        other fields of its predecessor (a health check id), with the site's configured values."""
+        config = self._configs[fqdn]
+        by_site = {str(s["SetIdentifier"]): s for s in sets}
+        sites = sorted(set(by_site) | {site for site, weight in weights.items() if weight > 0})
+        return [{**by_site.get(site, {}), "Name": fqdn, "Type": config.type, "TTL": ttl, "SetIdentifier": site,
+                 "Weight": int(weights.get(site, 0)), "ResourceRecords": [{"Value": v} for v in config.targets[site]]}
+                for site in sites]
 
     async def _write(self, expected: DnsState, planned: DnsState) -> None:
         if any(not r.refs for r in expected.records) or (expected.epoch.text is not None and not expected.epoch.ref):
@@ -181,49 +223,52 @@ class Route53Provider(CasProvider):
                                      Id=info.get("Id"))).get("ChangeInfo", {})
 
     # -- weights (weighted record sets: SetIdentifier = site, Weight 0-255) ------------------------
-    async def _weighted(self) -> tuple[list[dict[str, Any]], DnsState]:
-        config = self._config.records[0]
-        name = self._config.fqdn(config.name)
-        sets, txt = await asyncio.gather(self._sets(name, config.type), self._sets(self.epoch_name, "TXT"))
-        if not sets or any("SetIdentifier" not in s for s in sets):
-            raise DnsRefused(f"{name.rstrip('.')} is not a weighted record set: it has no weights to move")
-        unknown = sorted({s["SetIdentifier"] for s in sets} - set(config.targets))
-        if unknown:
-            raise DnsConfigError(f"{name.rstrip('.')} has weighted sets {unknown} that are not sites")
-        text = _strip_quotes(txt[0]["ResourceRecords"][0]["Value"]) if txt else None
-        epoch = replace(parse_epoch(text, self.epoch_name), ref=json.dumps(txt[0]) if txt else None)
-        return sets, DnsState(self.zone, (), epoch, self.epoch_name)
+    async def _weighted(self) -> tuple[DnsState, dict[str, dict[str, float]]]:
+        """A read of every record, each of which must be weighted; each record's weight per site."""
+        state = await self.read()
+        per_record: dict[str, dict[str, float]] = {}
+        for record in state.records:
+            sets = [json.loads(ref) for ref in record.refs]
+            if not any("SetIdentifier" in s for s in sets):
+                raise DnsRefused(f"{record.name.rstrip('.')} is not a weighted record set: it has no weights to move")
+            per_record[record.name] = dict.fromkeys(self._configs[record.name].targets, 0.0)
+            per_record[record.name].update({str(s["SetIdentifier"]): float(s.get("Weight", 0)) for s in sets})
+        return state, per_record
 
     async def read_weights(self) -> Weights:
-        """Each site's weighted record set (SetIdentifier = site) as a share of the traffic."""
-        sets, state = await self._weighted()
-        return weights_of({s["SetIdentifier"]: float(s.get("Weight", 0)) for s in sets}, state.epoch.number,
-                          json.dumps(sets))
+        """Each site's share of the weighted record sets (SetIdentifier = site) of every record; ``ref`` holds
+        the sets exactly as read."""
+        state, per_record = await self._weighted()
+        return weights_of(agreed(per_record), state.epoch.number,
+                          json.dumps({r.name: list(r.refs) for r in state.records}))
 
     async def set_weights(self, expected: Weights, shares: Mapping[str, int]) -> Weights:
-        """One batch: DELETE the weighted sets exactly as read, CREATE them with the new weights, and the epoch
-        record deleted and re-created unchanged (so a rival's epoch fails the batch)."""
-        config = self._config.records[0]
-        check_shares(shares, set(config.targets))
-        sets, state = await self._weighted()
-        current = weights_of({s["SetIdentifier"]: float(s.get("Weight", 0)) for s in sets}, state.epoch.number)
-        if current != expected:
-            raise weights_conflict(f"weighted sets of {config.name}", expected, current)
-        old = json.loads(expected.ref) if expected.ref else sets
-        changes = [{"Action": "DELETE", "ResourceRecordSet": s} for s in old]
-        name = self._config.fqdn(config.name)
-        changes += [{"Action": "CREATE", "ResourceRecordSet": {
-            "Name": name, "Type": config.type, "TTL": int(config.ttl), "SetIdentifier": site, "Weight": share,
-            "ResourceRecords": [{"Value": v} for v in config.targets[site]]}} for site, share in sorted(shares.items())]
+        """One batch: DELETE every weighted set exactly as read with ``expected``, CREATE it with the new weight
+        (TTL and other fields kept), and the epoch record deleted and re-created unchanged, so a foreign edit of
+        any weight or a rival's epoch since that read fails the whole batch."""
+        check_shares(shares, set(self._config.records[0].targets))
+        state, per_record = await self._weighted()
+        where = f"weighted sets of {', '.join(r.name.rstrip('.') for r in state.records)}"
+        unmoved(where, expected, per_record, state.epoch.number)
+        read: dict[str, list[str]] = json.loads(expected.ref) if expected.ref else {}
+        changes: list[dict[str, Any]] = []
+        creates: list[dict[str, Any]] = []
+        for record in state.records:
+            sets = [json.loads(ref) for ref in read.get(record.name, record.refs)]
+            changes += [{"Action": "DELETE", "ResourceRecordSet": s} for s in sets]
+            ttl = min(int(s.get("TTL", 0)) for s in sets)
+            creates += [{"Action": "CREATE", "ResourceRecordSet": s}
+                        for s in self._successors(record.name, sets, shares, ttl)]
+        changes += creates
         if state.epoch.ref is not None:
             epoch_set = json.loads(state.epoch.ref)
             changes += [{"Action": "DELETE", "ResourceRecordSet": epoch_set},
                         {"Action": "CREATE", "ResourceRecordSet": epoch_set}]
         try:
-            answer = await self._call(f"weights of {name.rstrip('.')}", "change_resource_record_sets",
+            answer = await self._call(f"weights of {where}", "change_resource_record_sets",
                                       HostedZoneId=self._zone_id, ChangeBatch={"Changes": changes})
         except ConditionFailed:
-            raise weights_conflict(f"weighted sets of {config.name}", expected, await self.read_weights()) from None
+            raise await refused(where, expected, self.read_weights) from None
         await self._wait_insync(answer.get("ChangeInfo", {}))
         return await self.read_weights()
 

@@ -42,19 +42,15 @@ def with_etag(response: Any, _deserialized: Any, _headers: Any) -> tuple[dict[st
     return http.json(), http.headers.get("ETag")
 
 
-class TrafficManagerProvider(CasProvider):
+class TrafficManagerProvider(CasProvider[TrafficManagerConfig]):
     """Reads and shifts the routing of one Traffic Manager profile."""
 
     kind = "Traffic Manager"
 
     def __init__(self, config: DnsConfig, service: str, *, credential: Any = None) -> None:
-        if not isinstance(config.provider, TrafficManagerConfig):
-            raise TypeError("TrafficManagerProvider needs a traffic_manager provider config")
-        super().__init__(config, service)
-        self._p: TrafficManagerConfig = config.provider
+        super().__init__(config, service, TrafficManagerConfig)
         self._credential = credential
         self._own_credential = credential is None
-        self._client: Any = None
         self.epoch_name = f"{self._p.profile} tag {TAG}"
         self._profile: dict[str, Any] = {}
 

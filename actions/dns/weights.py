@@ -9,11 +9,11 @@ read-compare) and on the epoch being unchanged, so a rival's move in between is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from actions.dns.errors import DnsConflict, DnsRefused
+from actions.dns.errors import DnsConfigError, DnsConflict, DnsError, DnsRefused
 
 
 @dataclass(frozen=True)
@@ -77,3 +77,37 @@ def weights_conflict(where: str, expected: Weights, current: Weights) -> Excepti
     """The DnsConflict for weights that moved since they were read."""
     return DnsConflict(f"{where} changed since it was read: expected {expected.describe()}, found {current.describe()}",
                        found=current.describe(), expected=expected.describe(), epoch=current.epoch, site="weighted")
+
+
+def agreed(per_record: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """The weights every weighted record has (each record of a service moves with the same shares);
+    DnsConfigError naming two records that disagree."""
+    first_name, first = next(iter(per_record.items()))
+    for name, raw in per_record.items():
+        if weights_of(raw, 0).shares != weights_of(first, 0).shares:
+            raise DnsConfigError(f"the weighted records disagree: {first_name.rstrip('.')} has "
+                                 f"{_shares(first)}, {name.rstrip('.')} {_shares(raw)}")
+    return dict(first)
+
+
+def unmoved(where: str, expected: Weights, per_record: Mapping[str, Mapping[str, float]], epoch: int) -> None:
+    """DnsConflict naming the record when any record's weights (or the epoch) are no longer ``expected``."""
+    for name, raw in per_record.items():
+        current = weights_of(raw, epoch)
+        if current != expected:
+            found = f"{name.rstrip('.')} {current.describe()}"
+            raise DnsConflict(f"{where} changed since it was read: expected {expected.describe()}, found {found}",
+                              found=found, expected=expected.describe(), epoch=current.epoch, site="weighted")
+
+
+async def refused(where: str, expected: Weights, read: Callable[[], Awaitable[Weights]]) -> Exception:
+    """The DnsConflict for a conditional weights write the provider refused, with what a read-back finds."""
+    try:
+        return weights_conflict(where, expected, await read())
+    except DnsError as exc:
+        return DnsConflict(f"{where} changed since it was read: expected {expected.describe()}, found: {exc}",
+                           found=str(exc), expected=expected.describe(), epoch=expected.epoch, site="weighted")
+
+
+def _shares(raw: Mapping[str, float]) -> str:
+    return ", ".join(f"{site} {share} %" for site, share in weights_of(raw, 0).shares)

@@ -167,7 +167,7 @@ class ReconcileTable(Model):
         None, pattern=IDENT, description="timestamp column: rows newer than the lag watermark are in flight")
     chunk_rows: int = Field(100_000, ge=100, le=100_000_000, description="rows compared per paced chunk")
     conflict: Literal["keep_new", "keep_both"] = Field(
-        "keep_both", description="at failback, a row the new primary wrote after promotion that differs on the old "
+        "keep_new", description="at failback, a row the new primary wrote after promotion that differs on the old "
                                 "one: the new version wins (keep_new) or the old one is also kept in the "
                                 "quarantine (keep_both); rows lost at failover are quarantined either way")
 

@@ -60,6 +60,29 @@ def sign(key: bytes, sender: str, timestamp: float, body: bytes) -> dict[str, st
     return {SENDER_HEADER: sender, TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: f"v2={_mac(key, sender, stamp, body)}"}
 
 
+def authenticate(keys: Mapping[str, bytes], headers: Mapping[str, str], body: bytes, now: float,
+                 replay_window: float) -> tuple[str, float]:
+    """The sender and the signed time of a peer message whose headers, MAC (with the claimed sender's own
+    key) and time (within ``replay_window`` of ``now``) check out; else :class:`Rejected`."""
+    if len(body) > MAX_BODY:
+        raise Rejected(f"body of {len(body)} bytes exceeds {MAX_BODY}")
+    sender = headers.get(SENDER_HEADER, "")
+    stamp = headers.get(TIMESTAMP_HEADER, "")
+    signature = headers.get(SIGNATURE_HEADER, "")
+    if not (_SENDER.fullmatch(sender) and _STAMP.fullmatch(stamp) and _SIGNATURE.fullmatch(signature)):
+        raise Rejected("missing or malformed signature headers (sender, timestamp, v2 signature)")
+    key = keys.get(sender)
+    if key is None:
+        raise Rejected(f"unknown sender {sender!r}")
+    if not hmac.compare_digest(_mac(key, sender, stamp, body), signature[3:]):
+        raise Rejected(f"bad signature for {sender} (not its key, or an altered body)")
+    timestamp = float(stamp)  # finite: the pattern admits plain decimals only
+    skew = now - timestamp
+    if not math.isfinite(now) or abs(skew) > replay_window:
+        raise Rejected(f"timestamp {skew:+.1f}s from our clock, outside the {replay_window:g}s window")
+    return sender, timestamp
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number a verdict may carry")
 
@@ -90,22 +113,7 @@ class Verifier:
 
     def check(self, headers: Mapping[str, str], body: bytes, now: float) -> Verdict:
         """Every check, remembering nothing (so a message refused later cannot poison the state)."""
-        if len(body) > MAX_BODY:
-            raise Rejected(f"body of {len(body)} bytes exceeds {MAX_BODY}")
-        sender = headers.get(SENDER_HEADER, "")
-        stamp = headers.get(TIMESTAMP_HEADER, "")
-        signature = headers.get(SIGNATURE_HEADER, "")
-        if not (_SENDER.fullmatch(sender) and _STAMP.fullmatch(stamp) and _SIGNATURE.fullmatch(signature)):
-            raise Rejected("missing or malformed signature headers (sender, timestamp, v2 signature)")
-        key = self.keys.get(sender)
-        if key is None:
-            raise Rejected(f"unknown sender {sender!r}")
-        if not hmac.compare_digest(_mac(key, sender, stamp, body), signature[3:]):
-            raise Rejected(f"bad signature for {sender} (not its key, or an altered body)")
-        timestamp = float(stamp)  # finite: the pattern admits plain decimals only
-        skew = now - timestamp
-        if not math.isfinite(now) or abs(skew) > self.replay_window:
-            raise Rejected(f"timestamp {skew:+.1f}s from our clock, outside the {self.replay_window:g}s window")
+        sender, timestamp = authenticate(self.keys, headers, body, now, self.replay_window)
         if json_depth(body, MAX_DEPTH) > MAX_DEPTH:
             raise Rejected(f"malformed verdict: nested deeper than {MAX_DEPTH}")
         try:

@@ -92,6 +92,12 @@ class PeerInbox(Protocol):
     def receive(self, headers: Mapping[str, str], body: bytes, peer_cn: str | None = None) -> Verdict: ...
 
 
+class ClaimInbox(Protocol):
+    """Peer engines' claims on a service (:mod:`engine.core.claims`): answered, or ``Rejected`` when not believable."""
+
+    async def receive(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]: ...
+
+
 class OperatorPort(Protocol):
     """Every operator action; each raises :class:`Refused` or returns a :class:`Reply`."""
 
@@ -147,3 +153,4 @@ class EnginePorts:
     operator: OperatorPort
     drills: DrillPort
     cluster: ClusterPort
+    claims: ClaimInbox

@@ -52,6 +52,13 @@ DNS propagation
     be applied inside ``shift_dns`` (``change_timeout``: Route 53, Cloud DNS) has spent the
     propagation there, so verify costs one round. A propagation the waiting step's deadline cannot
     cover is a note: that step gives up before the provider's worst case.
+synchronous commit
+    With ``database.synchronous: on``, the promoted primary may still name the lost site's
+    subscription in ``synchronous_standby_names`` (a name kept from when it was the primary): its
+    commits then wait until the engine degrades to asynchronous, ``synchronous_degrade.after`` plus
+    one ``check_interval`` (:func:`engine.core.loss.write_stall`). With ``strict`` the engine names
+    the lost site at once and never degrades: writes stay blocked until re-protect, which no
+    figure can bound; the term is 0 and a note says so. ``off`` (or no database): no term.
 DNS TTL
     After the authoritative servers answer the target, resolvers may serve the old answer for up
     to the largest record TTL.
@@ -71,6 +78,7 @@ from typing import Any
 from engine.config.base import format_duration
 from engine.config.model import EngineConfig, PolicyConfig, ServiceConfig
 from engine.core.cadence import default_jitter
+from engine.core.loss import write_stall
 from engine.core.steps import StepSpec, failover_plan, format_seconds
 
 POKE_GAP = 0.02
@@ -89,7 +97,8 @@ WAITS_FOR_CHANGE = frozenset({"route53", "cloud_dns"})
 """Providers whose shift polls the change until applied (``actions/dns/route53.py`` INSYNC, ``cloud_dns.py`` done)."""
 
 LABELS = {"detection": "detection", "decision": "decision", "lease": "lease", "runbook": "runbook",
-          "dns_ttl": "DNS TTL", "dns_propagation": "DNS propagation"}
+          "dns_ttl": "DNS TTL", "dns_propagation": "DNS propagation",
+          "sync_stall": "synchronous commit"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +339,24 @@ def _runbook(svc: ServiceConfig, propagation_s: float | None = None,
     return Component("runbook", math.fsum(c.seconds for c in traffic), text), traffic, after
 
 
+def _sync_stall(svc: ServiceConfig) -> tuple[tuple[Component, ...], list[str]]:
+    """How long commits on the promoted primary may wait for the lost site (see the module docstring);
+    no term without a database or with synchronous ``off``."""
+    db = svc.database
+    if db is None or db.synchronous == "off":
+        return (), []
+    degrade = db.synchronous_degrade
+    stall, why = write_stall(db.synchronous, degrade.after)
+    if stall is None:
+        return (Component("sync_stall", 0.0, f"synchronous {why}: not counted, it has no bound"),), [
+            "synchronous strict: after a failover the new primary's commits wait for the lost site until it "
+            "is re-protected; clients reach the standby within this figure but their writes do not commit"]
+    seconds = stall + degrade.check_interval
+    return (Component("sync_stall", seconds, (
+        f"synchronous {why}, read every {format_duration(degrade.check_interval)}: the promoted primary may still "
+        "name the lost site (a name kept from when it was primary)")),), []
+
+
 def _dns_ttl(svc: ServiceConfig) -> Component:
     dns = svc.dns
     if dns is None:
@@ -385,7 +412,10 @@ def worst_case_rto(config: EngineConfig, service: str, *, lease_wait: float | No
     runbook, steps, after = _runbook(svc, propagation)
     if propagation is not None:
         notes += _propagation_notes(svc, propagation)
-    components = (detection, _decision(config, policy), _lease(config, service, lease_wait), runbook, _dns_ttl(svc))
+    stall, stall_notes = _sync_stall(svc)
+    notes += stall_notes
+    components = (detection, _decision(config, policy), _lease(config, service, lease_wait), runbook, *stall,
+                  _dns_ttl(svc))
     automatic = bool(home_signals(svc)) and policy.auto_failover
     if not policy.auto_failover:
         notes.append("automatic failover is disabled: detection pages, and an operator's reaction adds to this")

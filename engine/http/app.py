@@ -2,7 +2,8 @@
 
 Open: ``/healthz`` (the decision loop is ticking), ``/readyz``, ``/metrics``. Read-only views:
 ``GET /v1/status``, ``GET /v1/services/{name}``, ``GET /v1/events``, ``GET /v1/operations[/{id}]``.
-Peers: ``POST /v1/peer/verdict`` (HMAC-signed, see :mod:`engine.core.peer_auth`). Every error is JSON
+Peers: ``POST /v1/peer/verdict`` and ``POST /v1/peer/claim`` (HMAC-signed, see :mod:`engine.core.peer_auth`
+and :mod:`engine.core.claims`). Every error is JSON
 (``{"error": ..., "detail": ...}``); bad input is a 4xx, never a 5xx.
 """
 
@@ -175,6 +176,18 @@ async def peer_verdict(request: web.Request) -> web.Response:
     return json_response({"accepted": True, "seq": verdict.seq})
 
 
+async def peer_claim(request: web.Request) -> web.Response:
+    """A peer engine's signed claim on a service (or its release): granted, or refused naming the winner (409)."""
+    if request.content_length is not None and request.content_length > MAX_VERDICT:
+        return error(413, "too_large", f"a claim is at most {MAX_VERDICT} bytes")
+    body = await request.read()
+    try:
+        answer = await ports(request).claims.receive(request.headers, body)
+    except Rejected as exc:
+        return error(401, "rejected", str(exc))
+    return json_response(answer, status=200 if answer["granted"] else 409)
+
+
 def peer_common_name(request: web.Request) -> str | None:
     """The CN of a verified client certificate, if the connection presented one."""
     transport = request.transport
@@ -225,6 +238,7 @@ def build_app(p: EnginePorts) -> web.Application:
     app.router.add_get("/v1/operations", operations)
     app.router.add_get("/v1/operations/{id}", operation)
     app.router.add_post("/v1/peer/verdict", peer_verdict)
+    app.router.add_post("/v1/peer/claim", peer_claim)
     operator_routes.add_routes(app)
     drill_routes.add_routes(app)
     return app

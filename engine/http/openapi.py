@@ -63,6 +63,7 @@ OPERATION_IDS = {
     ("post", "/v1/drills"): ("startDrill", "drills"), ("get", "/v1/drills"): ("listDrills", "drills"),
     ("get", "/v1/drills/{id}"): ("getDrill", "drills"), ("get", "/v1/drills/{id}/report"): ("getDrillReport", "drills"),
     ("post", "/v1/peer/verdict"): ("postPeerVerdict", "peers"),
+    ("post", "/v1/peer/claim"): ("postPeerClaim", "peers"),
 }
 
 
@@ -221,6 +222,11 @@ def build() -> dict[str, Any]:
         "summary": "peers only: an HMAC-signed verdict (X-Failover-Timestamp, X-Failover-Signature)",
         "security": [], "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object"}}}},
         "responses": {"200": _resp("accepted"), **_errors(401, 413)}}}
+    paths["/v1/peer/claim"] = {"post": {
+        "summary": "peer engines only: an HMAC-signed claim on a service before a runbook starts (or its release); "
+                   "409 when an operation of this engine, or one it granted, holds the service",
+        "security": [], "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object"}}}},
+        "responses": {"200": _resp("granted"), **_errors(401, 409, 413)}}}
     _name_operations(paths)
     return {
         "openapi": "3.1.0",

@@ -21,6 +21,7 @@ from actions.dns.drift import consistent_site
 from actions.dns.errors import DnsConfigError, DnsError
 from actions.dns.provider import build_provider
 from engine.config.base import format_duration
+from engine.core.claims import refusal_sentence
 from engine.core.decide import ServiceState, Snapshot
 from engine.core.operations import Operation, OpEvent, OpState
 from engine.core.policy import ClusterDecision, decide_cluster
@@ -29,6 +30,7 @@ from engine.core.quorum import tally
 from engine.core.steps import RERUN_ON_RESUME, StepSpec
 from engine.core.verdict import ServiceVerdict
 from engine.runtime.brakes import Brakes, hms
+from engine.runtime.claims import ClaimDesk
 from engine.runtime.context import RuntimeContext
 from engine.runtime.dns_drift import DriftWatch
 from engine.runtime.evidence import decision_context
@@ -60,6 +62,7 @@ class Coordinator:
         self._timed: set[tuple[object, ...]] = set()  # step attempts already in the duration histogram
         self.shared = shared  # peer mode: cluster-wide operator state (engine.runtime.shared_operator)
         self.drift = DriftWatch(ctx)  # DNS drift: compared at every sync_dns (engine.runtime.dns_drift)
+        self.claims: ClaimDesk | None = None  # one move per service across engines (engine.runtime.claims)
 
     @property
     def quorum_ok(self) -> bool | None:
@@ -285,11 +288,19 @@ class Coordinator:
                        decision.target, rt.state.epoch, epoch_to, trigger, state=OpState.REQUESTED, created_at=now,
                        actor=actor, reason=reason, evidence=evidence)
         op.advance(OpEvent.CLAIM)
+        foreign = self.claims.foreign(rt.name) if self.claims is not None else None
+        if foreign is not None:
+            raise Refused("operation_in_progress", refusal_sentence(rt.name, str(foreign["engine"]), foreign,
+                                                                    "granted to it"), operation=foreign["id"])
         winner = await self.ctx.journal_or_fail().claim_operation(op)
         if winner is not None:
             raise Refused("operation_in_progress", f"{rt.name} is claimed by operation {winner.get('id')} "
                           f"({winner.get('kind')} to {winner.get('target')}, {winner.get('state')}): one operation "
                           "per service", operation=winner.get("id"))
+        if self.claims is not None:
+            refused = await self.claims.claim(op, rt.config.policy.runbook_deadline)
+            if refused is not None:
+                await self._lost_claim(rt, op, *refused)
         message = (f"{kind} of {rt.name} {op.source} -> {op.target} started "
                    f"(epoch {op.epoch_from} -> {op.epoch_to}, {trigger}): {decision.message}")
         await self.ctx.record("runbook", message, service=rt.name, at=now, actor=actor,
@@ -297,6 +308,19 @@ class Coordinator:
         await self.ctx.notify("decision", message, rt.name, {"operation": op.id, "evidence": op.evidence})
         self._launch(rt, op)
         return op
+
+    async def _lost_claim(self, rt: ServiceRuntime, op: Operation, engine: str, winner: dict[str, Any] | None,
+                          reason: str) -> None:
+        """A peer engine's operation holds the service: ours stands down before its first step (journaled), 409."""
+        ctx = self.ctx
+        detail = refusal_sentence(rt.name, engine, winner, reason)
+        op.advance(OpEvent.STAND_DOWN)
+        op.finished_at = ctx.clock.now()
+        op.message = f"stood down before its first step: {detail}"
+        await ctx.journal_or_fail().save_operation(op)
+        await ctx.record("runbook", f"{op.kind} of {rt.name} ({op.id}) {op.message}", service=rt.name,
+                         data={"operation": op.id, "winner": winner})
+        raise Refused("operation_in_progress", detail, operation=(winner or {}).get("id"))
 
     def relaunch(self, rt: ServiceRuntime, op: Operation) -> None:
         """Run an operation again from its first unfinished step (an operator's retry)."""
@@ -358,6 +382,8 @@ class Coordinator:
             return
         now = ctx.clock.now()
         ctx.metrics.operation_finished(op)
+        if self.claims is not None:
+            await self.claims.release(op)
         if op.state is OpState.DONE:
             await ctx.set_state(rt, ServiceState(op.target, op.epoch_to, rt.state.paused, now), now,
                                    f"{op.service} is active in {op.target} at epoch {op.epoch_to} ({op.id})")

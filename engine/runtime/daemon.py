@@ -32,6 +32,7 @@ from engine.core.ports import EnginePorts
 from engine.http.app import ApiServer
 from engine.runtime import logs, tracing
 from engine.runtime.brakes import Brakes
+from engine.runtime.claims import ClaimDesk
 from engine.runtime.cluster_view import ClusterView
 from engine.runtime.context import RuntimeContext
 from engine.runtime.coordination.etcd_mode import etcd_mode
@@ -95,6 +96,7 @@ class Engine:
         steps = steps_factory or Runbooks(ctx, self.lease.release)
         self.coordinator = Coordinator(ctx, self.peering, self.brakes, self.lease,
                                        self.etcd.steps(steps) if self.etcd else steps, shared=self.shared)
+        self.claims = self.coordinator.claims = ClaimDesk(ctx, self.peering)  # one move per service across engines
         self.drills = Drills(ctx, self.peering, self.coordinator)
         self.coordinator.announced_drill = self.drills.announced
         self.moves = Moves(ctx, self.coordinator, self.peering, self.drills.drill_of)
@@ -143,7 +145,8 @@ class Engine:
         if serve_api:
             self._api = ApiServer(EnginePorts(config=cfg, clock=self.clock, view=self.view, journal=journal,
                                               peers=self.peering, operator=self.operator, drills=self.drills,
-                                              cluster=ClusterView(ctx, self.peering, self.shared)))
+                                              cluster=ClusterView(ctx, self.peering, self.shared),
+                                              claims=self.claims))
             try:
                 self.api_url = await self._api.start(cfg.instance.listen)
             except OSError as exc:
@@ -255,6 +258,7 @@ class Engine:
             if rt.stray is not None:
                 await rt.stray.close()
         await self.peering.close()
+        await self.claims.close()
         if self.etcd is not None:
             await self.etcd.close()
         await self.ctx.notifier.close()

@@ -32,7 +32,7 @@ from typing import Any
 
 from actions.consistency import CommitPoint, check_loss, primary_end, silent_since
 from actions.database.fence import fence
-from actions.database.promote import promote, publisher_reachable
+from actions.database.promote import promotable, promote, publisher_reachable
 from actions.dns.errors import DnsAuthError, DnsConflict, DnsError
 from actions.dns.provider import build_provider, build_verifier
 from actions.reconcile.causes import PromotionPoint
@@ -97,6 +97,7 @@ class FailoverSteps:
 
     async def precheck(self, op: Operation) -> Outcome:
         if self.rt.config.dns is None:
+            await self._target_promotable(op)
             return Outcome.skip("no dns configured for this service: traffic is not moved by the engine")
         state = await self._dns_read()
         number = state.epoch.number
@@ -108,7 +109,17 @@ class FailoverSteps:
                            {"dns": state.describe(), "epoch": number, "site": state.site}, stand_down=True)
         if state.site != op.source:
             raise StepFailed(f"DNS points to {state.site}, not {op.source}: {state.describe()}", retry=False)
+        await self._target_promotable(op)
         return Outcome(f"DNS at {state.describe()}", {"dns": state.describe()})
+
+    async def _target_promotable(self, op: Operation) -> None:
+        """Never fence the primary for a target that cannot be promoted: checked read-only, before the fence."""
+        db = self.rt.config.database
+        if db is None or op.target not in db.sites:
+            return
+        problem, transient = await promotable(db, op.target)
+        if problem is not None:
+            raise StepFailed(f"{op.target} cannot be promoted: {problem}; nothing was fenced", retry=transient)
 
     async def shift_dns(self, op: Operation) -> Outcome:
         if self.rt.config.dns is None:

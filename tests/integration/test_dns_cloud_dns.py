@@ -15,6 +15,7 @@ from actions.dns.errors import DnsAuthError, DnsConfigError, DnsConflict, DnsUna
 from actions.dns.provider import build_provider
 from engine.config.dns import DnsConfig
 from tests.support.cloud_dns_fake import CloudDnsFake, Fault
+from tests.support.cloud_dns_fake import wrr as fake_wrr
 from tests.support.dns_steps import shift_step
 from tests.support.gcp_fake import TokenFake, running_token_fake, service_account_file
 
@@ -199,26 +200,33 @@ async def test_build_provider_picks_cloud_dns(fake: CloudDnsFake, make: Any) -> 
         await provider.aclose()
 
 
-def wrr(azure: float, gcp: float) -> dict[str, Any]:
+def wrr(azure: float, gcp: float, values: tuple[str, str] = ("198.51.100.10", "192.0.2.10")) -> dict[str, Any]:
     """A weighted round robin policy: azure's and gcp's values with these weights."""
-    return {"wrr": {"items": [{"weight": azure, "rrdatas": ["198.51.100.10"]},
-                              {"weight": gcp, "rrdatas": ["192.0.2.10"]}]}}
+    return fake_wrr({"azure": (azure, [values[0]]), "gcp": (gcp, [values[1]])})
 
 
 async def test_weighted_round_robin_moves_in_one_conditional_change(fake: CloudDnsFake, make: Any) -> None:
-    """A WRR record set is read as shares and rewritten by one change (exact deletion + addition); a concurrent
-    change of the policy makes it 412: DnsConflict, the rival's weights stay."""
-    policy = wrr(100.0, 0.0)
-    fake.put(MANAGED, APP, "A", [], routing_policy=policy)
+    """WRR record sets are read as shares (and by read() as the site they answer) and rewritten by one change
+    (exact deletion + addition); a concurrent change of the policy makes it 412: DnsConflict, the rival's weights
+    stay; a geo policy is refused by name."""
+    fake.put(MANAGED, APP, "A", [], routing_policy=wrr(100.0, 0.0))
+    fake.put(MANAGED, WWW, "CNAME", [], ttl=300, routing_policy=wrr(100, 0, ("azure.example.net.", "gcp.example.net.")))
     provider = make()
-    with pytest.raises(DnsConfigError, match="routing policy"):
-        await provider.read()
+    state = await provider.read()
+    assert state.site == "azure" and [r.values for r in state.records] == [("198.51.100.10",), ("azure.example.net.",)]
     before = await provider.read_weights()
     assert before.as_dict() == {"gcp": 0, "azure": 100} and before.epoch == 1
     after = await provider.set_weights(before, {"gcp": 10, "azure": 90})
     assert after.as_dict() == {"gcp": 10, "azure": 90}
+    assert fake.get(MANAGED, WWW, "CNAME")["ttl"] == 300  # the TTL as read, not the config's
     fake.before_change.append(lambda: (fake.before_change.clear(),
                                        fake.put(MANAGED, APP, "A", [], routing_policy=wrr(30.0, 70.0))))
     with pytest.raises(DnsConflict):
         await provider.set_weights(after, {"gcp": 50, "azure": 50})
-    assert (await provider.read_weights()).as_dict() == {"gcp": 70, "azure": 30}
+    with pytest.raises(DnsConfigError, match="disagree"):  # app was edited alone: the records disagree
+        await provider.read_weights()
+    assert fake.get(MANAGED, WWW, "CNAME")["routingPolicy"]["wrr"]["items"][1]["weight"] == 10.0
+    fake.put(MANAGED, APP, "A", [], routing_policy={"geo": {"items": [{"location": "us-east1",
+                                                                       "rrdatas": ["192.0.2.10"]}]}})
+    with pytest.raises(DnsConfigError, match="geo policy"):
+        await provider.read()

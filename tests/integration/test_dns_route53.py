@@ -41,6 +41,13 @@ def values(fake: Route53Fake, zone_id: str, name: str, rtype: str) -> list[str]:
     return sorted(r["Value"] for s in sets for r in s["ResourceRecords"])
 
 
+def client_sets(fake: Route53Fake, zone_id: str, name: str) -> list[dict[str, Any]]:
+    client = fake.client()
+    page = client.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=name)
+    client.close()
+    return [s for s in page["ResourceRecordSets"] if s["Name"] == name]
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[Route53Fake, str]]:
     """moto with a hosted zone, two gcp records and the epoch record at 1."""
@@ -177,24 +184,30 @@ async def test_build_provider_picks_route53(fake: tuple[Route53Fake, str]) -> No
 
 
 async def test_weighted_sets_move_in_one_conditional_batch(fake: tuple[Route53Fake, str], make: Any) -> None:
-    """Weighted sets (SetIdentifier = site) are read as shares and rewritten by DELETE exact + CREATE; a plain
-    shift refuses them; stale weights are a conflict."""
+    """Weighted sets (SetIdentifier = site) are read as shares (and by read() as the site they answer) and
+    rewritten by DELETE exact + CREATE keeping their TTL; stale weights are a conflict; a failover set is refused."""
     server, zone_id = fake
+    server.weigh(zone_id, APP, "A", {"gcp": (0, ["192.0.2.10"]), "azure": (100, ["198.51.100.10"])})
+    server.weigh(zone_id, WWW, "CNAME", {"gcp": (0, ["gcp.example.net."]), "azure": (100, ["azure.example.net."])},
+                 ttl=300)
     client = server.client()
-    client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": [
-        {"Action": "DELETE", "ResourceRecordSet": {"Name": APP, "Type": "A", "TTL": 60,
-                                                   "ResourceRecords": [{"Value": "192.0.2.10"}]}}] + [
-        {"Action": "CREATE", "ResourceRecordSet": {"Name": APP, "Type": "A", "TTL": 60, "SetIdentifier": site,
-                                                   "Weight": weight, "ResourceRecords": [{"Value": value}]}}
-        for site, weight, value in (("gcp", 0, "192.0.2.10"), ("azure", 100, "198.51.100.10"))]})
+    check = client.create_health_check(CallerReference="azure-app", HealthCheckConfig={
+        "IPAddress": "198.51.100.10", "Port": 443, "Type": "HTTPS", "ResourcePath": "/health"})["HealthCheck"]["Id"]
+    client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": [{"Action": "UPSERT",
+        "ResourceRecordSet": {"Name": APP, "Type": "A", "TTL": 60, "SetIdentifier": "azure", "Weight": 100,
+                              "HealthCheckId": check, "ResourceRecords": [{"Value": "198.51.100.10"}]}}]})
     client.close()
     provider = make()
-    with pytest.raises(DnsConfigError, match="weighted"):
-        await provider.read()
+    state = await provider.read()
+    assert state.site == "azure" and [r.values for r in state.records] == [("198.51.100.10",), ("azure.example.net.",)]
     before = await provider.read_weights()
     assert before.as_dict() == {"gcp": 0, "azure": 100} and before.epoch == 1
     after = await provider.set_weights(before, {"gcp": 10, "azure": 90})
     assert after.as_dict() == {"gcp": 10, "azure": 90} and len(server.batches) == 1
+    assert server.weights(zone_id, WWW, "CNAME") == {"gcp": 10, "azure": 90}
+    assert (await provider.read()).records[1].ttl == 300  # the TTL as read, not the config's
+    kept = client_sets(server, zone_id, APP)
+    assert [s.get("HealthCheckId") for s in kept if s["SetIdentifier"] == "azure"] == [check]  # other fields kept
     with pytest.raises(DnsConflict):
         await provider.set_weights(before, {"gcp": 50, "azure": 50})
     assert (await provider.read_weights()).as_dict() == {"gcp": 10, "azure": 90}
@@ -211,6 +224,19 @@ async def test_weighted_sets_move_in_one_conditional_batch(fake: tuple[Route53Fa
         rival_client.close()
 
     server.before_change.append(rival)
-    with pytest.raises(DnsConflict):
+    with pytest.raises(DnsConflict, match="disagree"):  # only app was edited: the records disagree now
         await provider.set_weights(current, {"gcp": 50, "azure": 50})
-    assert (await provider.read_weights()).as_dict() == {"gcp": 12, "azure": 88}  # 10 : 70, nothing of ours
+    assert server.weights(zone_id, APP, "A") == {"gcp": 10, "azure": 70}  # nothing of ours
+    assert server.weights(zone_id, WWW, "CNAME") == {"gcp": 10, "azure": 90}
+    client = server.client()
+    client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": [{"Action": "CREATE",
+        "ResourceRecordSet": {"Name": "api.example.com.", "Type": "A", "TTL": 60, "SetIdentifier": "gcp",
+                              "Failover": "PRIMARY", "ResourceRecords": [{"Value": "192.0.2.10"}]}}]})
+    client.close()
+    failover = Route53Provider(DnsConfig.model_validate({**section(server, zone_id), "records": [
+        {"name": "api", "type": "A", "targets": {"gcp": ["192.0.2.10"], "azure": ["198.51.100.10"]}}]}), "app")
+    try:
+        with pytest.raises(DnsConfigError, match="failover, latency"):
+            await failover.read()
+    finally:
+        await failover.aclose()

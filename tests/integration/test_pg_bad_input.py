@@ -10,7 +10,7 @@ import pytest
 from actions.consistency import CommitPoint, check_consistency
 from actions.database.fence import fence
 from actions.database.heartbeat import HeartbeatWriter, init_database
-from actions.database.promote import promote
+from actions.database.promote import promotable, promote
 from engine.config.database import DatabaseConfig
 from engine.core.clock import ManualClock
 from probes.postgres import PostgresLagProbe
@@ -114,3 +114,15 @@ async def test_fence_can_be_disabled(pg_db: ReplicatedDb) -> None:
     section = pg_db.database_config(fencing={"enabled": False})
     result = await fence(DatabaseConfig.model_validate(section), "gcp")
     assert result.skipped and result.sentence == "fence of gcp skipped: fencing is disabled in the config"
+
+
+async def test_precheck_tells_a_promotable_standby_from_one_that_is_not(pg_db: ReplicatedDb) -> None:
+    """``promotable``: the subscriber is; the publisher (no subscription) is not, for good; a dead port is transient."""
+    config = config_for(pg_db)
+    assert await promotable(config, "azure") == (None, False)
+    problem, transient = await promotable(config, "gcp")
+    assert problem is not None and "no subscription failover_sub" in problem and not transient
+    dead = config_for(pg_db, azure={"port": 1, "connect_timeout": "1s"})
+    problem, transient = await promotable(dead, "azure")
+    assert problem is not None and "cannot be reached" in problem and transient
+    assert pg_db.on_standby("SELECT subenabled FROM pg_subscription") == [(True,)]  # the check changed nothing

@@ -27,7 +27,8 @@ ROW = "SELECT id, owner, balance, updated_at FROM {} WHERE id IN (2, 3, 4, 500) 
 
 
 def config_for(db: ReplicatedDb, **overrides: Any) -> DatabaseConfig:
-    section = db.database_config(reconcile={"tables": [{"name": "accounts"}, {"name": "orders"}]})
+    section = db.database_config(reconcile={"tables": [{"name": "accounts", "conflict": "keep_both"},
+                                                       {"name": "orders", "conflict": "keep_both"}]})
     section.update(overrides)
     return DatabaseConfig.model_validate(section)
 
@@ -75,7 +76,8 @@ async def test_failback_quarantines_divergent_rows_before_resync_and_a_rerun_dup
     assert quarantine_tables(pg_db) == []
 
     # first attempt: the old primary cannot reach the new one; the rows are kept before that step
-    broken = pg_db.database_config(reconcile={"tables": [{"name": "accounts"}, {"name": "orders"}]})
+    broken = pg_db.database_config(reconcile={"tables": [{"name": "accounts", "conflict": "keep_both"},
+                                                         {"name": "orders", "conflict": "keep_both"}]})
     broken["sites"]["azure"].update(replication_port=1)  # type: ignore[index]
     failed = await prepare_failback(DatabaseConfig.model_validate(broken), "azure", check, acknowledge=True)
     assert not failed.ok and "reverse subscription failed" in failed.sentence, failed.sentence

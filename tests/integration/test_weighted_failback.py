@@ -25,6 +25,7 @@ from tests.support.azure_arm_fake import AzureArmFake
 from tests.support.azure_fake import FakeCredential
 from tests.support.cloudflare_lb_fake import CloudflareLbFake
 from tests.support.dns_steps import _StepsWith, shift_step
+from tests.support.health_script import Script
 
 ZONE, HOST = "example.com", "app.example.com"
 WEIGHTED = {"steps": [10, 50, 100], "hold": "60s", "checks": 2, "check_interval": "20s", "canary_percent": 1,
@@ -69,23 +70,6 @@ async def world(fake: tuple[CloudflareLbFake, dict[str, str]]) -> AsyncIterator[
     provider = CloudflareLbProvider(config.dns, "app")
     yield rt, provider, server, ids
     await provider.aclose()
-
-
-class Script:
-    """Health answers from a list; a sleep that moves the manual clock; a hook per check."""
-
-    def __init__(self, answers: list[bool], hook: Any = None) -> None:
-        self.clock, self.answers, self.hook, self.calls = ManualClock(), answers, hook, 0
-
-    async def health(self) -> tuple[bool, str]:
-        self.calls += 1
-        if self.hook is not None:
-            self.hook(self.calls)
-        ok = self.answers.pop(0) if self.answers else True
-        return ok, "ok" if ok else "HTTP 503 from /healthz"
-
-    async def sleep(self, seconds: float) -> None:
-        self.clock.advance(seconds)
 
 
 def failback() -> Operation:

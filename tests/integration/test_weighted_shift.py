@@ -4,7 +4,6 @@ Cloudflare LB random steering), on a manual clock: steps written by compare-and-
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from engine.core.weighted import WeightedPlan
 from engine.runtime.weighted_shift import run_weighted_shift
 from tests.support.azure_arm_fake import AzureArmFake
 from tests.support.azure_fake import FakeCredential
+from tests.support.health_script import Script
 
 PLAN = WeightedPlan("azure", "gcp", (10, 50, 100), hold_s=60.0, checks_needed=2)
 
@@ -49,28 +49,11 @@ async def provider(fake: AzureArmFake) -> AsyncIterator[TrafficManagerProvider]:
     await made.aclose()
 
 
-class Script:
-    """A health callback answering from a list, and a sleep that moves the manual clock."""
-
-    def __init__(self, clock: ManualClock, answers: list[bool], hook: Any = None) -> None:
-        self.clock, self.answers, self.hook, self.calls = clock, answers, hook, 0
-
-    async def health(self) -> tuple[bool, str]:
-        self.calls += 1
-        if self.hook is not None:
-            self.hook(self.calls)
-        ok = self.answers.pop(0) if self.answers else True
-        return ok, "ok" if ok else "HTTP 503 from gcp"
-
-    async def sleep(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-
-
 async def test_a_healthy_failback_ends_with_all_traffic_on_the_target(
         fake: AzureArmFake, provider: TrafficManagerProvider) -> None:
     """10 -> 50 -> 100 % written as endpoint weights; azure's endpoint disabled at the end."""
     clock = ManualClock()
-    script = Script(clock, [True] * 30)
+    script = Script([True] * 30, clock=clock, failure="HTTP 503 from gcp")
     report = await run_weighted_shift(provider, PLAN, script.health, clock=clock, check_interval=20, sleep=script.sleep)
     assert report.ok and report.outcome == "done"
     assert [w for _t, _m, w in report.steps if w] == [
@@ -84,7 +67,7 @@ async def test_an_unhealthy_check_rolls_back_to_the_source(
         fake: AzureArmFake, provider: TrafficManagerProvider) -> None:
     """A failed check at 50 % writes 100 % back to azure and reports the failure."""
     clock = ManualClock()
-    script = Script(clock, [True, True, True, False])
+    script = Script([True, True, True, False], clock=clock, failure="HTTP 503 from gcp")
     report = await run_weighted_shift(provider, PLAN, script.health, clock=clock, check_interval=20, sleep=script.sleep)
     assert report.outcome == "rolled_back" and report.failed_checks == ["HTTP 503 from gcp"]
     assert (await provider.read_weights()).as_dict() == {"gcp": 0, "azure": 100}
@@ -99,7 +82,7 @@ async def test_a_rival_change_between_steps_halts_the_move(
         if call == 1:
             fake.touch_profile("shop-tm", gcp_ep={"weight": 500, "endpointStatus": "Enabled"})
 
-    script = Script(clock, [True] * 30, hook=rival)
+    script = Script([True] * 30, hook=rival, clock=clock, failure="HTTP 503 from gcp")
     report = await run_weighted_shift(provider, PLAN, script.health, clock=clock, check_interval=20, sleep=script.sleep)
     assert report.outcome == "halted" and "moved by someone else" in report.message
     assert fake.endpoint("shop-tm", "gcp-ep")["weight"] == 500  # not overwritten

@@ -100,7 +100,11 @@ async def test_runbook_past_its_deadline_halts_and_pages(tmp_path: Path) -> None
         assert "runbook deadline 2s passed" in svc(status)["operation"]["message"], svc(status)["operation"]
         op = (await c.operations("engine-azure"))[0]
         assert op["state"] == "halted" and 1.9 <= op["finished_at"] - op["created_at"] < 3.5
-        alerts = [e for e in await events(c, "engine-azure", "alert") if "runbook deadline" in e["message"]]
+        for _ in range(50):  # the halt shows in status a moment before its alert is journaled
+            alerts = [e for e in await events(c, "engine-azure", "alert") if "runbook deadline" in e["message"]]
+            if alerts:
+                break
+            await asyncio.sleep(0.1)
         assert alerts, "no alert for the deadline"
         # it keeps blocking: one runbook per service until an operator acts
         status_code, body = await c.call("engine-azure", "POST", "/v1/services/shop/failover", OPERATOR,

@@ -8,6 +8,11 @@ the live record set exactly (name, type, TTL, rrdatas, routing policy) or the an
 change) is ``409 alreadyExists``; a failed change alters nothing. An accepted change is applied at
 once and reported ``pending`` for the next ``pending_polls`` reads of its status, then ``done``.
 
+Routing policies as the API documents them: a record set holds ``rrdatas`` OR a ``routingPolicy``, never
+both (``400 invalid``); a weighted round robin policy is ``{"wrr": {"items": [{"weight": <non-negative
+number>, "rrdatas": [...]}]}}``, answered with the ``kind`` of each part and every weight as a float
+(:func:`wrr`); a deletion matches a policy whatever ``kind`` fields it repeats.
+
 ``before_change`` hooks run before a change is judged (a test makes a concurrent foreign change
 there); ``faults`` answer the next matching requests with a status. Every request is logged.
 """
@@ -41,10 +46,58 @@ def _key(rrset: dict[str, Any]) -> tuple[str, str]:
     return rrset["name"], rrset["type"]
 
 
+KINDS = {"routingPolicy": "dns#rRSetRoutingPolicy", "wrr": "dns#rRSetRoutingPolicyWrrPolicy",
+         "items": "dns#rRSetRoutingPolicyWrrPolicyWrrPolicyItem"}
+
+
+def wrr(weights: dict[str, tuple[float, list[str]]]) -> dict[str, Any]:
+    """A weighted round robin routing policy in the API's shape: one item per (weight, rrdatas)."""
+    return _kinds("routingPolicy", {"wrr": {"items": [{"weight": float(weight), "rrdatas": list(rrdatas)}
+                                                      for weight, rrdatas in weights.values()]}})
+
+
+def _kinds(key: str, value: Any) -> Any:
+    """``value`` as the API answers it: a ``kind`` on each routing policy part, weights as floats."""
+    if isinstance(value, list):
+        return [_kinds(key, v) for v in value]
+    if not isinstance(value, dict):
+        return float(value) if key == "weight" else value
+    out = {k: _kinds(k, v) for k, v in value.items()}
+    if key in KINDS:
+        out["kind"] = KINDS[key]
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """``value`` without ``kind`` fields and with numbers as floats: what a deletion is compared on."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if k != "kind"}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _invalid(rrset: dict[str, Any]) -> str | None:
+    """Why Cloud DNS would refuse ``rrset`` as an addition, or None."""
+    policy = rrset.get("routingPolicy")
+    if (policy is None) == (not rrset.get("rrdatas")):
+        return "A valid ResourceRecordSet contains only rrdata or a routingPolicy"
+    if policy is None:
+        return None
+    items = (policy.get("wrr") or {}).get("items")
+    if not items and "wrr" in policy:
+        return "a weighted round robin policy needs items"
+    for item in items or []:
+        weight = item.get("weight")
+        if not isinstance(weight, int | float) or weight < 0 or not item.get("rrdatas"):
+            return f"invalid weighted item {item}: a non-negative weight and rrdatas"
+    return None
+
+
 def _same(live: dict[str, Any], deletion: dict[str, Any]) -> bool:
     return (int(live.get("ttl", 0)) == int(deletion.get("ttl", 0))
             and sorted(live.get("rrdatas", [])) == sorted(deletion.get("rrdatas", []))
-            and live.get("routingPolicy") == deletion.get("routingPolicy"))
+            and _plain(live.get("routingPolicy")) == _plain(deletion.get("routingPolicy")))
 
 
 class CloudDnsFake:
@@ -74,7 +127,7 @@ class CloudDnsFake:
         """Set a record set directly (a hand edit in the console)."""
         rrset: dict[str, Any] = {"kind": "dns#resourceRecordSet", "name": name, "type": rtype, "ttl": ttl}
         if routing_policy is not None:
-            rrset["routingPolicy"] = routing_policy
+            rrset["routingPolicy"] = _kinds("routingPolicy", routing_policy)
         else:
             rrset["rrdatas"] = rrdatas
         self.rrsets[zone][(name, rtype)] = rrset
@@ -154,10 +207,15 @@ class CloudDnsFake:
                 return _error(412, "conditionNotMet", f"Precondition not met for 'entity.change.deletions[{index}]'")
             del live[_key(deletion)]
         for index, addition in enumerate(body.get("additions") or []):
+            invalid = _invalid(addition)
+            if invalid is not None:
+                return _error(400, "invalid", f"Invalid value for 'entity.change.additions[{index}]': {invalid}")
             if _key(addition) in live:
                 return _error(409, "alreadyExists", f"The resource 'entity.change.additions[{index}]' named "
                                                     f"'{addition['name']} ({addition['type']})' already exists")
             live[_key(addition)] = {"kind": "dns#resourceRecordSet", **addition, "ttl": int(addition["ttl"])}
+            if "routingPolicy" in addition:
+                live[_key(addition)]["routingPolicy"] = _kinds("routingPolicy", addition["routingPolicy"])
         self.rrsets[zone] = live
         change_id = str(next(self._ids))
         self.changes[change_id] = {"kind": "dns#change", "id": change_id, "status": "pending",

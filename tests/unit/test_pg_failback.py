@@ -145,3 +145,10 @@ def test_a_partly_listed_table_is_noticed_and_the_sentence_names_what_was_kept()
     assert describe(kept, "q", "gcp") == ("kept 12 rows of gcp in schema q: orders__t 12 (keys 0, 1, 2, 3, 4, 5, "
                                           "6, 7, 8, 9 and 2 more; 10 kept earlier, 1 no longer on gcp)")
     assert describe([], "q", "gcp") == "no row of gcp to keep"
+
+
+def test_the_default_failback_conflict_policy_keeps_the_new_version() -> None:
+    """Unless a table says keep_both, a row written on the new primary after promotion is not quarantined."""
+    from engine.config.database import ReconcileTable
+
+    assert ReconcileTable(name="accounts").conflict == "keep_new"

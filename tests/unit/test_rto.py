@@ -217,6 +217,22 @@ def test_database_steps_and_fencing() -> None:
     assert no_fence["fence"] == 0 and no_fence["promote"] == 198
 
 
+def test_synchronous_mode_adds_the_commit_stall_on_the_promoted_primary() -> None:
+    """``on`` adds degrade ``after`` plus one check interval; ``strict`` adds nothing and says writes stay blocked."""
+    database = DATABASE % "true"
+    off = worst_case_rto(config(SMALL + database), "api")
+    on = worst_case_rto(config(SMALL + database + "      synchronous: on\n"
+                               "      synchronous_degrade: {after: 4s, check_interval: 500ms}\n"), "api")
+    strict = worst_case_rto(config(SMALL + database + "      synchronous: strict\n"), "api")
+    assert "sync_stall" not in [c.name for c in off.components]
+    assert on.component("sync_stall").seconds == pytest.approx(4.5)
+    assert on.total_s == pytest.approx(off.total_s + 4.5)
+    assert "degrades to asynchronous" in on.component("sync_stall").explanation
+    assert strict.component("sync_stall").seconds == 0 and strict.total_s == pytest.approx(off.total_s)
+    assert any("strict" in note and "re-protected" in note for note in strict.notes)
+    assert not any("strict" in note for note in on.notes)
+
+
 def test_the_runner_runs_the_table_rto_adds_up() -> None:
     """The runbook the runner is handed is the very step table the worst-case RTO adds up (one table, not a copy)."""
     from engine.runtime.runbooks import Runbooks
