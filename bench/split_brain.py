@@ -223,7 +223,9 @@ def losses(cluster: Any, op: dict[str, Any], gcp_writes: list[Any], heartbeat: f
                                round(missing[-1].acked - (last_heard or 0), 2) if missing and last_heard else None)}
 
 
-ETCD_LEASE_TTL = 6.0  # NetnsCluster's etcd_settings: the most a cut-off holder can write after it was last heard
+# NetnsCluster's etcd_settings (lease_ttl 6 s) plus etcd's election timeout (1 s): a cut-off holder's keepalive may
+# still be answered by an old leader until it steps down, which is why a new leader extends every lease by it
+ETCD_LEASE_TTL = 6.0 + 1.0
 
 
 async def settle(cluster: Any, timeout: float = 90.0) -> None:
