@@ -48,6 +48,9 @@ lost_beyond_estimate
                  insert is beyond the estimate. When the executor could not fence the old primary and
                  waited out the lease, the step adds ``loss_window_bound_s`` (writes may have been
                  accepted until the old site fenced itself): the window then ends at W1 plus that.
+                 The step now reports the verdict of ``engine.core.loss`` instead (``covered_until``,
+                 ``bound_s``, ``bound_if_outlived_s``): then W0 = covered_until and W1 = W0 + the larger
+                 of the two bounds.
                  Reported per schedule too: ``beyond_lease``, the
                  missing inserts sent after (gcp's engine last heard by azure's + ``lease.minimum``),
                  which the lease says cannot exist.
@@ -58,9 +61,16 @@ outlast it and the standby is promoted while the old primary is still cut off (w
 lease is 10 s, and every promotion would wait for the heal). ``--self-fence-after``, ``--fence-timeout``,
 ``--min-duration`` and ``--max-duration`` change them.
 
-    python bench/split_brain.py --schedules 20 --seed 1
+With ``--coordination etcd`` the voters run etcd mode on a three-member etcd with one member in each of
+gcp, azure and witness (a partition cuts the members like everything else): the epoch is claimed in etcd,
+the write lease is an etcd lease (``lease_ttl`` 6 s, renewed every 500 ms, 1 s deadline: the holder starts
+fencing 6 - 1 - 1 = 4 s after its last successful renewal; the members run with ``--pre-vote``), and azure
+promotes an unfenced old primary only once etcd dropped its lease. ``self_fence_after`` does not apply there.
 
-The last line is JSON with the keys: bench, schedules, failovers, write_overlap_ms_max,
+    python bench/split_brain.py --schedules 20 --seed 1
+    python bench/split_brain.py --schedules 20 --seed 1 --coordination etcd
+
+The last line is JSON with the keys: bench, coordination, schedules, failovers, write_overlap_ms_max,
 dns_changes_per_epoch_max, epochs_monotonic, lost_beyond_estimate (summed over schedules).
 """
 
@@ -187,7 +197,15 @@ def losses(cluster: Any, op: dict[str, Any], gcp_writes: list[Any], heartbeat: f
     missing = [w for w in gcp_writes if w.seq not in on_new]
     data = ((op.get("steps") or {}).get("consistency") or {}).get("data") or {}
     last_known, latest = data.get("last_known"), data.get("new_primary_latest")
-    if data.get("loss_window_s") is None or not last_known or not latest:
+    if data.get("covered_until") is not None and data.get("bound_s") is not None:
+        # the consistency step's verdict (engine.core.loss.LossVerdict): the new primary has every acknowledged
+        # write up to covered_until; writes up to bound_s (or, if the database outlived its engine, up to
+        # bound_if_outlived_s: the lease) later may be missing
+        w0 = float(data["covered_until"])
+        w1 = w0 + max(float(data["bound_s"]), float(data.get("bound_if_outlived_s") or 0.0))
+        within = sum(1 for w in missing if w.sent <= w1 + heartbeat and w.acked >= w0)
+        window = (round(w1 - w0, 3), data.get("status"))
+    elif data.get("loss_window_s") is None or not last_known or not latest:
         within = 0
         window = None
     else:
@@ -203,6 +221,11 @@ def losses(cluster: Any, op: dict[str, Any], gcp_writes: list[Any], heartbeat: f
             "beyond_lease": beyond_lease,
             "missing_span_s": (round(missing[0].sent - (last_heard or 0), 2) if missing and last_heard else None,
                                round(missing[-1].acked - (last_heard or 0), 2) if missing and last_heard else None)}
+
+
+# NetnsCluster's etcd_settings (lease_ttl 6 s) plus etcd's election timeout (1 s): a cut-off holder's keepalive may
+# still be answered by an old leader until it steps down, which is why a new leader extends every lease by it
+ETCD_LEASE_TTL = 6.0 + 1.0
 
 
 async def settle(cluster: Any, timeout: float = 90.0) -> None:
@@ -222,13 +245,14 @@ async def settle(cluster: Any, timeout: float = 90.0) -> None:
 
 
 async def run_schedule(index: int, events: list[Event], template: Path, *, self_fence_after: float = 1.0,
-                       fence_timeout: float = 1.0) -> dict[str, Any]:
+                       fence_timeout: float = 1.0, coordination: str = "peer") -> dict[str, Any]:
     from tests.support.netns_cluster import NetnsCluster, Writer, overlap_ms
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix=f"split-brain-{index}-"))
     cluster = NetnsCluster(workdir, tick=TICK, interval=0.3, timeout=0.2, threshold=3,
-                           self_fence_after=self_fence_after, fence_timeout=fence_timeout, pg_template=template)
+                           self_fence_after=self_fence_after, fence_timeout=fence_timeout, pg_template=template,
+                           coordination=coordination)
     await cluster.start()
     setup_s = time.monotonic() - started
     watch, stop = Watch(), asyncio.Event()
@@ -261,8 +285,8 @@ async def run_schedule(index: int, events: list[Event], template: Path, *, self_
             if (op["source"], op["target"]) != ("gcp", "azure"):
                 continue
             heard = _last_heard(op, timeline)
-            loss = losses(cluster, op, writers["gcp"].writes, cluster.heartbeat,
-                          lease.minimum if lease is not None else 0.0, heard)
+            bound = ETCD_LEASE_TTL if coordination == "etcd" else lease.minimum if lease is not None else 0.0
+            loss = losses(cluster, op, writers["gcp"].writes, cluster.heartbeat, bound, heard)
         result = {
             "index": index, "events": " ; ".join(e.describe() for e in events),
             "failovers": len(done), "overlap_ms": round(overlap_ms(writers["gcp"].writes, writers["azure"].writes), 1),
@@ -322,6 +346,8 @@ async def main() -> None:
     parser.add_argument("--self-fence-after", type=float, default=1.0,
                         help="policy.self_fence_after (s); with --fence-timeout it sets the lease")
     parser.add_argument("--fence-timeout", type=float, default=1.0, help="database.fencing.timeout (s)")
+    parser.add_argument("--coordination", choices=("peer", "etcd"), default="peer",
+                        help="peer: signed verdicts and the computed lease; etcd: a member in each namespace")
     args = parser.parse_args()
     from tests.support.postgres import PgCluster, require_postgres
 
@@ -330,7 +356,8 @@ async def main() -> None:
     schedules = [make_schedule(rng, args.min_duration, args.max_duration) for _ in range(args.schedules)]
     from engine.config.lease import required_wait
 
-    print(f"split_brain: {args.schedules} schedules, seed {args.seed}, tick {TICK}s, self_fence_after "
+    print(f"split_brain ({args.coordination}): {args.schedules} schedules, seed {args.seed}, tick {TICK}s, "
+          f"self_fence_after "
           f"{args.self_fence_after}s, fencing timeout {args.fence_timeout}s: lease "
           f"{required_wait(TICK, args.self_fence_after, args.fence_timeout):g}s", flush=True)
     base = Path(tempfile.mkdtemp(prefix="split-brain-template-"))
@@ -342,7 +369,7 @@ async def main() -> None:
     try:
         for index, events in enumerate(schedules, 1):
             r = await run_schedule(index, events, template.datadir, self_fence_after=args.self_fence_after,
-                                   fence_timeout=args.fence_timeout)
+                                   fence_timeout=args.fence_timeout, coordination=args.coordination)
             results.append(r)
             loss = r["loss"]
             print(f"schedule {index}/{args.schedules}: {r['events']} | failovers {r['failovers']}, "
@@ -358,6 +385,7 @@ async def main() -> None:
     print(f"{len(results)} schedules in {total:.0f}s ({total / max(1, len(results)):.1f}s per schedule)")
     final_line({
         "bench": "split_brain",
+        "coordination": args.coordination,
         "schedules": len(results),
         "failovers": sum(r["failovers"] for r in results),
         "write_overlap_ms_max": max((r["overlap_ms"] for r in results), default=0.0),

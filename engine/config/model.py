@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from engine.config.base import DAY, HOUR, MINUTE, Duration, Model, Secret, Span, positive, rule_error
-from engine.config.coordination import CoordinationConfig
+from engine.config.coordination import CoordinationConfig, holder_budget_problem
 from engine.config.database import DatabaseConfig
 from engine.config.dns import DnsConfig
 from engine.config.drills import DrillsConfig
@@ -373,7 +373,21 @@ class EngineConfig(Model):
                 raise rule_error(f"services.{name}.policy.lease_wait",
                                  f"{lease.wait:g}s is too short: a cut-off active site may still accept writes "
                                  f"until {lease.explain()}; raise lease_wait or lower self_fence_after")
+        self._etcd_holder_budget()
         return self
+
+    def _etcd_holder_budget(self) -> None:
+        """etcd mode: the write lease must leave its holder time to fence each service's database."""
+        coord = self.coordination
+        if coord.type != "etcd":
+            return
+        for name, svc in self.services.items():
+            if svc.database is None or not svc.database.fencing.enabled:
+                continue
+            problem = holder_budget_problem(coord.lease_ttl, coord.keepalive, coord.deadline, coord.request_timeout,
+                                            svc.database.fencing.timeout)
+            if problem is not None:
+                raise rule_error("coordination.lease_ttl", f"for services.{name}.database.fencing.timeout: {problem}")
 
     def lease(self, service: str) -> Lease | None:
         """The self-fencing lease of ``service`` (see :mod:`engine.config.lease`), or None without one: no database,

@@ -35,6 +35,7 @@ from engine.runtime.brakes import Brakes
 from engine.runtime.claims import ClaimDesk
 from engine.runtime.cluster_view import ClusterView
 from engine.runtime.context import RuntimeContext
+from engine.runtime.coordination.etcd_mode import etcd_mode
 from engine.runtime.coordinator import Coordinator, StepsFactory
 from engine.runtime.database_watch import DatabaseWatch
 from engine.runtime.drills import Drills
@@ -85,13 +86,16 @@ class Engine:
         self._poked = asyncio.Event()
         self._api: ApiServer | None = None
         self.api_url: str | None = None
-        self.peering = Peering(config, self.clock)
+        self.etcd = etcd_mode(config, ctx, self.clock)  # coordination.type: etcd (None in peer mode)
+        self.peering: Peering = self.etcd.peering if self.etcd else Peering(config, self.clock)
         self.peering.on_change = self.poke
-        self.shared = SharedOperatorState(ctx, self.peering)  # peer mode: operator state cluster-wide
+        self.shared: SharedOperatorState = (  # operator state cluster-wide (peer verdicts or etcd keys)
+            self.etcd.shared if self.etcd else SharedOperatorState(ctx, self.peering))
         self.brakes = Brakes(ctx, self.shared)
-        self.lease = LeaseWatch(ctx, self.peering)
+        self.lease: LeaseWatch = self.etcd.lease if self.etcd else LeaseWatch(ctx, self.peering)
+        steps = steps_factory or Runbooks(ctx, self.lease.release)
         self.coordinator = Coordinator(ctx, self.peering, self.brakes, self.lease,
-                                       steps_factory or Runbooks(ctx, self.lease.release), shared=self.shared)
+                                       self.etcd.steps(steps) if self.etcd else steps, shared=self.shared)
         self.claims = self.coordinator.claims = ClaimDesk(ctx, self.peering)  # one move per service across engines
         self.drills = Drills(ctx, self.peering, self.coordinator)
         self.coordinator.announced_drill = self.drills.announced
@@ -129,7 +133,7 @@ class Engine:
         for name, svc in cfg.services.items():
             rt = ctx.services[name] = ServiceRuntime(name, svc, self._load_state(name, svc))
             rt.self_fenced = journal.get_state(name, "self_fenced")
-            rt.lease = cfg.lease(name)
+            rt.lease = self.etcd.lease_of(name) if self.etcd else cfg.lease(name)
             rt.paused_until = journal.get_state(name, "paused_until")
             breaker = journal.get_state(name, "breaker") or {}
             self.metrics.breaker_open.labels(name).set(1 if breaker.get("open") else 0)
@@ -255,6 +259,8 @@ class Engine:
                 await rt.stray.close()
         await self.peering.close()
         await self.claims.close()
+        if self.etcd is not None:
+            await self.etcd.close()
         await self.ctx.notifier.close()
         if self._api is not None:
             await self._api.stop()

@@ -8,6 +8,10 @@ and reads (TCP), and voter→DNS verification queries (UDP, through a
 :class:`~tests.support.faultproxy.UdpRelay` that can drop them). So a test can cut exactly the paths a real
 partition would: ``isolate("gcp")`` cuts every path between the gcp side (its site and its engine) and
 everything else.
+
+With ``etcd=`` (a running :class:`~tests.support.etcd.EtcdCluster`) the voters run ``coordination: {type:
+etcd}`` under a prefix of their own; each voter reaches every etcd member through its own proxy, so
+``cut(vid, "etcd")`` cuts one voter off from the whole etcd cluster (the members still reach each other).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import aiohttp
 
 from engine.demo.sample_site import SampleSite
 from tests.support.bind import NamedServer, start_named
+from tests.support.etcd import EtcdCluster
 from tests.support.faultproxy import FaultProxy, UdpRelay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +59,7 @@ class Voter:
     site_proxies: dict[str, FaultProxy] = field(default_factory=dict)
     peer_proxies: dict[str, FaultProxy] = field(default_factory=dict)
     dns_proxy: FaultProxy | None = None
+    etcd_proxies: list[FaultProxy] = field(default_factory=list)  # one per etcd member (etcd mode)
     log_offset: int = 0  # where this launch's log lines start
 
     @property
@@ -129,8 +135,13 @@ class Cluster(Observing):
                  tick: float = 0.2, executors: dict[str, list[str]] | None = None,
                  extra_service: Callable[[str], str] | None = None, webhooks: Sequence[tuple[str, str]] = (),
                  api_tokens: Sequence[tuple[str, str, str]] = (), policy: str = "switchover_ttl: 30s",
-                 extra_probes: dict[str, str] | None = None) -> None:
+                 extra_probes: dict[str, str] | None = None, etcd: EtcdCluster | None = None,
+                 etcd_settings: str = "lease_ttl: 8s, keepalive_interval: 1s, request_timeout: 300ms, deadline: 1s, "
+                                      "vote_ttl: 4s") -> None:
         self.workdir = workdir
+        self.etcd = etcd
+        self.etcd_prefix = f"/scenario/{workdir.name}"
+        self.etcd_settings = etcd_settings
         self.interval, self.timeout, self.tick, self.threshold = interval, timeout, tick, threshold
         self.rpo = rpo
         self.cooldown = cooldown
@@ -171,6 +182,8 @@ class Cluster(Observing):
                 if other.id != voter.id:
                     voter.peer_proxies[other.id] = await self._proxy(0)  # aimed once the peer has started
             voter.dns_proxy = await self._proxy(self.named.port)
+            if self.etcd is not None:
+                voter.etcd_proxies = [await self._proxy(m.client_port) for m in self.etcd.members]
             self.verify_relays[voter.id] = await UdpRelay("127.0.0.1", self.named.port).start()
             voter.config.write_text(self._config(voter))
         for voter in self.voters.values():
@@ -217,7 +230,15 @@ services:
       verify: {{nameservers: ["{self.verify_relays[v.id].address}"], deadline: 3s, interval: 50ms,
                query_timeout: 300ms}}
 {extra}
+{self._coordination(v)}
 """
+
+    def _coordination(self, v: Voter) -> str:
+        if self.etcd is None:
+            return ""
+        endpoints = ", ".join(f'"http://{p.address}"' for p in v.etcd_proxies)
+        return (f"coordination: {{type: etcd, endpoints: [{endpoints}], prefix: {self.etcd_prefix}, "
+                f"{self.etcd_settings}}}")
 
     def _api(self) -> str:
         if not self.api_tokens:
@@ -299,8 +320,12 @@ services:
 
     # -- faults ----------------------------------------------------------------------------------
     async def cut(self, viewer: str, target: str, mode: str = "blackhole") -> None:
-        """Cut one path: ``target`` is a site name, a voter id or ``dns``."""
+        """Cut one path: ``target`` is a site name, a voter id, ``dns`` or ``etcd`` (every member)."""
         v = self.voters[viewer]
+        if target == "etcd":
+            for etcd_proxy in v.etcd_proxies:
+                await etcd_proxy.set(mode)
+            return
         proxy = v.site_proxies.get(target) or v.peer_proxies.get(target) or (v.dns_proxy if target == "dns" else None)
         assert proxy is not None, f"no path {viewer} -> {target}"
         await proxy.set(mode)

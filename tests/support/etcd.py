@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,14 +45,16 @@ class EtcdMember:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    host: str = "127.0.0.1"
+    netns_site: str | None = None  # started in this namespace of ``EtcdCluster.topology`` (tests.support.netns)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.host}:{self.peer_port}"
 
     def status(self, timeout: float = 1.0) -> dict[str, object] | None:
         """This member's ``maintenance/status`` (its id and the leader it knows), or None if it does not answer."""
@@ -69,6 +72,7 @@ class EtcdCluster:
     binary: str
     directory: Path
     members: list[EtcdMember] = field(default_factory=list)
+    topology: Any = None  # a tests.support.netns.Topology when members run in network namespaces
 
     @property
     def endpoints(self) -> list[str]:
@@ -84,10 +88,16 @@ class EtcdCluster:
             "--listen-peer-urls", member.peer_url, "--initial-advertise-peer-urls", member.peer_url,
             "--initial-cluster", self._initial_cluster(), "--initial-cluster-state", state,
             "--initial-cluster-token", self.directory.name, "--log-level", "warn", "--logger", "zap",
+            # a member cut off and back must not depose a healthy leader (the default from etcd 3.5 on)
+            "--pre-vote=true",
             # the default raft timing (100 ms heartbeats, 1 s election timeout): what a real cluster on one LAN runs
         ]
         log = member.log.open("ab")
-        member.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if member.netns_site is not None:
+            member.process = self.topology.popen(member.netns_site, command, stdout=log, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL)
+        else:
+            member.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         member.paused = False
 
@@ -167,7 +177,7 @@ def start_cluster(size: int = 3) -> EtcdCluster:
     cluster = EtcdCluster(binary, directory)
     used: set[int] = set()
     for index in range(size):
-        ports = []
+        ports: list[int] = []
         while len(ports) < 2:
             port = free_port()
             if port not in used:
@@ -179,6 +189,25 @@ def start_cluster(size: int = 3) -> EtcdCluster:
         for member in cluster.members:
             cluster._spawn(member, "new")
         cluster.wait_ready()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def start_in_namespaces(topology: Any, sites: list[str]) -> EtcdCluster:
+    """One member per network namespace ``site`` of ``topology`` (tests.support.netns), on the namespace's own
+    address, ports 2379 (clients) and 2380 (peers): a partition between namespaces cuts the members too."""
+    binary = require_binary("etcd", hint=_HINT, extra_dirs=("/usr/bin",))
+    directory = Path(tempfile.mkdtemp(prefix="etcd-netns-"))
+    cluster = EtcdCluster(binary, directory, topology=topology)
+    for site in sites:
+        cluster.members.append(EtcdMember(f"etcd-{site}", 2379, 2380, directory / site, directory / f"{site}.log",
+                                          host=topology.ip(site), netns_site=site))
+    try:
+        for member in cluster.members:
+            cluster._spawn(member, "new")
+        cluster.wait_ready(30)
     except BaseException:
         cluster.stop()
         raise

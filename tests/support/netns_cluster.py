@@ -53,6 +53,7 @@ from aiohttp import web
 from engine.demo.sample_site import SampleSite
 from tests.support.bind import NamedServer
 from tests.support.cluster import PEER_KEY, RECORDS, TARGETS, Observing, pair_key
+from tests.support.etcd import EtcdCluster, start_in_namespaces
 from tests.support.netns import NetnsPgPair, Topology
 from tests.support.postgres import SAMPLE_SCHEMA, SAMPLE_TABLES
 
@@ -108,8 +109,13 @@ class NetnsCluster(Observing):
     def __init__(self, workdir: Path, *, tick: float = 0.2, interval: float = 0.3, timeout: float = 0.2,
                  threshold: int = 3, rpo: float = 30.0, self_fence_after: float = 2.0, fence_timeout: float = 3.0,
                  lease_wait: float | None = None, heartbeat: float = 0.3, connect_timeout: float = 1.0,
-                 policy: str = "switchover_ttl: 30s", pg_template: Path | None = None) -> None:
+                 policy: str = "switchover_ttl: 30s", pg_template: Path | None = None, coordination: str = "peer",
+                 etcd_settings: str = "lease_ttl: 6s, keepalive_interval: 500ms, request_timeout: 300ms, "
+                                      "deadline: 1s, vote_ttl: 3s") -> None:
         self.workdir = workdir
+        # etcd: one member in each of gcp, azure and witness (a partition cuts them like the rest)
+        self.coordination, self.etcd_settings = coordination, etcd_settings
+        self.etcd: EtcdCluster | None = None
         self.tick, self.interval, self.timeout, self.threshold, self.rpo = tick, interval, timeout, threshold, rpo
         self.self_fence_after, self.fence_timeout, self.lease_wait = self_fence_after, fence_timeout, lease_wait
         self.heartbeat, self.connect_timeout = heartbeat, connect_timeout
@@ -128,6 +134,8 @@ class NetnsCluster(Observing):
         until every voter answers and sees both sites up, and azure's engine knows the lag."""
         try:
             await asyncio.to_thread(self.topo.start)
+            if self.coordination == "etcd":
+                self.etcd = await asyncio.to_thread(start_in_namespaces, self.topo, ["gcp", "azure", "witness"])
             self.named = await asyncio.to_thread(self.topo.start_named, "dns", zone="example.test", records=RECORDS)
             self.pg = await asyncio.to_thread(self.topo.pg_pair, "gcp", "azure", template=self.pg_template)
             db = await asyncio.to_thread(self.pg.replicate, SCHEMA, TABLES)
@@ -212,7 +220,16 @@ services:
       epoch_record: _failover-epoch.app
       verify: {{nameservers: ["{dns}"], deadline: 3s, interval: 50ms, query_timeout: 300ms}}
     database: {json.dumps(self.database_section())}
+{self._coordination(v)}
 """
+
+    def _coordination(self, v: NetnsVoter) -> str:
+        """etcd mode: the voter's own site's member first, then the others."""
+        if self.etcd is None:
+            return ""
+        members = sorted(self.etcd.members, key=lambda m: m.netns_site != v.site)
+        endpoints = ", ".join(f'"{m.endpoint}"' for m in members)
+        return f"coordination: {{type: etcd, endpoints: [{endpoints}], prefix: /netns, {self.etcd_settings}}}"
 
     def env(self) -> dict[str, str]:
         assert self.named is not None
@@ -255,6 +272,8 @@ services:
                 await self._session.close()
                 self._session = None
         finally:
+            if self.etcd is not None:
+                await asyncio.to_thread(self.etcd.stop)
             await asyncio.to_thread(self.topo.stop)
 
     # -- observing -------------------------------------------------------------------------------

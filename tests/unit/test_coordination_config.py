@@ -92,3 +92,22 @@ def test_the_holder_budget_counts_the_database_fence() -> None:
     assert holder_budget_problem(20, 5, 2, 0.5, 10) is None
     problem = holder_budget_problem(15, 3.75, 2, 0.5, 10)
     assert problem is not None and problem.startswith("15s is too short")
+
+
+DATABASE = """
+    database:
+      sites:
+        gcp: {host: 127.0.0.1, dbname: app, user: failover}
+        azure: {host: 127.0.0.2, dbname: app, user: failover}
+      fencing: {enabled: true, timeout: %s}
+coordination: {type: etcd, endpoints: ['http://a:2379'], lease_ttl: 20s}
+"""
+
+
+def test_a_lease_ttl_that_leaves_no_time_to_fence_the_database_is_refused_at_its_path() -> None:
+    """check-config refuses an etcd lease_ttl of 20 s for a database whose fence may take 15 s, naming
+    coordination.lease_ttl and the service's fencing timeout; a 10 s fence passes."""
+    found = problems(DATABASE % "15s")
+    assert any(p.startswith("coordination.lease_ttl") and "services.api.database.fencing.timeout" in p
+               and "20s is too short" in p for p in found), found
+    assert parse_config(BASE + DATABASE % "10s", env={}).coordination.lease_ttl == 20.0
