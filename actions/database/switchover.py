@@ -5,7 +5,7 @@ row there through the engine's own writable session, then waits until the standb
 row. Logical replication applies transactions in commit order, so once the marker is on the standby,
 every transaction committed before it (every write a client saw acknowledged) is there too. The
 marker is an ordinary heartbeat (this engine's row for the old primary), so the consistency check
-reads it like any other. Bounded by ``timeout``; polls every 20 ms.
+reads it like any other. Bounded by ``timeout``; polls every 5 ms (a primary-key read on the standby).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from engine.config.database import DatabaseConfig
 from probes.postgres import table_ident
 from probes.postgres_conn import PgError, Unreachable, connect, describe_pg_error
 
-POLL = 0.02
+POLL = 0.005
 
 
 async def drain(config: DatabaseConfig, source: str, target: str, *, writer_site: str, timeout: float,

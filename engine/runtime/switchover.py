@@ -11,7 +11,9 @@ fence        the source database read-only and its client sessions ended; this m
              effort, no lease: the source is healthy and reachable).
 drain        a last heartbeat written on the fenced source, waited for on the target
              (:mod:`actions.database.switchover`): every write a client saw acknowledged is there.
-promote      as for a failover (subscription disabled, sequences synced, reverse slot, writes allowed).
+promote      as for a failover (subscription disabled, sequences synced, reverse slot, writes allowed); when
+             the drain proved the standby caught up after the fence, the apply worker is ended at once
+             rather than waited for (:func:`engine.core.apply_stop.apply_stop`).
 shift_dns    compare-and-set to the target at epoch N+1 (this also restores the configured TTLs).
 verify_dns   every authoritative server answers the target.
 reverse      the old primary becomes the standby: the reconciliation of the pair, then replication from
@@ -31,9 +33,11 @@ from __future__ import annotations
 import asyncio
 
 from actions.database.failback import prepare_failback
+from actions.database.promote import promote
 from actions.database.switchover import drain
 from actions.dns.errors import DnsConflict
 from actions.reconcile.runner import reconcile
+from engine.core.apply_stop import apply_stop
 from engine.core.operations import Operation, Outcome, StepFailed
 from engine.runtime.database_watch import Reconciled
 from engine.runtime.failover import FailoverSteps
@@ -100,6 +104,14 @@ class SwitchoverSteps(FailoverSteps):
         if not result.ok:
             raise StepFailed(result.sentence, retry=False)
         return Outcome(result.sentence, result.to_dict())
+
+    async def promote(self, op: Operation) -> Outcome:
+        """As for a failover; the apply worker is ended at once when this operation's drain proved every
+        acknowledged write applied after the fence (engine.core.apply_stop)."""
+        if self.rt.config.database is None:
+            return Outcome.skip("no database configured for this service")
+        at_once = apply_stop(op.steps).at_once
+        return await self._guarded(op, lambda db, site: promote(db, site, end_apply_worker=at_once), op.target)
 
     async def reconcile(self, op: Operation) -> Outcome:
         """The proof at the end: the pair compared with replication flowing new -> old (rows in flight are

@@ -1,0 +1,46 @@
+"""A switchover's database half on a real PostgreSQL 15 pair: fence, drain, then a promotion that ends the
+apply worker at once instead of waiting for it to notice the DISABLE."""
+
+from __future__ import annotations
+
+import pytest
+
+from actions.database.fence import fence
+from actions.database.promote import promote
+from actions.database.switchover import drain
+from engine.config.database import DatabaseConfig
+from tests.support.postgres import ReplicatedDb
+
+pytestmark = pytest.mark.real
+
+
+async def test_after_a_drain_the_promotion_ends_the_apply_worker_and_keeps_every_row(pg_db: ReplicatedDb) -> None:
+    """Fence and drain, then promote with end_apply_worker: the worker is ended, every row is there, writes go."""
+    config = DatabaseConfig.model_validate(pg_db.database_config())
+    pg_db.on_primary("INSERT INTO accounts (owner, balance) SELECT 'o' || g, g FROM generate_series(1, 20) g")
+    pg_db.on_primary("INSERT INTO orders (account, amount) SELECT 1, g FROM generate_series(1, 500) g")
+    assert pg_db.on_standby("SELECT count(*) FROM pg_stat_subscription WHERE pid IS NOT NULL") != [(0,)]
+    assert (await fence(config, "gcp")).ok
+    drained = await drain(config, "gcp", "azure", writer_site="gcp", timeout=15)
+    assert drained.ok, drained.sentence
+    result = await promote(config, "azure", end_apply_worker=True)
+    assert result.ok, result.sentence
+    assert "1 worker ended at once" in result.sentence
+    assert pg_db.on_standby("SELECT count(*) FROM pg_stat_subscription WHERE subname = 'failover_sub' "
+                            "AND pid IS NOT NULL") == [(0,)]
+    assert pg_db.on_standby("SELECT count(*), sum(amount) FROM orders") == [(500, 125250)]
+    assert pg_db.on_standby("INSERT INTO orders (account, amount) VALUES (1, 1) RETURNING amount") == [(1,)]
+
+
+async def test_other_subscriptions_to_the_old_primary_are_still_waited_for(pg_db: ReplicatedDb) -> None:
+    """Only the configured subscription (the one the drain proved) is ended at once; another is disabled and
+    waited for, never cut mid-transaction."""
+    pg_db.on_primary("CREATE TABLE side (id int PRIMARY KEY); CREATE PUBLICATION side_pub FOR TABLE side")
+    pg_db.on_standby("CREATE TABLE side (id int PRIMARY KEY)")
+    pg_db.on_standby(f"CREATE SUBSCRIPTION side_sub CONNECTION '{pg_db.primary_dsn}' PUBLICATION side_pub")
+    config = DatabaseConfig.model_validate(pg_db.database_config())
+    result = await promote(config, "azure", end_apply_worker=True)
+    assert result.ok, result.sentence
+    subscription, other = result.steps[0], result.steps[1]
+    assert "ended at once" in subscription.detail
+    assert "side_sub (disabled, slot side_sub kept on gcp" in other.detail and "ended" not in other.detail
