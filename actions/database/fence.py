@@ -11,7 +11,10 @@ bounded by ``fencing.timeout``.
 
 This is a fence against well-behaved clients only: a client can still ``SET transaction_read_only
 = off``. Revoking privileges or stopping the server is the operator's stronger tool.
-:func:`unfence` resets the setting (promotion and failback use it).
+:func:`unfence` resets the setting (promotion and failback use it). :func:`end_client_sessions` ends the
+client sessions once more (a switchover, after DNS answers the new primary): a session opened on the fenced
+old primary between the fence and the DNS change is read-only, and a pool keeps such a connection (a
+read-only refusal does not break it), so without this its client would never follow DNS.
 """
 
 from __future__ import annotations
@@ -77,6 +80,27 @@ async def fence(config: DatabaseConfig, site: str) -> ActionResult:
     except (PgError, psycopg.Error) as exc:
         steps.append(Step("fence", "failed", str(exc) if isinstance(exc, PgError) else describe_pg_error(exc)))
     return summarize("fence", site, steps, required=("read-only", "verify"))
+
+
+async def end_client_sessions(config: DatabaseConfig, site: str, *, timeout: float) -> Step:
+    """End every client session of ``site``'s database but ours; bounded by ``timeout``; never raises."""
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            async with await connect(config.sites[site], statement_timeout=timeout,
+                                     application_name="failover-engine release clients") as conn:
+                cur = await conn.execute(TERMINATE)
+                row = await cur.fetchone()
+    except TimeoutError:
+        return Step("sessions", "failed", f"timed out after {timeout:g}s", time.perf_counter() - t0)
+    except Unreachable as exc:
+        return Step("sessions", "skipped", f"{site} unreachable: {exc}", time.perf_counter() - t0)
+    except (PgError, psycopg.Error) as exc:
+        why = str(exc) if isinstance(exc, PgError) else describe_pg_error(exc)
+        return Step("sessions", "failed", why, time.perf_counter() - t0)
+    ended = int(row[0]) if row else 0
+    return Step("sessions", "ok", f"{ended} client session{'s' * (ended != 1)} ended on {site}",
+                time.perf_counter() - t0)
 
 
 async def unfence(config: DatabaseConfig, site: str, *, statement_timeout: float | None = None) -> Step:

@@ -3,12 +3,14 @@ apply worker at once instead of waiting for it to notice the DISABLE."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
-from actions.database.fence import fence
+from actions.database.fence import end_client_sessions, fence
 from actions.database.promote import promote
 from actions.database.switchover import drain
 from engine.config.database import DatabaseConfig
+from tests.support import free_port
 from tests.support.postgres import ReplicatedDb
 
 pytestmark = pytest.mark.real
@@ -44,3 +46,28 @@ async def test_other_subscriptions_to_the_old_primary_are_still_waited_for(pg_db
     subscription, other = result.steps[0], result.steps[1]
     assert "ended at once" in subscription.detail
     assert "side_sub (disabled, slot side_sub kept on gcp" in other.detail and "ended" not in other.detail
+
+
+async def test_ending_client_sessions_breaks_a_read_only_session_on_the_fenced_primary(pg_db: ReplicatedDb) -> None:
+    """A session opened after the fence is read-only and kept by a pool; end_client_sessions breaks it."""
+    config = DatabaseConfig.model_validate(pg_db.database_config())
+    assert (await fence(config, "gcp")).ok
+    async with await psycopg.AsyncConnection.connect(pg_db.primary_dsn, autocommit=True) as client:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await client.execute("INSERT INTO orders (account, amount) VALUES (1, 1)")
+        assert not client.broken  # a read-only refusal leaves the connection usable: a pool keeps it
+        step = await end_client_sessions(config, "gcp", timeout=5)
+        assert step.status == "ok" and step.detail == "1 client session ended on gcp", step
+        with pytest.raises(psycopg.OperationalError):
+            await client.execute("SELECT 1")
+        assert client.broken
+
+
+async def test_ending_client_sessions_on_an_unreachable_server_is_skipped(pg_db: ReplicatedDb) -> None:
+    """An unreachable old primary gives a skipped step with the reason, never an exception."""
+    section = pg_db.database_config()
+    sites = dict(section["sites"])  # type: ignore[call-overload]
+    sites["gcp"] = {**sites["gcp"], "port": free_port()}
+    config = DatabaseConfig.model_validate({**section, "sites": sites})
+    step = await end_client_sessions(config, "gcp", timeout=2)
+    assert step.status == "skipped" and "gcp unreachable" in step.detail, step
