@@ -131,7 +131,7 @@ def breakdown(op: dict[str, Any], last_old: float, first_new: float) -> dict[str
 def sub_steps(op: dict[str, Any]) -> str:
     """The database actions' own sub-step timings (fence, promote), for the per-run line."""
     out = []
-    for name in ("fence", "promote"):
+    for name in ("fence", "drain", "promote"):
         data = (op["steps"].get(name) or {}).get("data") or {}
         inner = ", ".join(f"{s['name']} {s['seconds'] * 1000:.0f}" for s in data.get("steps", []))
         out.append(f"{name}[{inner}]")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -103,17 +104,25 @@ async def end_client_sessions(config: DatabaseConfig, site: str, *, timeout: flo
                 time.perf_counter() - t0)
 
 
-async def unfence(config: DatabaseConfig, site: str, *, statement_timeout: float | None = None) -> Step:
-    """Allow writes again on ``site`` and check it from a new session; returns the step (may be failed)."""
+async def unfence(config: DatabaseConfig, site: str, *, statement_timeout: float | None = None,
+                  session: psycopg.AsyncConnection[Any] | None = None) -> Step:
+    """Allow writes again on ``site`` and check it from a new session; returns the step (may be failed).
+
+    ``session``: an open writable session of ``site`` (the promotion's) to reset the setting through, instead
+    of opening one; the check is always a new session.
+    """
     conn_cfg = config.sites[site]
     timeout = statement_timeout or config.promotion.statement_timeout
+    reset = sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(sql.Identifier(conn_cfg.dbname))
     t0 = time.perf_counter()
     try:
         async with asyncio.timeout(config.promotion.timeout):
-            async with await connect(conn_cfg, statement_timeout=timeout, writable=True,
-                                     application_name="failover-engine unfence", settings=NO_SYNC_WAIT) as conn:
-                await conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only")
-                                   .format(sql.Identifier(conn_cfg.dbname)))
+            if session is not None:
+                await session.execute(reset)
+            else:
+                async with await connect(conn_cfg, statement_timeout=timeout, writable=True,
+                                         application_name="failover-engine unfence", settings=NO_SYNC_WAIT) as conn:
+                    await conn.execute(reset)
             async with await connect(conn_cfg, statement_timeout=timeout,
                                      application_name="failover-engine unfence check") as check:
                 cur = await check.execute("SELECT current_setting('transaction_read_only'), pg_is_in_recovery()")

@@ -103,18 +103,24 @@ async def _stop(conn: psycopg.AsyncConnection[Any], config: DatabaseConfig, name
         notes.append("already disabled")
     if end_worker:
         notes.append(await _end_workers(conn, name))
-    deadline = time.monotonic() + config.promotion.statement_timeout
-    while True:  # DISABLE is asynchronous: the apply worker exits a moment later
-        cur = await conn.execute("SELECT count(*) FROM pg_stat_subscription WHERE subname = %s AND pid IS NOT NULL",
-                                 (name,))
-        alive = await cur.fetchone()
-        if not alive or not alive[0]:
-            break
-        if time.monotonic() > deadline:
-            return None
-        await asyncio.sleep(WORKER_POLL)
+    # whether the publisher still answers (is its slot kept?) is asked while the worker winds down
+    reach = asyncio.ensure_future(publisher_reachable(config, old_primary)) if slot is not None else None
+    try:
+        deadline = time.monotonic() + config.promotion.statement_timeout
+        while True:  # DISABLE is asynchronous: the apply worker exits a moment later
+            cur = await conn.execute("SELECT count(*) FROM pg_stat_subscription WHERE subname = %s "
+                                     "AND pid IS NOT NULL", (name,))
+            alive = await cur.fetchone()
+            if not alive or not alive[0]:
+                break
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(WORKER_POLL)
+        unreachable = await reach if reach is not None else None
+    finally:
+        if reach is not None and not reach.done():
+            reach.cancel()
     if slot is not None:
-        unreachable = await publisher_reachable(config, old_primary)
         if unreachable is not None:
             await conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
             notes.append(f"slot {slot} detached ({old_primary} unreachable: {unreachable})")
@@ -254,10 +260,10 @@ async def promote(config: DatabaseConfig, site: str, *, end_apply_worker: bool =
                     steps.append(Step("sequences", "ok", _describe_moves(moves), time.perf_counter() - t0))
                 except psycopg.Error as exc:
                     steps.append(Step("sequences", "failed", describe_pg_error(exc), time.perf_counter() - t0))
-            if steps[-1].status == "failed":  # sequences behind: the first insert would collide
-                steps.append(Step("writes", "failed", "not allowed: sequences were not synced"))
-            else:
-                steps.append(await unfence(config, site))
+                if steps[-1].status == "failed":  # sequences behind: the first insert would collide
+                    steps.append(Step("writes", "failed", "not allowed: sequences were not synced"))
+                else:
+                    steps.append(await unfence(config, site, session=conn))
     except TimeoutError:
         steps.append(Step("timeout", "failed", f"promotion gave up after {config.promotion.timeout:g}s",
                           time.perf_counter() - started))

@@ -11,7 +11,7 @@ from actions.database.promote import promote
 from actions.database.switchover import drain
 from engine.config.database import DatabaseConfig
 from tests.support import free_port
-from tests.support.postgres import ReplicatedDb
+from tests.support.postgres import ReplicatedDb, wait_until
 
 pytestmark = pytest.mark.real
 
@@ -71,3 +71,25 @@ async def test_ending_client_sessions_on_an_unreachable_server_is_skipped(pg_db:
     config = DatabaseConfig.model_validate({**section, "sites": sites})
     step = await end_client_sessions(config, "gcp", timeout=2)
     assert step.status == "skipped" and "gcp unreachable" in step.detail, step
+
+
+async def test_a_drain_whose_standby_does_not_apply_fails_within_its_timeout(pg_db: ReplicatedDb) -> None:
+    """With the subscription disabled the marker never arrives: the drain fails naming the lagging standby."""
+    config = DatabaseConfig.model_validate(pg_db.database_config())
+    pg_db.on_standby("ALTER SUBSCRIPTION failover_sub DISABLE")
+    result = await drain(config, "gcp", "azure", writer_site="gcp", timeout=1.0)
+    assert not result.ok
+    assert "azure did not apply the marker within 1s" in result.sentence
+    wait_until(lambda: pg_db.on_standby("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                        "'failover-engine drain'") == [(0,)], 5, "the drain's session closed")
+
+
+async def test_a_drain_to_an_unreachable_standby_fails_with_the_reason(pg_db: ReplicatedDb) -> None:
+    """The standby's session, opened while the marker is written, failing to connect fails the drain."""
+    section = pg_db.database_config()
+    sites = dict(section["sites"])  # type: ignore[call-overload]
+    sites["azure"] = {**sites["azure"], "port": free_port()}
+    config = DatabaseConfig.model_validate({**section, "sites": sites})
+    result = await drain(config, "gcp", "azure", writer_site="gcp", timeout=5.0)
+    assert not result.ok
+    assert [s.name for s in result.steps] == ["marker", "connect"], result.sentence
