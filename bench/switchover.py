@@ -26,10 +26,18 @@ the engine's clock:
 
 The records' TTL lowering is configured away (it happens before the fence, outside the gap).
 
-    python bench/switchover.py --runs 10     # target (issue 19): write gap p99 <= 0.5 s, 0 lost, 0 overlap
+``--writer pool`` replaces the DNS writer by :class:`tests.support.writers.PoolWriter`: it keeps its
+connection after an error unless the connection broke, as psycopg_pool and HikariCP do by default, so a
+read-only refusal from the fenced old primary does not make it reconnect (see docs/switchover.md). A
+writer with no write on the new primary ``STUCK_AFTER_S`` after a switchover counts in
+``writer_stuck_runs`` (and the percentiles are then null).
 
-The last line is JSON with the keys: bench, runs, acknowledged, write_gap_p50_s, write_gap_p99_s,
-lost_acknowledged, write_overlap_ms, steps_p50_s, operation_p50_s, reference, ratio (p99 / target).
+    python bench/switchover.py --runs 10     # target (issue 19): write gap p99 <= 0.5 s, 0 lost, 0 overlap
+    python bench/switchover.py --runs 10 --writer pool
+
+The last line is JSON with the keys: bench, writer, runs, acknowledged, write_gap_p50_s, write_gap_p99_s,
+writer_stuck_runs, lost_acknowledged, write_overlap_ms, steps_p50_s, operation_p50_s, reference, ratio
+(p99 / target).
 """
 
 from __future__ import annotations

@@ -61,6 +61,9 @@ async def test_ending_client_sessions_breaks_a_read_only_session_on_the_fenced_p
         with pytest.raises(psycopg.OperationalError):
             await client.execute("SELECT 1")
         assert client.broken
+    # a client asking for a read-write session is refused by the fenced primary at connect (docs/switchover.md)
+    with pytest.raises(psycopg.OperationalError, match="read-only"):
+        await psycopg.AsyncConnection.connect(pg_db.primary_dsn + " target_session_attrs=read-write")
 
 
 async def test_ending_client_sessions_on_an_unreachable_server_is_skipped(pg_db: ReplicatedDb) -> None:
