@@ -161,21 +161,23 @@ async def main_async(runs: int, writer: str) -> None:
     from tests.support.postgres import PgPair
 
     pair = PgPair().start()
-    db = pair.replicate()
-    db.on_primary("INSERT INTO accounts(owner, balance) SELECT 'o' || g, g FROM generate_series(1, 50) g")
-    db.wait_caught_up()
-    db.on_standby(f'ALTER DATABASE "{db.dbname}" SET default_transaction_read_only = on')  # a standby takes no writes
-    workdir = Path(tempfile.mkdtemp(prefix="bench-switchover-"))
-    cluster = Cluster(workdir, extra_service=lambda _vid: database_yaml(db),
-                      api_tokens=[("bench", "operator", OPERATOR), ("look", "viewer", OPERATOR + "-viewer")])
-    await cluster.start()
-    writers = Writers(cluster, db, writer)
+    cluster: Any = None
+    writers: Writers | None = None
     stuck = 0
     gaps: list[float] = []
     overlaps: list[float] = []
     totals: list[float] = []
     parts: dict[str, list[float]] = {}
-    try:
+    try:  # everything started is stopped, also when the cluster fails to start (no stray engines)
+        db = pair.replicate()
+        db.on_primary("INSERT INTO accounts(owner, balance) SELECT 'o' || g, g FROM generate_series(1, 50) g")
+        db.wait_caught_up()
+        db.on_standby(f'ALTER DATABASE "{db.dbname}" SET default_transaction_read_only = on')  # standby: no writes
+        workdir = Path(tempfile.mkdtemp(prefix="bench-switchover-"))
+        cluster = Cluster(workdir, extra_service=lambda _vid: database_yaml(db),
+                          api_tokens=[("bench", "operator", OPERATOR), ("look", "viewer", OPERATOR + "-viewer")])
+        writers = Writers(cluster, db, writer)
+        await cluster.start()
         for vid in cluster.voters:
             await cluster.wait_for(vid, lambda s: all(x["health"] == "up"
                                                       for x in s["services"]["shop"]["sites"].values()), timeout=30)
@@ -236,8 +238,10 @@ async def main_async(runs: int, writer: str) -> None:
                     "operation_p50_s": round(percentile(totals, 50), 3),
                     "reference": REFERENCE, "ratio": None if p99 is None else round(p99 / TARGET_GAP_P99_S, 3)})
     finally:
-        await writers.stop()
-        await cluster.stop()
+        if writers is not None:
+            await writers.stop()
+        if cluster is not None:
+            await cluster.stop()
         pair.stop()
 
 
