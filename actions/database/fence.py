@@ -11,13 +11,17 @@ bounded by ``fencing.timeout``.
 
 This is a fence against well-behaved clients only: a client can still ``SET transaction_read_only
 = off``. Revoking privileges or stopping the server is the operator's stronger tool.
-:func:`unfence` resets the setting (promotion and failback use it).
+:func:`unfence` resets the setting (promotion and failback use it). :func:`end_client_sessions` ends the
+client sessions once more (a switchover, after DNS answers the new primary): a session opened on the fenced
+old primary between the fence and the DNS change is read-only, and a pool keeps such a connection (a
+read-only refusal does not break it), so without this its client would never follow DNS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -79,17 +83,46 @@ async def fence(config: DatabaseConfig, site: str) -> ActionResult:
     return summarize("fence", site, steps, required=("read-only", "verify"))
 
 
-async def unfence(config: DatabaseConfig, site: str, *, statement_timeout: float | None = None) -> Step:
-    """Allow writes again on ``site`` and check it from a new session; returns the step (may be failed)."""
+async def end_client_sessions(config: DatabaseConfig, site: str, *, timeout: float) -> Step:
+    """End every client session of ``site``'s database but ours; bounded by ``timeout``; never raises."""
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            async with await connect(config.sites[site], statement_timeout=timeout,
+                                     application_name="failover-engine release clients") as conn:
+                cur = await conn.execute(TERMINATE)
+                row = await cur.fetchone()
+    except TimeoutError:
+        return Step("sessions", "failed", f"timed out after {timeout:g}s", time.perf_counter() - t0)
+    except Unreachable as exc:
+        return Step("sessions", "skipped", f"{site} unreachable: {exc}", time.perf_counter() - t0)
+    except (PgError, psycopg.Error) as exc:
+        why = str(exc) if isinstance(exc, PgError) else describe_pg_error(exc)
+        return Step("sessions", "failed", why, time.perf_counter() - t0)
+    ended = int(row[0]) if row else 0
+    return Step("sessions", "ok", f"{ended} client session{'s' * (ended != 1)} ended on {site}",
+                time.perf_counter() - t0)
+
+
+async def unfence(config: DatabaseConfig, site: str, *, statement_timeout: float | None = None,
+                  session: psycopg.AsyncConnection[Any] | None = None) -> Step:
+    """Allow writes again on ``site`` and check it from a new session; returns the step (may be failed).
+
+    ``session``: an open writable session of ``site`` (the promotion's) to reset the setting through, instead
+    of opening one; the check is always a new session.
+    """
     conn_cfg = config.sites[site]
     timeout = statement_timeout or config.promotion.statement_timeout
+    reset = sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(sql.Identifier(conn_cfg.dbname))
     t0 = time.perf_counter()
     try:
         async with asyncio.timeout(config.promotion.timeout):
-            async with await connect(conn_cfg, statement_timeout=timeout, writable=True,
-                                     application_name="failover-engine unfence", settings=NO_SYNC_WAIT) as conn:
-                await conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only")
-                                   .format(sql.Identifier(conn_cfg.dbname)))
+            if session is not None:
+                await session.execute(reset)
+            else:
+                async with await connect(conn_cfg, statement_timeout=timeout, writable=True,
+                                         application_name="failover-engine unfence", settings=NO_SYNC_WAIT) as conn:
+                    await conn.execute(reset)
             async with await connect(conn_cfg, statement_timeout=timeout,
                                      application_name="failover-engine unfence check") as check:
                 cur = await check.execute("SELECT current_setting('transaction_read_only'), pg_is_in_recovery()")

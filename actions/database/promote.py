@@ -3,7 +3,11 @@
 Steps (each idempotent, so the runbook may repeat the whole promotion after a crash):
 
 1. ``subscription``: ``ALTER SUBSCRIPTION ... DISABLE`` and wait (bounded) until its apply worker
-   has exited, so no row arrives after the sequences are read. When the old primary cannot be
+   has exited, so no row arrives after the sequences are read. DISABLE does not wake the worker (it
+   notices at its next wake-up, often 100-300 ms later); with ``end_apply_worker`` (a switchover whose
+   drain proved the standby caught up after the fence: :func:`engine.core.apply_stop.apply_stop`) the
+   worker is ended at once instead (``pg_terminate_backend``; without the privilege, waited for as
+   usual). When the old primary cannot be
    reached its slot is detached (``SET (slot_name = NONE)``), so the subscription can later be
    dropped without the publisher. A configured subscription that does not exist is a **refusal**
    (a misspelt name must not promote a database that another subscription keeps writing into).
@@ -46,6 +50,11 @@ from engine.config.database import DatabaseConfig, PgConnection
 from probes.postgres_conn import PgError, Unreachable, connect, describe_pg_error
 
 REQUIRED = ("subscription", "other subscriptions", "sequences", "writes")
+WORKER_POLL = 0.01  # seconds between two looks at the apply worker after DISABLE
+END_WORKERS = """
+SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_subscription
+WHERE subname = %s AND pid IS NOT NULL
+"""
 
 
 async def publisher_reachable(config: DatabaseConfig, site: str) -> str | None:
@@ -60,7 +69,7 @@ async def publisher_reachable(config: DatabaseConfig, site: str) -> str | None:
 
 
 async def _disable_subscription(conn: psycopg.AsyncConnection[Any], config: DatabaseConfig, old_primary: str,
-                                ) -> Step:
+                                *, end_worker: bool = False) -> Step:
     t0 = time.perf_counter()
     name = config.subscription
     cur = await conn.execute("SELECT subenabled, subslotname FROM pg_subscription s JOIN pg_database d "
@@ -72,15 +81,16 @@ async def _disable_subscription(conn: psycopg.AsyncConnection[Any], config: Data
                     f"(check the configured name; another subscription may still apply writes from {old_primary})",
                     time.perf_counter() - t0)
     enabled, slot = bool(row[0]), row[1]
-    notes = await _stop(conn, config, name, enabled, slot, old_primary)
+    notes = await _stop(conn, config, name, enabled, slot, old_primary, end_worker=end_worker)
     if notes is None:
         return Step("subscription", "failed", "apply worker still running after DISABLE", time.perf_counter() - t0)
     return Step("subscription", "ok", ", ".join(notes), time.perf_counter() - t0)
 
 
 async def _stop(conn: psycopg.AsyncConnection[Any], config: DatabaseConfig, name: str, enabled: bool,
-                slot: str | None, old_primary: str) -> list[str] | None:
-    """Disable subscription ``name``, wait for its worker, detach its slot if the publisher is gone.
+                slot: str | None, old_primary: str, *, end_worker: bool = False) -> list[str] | None:
+    """Disable subscription ``name``, wait for its worker (or end it, with ``end_worker``), detach its slot if
+    the publisher is gone.
 
     Returns what was done, or None when the apply worker did not exit in time.
     """
@@ -91,18 +101,26 @@ async def _stop(conn: psycopg.AsyncConnection[Any], config: DatabaseConfig, name
         notes.append("disabled")
     else:
         notes.append("already disabled")
-    deadline = time.monotonic() + config.promotion.statement_timeout
-    while True:  # DISABLE is asynchronous: the apply worker exits a moment later
-        cur = await conn.execute("SELECT count(*) FROM pg_stat_subscription WHERE subname = %s AND pid IS NOT NULL",
-                                 (name,))
-        alive = await cur.fetchone()
-        if not alive or not alive[0]:
-            break
-        if time.monotonic() > deadline:
-            return None
-        await asyncio.sleep(0.05)
+    if end_worker:
+        notes.append(await _end_workers(conn, name))
+    # whether the publisher still answers (is its slot kept?) is asked while the worker winds down
+    reach = asyncio.ensure_future(publisher_reachable(config, old_primary)) if slot is not None else None
+    try:
+        deadline = time.monotonic() + config.promotion.statement_timeout
+        while True:  # DISABLE is asynchronous: the apply worker exits a moment later
+            cur = await conn.execute("SELECT count(*) FROM pg_stat_subscription WHERE subname = %s "
+                                     "AND pid IS NOT NULL", (name,))
+            alive = await cur.fetchone()
+            if not alive or not alive[0]:
+                break
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(WORKER_POLL)
+        unreachable = await reach if reach is not None else None
+    finally:
+        if reach is not None and not reach.done():
+            reach.cancel()
     if slot is not None:
-        unreachable = await publisher_reachable(config, old_primary)
         if unreachable is not None:
             await conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
             notes.append(f"slot {slot} detached ({old_primary} unreachable: {unreachable})")
@@ -111,6 +129,17 @@ async def _stop(conn: psycopg.AsyncConnection[Any], config: DatabaseConfig, name
     else:
         notes.append("slot already detached")
     return notes
+
+
+async def _end_workers(conn: psycopg.AsyncConnection[Any], name: str) -> str:
+    """End the (already disabled) subscription's workers; without the privilege, say so (the caller waits)."""
+    try:
+        cur = await conn.execute(END_WORKERS, (name,))
+        row = await cur.fetchone()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        return f"apply worker not ended ({describe_pg_error(exc)}): waited for it"
+    ended = int(row[0]) if row else 0
+    return f"{ended} worker{'s' * (ended != 1)} ended at once (the drain proved the standby caught up)"
 
 
 OTHER_SUBSCRIPTIONS = """
@@ -215,8 +244,12 @@ async def promotable(config: DatabaseConfig, site: str) -> tuple[str | None, boo
     return None, False
 
 
-async def promote(config: DatabaseConfig, site: str) -> ActionResult:
-    """Promote the database of ``site``; bounded by ``promotion.timeout``; never raises for server errors."""
+async def promote(config: DatabaseConfig, site: str, *, end_apply_worker: bool = False) -> ActionResult:
+    """Promote the database of ``site``; bounded by ``promotion.timeout``; never raises for server errors.
+
+    ``end_apply_worker``: only when every acknowledged write is proven applied (a switchover's drain, see
+    :func:`engine.core.apply_stop.apply_stop`); the configured subscription's worker is then ended at once.
+    """
     old_primary = config.other_site(site)
     steps: list[Step] = []
     data: dict[str, Any] = {}
@@ -232,11 +265,13 @@ async def promote(config: DatabaseConfig, site: str) -> ActionResult:
                     steps.append(Step("subscription", "failed",
                                       "server is a physical standby (in recovery): not a logical replica"))
                     return summarize("promotion", site, steps, required=REQUIRED)
-                for check in (_disable_subscription, _other_subscriptions):
-                    step = await check(conn, config, old_primary)
-                    steps.append(step)
-                    if step.status == "failed":
-                        return summarize("promotion", site, steps, data=data, required=REQUIRED)
+                stopped = await _disable_subscription(conn, config, old_primary, end_worker=end_apply_worker)
+                steps.append(stopped)
+                if stopped.status != "failed":
+                    stopped = await _other_subscriptions(conn, config, old_primary)
+                    steps.append(stopped)
+                if stopped.status == "failed":
+                    return summarize("promotion", site, steps, data=data, required=REQUIRED)
                 # replication into it has stopped and it takes no write yet: the point reconciliation
                 # judges "written after promotion" by (actions.reconcile.causes)
                 data["promotion_point"] = (await read_promotion_point(conn)).to_dict()
@@ -251,10 +286,10 @@ async def promote(config: DatabaseConfig, site: str) -> ActionResult:
                     steps.append(Step("sequences", "ok", _describe_moves(moves), time.perf_counter() - t0))
                 except psycopg.Error as exc:
                     steps.append(Step("sequences", "failed", describe_pg_error(exc), time.perf_counter() - t0))
-            if steps[-1].status == "failed":  # sequences behind: the first insert would collide
-                steps.append(Step("writes", "failed", "not allowed: sequences were not synced"))
-            else:
-                steps.append(await unfence(config, site))
+                if steps[-1].status == "failed":  # sequences behind: the first insert would collide
+                    steps.append(Step("writes", "failed", "not allowed: sequences were not synced"))
+                else:
+                    steps.append(await unfence(config, site, session=conn))
     except TimeoutError:
         steps.append(Step("timeout", "failed", f"promotion gave up after {config.promotion.timeout:g}s",
                           time.perf_counter() - started))

@@ -5,7 +5,7 @@ row there through the engine's own writable session, then waits until the standb
 row. Logical replication applies transactions in commit order, so once the marker is on the standby,
 every transaction committed before it (every write a client saw acknowledged) is there too. The
 marker is an ordinary heartbeat (this engine's row for the old primary), so the consistency check
-reads it like any other. Bounded by ``timeout``; polls every 20 ms.
+reads it like any other. Bounded by ``timeout``; polls every 5 ms (a primary-key read on the standby).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from engine.config.database import DatabaseConfig
 from probes.postgres import table_ident
 from probes.postgres_conn import PgError, Unreachable, connect, describe_pg_error
 
-POLL = 0.02
+POLL = 0.005
 
 
 async def drain(config: DatabaseConfig, source: str, target: str, *, writer_site: str, timeout: float,
@@ -33,6 +33,9 @@ async def drain(config: DatabaseConfig, source: str, target: str, *, writer_site
     steps: list[Step] = []
     data: dict[str, Any] = {"marker": marker}
     t0 = time.perf_counter()
+    # the standby's session opens while the marker is written: one connection less on the switchover's path
+    opening = asyncio.ensure_future(connect(config.sites[target], statement_timeout=config.promotion.statement_timeout,
+                                            application_name="failover-engine drain"))
     try:
         async with asyncio.timeout(timeout):
             async with await connect(config.sites[source], statement_timeout=config.promotion.statement_timeout,
@@ -47,8 +50,7 @@ async def drain(config: DatabaseConfig, source: str, target: str, *, writer_site
             steps.append(Step("marker", "ok", f"last heartbeat written on {source} at LSN {data['lsn']}",
                               time.perf_counter() - t0))
             t1 = time.perf_counter()
-            async with await connect(config.sites[target], statement_timeout=config.promotion.statement_timeout,
-                                     application_name="failover-engine drain") as dst:
+            async with await opening as dst:
                 query = sql.SQL("SELECT beat_at FROM {t} WHERE site = %s AND primary_site = %s").format(t=table)
                 polls = 0
                 while True:
@@ -69,4 +71,15 @@ async def drain(config: DatabaseConfig, source: str, target: str, *, writer_site
         steps.append(Step("connect", "failed", str(exc)))
     except (PgError, psycopg.Error) as exc:
         steps.append(Step("drain", "failed", str(exc) if isinstance(exc, PgError) else describe_pg_error(exc)))
+    finally:
+        await _discard(opening)
     return summarize("drain", target, steps, data=data, required=("marker", "applied"))
+
+
+async def _discard(opening: asyncio.Future[psycopg.AsyncConnection[Any]]) -> None:
+    """Close the standby's session if it opened and was never used (the drain stopped before); cancel it else."""
+    if not opening.done():
+        opening.cancel()
+        return
+    if not opening.cancelled() and opening.exception() is None and not opening.result().closed:
+        await opening.result().close()

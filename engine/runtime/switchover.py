@@ -11,9 +11,14 @@ fence        the source database read-only and its client sessions ended; this m
              effort, no lease: the source is healthy and reachable).
 drain        a last heartbeat written on the fenced source, waited for on the target
              (:mod:`actions.database.switchover`): every write a client saw acknowledged is there.
-promote      as for a failover (subscription disabled, sequences synced, reverse slot, writes allowed).
+promote      as for a failover (subscription disabled, sequences synced, reverse slot, writes allowed); when
+             the drain proved the standby caught up after the fence, the apply worker is ended at once
+             rather than waited for (:func:`engine.core.apply_stop.apply_stop`).
 shift_dns    compare-and-set to the target at epoch N+1 (this also restores the configured TTLs).
-verify_dns   every authoritative server answers the target.
+verify_dns   every authoritative server answers the target; then the client sessions of the fenced old primary
+             are ended once more (best effort): one opened between the fence and the DNS change is
+             read-only, and a pool keeps such a connection (a read-only refusal does not break it) instead
+             of reconnecting and following DNS.
 reverse      the old primary becomes the standby: the reconciliation of the pair, then replication from
              the new primary through the slot the promotion made (see :mod:`actions.database.failback`).
              Rows only the old primary holds stop the step (nothing is resynchronised) unless the operator
@@ -31,13 +36,18 @@ from __future__ import annotations
 import asyncio
 
 from actions.database.failback import prepare_failback
+from actions.database.fence import end_client_sessions
+from actions.database.promote import promote
 from actions.database.switchover import drain
 from actions.dns.errors import DnsConflict
 from actions.reconcile.runner import reconcile
+from engine.core.apply_stop import apply_stop
 from engine.core.operations import Operation, Outcome, StepFailed
 from engine.runtime.database_watch import Reconciled
 from engine.runtime.failover import FailoverSteps
 from engine.runtime.weighted_failback import weighted_failback
+
+RELEASE_TIMEOUT = 5.0  # seconds: ending the old primary's client sessions after the DNS change, at most
 
 
 class SwitchoverSteps(FailoverSteps):
@@ -100,6 +110,28 @@ class SwitchoverSteps(FailoverSteps):
         if not result.ok:
             raise StepFailed(result.sentence, retry=False)
         return Outcome(result.sentence, result.to_dict())
+
+    async def verify_dns(self, op: Operation) -> Outcome:
+        """As for a failover; once DNS answers the target everywhere, the fenced old primary's client sessions are
+        ended again, so pools holding a read-only connection there reconnect and follow DNS."""
+        verified = await super().verify_dns(op)
+        db = self.rt.config.database
+        if verified.stand_down or verified.skipped or db is None or not db.fencing.enabled \
+                or not db.fencing.terminate_sessions:
+            return verified
+        # within the step's slack beyond the verify deadline (engine.core.steps: deadline + 10 s)
+        released = await end_client_sessions(db, op.source, timeout=min(db.fencing.timeout, RELEASE_TIMEOUT))
+        return Outcome(f"{verified.summary}; {released.detail}" if released.status == "ok"
+                       else f"{verified.summary}; client sessions on {op.source} not ended: {released.detail}",
+                       {**verified.data, "clients_released": released.to_dict()})
+
+    async def promote(self, op: Operation) -> Outcome:
+        """As for a failover; the apply worker is ended at once when this operation's drain proved every
+        acknowledged write applied after the fence (engine.core.apply_stop)."""
+        if self.rt.config.database is None:
+            return Outcome.skip("no database configured for this service")
+        at_once = apply_stop(op.steps).at_once
+        return await self._guarded(op, lambda db, site: promote(db, site, end_apply_worker=at_once), op.target)
 
     async def reconcile(self, op: Operation) -> Outcome:
         """The proof at the end: the pair compared with replication flowing new -> old (rows in flight are

@@ -21,7 +21,7 @@ import pytest
 from tests.scenarios.test_database_failover import OPERATOR, VIEWER, database_yaml, post
 from tests.support.cluster import Cluster
 from tests.support.postgres import PgPair, ReplicatedDb
-from tests.support.writers import DnsWriter
+from tests.support.writers import DnsWriter, PoolWriter
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,10 @@ async def switch(cluster: Cluster, target: str) -> dict[str, Any]:
 
 
 async def test_switchover_there_and_back_under_load_loses_nothing(cluster: Cluster, replicated: ReplicatedDb) -> None:
+    """Two switchovers under load: nothing acknowledged is lost, and both a writer that reconnects after any error
+    and one that keeps its connection unless it broke (a default pool) follow DNS both ways."""
     writer = DnsWriter(cluster, replicated).start()
+    pooled = PoolWriter(cluster, replicated, first=5_000_000).start()
     try:
         await asyncio.sleep(1.0)
         op = await switch(cluster, "azure")
@@ -79,6 +82,10 @@ async def test_switchover_there_and_back_under_load_loses_nothing(cluster: Clust
         assert set(op["steps"]) == {"precheck", "lower_ttl", "weighted_failback", "fence", "drain", "promote",
                                     "shift_dns", "verify_dns", "reverse", "restore_ttl", "reconcile", "report"}
         assert "every write acknowledged on gcp is on azure" in op["steps"]["drain"]["summary"]
+        # the drain proved the standby caught up: the apply worker was ended, not waited for
+        assert "ended at once (the drain proved the standby caught up)" in op["steps"]["promote"]["summary"]
+        # once DNS answered azure, the read-only sessions a pool opened on the fenced gcp were ended
+        assert op["steps"]["verify_dns"]["data"]["clients_released"]["status"] == "ok"
         await asyncio.sleep(1.0)  # writes land on azure now, and flow back to gcp
         await cluster.wait_for("engine-gcp", lambda s: s["services"]["shop"]["replication"]["state"] == "up",
                                timeout=20, what="gcp is azure's standby")
@@ -87,9 +94,11 @@ async def test_switchover_there_and_back_under_load_loses_nothing(cluster: Clust
         await asyncio.sleep(0.5)
     finally:
         await writer.stop()
-    sites = {site for _, site, _ in writer.acked}
-    assert sites == {"gcp", "azure"}, sites  # the writer followed DNS both ways
-    acked = {n for n, _, _ in writer.acked}
+        await pooled.stop()
+    for follower in (writer, pooled):
+        sites = {site for _, site, _ in follower.acked}
+        assert sites == {"gcp", "azure"}, sites  # the writer followed DNS both ways
+    acked = {n for n, _, _ in writer.acked} | {n for n, _, _ in pooled.acked}
     replicated.wait_caught_up(timeout=20)
     on_primary = amounts(replicated, standby=False)
     assert acked <= on_primary, f"{len(acked - on_primary)} acknowledged writes lost"

@@ -5,7 +5,11 @@ counts only once its COMMIT returned (autocommit: each insert is a commit). Ever
 unique ``amount`` from ``first``) is remembered with a label, the time it was sent and the time it was
 acknowledged. :class:`DnsWriter` is the same writer following the service's DNS name, as an application
 would: on every (re)connect it resolves the name at the authoritative server (BIND of the cluster) and
-connects to that site's database.
+connects to that site's database; after any error it drops the connection and opens a new one (a pool
+that discards a connection on any error, or a client with ``target_session_attrs=read-write``, which refuses
+the fenced, read-only old primary at connect). :class:`PoolWriter` follows DNS the same way but keeps a
+connection after an error unless the connection itself broke, as psycopg_pool and HikariCP do by default:
+a read-only refusal (SQLSTATE 25006) from the fenced old primary does not make it reconnect.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class AckWriter:
         """The label and the DSN to connect to (asked again after every error)."""
         return "", self.target()
 
+    def discard(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """After an error: drop this connection and open a new one (re-resolving)? Always, here."""
+        return True
+
     def acked_rows(self) -> list[tuple[int, float, float]]:
         """Every acknowledged row: (amount, sent, acknowledged)."""
         return [(n, sent, at) for (n, _, at), sent in zip(self.acked, self.sent, strict=True)]
@@ -62,9 +70,9 @@ class AckWriter:
                 self.sent.append(sent)
             except psycopg.Error:
                 self.refused += 1
-                if conn is not None:
+                if conn is not None and self.discard(conn):
                     await conn.close()
-                conn = None
+                    conn = None
                 await asyncio.sleep(self.retry_pause)
             if self.pause:
                 await asyncio.sleep(self.pause)
@@ -97,3 +105,10 @@ class DnsWriter(AckWriter):
     def start(self) -> DnsWriter:
         super().start()
         return self
+
+
+class PoolWriter(DnsWriter):
+    """A :class:`DnsWriter` with a default pool's policy: a connection is replaced only when it broke."""
+
+    def discard(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        return conn.broken or conn.closed
