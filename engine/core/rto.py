@@ -35,9 +35,9 @@ decision
     the first move (:func:`engine.core.decide.cooldown_reason`: no last move), so it is not counted.
 lease
     With a self-fencing lease (:mod:`engine.config.lease`), when the executor cannot fence the old primary
-    itself, the fence step waits until the old site's engines have been silent for the lease, so
-    the cut-off primary has fenced itself first. Given as ``lease_wait``; else the service's lease
-    (``EngineConfig.lease``); else 0.
+    itself, the fence step waits until enough voters certify the old site's engines silent for the
+    lease + drift margin (``Lease.wait``), so the cut-off primary has fenced itself first. Given as
+    ``lease_wait``; else the service's lease (``EngineConfig.lease``); else 0.
 runbook
     The failover steps up to and including ``verify_dns`` (traffic has moved when the
     authoritative servers answer the target). Each step is bounded by its
@@ -258,9 +258,9 @@ def _lease(config: EngineConfig, service: str, lease_wait: float | None) -> Comp
     lease = config.lease(service)
     if lease is not None:
         return Component("lease", lease.wait, (
-            f"when the old primary cannot be fenced, the fence step waits out the self-fencing lease "
-            f"{format_seconds(lease.wait)}s (minimum: {lease.explain()})"))
-    return Component("lease", 0.0, "no lease configured (no database, fencing off, self_fence_after null, "
+            f"when the old primary cannot be fenced, the fence step waits for {format_seconds(lease.wait)}s of "
+            f"certified silence ({lease.explain()})"))
+    return Component("lease", 0.0, "no lease configured (no database, fencing off, lease null, "
                                    "or fewer than 3 voters)")
 
 
