@@ -49,14 +49,13 @@ lost_beyond_estimate
                  waited out the lease, the step adds ``loss_window_bound_s`` (writes may have been
                  accepted until the old site fenced itself): the window then ends at W1 plus that.
                  Reported per schedule too: ``beyond_lease``, the
-                 missing inserts sent after (gcp's engine last heard by azure's + ``lease.minimum``),
+                 missing inserts sent after (gcp's engine last heard by azure's + ``lease.length``),
                  which the lease says cannot exist.
 
-Settings: tick 0.2 s, probes every 300 ms (200 ms timeout), failure threshold 3, heartbeat 300 ms, and by
-default ``self_fence_after`` 1 s with a 1 s fencing timeout: a 7 s lease, so that a 1-8 s partition can
-outlast it and the standby is promoted while the old primary is still cut off (with 2 s and 3 s the
-lease is 10 s, and every promotion would wait for the heal). ``--self-fence-after``, ``--fence-timeout``,
-``--min-duration`` and ``--max-duration`` change them.
+Settings: tick 0.2 s, probes every 300 ms (200 ms timeout), failure threshold 3, heartbeat 300 ms, a 1 s
+fencing timeout and the engine's default lease for that (6 s: the majority waits for 6.5 s of certified
+silence), so that a 1-8 s partition can outlast it and the standby is promoted while the old primary is
+still cut off. ``--lease``, ``--fence-timeout``, ``--min-duration`` and ``--max-duration`` change them.
 
     python bench/split_brain.py --schedules 20 --seed 1
 
@@ -221,14 +220,14 @@ async def settle(cluster: Any, timeout: float = 90.0) -> None:
         await asyncio.sleep(0.25)
 
 
-async def run_schedule(index: int, events: list[Event], template: Path, *, self_fence_after: float = 1.0,
+async def run_schedule(index: int, events: list[Event], template: Path, *, lease_s: float | None = None,
                        fence_timeout: float = 1.0) -> dict[str, Any]:
     from tests.support.netns_cluster import NetnsCluster, Writer, overlap_ms
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix=f"split-brain-{index}-"))
     cluster = NetnsCluster(workdir, tick=TICK, interval=0.3, timeout=0.2, threshold=3,
-                           self_fence_after=self_fence_after, fence_timeout=fence_timeout, pg_template=template)
+                           lease=lease_s, fence_timeout=fence_timeout, pg_template=template)
     await cluster.start()
     setup_s = time.monotonic() - started
     watch, stop = Watch(), asyncio.Event()
@@ -262,7 +261,7 @@ async def run_schedule(index: int, events: list[Event], template: Path, *, self_
                 continue
             heard = _last_heard(op, timeline)
             loss = losses(cluster, op, writers["gcp"].writes, cluster.heartbeat,
-                          lease.minimum if lease is not None else 0.0, heard)
+                          lease.length if lease is not None else 0.0, heard)
         result = {
             "index": index, "events": " ; ".join(e.describe() for e in events),
             "failovers": len(done), "overlap_ms": round(overlap_ms(writers["gcp"].writes, writers["azure"].writes), 1),
@@ -319,8 +318,8 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--min-duration", type=float, default=1.0, help="shortest partition event (s)")
     parser.add_argument("--max-duration", type=float, default=8.0, help="longest partition event (s)")
-    parser.add_argument("--self-fence-after", type=float, default=1.0,
-                        help="policy.self_fence_after (s); with --fence-timeout it sets the lease")
+    parser.add_argument("--lease", type=float, default=None,
+                        help="policy.lease (s); default: the engine's default for the tick and fencing timeout")
     parser.add_argument("--fence-timeout", type=float, default=1.0, help="database.fencing.timeout (s)")
     args = parser.parse_args()
     from tests.support.postgres import PgCluster, require_postgres
@@ -328,11 +327,11 @@ async def main() -> None:
     require_postgres()
     rng = random.Random(args.seed)
     schedules = [make_schedule(rng, args.min_duration, args.max_duration) for _ in range(args.schedules)]
-    from engine.config.lease import required_wait
+    from engine.config.lease import Lease, default_length
 
-    print(f"split_brain: {args.schedules} schedules, seed {args.seed}, tick {TICK}s, self_fence_after "
-          f"{args.self_fence_after}s, fencing timeout {args.fence_timeout}s: lease "
-          f"{required_wait(TICK, args.self_fence_after, args.fence_timeout):g}s", flush=True)
+    lease = Lease(args.lease or default_length(TICK, args.fence_timeout), args.fence_timeout, TICK)
+    print(f"split_brain: {args.schedules} schedules, seed {args.seed}, tick {TICK}s, fencing timeout "
+          f"{args.fence_timeout}s: {lease.explain()}", flush=True)
     base = Path(tempfile.mkdtemp(prefix="split-brain-template-"))
     shutil.chown(base, "postgres", "postgres")
     template = PgCluster(base, "template")
@@ -341,7 +340,7 @@ async def main() -> None:
     bench_started = time.monotonic()
     try:
         for index, events in enumerate(schedules, 1):
-            r = await run_schedule(index, events, template.datadir, self_fence_after=args.self_fence_after,
+            r = await run_schedule(index, events, template.datadir, lease_s=args.lease,
                                    fence_timeout=args.fence_timeout)
             results.append(r)
             loss = r["loss"]
