@@ -175,8 +175,12 @@ class Cluster(Observing):
             voter.config.write_text(self._config(voter))
         for voter in self.voters.values():
             self.launch(voter.id)
-        for voter in self.voters.values():
-            await self.wait_api(voter.id)
+        try:
+            for voter in self.voters.values():
+                await self.wait_api(voter.id)
+        except BaseException:
+            await self.stop()  # a start that fails must not leave engine processes behind
+            raise
         return self
 
     def _config(self, v: Voter) -> str:
