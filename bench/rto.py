@@ -110,7 +110,7 @@ async def one_run(run: int, fast: bool) -> dict[str, Any]:
         db.on_standby(f'ALTER DATABASE "{db.dbname}" SET default_transaction_read_only = on')
         tick, lease, fence_timeout = (0.2, None, 3.0) if fast else shipped()
         policy = "switchover_ttl: 30s" + ("" if lease is None else f", lease: {lease}s")
-        cluster = Cluster(Path(tempfile.mkdtemp(prefix="bench-rto-")), tick=tick, policy=policy,
+        cluster = Cluster(Path(tempfile.mkdtemp(prefix="bench-rto-")), tick=tick, policy=policy, start_timeout=120,
                           extra_service=lambda _vid: database_yaml(db, fence_timeout))
         await cluster.start()
         await cluster.wait_sites_up(timeout=30)

@@ -129,8 +129,9 @@ class Cluster(Observing):
                  tick: float = 0.2, executors: dict[str, list[str]] | None = None,
                  extra_service: Callable[[str], str] | None = None, webhooks: Sequence[tuple[str, str]] = (),
                  api_tokens: Sequence[tuple[str, str, str]] = (), policy: str = "switchover_ttl: 30s",
-                 extra_probes: dict[str, str] | None = None) -> None:
+                 extra_probes: dict[str, str] | None = None, start_timeout: float = 20.0) -> None:
         self.workdir = workdir
+        self.start_timeout = start_timeout  # per engine, to its "engine started" line (a loaded machine is slow)
         self.interval, self.timeout, self.tick, self.threshold = interval, timeout, tick, threshold
         self.rpo = rpo
         self.cooldown = cooldown
@@ -177,7 +178,7 @@ class Cluster(Observing):
             self.launch(voter.id)
         try:
             for voter in self.voters.values():
-                await self.wait_api(voter.id)
+                await self.wait_api(voter.id, self.start_timeout)
         except BaseException:
             await self.stop()  # a start that fails must not leave engine processes behind
             raise
