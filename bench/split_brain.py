@@ -37,17 +37,15 @@ lost_beyond_estimate
                  For each failover gcp -> azure: ``missing`` = inserts acknowledged by gcp whose row is
                  not on azure after the schedule (the subscription is disabled at promotion, so they
                  never arrive). The engine's estimate is its consistency step: the new primary holds
-                 the old one's writes up to its latest replicated heartbeat W0
-                 (``new_primary_latest.heartbeat_at``); writes in [W0, W1] may be lost, W1 being the
-                 last known commit point (``last_known.heartbeat_at``; W1 - W0 = ``loss_window_s``),
-                 and the step's sentence adds that writes up to one heartbeat interval after W1 are
-                 not counted. A missing insert is *within the estimate* when it may have committed in
-                 [W0, W1 + heartbeat interval] (sent <= W1 + interval and acknowledged >= W0);
-                 every other missing insert is *beyond* it (committed after the window, or before W0:
-                 lost out of commit order). With no window (consistency ``unknown``), every missing
-                 insert is beyond the estimate. When the executor could not fence the old primary and
-                 waited out the lease, the step adds ``loss_window_bound_s`` (writes may have been
-                 accepted until the old site fenced itself): the window then ends at W1 plus that.
+                 the old one's writes up to W0 (the loss verdict's ``covered_until``, engine/core/
+                 loss.py); writes in [W0, W1] may be lost, W1 - W0 being its ``bound_s``, or
+                 ``bound_if_outlived_s`` when the old database outlived its engine's silence (a
+                 partition: it took writes until it fenced itself), whichever is larger; writes up to
+                 one heartbeat interval after W1 are not counted. A missing insert is *within the
+                 estimate* when it may have committed in [W0, W1 + heartbeat interval] (sent <= W1 +
+                 interval and acknowledged >= W0); every other missing insert is *beyond* it
+                 (committed after the window, or before W0: lost out of commit order). With no window
+                 (consistency ``unknown``), every missing insert is beyond the estimate.
                  Reported per schedule too: ``beyond_lease``, the
                  missing inserts sent after (gcp's engine last heard by azure's + ``lease.length``),
                  which the lease says cannot exist.
@@ -185,17 +183,19 @@ def losses(cluster: Any, op: dict[str, Any], gcp_writes: list[Any], heartbeat: f
     on_new = {int(str(row[0])) for row in cluster.on("azure", "SELECT seq FROM writes WHERE origin = 'gcp'")}
     missing = [w for w in gcp_writes if w.seq not in on_new]
     data = ((op.get("steps") or {}).get("consistency") or {}).get("data") or {}
-    last_known, latest = data.get("last_known"), data.get("new_primary_latest")
-    if data.get("loss_window_s") is None or not last_known or not latest:
+    covered = data.get("covered_until")
+    if not isinstance(covered, int | float):
         within = 0
         window = None
     else:
-        w0, w1 = float(latest["heartbeat_at"]), float(last_known["heartbeat_at"])
-        # when the old primary could not be fenced from the executor, the step bounds how long it may have
-        # kept accepting writes after W1 (until it fenced itself: the lease)
-        w1 += float(data.get("loss_window_bound_s") or 0.0)
+        # the loss verdict (engine/core/loss.py): azure has every write acknowledged up to W0 = covered_until;
+        # gcp may have acknowledged writes for bound_s after it, or bound_if_outlived_s when its database
+        # outlived its engine's silence (a partition: until the old site fenced itself, the lease)
+        w0 = float(covered)
+        span = max(float(data.get("bound_s") or 0.0), float(data.get("bound_if_outlived_s") or 0.0))
+        w1 = w0 + span
         within = sum(1 for w in missing if w.sent <= w1 + heartbeat and w.acked >= w0)
-        window = (round(w1 - w0, 3), data.get("status"))
+        window = (round(span, 3), data.get("status"))
     beyond_lease = (sum(1 for w in missing if w.sent > last_heard + lease_minimum)
                     if last_heard is not None else None)
     return {"missing": len(missing), "within": within, "beyond": len(missing) - within, "window": window,
