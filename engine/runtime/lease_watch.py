@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 from typing import Any
 
+import structlog
+
 from actions.database.fence import fence
 from engine.config.lease import DEFAULT_LENGTH, Lease
 from engine.core.lease_echo import HolderLease, certifiers_needed, certify_silent, judge_holder_lease
@@ -29,7 +31,12 @@ from engine.runtime.context import RuntimeContext
 from engine.runtime.peering import Peering
 from engine.runtime.service import ServiceRuntime
 
+log = structlog.get_logger("engine.lease")
+
 SELF_FENCE_RETRY = 30.0  # seconds between attempts when fencing our own database failed
+CONFIRM_S = 0.05
+"""Before fencing, this long for the verdicts that queued while this process stalled to be read: their echoes
+are promises whatever their arrival (a stamp is a stamp); taken out of HOLDER_MARGIN."""
 
 
 class LeaseWatch:
@@ -94,7 +101,7 @@ class LeaseWatch:
             if rt.name in self._self_fencing or mono < self._self_fence_retry_at.get(rt.name, 0.0):
                 continue
             self._self_fencing.add(rt.name)
-            task = asyncio.create_task(self._self_fence(rt, now, judged.sentence(mono)), name=f"self-fence {rt.name}")
+            task = asyncio.create_task(self._self_fence(rt, now, majority), name=f"self-fence {rt.name}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._schedule(next_fence, mono)
@@ -116,11 +123,20 @@ class LeaseWatch:
         with contextlib.suppress(Exception):
             await self.check(self.ctx.clock.now(), self.ctx.clock.monotonic(), voters, majority)
 
-    async def _self_fence(self, rt: ServiceRuntime, now: float, why: str) -> None:
+    async def _self_fence(self, rt: ServiceRuntime, now: float, majority: int) -> None:
         ctx = self.ctx
         site = ctx.config.instance.site
         assert rt.config.database is not None
         try:
+            await asyncio.sleep(CONFIRM_S)  # a stalled loop reads the echoes that waited for it first
+            mono = ctx.clock.monotonic()
+            judged = self.judge(ctx.config.lease(rt.name), mono, majority)
+            if judged.action == "hold":
+                log.info("self-fence called off: fresh echoes renewed the lease", service=rt.name,
+                         leased_s=round(judged.expires_at - mono, 3))
+                self._schedule(judged.fence_at, mono)
+                return
+            why = judged.sentence(mono)
             result = await fence(rt.config.database, site)
         finally:
             self._self_fencing.discard(rt.name)
