@@ -37,35 +37,29 @@ lost_beyond_estimate
                  For each failover gcp -> azure: ``missing`` = inserts acknowledged by gcp whose row is
                  not on azure after the schedule (the subscription is disabled at promotion, so they
                  never arrive). The engine's estimate is its consistency step: the new primary holds
-                 the old one's writes up to its latest replicated heartbeat W0
-                 (``new_primary_latest.heartbeat_at``); writes in [W0, W1] may be lost, W1 being the
-                 last known commit point (``last_known.heartbeat_at``; W1 - W0 = ``loss_window_s``),
-                 and the step's sentence adds that writes up to one heartbeat interval after W1 are
-                 not counted. A missing insert is *within the estimate* when it may have committed in
-                 [W0, W1 + heartbeat interval] (sent <= W1 + interval and acknowledged >= W0);
-                 every other missing insert is *beyond* it (committed after the window, or before W0:
-                 lost out of commit order). With no window (consistency ``unknown``), every missing
-                 insert is beyond the estimate. When the executor could not fence the old primary and
-                 waited out the lease, the step adds ``loss_window_bound_s`` (writes may have been
-                 accepted until the old site fenced itself): the window then ends at W1 plus that.
-                 The step now reports the verdict of ``engine.core.loss`` instead (``covered_until``,
-                 ``bound_s``, ``bound_if_outlived_s``): then W0 = covered_until and W1 = W0 + the larger
-                 of the two bounds.
+                 the old one's writes up to W0 (the loss verdict's ``covered_until``, engine/core/
+                 loss.py); writes in [W0, W1] may be lost, W1 - W0 being its ``bound_s``, or
+                 ``bound_if_outlived_s`` when the old database outlived its engine's silence (a
+                 partition: it took writes until it fenced itself), whichever is larger; writes up to
+                 one heartbeat interval after W1 are not counted. A missing insert is *within the
+                 estimate* when it may have committed in [W0, W1 + heartbeat interval] (sent <= W1 +
+                 interval and acknowledged >= W0); every other missing insert is *beyond* it
+                 (committed after the window, or before W0: lost out of commit order). With no window
+                 (consistency ``unknown``), every missing insert is beyond the estimate.
                  Reported per schedule too: ``beyond_lease``, the
-                 missing inserts sent after (gcp's engine last heard by azure's + ``lease.minimum``),
+                 missing inserts sent after (gcp's engine last heard by azure's + ``lease.length``),
                  which the lease says cannot exist.
 
-Settings: tick 0.2 s, probes every 300 ms (200 ms timeout), failure threshold 3, heartbeat 300 ms, and by
-default ``self_fence_after`` 1 s with a 1 s fencing timeout: a 7 s lease, so that a 1-8 s partition can
-outlast it and the standby is promoted while the old primary is still cut off (with 2 s and 3 s the
-lease is 10 s, and every promotion would wait for the heal). ``--self-fence-after``, ``--fence-timeout``,
-``--min-duration`` and ``--max-duration`` change them.
+Settings: tick 0.2 s, probes every 300 ms (200 ms timeout), failure threshold 3, heartbeat 300 ms, a 1 s
+fencing timeout and the engine's default lease for that (6 s: the majority waits for 6.5 s of certified
+silence), so that a 1-8 s partition can outlast it and the standby is promoted while the old primary is
+still cut off. ``--lease``, ``--fence-timeout``, ``--min-duration`` and ``--max-duration`` change them.
 
 With ``--coordination etcd`` the voters run etcd mode on a three-member etcd with one member in each of
 gcp, azure and witness (a partition cuts the members like everything else): the epoch is claimed in etcd,
 the write lease is an etcd lease (``lease_ttl`` 6 s, renewed every 500 ms, 1 s deadline: the holder starts
 fencing 6 - 1 - 1 = 4 s after its last successful renewal; the members run with ``--pre-vote``), and azure
-promotes an unfenced old primary only once etcd dropped its lease. ``self_fence_after`` does not apply there.
+promotes an unfenced old primary only once etcd dropped its lease. ``--lease`` does not apply there.
 
     python bench/split_brain.py --schedules 20 --seed 1
     python bench/split_brain.py --schedules 20 --seed 1 --coordination etcd
@@ -196,36 +190,25 @@ def losses(cluster: Any, op: dict[str, Any], gcp_writes: list[Any], heartbeat: f
     on_new = {int(str(row[0])) for row in cluster.on("azure", "SELECT seq FROM writes WHERE origin = 'gcp'")}
     missing = [w for w in gcp_writes if w.seq not in on_new]
     data = ((op.get("steps") or {}).get("consistency") or {}).get("data") or {}
-    last_known, latest = data.get("last_known"), data.get("new_primary_latest")
-    if data.get("covered_until") is not None and data.get("bound_s") is not None:
-        # the consistency step's verdict (engine.core.loss.LossVerdict): the new primary has every acknowledged
-        # write up to covered_until; writes up to bound_s (or, if the database outlived its engine, up to
-        # bound_if_outlived_s: the lease) later may be missing
-        w0 = float(data["covered_until"])
-        w1 = w0 + max(float(data["bound_s"]), float(data.get("bound_if_outlived_s") or 0.0))
-        within = sum(1 for w in missing if w.sent <= w1 + heartbeat and w.acked >= w0)
-        window = (round(w1 - w0, 3), data.get("status"))
-    elif data.get("loss_window_s") is None or not last_known or not latest:
+    covered = data.get("covered_until")
+    if not isinstance(covered, int | float):
         within = 0
         window = None
     else:
-        w0, w1 = float(latest["heartbeat_at"]), float(last_known["heartbeat_at"])
-        # when the old primary could not be fenced from the executor, the step bounds how long it may have
-        # kept accepting writes after W1 (until it fenced itself: the lease)
-        w1 += float(data.get("loss_window_bound_s") or 0.0)
+        # the loss verdict (engine/core/loss.py): azure has every write acknowledged up to W0 = covered_until;
+        # gcp may have acknowledged writes for bound_s after it, or bound_if_outlived_s when its database
+        # outlived its engine's silence (a partition: until the old site fenced itself, the lease)
+        w0 = float(covered)
+        span = max(float(data.get("bound_s") or 0.0), float(data.get("bound_if_outlived_s") or 0.0))
+        w1 = w0 + span
         within = sum(1 for w in missing if w.sent <= w1 + heartbeat and w.acked >= w0)
-        window = (round(w1 - w0, 3), data.get("status"))
+        window = (round(span, 3), data.get("status"))
     beyond_lease = (sum(1 for w in missing if w.sent > last_heard + lease_minimum)
                     if last_heard is not None else None)
     return {"missing": len(missing), "within": within, "beyond": len(missing) - within, "window": window,
             "beyond_lease": beyond_lease,
             "missing_span_s": (round(missing[0].sent - (last_heard or 0), 2) if missing and last_heard else None,
                                round(missing[-1].acked - (last_heard or 0), 2) if missing and last_heard else None)}
-
-
-# NetnsCluster's etcd_settings (lease_ttl 6 s) plus etcd's election timeout (1 s): a cut-off holder's keepalive may
-# still be answered by an old leader until it steps down, which is why a new leader extends every lease by it
-ETCD_LEASE_TTL = 6.0 + 1.0
 
 
 async def settle(cluster: Any, timeout: float = 90.0) -> None:
@@ -244,14 +227,19 @@ async def settle(cluster: Any, timeout: float = 90.0) -> None:
         await asyncio.sleep(0.25)
 
 
-async def run_schedule(index: int, events: list[Event], template: Path, *, self_fence_after: float = 1.0,
+# NetnsCluster's etcd_settings (lease_ttl 6 s) plus etcd's election timeout (1 s): a cut-off holder's keepalive may
+# still be answered by an old leader until it steps down, which is why a new leader extends every lease by it
+ETCD_LEASE_TTL = 6.0 + 1.0
+
+
+async def run_schedule(index: int, events: list[Event], template: Path, *, lease_s: float | None = None,
                        fence_timeout: float = 1.0, coordination: str = "peer") -> dict[str, Any]:
     from tests.support.netns_cluster import NetnsCluster, Writer, overlap_ms
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix=f"split-brain-{index}-"))
     cluster = NetnsCluster(workdir, tick=TICK, interval=0.3, timeout=0.2, threshold=3,
-                           self_fence_after=self_fence_after, fence_timeout=fence_timeout, pg_template=template,
+                           lease=lease_s, fence_timeout=fence_timeout, pg_template=template,
                            coordination=coordination)
     await cluster.start()
     setup_s = time.monotonic() - started
@@ -285,7 +273,7 @@ async def run_schedule(index: int, events: list[Event], template: Path, *, self_
             if (op["source"], op["target"]) != ("gcp", "azure"):
                 continue
             heard = _last_heard(op, timeline)
-            bound = ETCD_LEASE_TTL if coordination == "etcd" else lease.minimum if lease is not None else 0.0
+            bound = ETCD_LEASE_TTL if coordination == "etcd" else lease.length if lease is not None else 0.0
             loss = losses(cluster, op, writers["gcp"].writes, cluster.heartbeat, bound, heard)
         result = {
             "index": index, "events": " ; ".join(e.describe() for e in events),
@@ -343,23 +331,23 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--min-duration", type=float, default=1.0, help="shortest partition event (s)")
     parser.add_argument("--max-duration", type=float, default=8.0, help="longest partition event (s)")
-    parser.add_argument("--self-fence-after", type=float, default=1.0,
-                        help="policy.self_fence_after (s); with --fence-timeout it sets the lease")
-    parser.add_argument("--fence-timeout", type=float, default=1.0, help="database.fencing.timeout (s)")
+    parser.add_argument("--lease", type=float, default=None,
+                        help="policy.lease (s); default: the engine's default for the tick and fencing timeout")
     parser.add_argument("--coordination", choices=("peer", "etcd"), default="peer",
                         help="peer: signed verdicts and the computed lease; etcd: a member in each namespace")
+    parser.add_argument("--fence-timeout", type=float, default=1.0, help="database.fencing.timeout (s)")
     args = parser.parse_args()
     from tests.support.postgres import PgCluster, require_postgres
 
     require_postgres()
     rng = random.Random(args.seed)
     schedules = [make_schedule(rng, args.min_duration, args.max_duration) for _ in range(args.schedules)]
-    from engine.config.lease import required_wait
+    from engine.config.lease import Lease, default_length
 
+    lease = Lease(args.lease or default_length(TICK, args.fence_timeout), args.fence_timeout, TICK)
     print(f"split_brain ({args.coordination}): {args.schedules} schedules, seed {args.seed}, tick {TICK}s, "
-          f"self_fence_after "
-          f"{args.self_fence_after}s, fencing timeout {args.fence_timeout}s: lease "
-          f"{required_wait(TICK, args.self_fence_after, args.fence_timeout):g}s", flush=True)
+          "fencing timeout "
+          f"{args.fence_timeout}s: {lease.explain()}", flush=True)
     base = Path(tempfile.mkdtemp(prefix="split-brain-template-"))
     shutil.chown(base, "postgres", "postgres")
     template = PgCluster(base, "template")
@@ -368,7 +356,7 @@ async def main() -> None:
     bench_started = time.monotonic()
     try:
         for index, events in enumerate(schedules, 1):
-            r = await run_schedule(index, events, template.datadir, self_fence_after=args.self_fence_after,
+            r = await run_schedule(index, events, template.datadir, lease_s=args.lease,
                                    fence_timeout=args.fence_timeout, coordination=args.coordination)
             results.append(r)
             loss = r["loss"]

@@ -137,3 +137,9 @@ def holder_budget_problem(lease_ttl: float, keepalive: float, deadline: float, r
                 f"and be retried within {request_timeout:g}s needs {needed:g}s, but fencing ({fence_timeout:g}s) "
                 f"and the margin ({HOLDER_MARGIN:g}s) leave {budget:g}s; raise lease_ttl")
     return None
+
+
+def etcd_lease_wait(coordination: CoordinationConfig, tick: float) -> float:
+    """etcd mode: the longest the standby's runbook waits for an unfenced old site's write lease to go
+    (its TTL, one request deadline, two ticks for the read that shows it gone)."""
+    return round(coordination.lease_ttl + coordination.deadline + 2 * tick, 3)

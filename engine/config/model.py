@@ -17,7 +17,7 @@ from engine.config.coordination import CoordinationConfig, holder_budget_problem
 from engine.config.database import DatabaseConfig
 from engine.config.dns import DnsConfig
 from engine.config.drills import DrillsConfig
-from engine.config.lease import Lease, lease_for
+from engine.config.lease import DEFAULT_LENGTH, DEFAULT_SLACK, Lease, default_length, lease_for, problem
 from engine.config.probes import ProbeConfig
 from engine.config.runbook import StepBudgets
 
@@ -131,12 +131,13 @@ class PolicyConfig(Model):
         "failback needs the home site up for at least this long"))
     executors: list[str] = Field(default_factory=list, description=(
         "instance ids in the order they should act; default: the engines of the target site first"))
-    self_fence_after: Annotated[Duration, positive(HOUR)] | None = Field(2.0, description=(
-        "an engine in the active site that cannot keep a majority of voters for this long (after losing their "
-        "grants) fences its own database (null: never; needs 3 or more voters and a database); docs/lease.md"))
-    lease_wait: Annotated[Duration, positive(DAY)] | None = Field(None, description=(
-        "how long the old site's engines must have been silent before a standby is promoted when the old "
-        "primary could not be fenced; default: the minimum that is safe (see check-config)"))
+    lease: Annotated[Duration, positive(HOUR)] | None = Field(None, description=(
+        "the self-fencing lease: renewed every tick by the voters' echoes, measured on the holder's own clock. "
+        "The engine in the active site fences its own database fencing.timeout + 0.5s before it runs out; the "
+        "majority promotes a standby whose old primary it could not fence after lease + 0.5s of certified "
+        f"silence. Must exceed fencing.timeout + 0.5s + 2 ticks. Default: {DEFAULT_LENGTH:g}s, or that minimum + "
+        f"{DEFAULT_SLACK:g}s when longer; null: no lease (it needs 3 or more voters and a database with "
+        "fencing); docs/lease.md"))
     runbook_deadline: Annotated[Duration, positive(DAY)] = Field(
         900.0, description="a runbook still running after this halts and pages")
     max_auto_failovers: int = Field(1, ge=1, le=100, description=(
@@ -369,10 +370,9 @@ class EngineConfig(Model):
                         f"this instance's site '{self.instance.site}' is not a site of the service")
         for name in self.services:
             lease = self.lease(name)
-            if lease is not None and lease.wait < lease.minimum:
-                raise rule_error(f"services.{name}.policy.lease_wait",
-                                 f"{lease.wait:g}s is too short: a cut-off active site may still accept writes "
-                                 f"until {lease.explain()}; raise lease_wait or lower self_fence_after")
+            refused = None if lease is None else problem(lease)
+            if refused is not None:
+                raise rule_error(f"services.{name}.policy.lease", refused)
         self._etcd_holder_budget()
         return self
 
@@ -384,19 +384,21 @@ class EngineConfig(Model):
         for name, svc in self.services.items():
             if svc.database is None or not svc.database.fencing.enabled:
                 continue
-            problem = holder_budget_problem(coord.lease_ttl, coord.keepalive, coord.deadline, coord.request_timeout,
+            trouble = holder_budget_problem(coord.lease_ttl, coord.keepalive, coord.deadline, coord.request_timeout,
                                             svc.database.fencing.timeout)
-            if problem is not None:
-                raise rule_error("coordination.lease_ttl", f"for services.{name}.database.fencing.timeout: {problem}")
+            if trouble is not None:
+                raise rule_error("coordination.lease_ttl", f"for services.{name}.database.fencing.timeout: {trouble}")
 
     def lease(self, service: str) -> Lease | None:
         """The self-fencing lease of ``service`` (see :mod:`engine.config.lease`), or None without one: no database,
-        fencing off, ``self_fence_after: null``, or fewer than 3 voters (with two, neither side moves alone)."""
+        fencing off, ``lease: null``, or fewer than 3 voters (with two, neither side moves alone)."""
         if len(self.peers) < 2:
             return None
         svc = self.services[service]
         db = svc.database
         if db is None:
             return None
-        return lease_for(self.instance.tick, svc.policy.self_fence_after, db.fencing.enabled, db.fencing.timeout,
-                         svc.policy.lease_wait)
+        length = svc.policy.lease
+        if length is None and "lease" not in svc.policy.model_fields_set:
+            length = default_length(self.instance.tick, db.fencing.timeout)
+        return lease_for(self.instance.tick, length, db.fencing.enabled, db.fencing.timeout)

@@ -10,9 +10,10 @@ Two rules, one per side of a failover:
   ``False`` there gives the write lease up at once, because a database that cannot take writes has
   nothing to fence.
 - **The executor** (:func:`lease_release`): before promoting a standby whose old primary it could
-  not fence itself, it waits until every engine of the old site has either been silent for the lease
-  (it fenced itself when cut off) or reports, in a fresh verdict at the operation's starting epoch
-  with the old site still active, that its primary is not writable: whichever comes first.
+  not fence itself, it waits until every engine of the old site has either been certified silent by
+  enough voters (:func:`engine.core.lease_echo.certify_silent`: it fenced itself when cut off) or
+  reports, in a fresh verdict at the operation's starting epoch with the old site still active, that
+  its primary is not writable: whichever comes first.
 
 What is assumed: an engine that cannot write its heartbeat on its local primary is believed. When
 that engine's link to its database broke but clients still reach the database, the executor could
@@ -25,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.core.lease_echo import Certification
 from engine.core.verdict import ServiceVerdict
 
 DOWN_AFTER = 2
@@ -67,13 +69,15 @@ class PrimaryWritability:
 
 @dataclass(frozen=True, slots=True)
 class OldSiteEngine:
-    """One engine of the old site as the executor knows it: how long it has been silent (counted from this
-    engine's start when never heard) and its latest verdict about the service, while fresh."""
+    """One engine of the old site as the executor knows it: how long it has been silent here (counted from
+    this engine's start when never heard), its latest verdict about the service while fresh, and whether
+    enough voters certify it silent for the lease."""
 
     id: str
     silent_s: float
     heard: bool
     view: ServiceVerdict | None
+    certification: Certification
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +85,7 @@ class LeaseRelease:
     """Whether the standby may be promoted without the old primary fenced from here, and why."""
 
     free: bool
-    remaining_s: float  # the longest an engine must still stay silent (0 once free)
+    remaining_s: float  # at least how long an engine must still stay silent (0 once free)
     released_by: tuple[str, ...]  # engines whose fresh verdict reports their primary not writable
     notes: tuple[str, ...]  # one per engine of the old site
 
@@ -95,9 +99,9 @@ def gives_up(view: ServiceVerdict | None, source: str, epoch: int) -> bool:
     return view is not None and view.active == source and view.epoch == epoch and view.primary_writable is False
 
 
-def lease_release(engines: Sequence[OldSiteEngine], source: str, epoch: int, lease_wait: float) -> LeaseRelease:
+def lease_release(engines: Sequence[OldSiteEngine], source: str, epoch: int) -> LeaseRelease:
     """May the executor promote now? Yes once every engine of ``source`` has given the lease up
-    (:func:`gives_up`) or been silent for ``lease_wait``; else how long the silent ones must still stay so."""
+    (:func:`gives_up`) or been certified silent; else how long the others must at least stay so."""
     remaining = 0.0
     released: list[str] = []
     notes: list[str] = []
@@ -106,9 +110,12 @@ def lease_release(engines: Sequence[OldSiteEngine], source: str, epoch: int, lea
             released.append(engine.id)
             notes.append(f"{engine.id} reports its primary not writable (lease given up)")
             continue
-        left = max(0.0, lease_wait - engine.silent_s)
-        remaining = max(remaining, left)
-        heard = f"last heard {engine.silent_s:.1f}s ago" if engine.heard else \
+        cert = engine.certification
+        if not cert.certified:
+            remaining = max(remaining, cert.remaining_s)
+        heard = f"last heard here {engine.silent_s:.1f}s ago" if engine.heard else \
             f"never heard since this engine started {engine.silent_s:.1f}s ago"
-        notes.append(f"{engine.id} {heard}" + ("" if left > 0 else " (lease passed)"))
-    return LeaseRelease(remaining <= 0.0, remaining, tuple(released), tuple(notes))
+        notes.append(f"{engine.id} {heard}" + (f" (certified silent by {', '.join(cert.by)})" if cert.certified
+                                               else " (not yet certified silent)"))
+    free = all(gives_up(e.view, source, epoch) or e.certification.certified for e in engines)
+    return LeaseRelease(free, 0.0 if free else max(remaining, 1e-3), tuple(released), tuple(notes))

@@ -120,7 +120,8 @@ class Verifier:
             verdict = Verdict.model_validate(json.loads(body, parse_constant=_no_constant))
         except (ValueError, ValidationError) as exc:
             raise Rejected(f"malformed verdict: {str(exc).splitlines()[0][:200]}") from None
-        if not all(math.isfinite(x) for x in (verdict.at, verdict.interval)):
+        stamps = [verdict.sent_mono] + [e.sent_mono for e in verdict.echoes.values()]
+        if not all(math.isfinite(x) for x in (verdict.at, verdict.interval, *(s for s in stamps if s is not None))):
             raise Rejected("malformed verdict: its times must be finite")
         if abs(verdict.at - timestamp) > 1e-3:
             raise Rejected("verdict time does not match the signed timestamp")

@@ -35,9 +35,9 @@ decision
     the first move (:func:`engine.core.decide.cooldown_reason`: no last move), so it is not counted.
 lease
     With a self-fencing lease (:mod:`engine.config.lease`), when the executor cannot fence the old primary
-    itself, the fence step waits until the old site's engines have been silent for the lease, so
-    the cut-off primary has fenced itself first. Given as ``lease_wait``; else the service's lease
-    (``EngineConfig.lease``); else 0.
+    itself, the fence step waits until enough voters certify the old site's engines silent for the
+    lease + drift margin (``Lease.wait``), so the cut-off primary has fenced itself first. Given as
+    ``lease_wait``; else the service's lease (``EngineConfig.lease``); else 0.
 runbook
     The failover steps up to and including ``verify_dns`` (traffic has moved when the
     authoritative servers answer the target). Each step is bounded by its
@@ -76,6 +76,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config.base import format_duration
+from engine.config.coordination import etcd_lease_wait
 from engine.config.model import EngineConfig, PolicyConfig, ServiceConfig
 from engine.core.cadence import default_jitter
 from engine.core.loss import write_stall
@@ -264,12 +265,20 @@ def _lease(config: EngineConfig, service: str, lease_wait: float | None) -> Comp
     if lease_wait is not None:
         return Component("lease", lease_wait,
                          f"self-fencing lease: wait {format_seconds(lease_wait)}s before promoting")
+    svc = config.services[service]
+    coord = config.coordination
+    if coord.type == "etcd" and svc.database is not None and svc.database.fencing.enabled:
+        wait = etcd_lease_wait(coord, config.instance.tick)
+        return Component("lease", wait, (
+            f"etcd mode: when the old primary cannot be fenced, the fence step waits until etcd drops the old "
+            f"site's write lease: lease_ttl {format_seconds(coord.lease_ttl)}s + deadline "
+            f"{format_seconds(coord.deadline)}s + 2 ticks = {format_seconds(wait)}s"))
     lease = config.lease(service)
     if lease is not None:
         return Component("lease", lease.wait, (
-            f"when the old primary cannot be fenced, the fence step waits out the self-fencing lease "
-            f"{format_seconds(lease.wait)}s (minimum: {lease.explain()})"))
-    return Component("lease", 0.0, "no lease configured (no database, fencing off, self_fence_after null, "
+            f"when the old primary cannot be fenced, the fence step waits for {format_seconds(lease.wait)}s of "
+            f"certified silence ({lease.explain()})"))
+    return Component("lease", 0.0, "no lease configured (no database, fencing off, lease null, "
                                    "or fewer than 3 voters)")
 
 

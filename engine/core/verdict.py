@@ -52,6 +52,17 @@ class ServiceVerdict(_Strict):
                            "its version; left out when null, so older peers still parse the verdict"))
 
 
+class Echo(_Strict):
+    """What the sender last received from one peer: that peer's process nonce and send stamp (the peer's
+    monotonic clock), and how long before this verdict was made the sender received it (its own clock).
+    ``boot``/``sent_mono`` are null when the sender never heard this peer since it started (``silent_s``
+    then counts from the sender's start). The self-fencing lease (engine.core.lease_echo)."""
+
+    boot: str | None = Field(None, max_length=64)
+    sent_mono: float | None = None
+    silent_s: float = Field(ge=0, le=10 * 365 * 86400)
+
+
 class Verdict(_Strict):
     v: Literal[1] = 1
     sender: str = Field(max_length=64)
@@ -63,4 +74,9 @@ class Verdict(_Strict):
     interval: float = Field(gt=0, le=3600, description="how often the sender sends")
     services: dict[str, ServiceVerdict] = Field(max_length=256)
     hears: list[str] = Field(default_factory=list, max_length=64, description=(
-        "the voters whose verdicts the sender holds fresh: the grants of the self-fencing lease"))
+        "the voters whose verdicts the sender holds fresh (quorum and status; the lease uses echoes)"))
+    sent_mono: float | None = Field(None, description=(
+        "the sender's monotonic clock when it made the verdict: echoed back by its peers, it renews the sender's "
+        "self-fencing lease; left out by older peers"))
+    echoes: dict[Annotated[str, Field(max_length=64)], Echo] = Field(default_factory=dict, max_length=64, description=(
+        "per peer the sender has a record of: the echo of that peer's newest verdict and how long ago it arrived"))

@@ -74,7 +74,7 @@ def _policy() -> str:
         _line(f"      switchover_ttl: {TTL}s", "the records' TTL already: the failback switchover waits out no TTL",
               36),
         _line("      rto_slo: 2m", "check-config adds up the worst case of the numbers below against this", 36),
-        _line("      self_fence_after: 2s", "cut off from the voters this long, the engine in gcp fences its DB", 36),
+        _line("      lease: 6s", "self-fencing lease: the engine in gcp fences its DB before it runs out", 36),
         _line("      steps:", "the failover steps traffic waits for: local servers answer fast", 36),
         "        precheck: {timeout: 5s, attempts: 2}",
         "        promote_attempts: 2",

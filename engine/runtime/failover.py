@@ -43,8 +43,8 @@ from engine.core.operations import Operation, Outcome, StepFailed, StepState, fe
 from engine.runtime.context import RuntimeContext
 from engine.runtime.service import ServiceRuntime
 
-LeaseRemaining = Callable[[str, str, int, float], tuple[LeaseRelease, float | None]]
-"""LeaseWatch.release: (service, old site, starting epoch, lease wait) -> may promote?, when last heard."""
+LeaseRemaining = Callable[[str, str, int], tuple[LeaseRelease, float | None]]
+"""LeaseWatch.release: (service, old site, starting epoch) -> may promote?, when last heard."""
 LEASE_POLL = 0.1  # seconds between two looks at the lease while waiting: a released lease is seen at once
 FENCE_RETRY = 0.5  # seconds between two more fence attempts while the old site's engine is heard
 
@@ -179,7 +179,7 @@ class FailoverSteps:
 
     async def fence(self, op: Operation) -> Outcome:
         """Fence the old primary. When that cannot be confirmed: with a self-fencing lease, wait until the
-        old site's engines have been silent for the lease (they fenced their database themselves); a move
+        old site's engines are certified silent for the lease (they fenced their database themselves); a move
         that requires the fence fails the step; otherwise the fence was best effort."""
         db = self.rt.config.database
         if db is None:
@@ -211,14 +211,15 @@ class FailoverSteps:
 
     async def _wait_out_lease(self, op: Operation, lease: Any, result: Any) -> Outcome:
         """Wait until every engine of the old site has given the write lease up (its fresh verdict reports its
-        primary not writable: a database-only crash) or been silent for the lease (it fenced itself),
+        primary not writable: a database-only crash) or been certified silent for the lease (it fenced itself),
         whichever comes first (:func:`engine.core.lease_rules.lease_release`). While one of them is heard, the
         old primary may be reachable again: try the fence once more every half second."""
-        release, last_heard = self.lease_remaining(op.service, op.source, op.epoch_from, lease.wait)
+        release, last_heard = self.lease_remaining(op.service, op.source, op.epoch_from)
         if not release.free:
             await self.ctx.record(
                 "lease", f"{op.service}: old primary in {op.source} not fenced ({result.sentence}); waiting up to "
-                f"{release.remaining_s:.1f}s for the lease ({lease.wait:g}s of silence: {release.sentence}) unless "
+                f"at least {release.remaining_s:.1f}s for the lease ({lease.wait:g}s of certified silence: "
+                f"{release.sentence}) unless "
                 "its engine gives the lease up first",
                 service=op.service, data={"operation": op.id, "remaining_s": release.remaining_s})
         started = self.ctx.clock.monotonic()
@@ -226,7 +227,7 @@ class FailoverSteps:
         while not release.free:
             await asyncio.sleep(min(release.remaining_s, LEASE_POLL))
             before = release.remaining_s
-            release, last_heard = self.lease_remaining(op.service, op.source, op.epoch_from, lease.wait)
+            release, last_heard = self.lease_remaining(op.service, op.source, op.epoch_from)
             mono = self.ctx.clock.monotonic()
             heard_again = release.remaining_s > before - LEASE_POLL / 2  # silence did not grow as time passed
             if release.free or not heard_again or mono < next_fence:
@@ -244,9 +245,9 @@ class FailoverSteps:
                            {"fence": result.to_dict(), "lease_s": lease.wait, "waited_s": waited,
                             "released_by": list(release.released_by), "engines": list(release.notes),
                             "last_heard_at": last_heard})
-        return Outcome(f"old primary in {op.source} not fenced from here ({result.sentence}); its engines have been "
-                       f"silent for the lease of {lease.wait:g}s ({release.sentence}): a cut-off "
-                       f"active site fences itself within {lease.minimum:g}s",
+        return Outcome(f"old primary in {op.source} not fenced from here ({result.sentence}); its engines are "
+                       f"certified silent for {lease.wait:g}s ({release.sentence}): a cut-off active site has fenced "
+                       f"itself by then ({lease.explain()})",
                        {"fence": result.to_dict(), "lease_s": lease.wait, "waited_s": waited,
                         "engines": list(release.notes), "last_heard_at": last_heard})
 
@@ -267,7 +268,7 @@ class FailoverSteps:
         fence = op.steps.get("fence") or {}
         fenced = (fence.get("data") or {})
         # the old site's engines: when last heard (wall clock), and whether one reported its database down
-        release, last_heard = self.lease_remaining(op.service, op.source, op.epoch_from, 0.0)
+        release, last_heard = self.lease_remaining(op.service, op.source, op.epoch_from)
         heard = fenced.get("last_heard_at", last_heard)
         tick = self.ctx.config.instance.tick
         end = primary_end(
@@ -275,15 +276,25 @@ class FailoverSteps:
             else None,
             reported_down_at=heard if fenced.get("released_by") or release.released_by else None,
             engine_silent_at=None if heard is None else silent_since(heard, 2 * tick, tick))
-        lease = self.rt.lease
         sync = self.rt.database.sync.evidence() if self.rt.database is not None else SyncEvidence()
         verdict = await check_loss(db, op.target, last_known, end=end, sync=sync,
-                                   lease_end_at=None if heard is None or lease is None else heard + lease.minimum)
+                                   lease_end_at=self._lease_end(fence, heard))
         data = verdict.to_dict()
         if verdict.alert:
             await self.ctx.record("rpo", f"{op.service}: {verdict.sentence}", service=op.service, data=data)
             await self.ctx.notify("rpo", f"{op.service}: {verdict.sentence}", op.service, data)
         return Outcome(verdict.sentence, data)
+
+    def _lease_end(self, fence: dict[str, Any], heard: float | None) -> float | None:
+        """When the old primary took its last write at the latest (wall clock): a cut-off holder's fence is done
+        before the release that ended a waited-out fence step; else a lease after it was last heard here."""
+        lease = self.rt.lease
+        data = fence.get("data") or {}
+        if lease is None:
+            return None
+        if "lease_s" in data and isinstance(fence.get("finished_at"), int | float):
+            return float(fence["finished_at"])
+        return None if heard is None else heard + lease.length
 
     async def reconcile(self, op: Operation) -> Outcome:
         db = self.rt.config.database

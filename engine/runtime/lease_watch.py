@@ -1,11 +1,14 @@
-"""The self-fencing lease, as this engine keeps it (the arithmetic: :mod:`engine.config.lease`).
+"""The self-fencing lease, as this engine keeps it (the arithmetic: :mod:`engine.core.lease_echo`).
 
-Each tick the coordinator hands :meth:`LeaseWatch.check` the voter count: grants are the fresh voters
-that hear this engine. Cut off from a majority for ``self_fence_after``, an engine in the active site
-fences its own database (retried every ``SELF_FENCE_RETRY`` while it fails, paged once). The runbook's
-fence step asks :meth:`LeaseWatch.release` whether the old site's engines have given the lease up
-(their verdicts report their primary not writable) or stayed silent long enough for the standby to
-be promoted (:func:`engine.core.lease_rules.lease_release`).
+Each tick the coordinator hands :meth:`LeaseWatch.check` the voter count. The lease is measured on this
+engine's own monotonic clock: every peer echoes the newest verdict of this process it received, and the
+(majority-1)-th newest echoed stamp + the service's lease length is when the lease ends. An engine in the
+active site starts fencing its own database ``fencing.timeout + HOLDER_MARGIN`` before that (a timer
+wakes it on the dot, not at the next tick; retried every ``SELF_FENCE_RETRY`` while it fails, paged
+once). Right after a start it holds a lease from its start (no echoes can have come back yet). The
+runbook's fence step asks :meth:`LeaseWatch.release` whether the old site's engines have given the lease
+up (their verdicts report their primary not writable) or are certified silent by enough voters
+(:func:`engine.core.lease_rules.lease_release`).
 
 The lease is about a writable database: :meth:`LeaseWatch.local_primary` turns this engine's heartbeats
 on its local primary into the ``primary_writable`` of its verdict, and journals the moment it gives
@@ -15,15 +18,25 @@ the lease up (its primary stopped taking writes) or takes it back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
+import structlog
+
 from actions.database.fence import fence
+from engine.config.lease import DEFAULT_LENGTH, Lease
+from engine.core.lease_echo import HolderLease, certifiers_needed, certify_silent, judge_holder_lease
 from engine.core.lease_rules import LeaseRelease, OldSiteEngine, lease_release
 from engine.runtime.context import RuntimeContext
 from engine.runtime.peering import Peering
 from engine.runtime.service import ServiceRuntime
 
+log = structlog.get_logger("engine.lease")
+
 SELF_FENCE_RETRY = 30.0  # seconds between attempts when fencing our own database failed
+CONFIRM_S = 0.05
+"""Before fencing, this long for the verdicts that queued while this process stalled to be read: their echoes
+are promises whatever their arrival (a stamp is a stamp); taken out of HOLDER_MARGIN."""
 
 
 class LeaseWatch:
@@ -32,67 +45,102 @@ class LeaseWatch:
         self.peering = peering
         self.started_mono: float | None = None
         self._self_fencing: set[str] = set()
-        self._ever_granted = False
         self._self_fence_retry_at: dict[str, float] = {}  # monotonic: when a failed self-fence is tried again
         self._tasks: set[asyncio.Task[Any]] = set()
         self._given_up: dict[str, bool] = {}  # service -> this engine has given its write lease up
+        self._wakeup: asyncio.Task[None] | None = None
+        self._wakeup_at: float | None = None
+        self._quorum: tuple[int, int] = (0, 0)
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
+        tasks = list(self._tasks) + ([self._wakeup] if self._wakeup is not None else [])
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def judge(self, lease: Lease | None, mono: float, majority: int) -> HolderLease:
+        """This engine's lease at ``mono`` for a lease length (the shortest of the services' without one)."""
+        length, lead = (DEFAULT_LENGTH, 0.0) if lease is None else (lease.length, lease.fence_lead)
+        started = self.started_mono if self.started_mono is not None else mono
+        return judge_holder_lease(list(self.peering.lease_stamps().values()), majority, length, lead, mono,
+                                  floor=started)
+
     async def check(self, now: float, mono: float, voters: int, majority: int) -> None:
-        """Count the grants (fresh voters that hear us); cut off from a majority for ``self_fence_after``,
-        an engine in the active site fences its own database. Only with 3 or more voters: with two,
-        the other side never moves by itself, so there is nothing to fence against."""
+        """Judge the lease on the echoes of this process's verdicts; an engine in the active site whose lease
+        is about to end fences its own database. Only with 3 or more voters: with two, the other side never
+        moves by itself, so there is nothing to fence against."""
         ctx = self.ctx
         if voters < 3 or ctx.config.instance.role != "engine":
             return
-        started = self.started_mono if self.started_mono is not None else mono
-        if mono - started < 3 * ctx.config.instance.tick + 1.0:
-            return  # the peers' first verdicts (and their grants) are still on the way
-        granted = 1 + len(self.peering.granted_by())
-        ctx.metrics.lease_granted.set(1 if granted >= majority else 0)
-        if granted >= majority:
-            self._ever_granted = True
-            if self.ctx.grant_lost_at is not None:
-                message = f"lease regained: {granted} of {voters} voters hear this engine"
-                await ctx.record("lease", message, at=now, data={"granted": granted})
-                await ctx.notify("quorum", message, None, {"granted": granted})
-            self.ctx.grant_lost_at = None
-            return
-        if self.ctx.grant_lost_at is None:
-            # never granted since this process started: count from the start (a restart while cut off still fences)
-            self.ctx.grant_lost_at = started if not self._ever_granted else mono
-            message = (f"lease lost: only {granted} of {voters} voters hear this engine (need {majority}); an engine "
-                       "in the active site fences its database if this lasts")
-            await ctx.record("lease", message, at=now, data={"granted": granted})
-            await ctx.notify("quorum", message, None, {"granted": granted})
-        lost_for = mono - self.ctx.grant_lost_at
+        self._quorum = (voters, majority)
+        leases = [lease for rt in ctx.services.values() if (lease := ctx.config.lease(rt.name)) is not None]
+        shortest = min(leases, key=lambda lease: lease.hold, default=None)
+        overall = self.judge(shortest, mono, majority)
+        held = overall.action == "hold"
+        ctx.metrics.lease_granted.set(1 if held else 0)
+        if held and ctx.grant_lost_at is not None:
+            message = f"lease regained: {overall.sentence(mono)} ({overall.granted} of {voters} voters)"
+            await ctx.record("lease", message, at=now, data={"granted": overall.granted})
+            await ctx.notify("quorum", message, None, {"granted": overall.granted})
+            ctx.grant_lost_at = None
+        elif not held and ctx.grant_lost_at is None:
+            ctx.grant_lost_at = mono
+            message = (f"lease lost: the echoes of {overall.granted - 1} of {voters - 1} peers no longer renew it "
+                       f"(need {majority - 1}); an engine in the active site fences its database")
+            await ctx.record("lease", message, at=now, data={"granted": overall.granted})
+            await ctx.notify("quorum", message, None, {"granted": overall.granted})
+        next_fence: float | None = None
         for rt in ctx.services.values():
             lease = ctx.config.lease(rt.name)
-            if (lease is None or rt.state.active != ctx.config.instance.site or rt.self_fenced is not None
-                    or lost_for < lease.self_fence_after or rt.name in self._self_fencing
-                    or mono < self._self_fence_retry_at.get(rt.name, 0.0)):
+            if lease is None or rt.state.active != ctx.config.instance.site or rt.self_fenced is not None:
+                continue
+            judged = self.judge(lease, mono, majority)
+            if judged.action == "hold":
+                next_fence = judged.fence_at if next_fence is None else min(next_fence, judged.fence_at)
+                continue
+            if rt.name in self._self_fencing or mono < self._self_fence_retry_at.get(rt.name, 0.0):
                 continue
             self._self_fencing.add(rt.name)
-            task = asyncio.create_task(self._self_fence(rt, now, granted, voters, lost_for),
-                                       name=f"self-fence {rt.name}")
+            task = asyncio.create_task(self._self_fence(rt, now, majority), name=f"self-fence {rt.name}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        self._schedule(next_fence, mono)
 
-    async def _self_fence(self, rt: ServiceRuntime, now: float, granted: int, voters: int, lost_for: float) -> None:
+    def _schedule(self, fence_at: float | None, mono: float) -> None:
+        """Wake up exactly when the earliest lease must start fencing (the tick may be late or far)."""
+        if fence_at == self._wakeup_at and self._wakeup is not None and not self._wakeup.done():
+            return
+        if self._wakeup is not None and self._wakeup is not asyncio.current_task():
+            self._wakeup.cancel()
+        self._wakeup, self._wakeup_at = None, fence_at
+        if fence_at is not None:
+            self._wakeup = asyncio.create_task(self._wake(fence_at - mono), name="lease deadline")
+
+    async def _wake(self, delay: float) -> None:
+        await asyncio.sleep(max(0.0, delay))
+        self._wakeup_at = None
+        voters, majority = self._quorum
+        with contextlib.suppress(Exception):
+            await self.check(self.ctx.clock.now(), self.ctx.clock.monotonic(), voters, majority)
+
+    async def _self_fence(self, rt: ServiceRuntime, now: float, majority: int) -> None:
         ctx = self.ctx
         site = ctx.config.instance.site
         assert rt.config.database is not None
         try:
+            await asyncio.sleep(CONFIRM_S)  # a stalled loop reads the echoes that waited for it first
+            mono = ctx.clock.monotonic()
+            judged = self.judge(ctx.config.lease(rt.name), mono, majority)
+            if judged.action == "hold":
+                log.info("self-fence called off: fresh echoes renewed the lease", service=rt.name,
+                         leased_s=round(judged.expires_at - mono, 3))
+                self._schedule(judged.fence_at, mono)
+                return
+            why = judged.sentence(mono)
             result = await fence(rt.config.database, site)
         finally:
             self._self_fencing.discard(rt.name)
-        reason = (f"cut off from the voters for {lost_for:.1f}s (only {granted} of {voters} hear this engine): "
-                  f"the other side may promote once the lease has passed")
+        reason = f"the self-fencing lease is not renewed by a majority ({why}): the other side may promote after it"
         data = {"site": site, "epoch": rt.state.epoch, "reason": reason, "result": result.to_dict()}
         failed_before = rt.name in self._self_fence_retry_at
         if result.ok and not result.skipped:
@@ -138,24 +186,31 @@ class LeaseWatch:
     def given_up(self, service: str) -> bool:
         return self._given_up.get(service, False)
 
-    def release(self, service: str, site: str, epoch: int, lease_wait: float) -> tuple[LeaseRelease, float | None]:
+    def release(self, service: str, site: str, epoch: int) -> tuple[LeaseRelease, float | None]:
         """Whether the standby may be promoted although the old primary in ``site`` was not fenced from here
-        (:func:`~engine.core.lease_rules.lease_release`), and (wall clock) when its engines were last heard."""
+        (:func:`~engine.core.lease_rules.lease_release`), and (wall clock) when its engines were last heard here."""
         ctx = self.ctx
         mono = ctx.clock.monotonic()
-        started = self.started_mono if self.started_mono is not None else mono
+        lease = ctx.config.lease(service)
+        voters = 1 + len(ctx.config.peers)
+        needed = certifiers_needed(voters, voters // 2 + 1)
         received = self.peering.received_for(service)
         engines = []
         latest: float | None = None
         for peer_cfg in ctx.config.peers:
             if peer_cfg.site != site or peer_cfg.role != "engine":
                 continue
-            heard = self.peering.peers[peer_cfg.id].effective_heard()
-            since = heard if heard is not None else started
+            heard = self.peering.peers[peer_cfg.id].last_heard
+            since = heard if heard is not None else self.peering.started
             latest = since if latest is None else max(latest, since)
             got = received.get(peer_cfg.id)
             fresh = got is not None and mono - got.received_at <= 2 * got.interval
+            if lease is None:
+                cert = certify_silent([], needed, 0.0, 0.0, 0.0, mono)  # no lease: nothing certifies silence
+            else:
+                cert = certify_silent(self.peering.certifiers(peer_cfg.id), needed, lease.length, lease.fence_lead,
+                                      lease.wait, mono)
             engines.append(OldSiteEngine(peer_cfg.id, mono - since, heard is not None,
-                                         got.view if fresh and got is not None else None))
+                                         got.view if fresh and got is not None else None, cert))
         wall = None if latest is None else ctx.clock.now() - (mono - latest)
-        return lease_release(engines, site, epoch, lease_wait), wall
+        return lease_release(engines, site, epoch), wall

@@ -83,8 +83,8 @@ class Metrics:
             P + "quorum", "1 while a majority of the configured voters is heard, 0 while not (no automatic "
             "move possible). NaN with a single voter.", registry=r)
         self.lease_granted = Gauge(
-            P + "lease_granted", "1 while a majority of voters hears this engine (its self-fencing lease), 0 "
-            "while cut off: the active site's engine fences its own database after self_fence_after. NaN with "
+            P + "lease_granted", "1 while the echoes of a majority of voters renew this engine's self-fencing "
+            "lease, 0 once it ran out: the active site's engine fences its own database before that. NaN with "
             "fewer than 3 voters or on a witness.", registry=r)
         self.peer_age = Gauge(
             P + "peer_last_seen_age_seconds", "Seconds since a peer's verdict was last accepted; past two of its "

@@ -25,10 +25,11 @@ import structlog
 
 from engine.config.model import EngineConfig
 from engine.core.clock import Clock
+from engine.core.lease_echo import Certifier
 from engine.core.limits import LogBudget
 from engine.core.peer_auth import Rejected, Verifier, sign
 from engine.core.quorum import Received, VoterInfo
-from engine.core.verdict import ServiceVerdict, Verdict
+from engine.core.verdict import Echo, ServiceVerdict, Verdict
 
 log = structlog.get_logger("engine.peering")
 
@@ -47,6 +48,7 @@ class PeerState:
     rejected: int = 0
     delays: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=64))
     extra: dict[str, Any] = field(default_factory=dict)
+    echo_of_me: float | None = None  # the newest of our stamps this peer echoed (our monotonic clock): its promise
 
     def effective_heard(self) -> float | None:
         """When the latest verdict would have arrived had it not waited somewhere on the way.
@@ -78,7 +80,8 @@ class Peering:
     def __init__(self, config: EngineConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
-        self.boot = secrets.token_hex(8)
+        self.boot = secrets.token_hex(8)  # the process nonce: our monotonic stamps mean something only with it
+        self.started = clock.monotonic()  # silence of a peer never heard counts from here
         self._seq = itertools.count(1)
         self.keys = {p.id: p.key.get_secret_value().encode() for p in config.peers if p.key is not None}
         self.peers = {p.id: PeerState(p.id, p.url) for p in config.peers}
@@ -101,9 +104,24 @@ class Peering:
 
     def make_verdict(self, services: dict[str, ServiceVerdict]) -> Verdict:
         inst = self.config.instance
+        mono = self.clock.monotonic()
         return Verdict(sender=inst.id, site=inst.site, role=inst.role, boot=self.boot, seq=next(self._seq),
                        at=round(self.clock.now(), 6), interval=inst.tick, services=services,
-                       hears=self.fresh_ids())
+                       hears=self.fresh_ids(), sent_mono=mono, echoes=self.echoes(mono))
+
+    def echoes(self, mono: float) -> dict[str, Echo]:
+        """Per peer: the echo of its newest verdict we received and how long ago that was (our clock); a peer
+        never heard since we started gets no echo, its silence counted from our start. Our promise: we never
+        report a peer silent for longer than it really was, so its lease (engine.core.lease_echo) holds."""
+        out: dict[str, Echo] = {}
+        for peer in self.peers.values():
+            verdict, heard = peer.verdict, peer.last_heard
+            if verdict is None or heard is None:
+                out[peer.id] = Echo(silent_s=round(max(0.0, mono - self.started), 6))
+            else:
+                out[peer.id] = Echo(boot=verdict.boot, sent_mono=verdict.sent_mono,
+                                    silent_s=round(max(0.0, mono - heard), 6))
+        return out
 
     def fresh_ids(self) -> list[str]:
         """Peers whose latest verdict is fresh: heard within two of their intervals (capped at four of
@@ -114,10 +132,31 @@ class Peering:
                 if (heard := p.effective_heard()) is not None and p.verdict is not None
                 and mono - heard <= 2 * min(p.verdict.interval, 4 * tick)]
 
-    def granted_by(self) -> list[str]:
-        """Fresh peers whose verdicts say they hear us: with ourselves, the grants of the lease."""
-        me = self.config.instance.id
-        return [pid for pid in self.fresh_ids() if (v := self.peers[pid].verdict) is not None and me in v.hears]
+    def lease_stamps(self) -> dict[str, float]:
+        """Per peer, the newest of this process's stamps it echoed: its promise runs until stamp + lease."""
+        return {p.id: p.echo_of_me for p in self.peers.values() if p.echo_of_me is not None}
+
+    def certifiers(self, engine: str) -> list[Certifier]:
+        """Every voter's word, as far as we have it, on how long ``engine`` has been silent (our clock): ours
+        (exact), and each other peer's from its latest verdict while fresh, given after it received our verdict
+        stamped ``sent_after`` (its echo of this process; none: it cannot certify)."""
+        mono = self.clock.monotonic()
+        tick = self.config.instance.tick
+        target = self.peers.get(engine)
+        ours = target.last_heard if target is not None and target.last_heard is not None else self.started
+        out = [Certifier(self.config.instance.id, ours, mono)]
+        for peer in self.peers.values():
+            verdict, received = peer.verdict, peer.last_heard
+            if peer.id == engine or verdict is None or received is None:
+                continue
+            if mono - received > 2 * min(verdict.interval, 4 * tick):
+                continue  # a silent voter cannot certify
+            about, mine = verdict.echoes.get(engine), verdict.echoes.get(self.config.instance.id)
+            if about is None:
+                continue
+            after = mine.sent_mono if mine is not None and mine.boot == self.boot else None
+            out.append(Certifier(peer.id, received - about.silent_s, after))
+        return out
 
     def dispatch(self, verdict: Verdict) -> None:
         """Send ``verdict`` to every peer without waiting: one task per peer, and a peer whose previous send
@@ -189,7 +228,10 @@ class Peering:
         peer = self.peers[verdict.sender]
         changed = peer.verdict is None or peer.verdict.services != verdict.services
         peer.verdict = verdict
-        peer.last_heard = self.clock.monotonic()
+        peer.last_heard = mono = self.clock.monotonic()
+        echo = verdict.echoes.get(self.config.instance.id)
+        if echo is not None and echo.boot == self.boot and echo.sent_mono is not None and echo.sent_mono <= mono:
+            peer.echo_of_me = echo.sent_mono if peer.echo_of_me is None else max(peer.echo_of_me, echo.sent_mono)
         peer.delays.append(self.clock.now() - verdict.at)
         if changed and self.on_change is not None:
             self.on_change()

@@ -188,8 +188,8 @@ class EngineStatus:
                 "replication_slots": rt.slot_status(),
                 "scheduled_switchover": None if self.ctx.journal is None else self.ctx.journal.get_state(
                     rt.name, "scheduled_switchover"),
-                "lease": None if rt.lease is None else {"self_fence_after_s": rt.lease.self_fence_after,
-                                                        "wait_s": rt.lease.wait, "minimum_s": rt.lease.minimum},
+                "lease": None if rt.lease is None else {"length_s": rt.lease.length, "hold_s": rt.lease.hold,
+                                                        "wait_s": rt.lease.wait, "slack_s": rt.lease.slack},
                 "drills": self._drills_summary(rt),
                 "rto": self._rto_summary(rt),
             }

@@ -137,11 +137,12 @@ class Cluster(Observing):
                  api_tokens: Sequence[tuple[str, str, str]] = (), policy: str = "switchover_ttl: 30s",
                  extra_probes: dict[str, str] | None = None, etcd: EtcdCluster | None = None,
                  etcd_settings: str = "lease_ttl: 8s, keepalive_interval: 1s, request_timeout: 300ms, deadline: 1s, "
-                                      "vote_ttl: 4s") -> None:
+                                      "vote_ttl: 4s", start_timeout: float = 20.0) -> None:
         self.workdir = workdir
         self.etcd = etcd
         self.etcd_prefix = f"/scenario/{workdir.name}"
         self.etcd_settings = etcd_settings
+        self.start_timeout = start_timeout  # per engine, to its "engine started" line (a loaded machine is slow)
         self.interval, self.timeout, self.tick, self.threshold = interval, timeout, tick, threshold
         self.rpo = rpo
         self.cooldown = cooldown
@@ -188,8 +189,12 @@ class Cluster(Observing):
             voter.config.write_text(self._config(voter))
         for voter in self.voters.values():
             self.launch(voter.id)
-        for voter in self.voters.values():
-            await self.wait_api(voter.id)
+        try:
+            for voter in self.voters.values():
+                await self.wait_api(voter.id, self.start_timeout)
+        except BaseException:
+            await self.stop()  # a start that fails must not leave engine processes behind
+            raise
         return self
 
     def _config(self, v: Voter) -> str:

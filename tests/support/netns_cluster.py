@@ -107,8 +107,8 @@ class NetnsCluster(Observing):
     """See the module docstring. ``start`` then ``stop`` (always, e.g. in ``finally``)."""
 
     def __init__(self, workdir: Path, *, tick: float = 0.2, interval: float = 0.3, timeout: float = 0.2,
-                 threshold: int = 3, rpo: float = 30.0, self_fence_after: float = 2.0, fence_timeout: float = 3.0,
-                 lease_wait: float | None = None, heartbeat: float = 0.3, connect_timeout: float = 1.0,
+                 threshold: int = 3, rpo: float = 30.0, lease: float | None = None, fence_timeout: float = 3.0,
+                 heartbeat: float = 0.3, connect_timeout: float = 1.0,
                  policy: str = "switchover_ttl: 30s", pg_template: Path | None = None, coordination: str = "peer",
                  etcd_settings: str = "lease_ttl: 6s, keepalive_interval: 500ms, request_timeout: 300ms, "
                                       "deadline: 1s, vote_ttl: 3s") -> None:
@@ -117,7 +117,7 @@ class NetnsCluster(Observing):
         self.coordination, self.etcd_settings = coordination, etcd_settings
         self.etcd: EtcdCluster | None = None
         self.tick, self.interval, self.timeout, self.threshold, self.rpo = tick, interval, timeout, threshold, rpo
-        self.self_fence_after, self.fence_timeout, self.lease_wait = self_fence_after, fence_timeout, lease_wait
+        self.lease, self.fence_timeout = lease, fence_timeout  # lease None: the engine's default for the config
         self.heartbeat, self.connect_timeout = heartbeat, connect_timeout
         self.policy = policy
         self.pg_template = pg_template
@@ -195,7 +195,7 @@ class NetnsCluster(Observing):
         dns = f"{self.topo.ip('dns')}:53"
         tokens = ", ".join(f"{{name: {n}, role: {r}, sha256: {hash_token(t)}}}"
                            for n, r, t in (("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)))
-        lease_wait = f"lease_wait: {self.lease_wait}, " if self.lease_wait is not None else ""
+        lease = f"lease: {self.lease}, " if self.lease is not None else ""
         return f"""
 instance: {{id: {v.id}, site: {v.site}, role: {v.role}, listen: "{v.ip}:{API_PORT}", tick: {self.tick}}}
 peers:
@@ -208,7 +208,7 @@ services:
   shop:
     active: gcp
     policy: {{failure_threshold: {self.threshold}, success_threshold: 2, rpo: {self.rpo}, cooldown: 10m,
-              failback_healthy_for: 1s, self_fence_after: {self.self_fence_after}, {lease_wait}
+              failback_healthy_for: 1s, {lease}
               {self.policy + ', ' if self.policy else ''}executors: []}}
     sites:
       gcp: {{probes: {probes['gcp']}}}

@@ -1,11 +1,11 @@
-"""The self-fencing lease: its bound, when a service has one, and check-config's refusal of a short wait."""
+"""The self-fencing lease's configuration: its length, when a service has one, and check-config's refusal."""
 
 from __future__ import annotations
 
 import pytest
 
 from engine.config import ConfigError, parse_config
-from engine.config.lease import LEASE_MARGIN, grant_loss_bound, required_wait
+from engine.config.lease import DEFAULT_LENGTH, DRIFT_MARGIN, HOLDER_MARGIN, Lease, problem
 
 KEY = "k" * 24
 BASE = f"""
@@ -24,7 +24,7 @@ services:
       sites:
         gcp: {{host: 127.0.0.1, dbname: app, user: failover}}
         azure: {{host: 127.0.0.2, dbname: app, user: failover}}
-      fencing: {{enabled: FENCING, timeout: 10s}}
+      fencing: {{enabled: FENCING, timeout: 2s}}
 """
 
 
@@ -35,33 +35,35 @@ def config(policy: str = "", fencing: str = "true", peers: bool = True) -> str:
     return text
 
 
-def test_the_bound_adds_up() -> None:
-    """5 ticks + 2 s skew to lose the grants, then self_fence_after, the fence, and the margin."""
-    assert grant_loss_bound(1.0) == 7.0
-    assert required_wait(1.0, 15.0, 10.0) == 7.0 + 15.0 + 10.0 + LEASE_MARGIN == 34.0
-    lease = parse_config(config(), env={}).lease("shop")  # the default self_fence_after: 2 s
-    assert lease is not None and lease.wait == lease.minimum == 7.0 + 2.0 + 10.0 + LEASE_MARGIN == 21.0
-    assert "= 21s" in lease.explain()
+def test_the_shipped_lease_adds_up() -> None:
+    """6 s at a 1 s tick and a 2 s fence: the holder writes 3.5 s past its newest echo, the majority waits 6.5 s."""
+    lease = parse_config(config(), env={}).lease("shop")
+    assert lease == Lease(DEFAULT_LENGTH, 2.0, 1.0)
+    assert lease.fence_lead == 2.0 + HOLDER_MARGIN == 2.5
+    assert lease.hold == 3.5 and lease.wait == 6.0 + DRIFT_MARGIN == 6.5 and lease.slack == 1.5
+    assert "waits for 6.5s of certified silence" in lease.explain()
 
 
 def test_no_lease_without_a_reason_to_fence() -> None:
-    """Fencing off, self_fence_after null, or fewer than three voters: no lease."""
+    """Fencing off, lease null, or fewer than three voters: no lease."""
     assert parse_config(config(fencing="false"), env={}).lease("shop") is None
-    assert parse_config(config("self_fence_after: null"), env={}).lease("shop") is None
+    assert parse_config(config("lease: null"), env={}).lease("shop") is None
     assert parse_config(config(peers=False), env={}).lease("shop") is None
 
 
-def test_check_config_refuses_a_lease_shorter_than_the_worst_case() -> None:
+def test_check_config_refuses_a_lease_without_two_ticks_of_slack() -> None:
+    """4.5 s with a 2 s fence at a 1 s tick leaves no slack: refused, one message at policy.lease."""
     with pytest.raises(ConfigError) as info:
-        parse_config(config("lease_wait: 20s"), env={})
-    text = "\n".join(str(p) for p in info.value.problems)
-    assert "services.shop.policy.lease_wait" in text and "20s is too short" in text and "= 21s" in text
-    longer = parse_config(config("lease_wait: 40s"), env={}).lease("shop")
-    assert longer is not None and longer.wait == 40.0
+        parse_config(config("lease: 4.5s"), env={})
+    problems = [str(p) for p in info.value.problems]
+    assert len(problems) == 1
+    assert "services.shop.policy.lease" in problems[0] and "4.5s is too short" in problems[0]
+    assert "= 4.5s" in problems[0]
+    longer = parse_config(config("lease: 10s"), env={}).lease("shop")
+    assert longer is not None and longer.wait == 10.5
 
 
-def test_skew_allowance_matches_the_peering() -> None:
-    from engine.config.lease import SKEW_ALLOWANCE
-    from engine.runtime.peering import SKEW_ALLOWANCE as peering
-
-    assert peering == SKEW_ALLOWANCE
+def test_problem_is_none_exactly_above_the_minimum() -> None:
+    """The refusal is exactly at fencing timeout + margin + 2 ticks."""
+    assert problem(Lease(4.51, 2.0, 1.0)) is None
+    assert problem(Lease(4.5, 2.0, 1.0)) is not None

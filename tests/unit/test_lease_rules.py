@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.core.lease_echo import Certification
 from engine.core.lease_rules import DOWN_AFTER, LeaseRelease, OldSiteEngine, PrimaryWritability, lease_release
 from engine.core.verdict import ServiceVerdict
 
@@ -49,57 +50,62 @@ def test_a_failed_streak_goes_stale_to_unknown() -> None:
     assert w.writable(3.4) is False and w.writable(3.6) is None
 
 
+NOT = Certification(False, (), 29.9)
+YES = Certification(True, ("azure-1", "witness"), 0.0)
+
+
 def test_the_lease_is_free_once_the_old_sites_engine_reports_its_primary_down() -> None:
     """A fresh verdict at the starting epoch, old site active, primary not writable: promote at once."""
-    release = lease_release([OldSiteEngine("engine-gcp", 0.1, True, view(False))], "gcp", 3, 30.0)
+    release = lease_release([OldSiteEngine("engine-gcp", 0.1, True, view(False), NOT)], "gcp", 3)
     assert release == LeaseRelease(True, 0.0, ("engine-gcp",),
                                    ("engine-gcp reports its primary not writable (lease given up)",))
 
 
 def test_a_live_engine_whose_primary_writes_keeps_the_lease() -> None:
-    """Heard 0.1 s ago and its primary writable (or unknown): the lease runs for 29.9 s more."""
+    """Heard 0.1 s ago, its primary writable (or unknown), not certified silent: at least 29.9 s to go."""
     for writable in (True, None):
-        release = lease_release([OldSiteEngine("engine-gcp", 0.1, True, view(writable))], "gcp", 3, 30.0)
+        release = lease_release([OldSiteEngine("engine-gcp", 0.1, True, view(writable), NOT)], "gcp", 3)
         assert not release.free and release.remaining_s == 29.9 and release.released_by == ()
-        assert release.sentence == "engine-gcp last heard 0.1s ago"
+        assert release.sentence == "engine-gcp last heard here 0.1s ago (not yet certified silent)"
 
 
 def test_a_report_about_another_epoch_or_active_site_does_not_free_it() -> None:
     """Only a report at the operation's starting epoch with the old site still active gives the lease up."""
     for stale in (view(False, epoch=2), view(False, active="azure")):
-        assert not lease_release([OldSiteEngine("engine-gcp", 1.0, True, stale)], "gcp", 3, 30.0).free
+        assert not lease_release([OldSiteEngine("engine-gcp", 1.0, True, stale, NOT)], "gcp", 3).free
 
 
-def test_silence_for_the_lease_frees_it_as_before() -> None:
-    """An engine silent for the whole lease (no fresh verdict) frees it; never heard counts from our start."""
-    release = lease_release([OldSiteEngine("engine-gcp", 30.0, True, None)], "gcp", 3, 30.0)
-    assert release.free and release.sentence == "engine-gcp last heard 30.0s ago (lease passed)"
-    never = lease_release([OldSiteEngine("engine-gcp", 12.0, False, None)], "gcp", 3, 30.0)
-    assert not never.free and never.remaining_s == 18.0
-    assert never.sentence == "engine-gcp never heard since this engine started 12.0s ago"
+def test_certified_silence_frees_it() -> None:
+    """An engine certified silent by enough voters frees the lease, and the sentence names the certifiers."""
+    release = lease_release([OldSiteEngine("engine-gcp", 7.0, True, None, YES)], "gcp", 3)
+    assert release.free and release.sentence == ("engine-gcp last heard here 7.0s ago (certified silent by "
+                                                 "azure-1, witness)")
+    never = lease_release([OldSiteEngine("engine-gcp", 2.0, False, None, NOT)], "gcp", 3)
+    assert not never.free and never.remaining_s == 29.9
+    assert never.sentence == "engine-gcp never heard since this engine started 2.0s ago (not yet certified silent)"
 
 
 def test_every_engine_of_the_old_site_must_give_up_or_fall_silent() -> None:
     """Two engines in the old site: one reporting its primary down is not enough while the other holds it."""
-    engines = [OldSiteEngine("gcp-1", 0.2, True, view(False)), OldSiteEngine("gcp-2", 5.0, True, view(True))]
-    release = lease_release(engines, "gcp", 3, 30.0)
-    assert not release.free and release.remaining_s == 25.0 and release.released_by == ("gcp-1",)
+    engines = [OldSiteEngine("gcp-1", 0.2, True, view(False), NOT),
+               OldSiteEngine("gcp-2", 5.0, True, view(True), Certification(False, (), 2.5))]
+    release = lease_release(engines, "gcp", 3)
+    assert not release.free and release.remaining_s == 2.5 and release.released_by == ("gcp-1",)
 
 
 def test_no_engine_in_the_old_site_means_nothing_to_wait_for() -> None:
     """Without an engine in the old site the lease is free at once."""
-    release = lease_release([], "gcp", 3, 30.0)
+    release = lease_release([], "gcp", 3)
     assert release.free and release.sentence == "no engine there"
 
 
-@given(st.lists(st.tuples(st.floats(0, 100), st.sampled_from([True, False, None]), st.booleans()), max_size=4),
-       st.floats(1, 60))
-def test_free_exactly_when_every_engine_gave_up_or_was_silent_for_the_lease(
-        engines: list[tuple[float, bool | None, bool]], wait: float) -> None:
-    """Free iff each engine reports its primary not writable or has been silent at least the lease."""
-    old = [OldSiteEngine(f"e{i}", silent, True, view(w) if fresh else None)
-           for i, (silent, w, fresh) in enumerate(engines)]
-    release = lease_release(old, "gcp", 3, wait)
-    expected = all((fresh and w is False) or silent >= wait for silent, w, fresh in engines)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from([True, False, None]), st.booleans()), max_size=4))
+def test_free_exactly_when_every_engine_gave_up_or_was_certified_silent(
+        engines: list[tuple[bool, bool | None, bool]]) -> None:
+    """Free iff each engine reports its primary not writable or is certified silent."""
+    old = [OldSiteEngine(f"e{i}", 1.0, True, view(w) if fresh else None, YES if certified else NOT)
+           for i, (certified, w, fresh) in enumerate(engines)]
+    release = lease_release(old, "gcp", 3)
+    expected = all((fresh and w is False) or certified for certified, w, fresh in engines)
     assert release.free is expected
     assert (release.remaining_s == 0.0) is expected

@@ -176,7 +176,7 @@ def test_lease_argument_and_the_configured_lease() -> None:
     lease = with_lease.lease("api")
     assert lease is not None
     component = worst_case_rto(with_lease, "api").component("lease")
-    assert component.seconds == lease.wait == lease.minimum
+    assert component.seconds == lease.wait == lease.length + 0.5
     assert lease.explain() in component.explanation
     assert worst_case_rto(with_lease, "api", lease_wait=5.0).component("lease").seconds == 5
 
@@ -239,7 +239,7 @@ def test_the_runner_runs_the_table_rto_adds_up() -> None:
 
     for text in (SMALL, SMALL + DATABASE % "true", SMALL.split("    dns:")[0]):
         svc = config(text).services["api"]
-        runbooks = Runbooks(SimpleNamespace(), lambda _svc, _site, _epoch, _wait: (None, None))  # type: ignore[arg-type]
+        runbooks = Runbooks(SimpleNamespace(), lambda _svc, _site, _epoch: (None, None))  # type: ignore[arg-type]
         plan, steps = runbooks(SimpleNamespace(config=svc, lease=None, operation=None))  # type: ignore[arg-type]
         assert tuple(plan) == runbook_steps(svc)
         assert list(steps) == [s.name for s in plan]

@@ -68,7 +68,7 @@ def test_the_fence_must_hold_with_a_lease_or_when_asked() -> None:
     svc = service(DNS + DB)
     default = failover_plan(svc)[1]
     assert (default.name, default.best_effort, default.attempts) == ("fence", True, 1)
-    lease = Lease(self_fence_after=15.0, fence_timeout=10.0, tick=1.0, wait=30.0)
+    lease = Lease(length=29.5, fence_timeout=10.0, tick=1.0)
     held = failover_plan(svc, lease=lease)[1]
     assert (held.best_effort, held.attempts, held.timeout) == (False, 3, default.timeout + 30.0)
     assert not failover_plan(svc, require_fence=True)[1].best_effort

@@ -25,8 +25,8 @@ from typing import Any
 import structlog
 
 from actions.database.fence import fence
-from engine.config.coordination import HOLDER_MARGIN, CoordinationConfig
-from engine.config.lease import Lease
+from engine.config.coordination import HOLDER_MARGIN, CoordinationConfig, etcd_lease_wait
+from engine.config.lease import DRIFT_MARGIN, Lease
 from engine.core.coordination import (
     Holder,
     HolderView,
@@ -55,8 +55,8 @@ def etcd_lease(ctx_config: Any, service: str, coordination: CoordinationConfig) 
     if db is None or not db.fencing.enabled:
         return None
     tick = ctx_config.instance.tick
-    wait = coordination.lease_ttl + coordination.deadline + 2 * tick
-    return Lease(self_fence_after=coordination.lease_ttl, fence_timeout=db.fencing.timeout, tick=tick, wait=wait)
+    wait = etcd_lease_wait(coordination, tick)
+    return Lease(length=round(wait - DRIFT_MARGIN, 3), fence_timeout=db.fencing.timeout, tick=tick)  # .wait == wait
 
 
 class EtcdLeaseWatch(LeaseWatch):
@@ -195,9 +195,11 @@ class EtcdLeaseWatch(LeaseWatch):
         if not failed_before:
             await ctx.notify("page", message, rt.name, data)
 
-    def release(self, service: str, site: str, epoch: int, lease_wait: float) -> tuple[LeaseRelease, float | None]:
+    def release(self, service: str, site: str, epoch: int) -> tuple[LeaseRelease, float | None]:
         """Free only when a fresh read of etcd shows no write lease held in ``site`` (it expired, or its holder
         gave it up); while it is held, the fence step keeps trying to fence from here."""
+        lease = etcd_lease(self.ctx.config, service, self.settings)
+        lease_wait = lease.wait if lease is not None else 0.0
         mono = self.ctx.clock.monotonic()
         read = self.etcd_peering.read
         fresh_for = max(2 * self.ctx.config.instance.tick, 1.0)
