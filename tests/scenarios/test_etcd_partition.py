@@ -26,7 +26,7 @@ LEASE_TTL = 6.0  # NetnsCluster's etcd_settings
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[NetnsCluster]:
-    c = NetnsCluster(tmp_path, tick=0.2, interval=0.3, timeout=0.2, threshold=3, self_fence_after=1.0,
+    c = NetnsCluster(tmp_path, tick=0.2, interval=0.3, timeout=0.2, threshold=3,
                      fence_timeout=1.0, coordination="etcd")
     await c.start()
     try:
