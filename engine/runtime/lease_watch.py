@@ -141,6 +141,13 @@ class LeaseWatch:
         finally:
             self._self_fencing.discard(rt.name)
         reason = f"the self-fencing lease is not renewed by a majority ({why}): the other side may promote after it"
+        await self.record_self_fence(rt, reason, result)
+
+    async def record_self_fence(self, rt: ServiceRuntime, reason: str, result: Any) -> None:
+        """After a self-fence attempt: journal it (fenced until an operator unfences, or failed and retried every
+        ``SELF_FENCE_RETRY``), and page once per streak of failures."""
+        ctx = self.ctx
+        site = ctx.config.instance.site
         data = {"site": site, "epoch": rt.state.epoch, "reason": reason, "result": result.to_dict()}
         failed_before = rt.name in self._self_fence_retry_at
         if result.ok and not result.skipped:

@@ -79,6 +79,12 @@ class SharedOperatorState:
             found.extend(conflicts)
         self.seen = max([self.seen, *(s.version for s in merged.values())])
         await self._note_conflicts(rt, found, now)
+        return await self.keep_merged(rt, mine, merged, now)
+
+    async def keep_merged(self, rt: ServiceRuntime, mine: dict[str, Stamped], merged: dict[str, Stamped],
+                          now: float, *, versions: str = "version", skip_own: bool = False) -> list[str]:
+        """Keep ``merged`` where it differs from ``mine`` (saved, each adopted key journaled, then applied); the
+        changed keys. ``skip_own``: a write of this voter coming back unchanged is not journaled again."""
         changed = [key for key, s in merged.items() if mine.get(key) != s]
         if not changed:
             return []
@@ -86,7 +92,10 @@ class SharedOperatorState:
         await self._save(rt.name, now)
         for key in changed:
             entry = merged[key]
-            await self.ctx.record("operator", f"{rt.name}: adopted {key} {dict(entry.value)} at version "
+            if skip_own and entry.voter == self.ctx.instance_id and mine.get(key) is not None \
+                    and dict(mine[key].value) == dict(entry.value):
+                continue  # our own write coming back
+            await self.ctx.record("operator", f"{rt.name}: adopted {key} {dict(entry.value)} at {versions} "
                                   f"{entry.version} from {entry.voter}", service=rt.name, actor=entry.by, at=now,
                                   data={"action": "adopt", "key": key, **entry.to_dict()})
         await self.apply(rt, changed, now)

@@ -42,7 +42,7 @@ from engine.core.lease_rules import LeaseRelease
 from engine.runtime.context import RuntimeContext
 from engine.runtime.coordination.etcd import EtcdCoordination
 from engine.runtime.coordination.etcd_peering import EtcdPeering
-from engine.runtime.lease_watch import SELF_FENCE_RETRY, LeaseWatch
+from engine.runtime.lease_watch import LeaseWatch
 from engine.runtime.service import ServiceRuntime
 
 log = structlog.get_logger("engine.coordination.etcd")
@@ -173,27 +173,12 @@ class EtcdLeaseWatch(LeaseWatch):
             await self.ctx.record("lease", f"{rt.name}: gave the write lease in etcd up ({why})", service=rt.name)
 
     async def _fence_self(self, rt: ServiceRuntime, why: str) -> None:
-        ctx, site = self.ctx, self.ctx.config.instance.site
         assert rt.config.database is not None
         try:
-            result = await fence(rt.config.database, site)
+            result = await fence(rt.config.database, self.ctx.config.instance.site)
         finally:
             self._self_fencing.discard(rt.name)
-        data = {"site": site, "epoch": rt.state.epoch, "reason": why, "result": result.to_dict()}
-        failed_before = rt.name in self._self_fence_retry_at
-        if result.ok and not result.skipped:
-            self._self_fence_retry_at.pop(rt.name, None)
-            rt.self_fenced = {"at": ctx.clock.now(), "epoch": rt.state.epoch, "reason": why}
-            await ctx.journal_or_fail().put_state(rt.name, "self_fenced", rt.self_fenced, at=ctx.clock.now())
-            message = (f"{rt.name}: self-fenced the database in {site} ({result.sentence}); {why}. It stays fenced "
-                       f"until an operator unfences it (`failover-engine unfence {rt.name} --reason ...`)")
-        else:
-            self._self_fence_retry_at[rt.name] = ctx.clock.monotonic() + SELF_FENCE_RETRY
-            message = (f"{rt.name}: self-fencing the database in {site} FAILED: {result.sentence}; {why}; trying "
-                       f"again every {SELF_FENCE_RETRY:g}s")
-        await ctx.record("fence", message, service=rt.name, data=data)
-        if not failed_before:
-            await ctx.notify("page", message, rt.name, data)
+        await self.record_self_fence(rt, why, result)
 
     def release(self, service: str, site: str, epoch: int) -> tuple[LeaseRelease, float | None]:
         """Free only when a fresh read of etcd shows no write lease held in ``site`` (it expired, or its holder

@@ -119,18 +119,4 @@ class EtcdOperatorState(SharedOperatorState):
             held = mine.get(key)
             if stored is not None and (held is None or stored.version > held.version):
                 merged[key] = stored
-        changed = [key for key, s in merged.items() if mine.get(key) != s]
-        if not changed:
-            return []
-        self.states[rt.name] = merged
-        await self._save(rt.name, now)
-        for key in changed:
-            entry = merged[key]
-            if entry.voter == self.ctx.instance_id and mine.get(key) is not None \
-                    and dict(mine[key].value) == dict(entry.value):
-                continue  # our own write coming back
-            await self.ctx.record("operator", f"{rt.name}: adopted {key} {dict(entry.value)} at etcd version "
-                                  f"{entry.version} from {entry.voter}", service=rt.name, actor=entry.by, at=now,
-                                  data={"action": "adopt", "key": key, **entry.to_dict()})
-        await self.apply(rt, changed, now)
-        return changed
+        return await self.keep_merged(rt, mine, merged, now, versions="etcd version", skip_own=True)
