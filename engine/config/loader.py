@@ -151,11 +151,18 @@ _FRIENDLY = {
     "extra_forbidden": "unknown key",
 }
 
+RENAMED = {  # keys a release removed: what replaces them, for an upgrading user's config
+    "self_fence_after": "unknown key: replaced by policy.lease (the lease length, see docs/lease.md)",
+    "lease_wait": "unknown key: replaced by policy.lease (the majority waits lease + 0.5 s, see docs/lease.md)",
+}
+
 
 def _message(err: Mapping[str, Any]) -> str:
     kind = err.get("type", "")
     if kind == "rule":
         return str(err["ctx"]["message"])
+    if kind == "extra_forbidden" and err.get("loc") and str(err["loc"][-1]) in RENAMED:
+        return RENAMED[str(err["loc"][-1])]
     if kind in _FRIENDLY:
         return _FRIENDLY[kind]
     msg = str(err.get("msg", "invalid"))

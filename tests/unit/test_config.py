@@ -171,3 +171,12 @@ def test_durations(text: str | int, seconds: float) -> None:
     """Durations parse from units or numbers and format back."""
     assert parse_duration(text) == seconds
     assert parse_duration(format_duration(seconds)) == seconds
+
+
+def test_a_removed_lease_key_names_its_replacement() -> None:
+    """A config from before the echo lease: self_fence_after and lease_wait point to policy.lease."""
+    old = "self_fence_after: 2s\n      lease_wait: 9s"
+    text = (ROOT / "config" / "demo.yaml").read_text().replace("lease: 6s", old)
+    got = [p for p in problems(text) if "policy." in p]
+    assert any("policy.self_fence_after: unknown key: replaced by policy.lease" in p for p in got), got
+    assert any("policy.lease_wait: unknown key: replaced by policy.lease" in p for p in got), got
