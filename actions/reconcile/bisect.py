@@ -1,45 +1,90 @@
-"""The reconciliation walk over two :class:`Side` objects: paced chunks, descent, classification.
+"""The reconciliation walk over two :class:`Side` objects: one paced scan, then descent, classification.
 
 A :class:`Side` answers a few questions about one table on one server (SQL in
 :mod:`actions.reconcile.pg_side`; an in-memory one in the unit tests). Both sides are asked at the
-same time. Slices are cut at keys sampled from the data (:meth:`Side.sample_cuts`), never by key
-arithmetic; a chunk is a few consecutive slices, digested in one round trip that returns a digest
-per slice. Both sides scan the shared chunk plan concurrently, each at its own pace; a slice whose
-digests differ is then cut again at every n-th key *inside* it (taken from the side holding more
-rows there) into ``fanout`` pieces, all digested in one round trip per side, until a piece holds
-at most ``row_threshold`` rows: then ``(key, hash)`` pairs are fetched. The fetched rows of every
-range are matched by key before classifying (:func:`actions.reconcile.plan.merge_rows`).
+same time. The cost floor is one sequential read of each table computing every row's hash (the
+*native hash scan*); the walk reads each heap once at the top level, in block ranges (TID range
+scans, paced: ``chunk_budget`` and ``pause``), never by key arithmetic, so sparse, skewed, uuid,
+text and composite keys cost what dense ones cost. Which top-level scan (:func:`plan.scan_mode`):
 
-Pacing follows ``chunk_budget`` (chunk size adapts) and ``pause`` (rest between chunks and between
-the descent's queries), with the sleep injected. With ``keep``, at most that many differing rows
-(and as many in flight) are held in memory; every one is still counted.
+- **ordered** (one integer key laid out in heap order on both sides, e.g. an identity column):
+  the primary's sampled key cuts make slices of about ``chunk_rows / 8`` rows; each side finds
+  the block where each slice starts (one index probe per cut) and sums each slice's rows in one
+  pass over its blocks. A row outside its slice's blocks (moved by an update) is a *stray*,
+  returned by key and added to its own slice, so slice digests are exact. A slice whose digests
+  differ is then cut again at every n-th key *inside* it (from the side holding more rows there)
+  into ``fanout`` pieces, digested by key range over the index, until a piece holds at most
+  ``row_threshold`` rows: then ``(key, hash)`` pairs are fetched.
+- **hashed** (any other key): rows are grouped by a hash of the key alone into a power of two of
+  *classes* (about :data:`plan.CLASS_ROWS` rows each), summed per class over the blocks of each
+  chunk. A class that differs holds the same keys on both sides (equal keys, equal hashes); when
+  the differing classes hold few rows they are fetched in one more pass, else they are split
+  :data:`plan.REFINE` ways (a pass over only their rows) until they do.
+
+The fetched rows are matched by key before classifying (:func:`actions.reconcile.plan.merge_rows`).
+With ``keep``, at most that many differing rows (and as many in flight) are held in memory; every
+one is still counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from actions.reconcile.plan import (
     EMPTY,
+    MAX_CLASSES,
+    REFINE,
+    BlockChunks,
+    Blocks,
     Bounds,
-    ChunkPlan,
     Digest,
     Key,
+    Layout,
     RowDiff,
     RowState,
+    ScanMode,
+    add_digest,
+    chunk_bounds,
+    class_count,
     classify,
+    differing,
     fetch_rows_now,
     merge_rows,
+    scan_mode,
+    slice_blocks,
     split,
 )
 
 
 class Side(Protocol):
     """One table on one server."""
+
+    async def layout(self) -> Layout:
+        """Size, and whether block ranges can be read and the key follows the heap order."""
+        ...
+
+    async def block_starts(self, cuts: list[Key]) -> list[int | None]:
+        """(ordered) The block holding the first key after each cut; None when there is none."""
+        ...
+
+    async def slice_scans(self, slices: list[tuple[Blocks, Bounds]]) -> list[tuple[Digest, list[tuple[Key, int]]]]:
+        """(ordered) Per slice: digest of the rows of its blocks inside its bounds; the others as (key, hash)."""
+        ...
+
+    async def class_digests(self, blocks: Blocks, classes: int, within: tuple[int, list[int]] | None = None,
+                            ) -> dict[int, Digest]:
+        """(hashed) Count and hash sum per key-hash class, over ``blocks`` (only rows of coarser
+        classes ``within[1]`` of ``within[0]`` classes when given)."""
+        ...
+
+    async def class_rows(self, blocks: Blocks, classes: int, wanted: list[int]) -> dict[Key, RowState]:
+        """(hashed) Every row of ``blocks`` in the wanted classes."""
+        ...
 
     async def sample_cuts(self, rows_per_slice: int) -> list[Key]:
         """Ascending keys about ``rows_per_slice`` rows apart (sampled; empty for a small table)."""
@@ -71,7 +116,8 @@ class Pacing:
     pause: float = 0.0
     fanout: int = 32
     row_threshold: int = 2048
-    slices_per_chunk: int = 8  # one digest per slice; pacing can shrink a chunk down to one slice
+    slices_per_chunk: int = 8  # ordered scan: slices of chunk_rows / 8 rows
+    fetch_rows: int = 50_000   # hashed scan: differing classes holding more rows than this are split first
 
 
 @dataclass
@@ -90,6 +136,7 @@ class WalkStats:
     in_flight_count: int = 0     # rows in flight, kept or not
     standby_only_count: int = 0  # of real_count: rows only on the standby
     keep: int | None = None
+    mode: ScanMode | None = None
 
     def add(self, found: list[RowDiff]) -> None:
         """Count every diff; keep at most ``keep`` real and ``keep`` in-flight ones."""
@@ -107,6 +154,8 @@ class WalkStats:
 
 Sleep = Callable[[float], Awaitable[None]]
 BATCH = 5000  # keys read by key per query
+CLASS_CHUNK = 32  # hashed scan: a chunk holds at least this many rows per class (bounds the digests returned)
+FIRST_CLASSES = 4096  # hashed scan: classes of the first pass at most (finer ones only where digests differ)
 MAX_DEPTH = 8  # a range still too big after this many cuts (rows moving meanwhile) is fetched whole
 Fetched = list[tuple[dict[Key, RowState], dict[Key, RowState]]]
 
@@ -116,41 +165,107 @@ async def walk(primary: Side, standby: Side, *, pacing: Pacing, watermark: float
     """Compare the table on both sides; return every differing row (classified) and counters."""
     stats = WalkStats(keep=keep)
     started = time.perf_counter()
-    per_slice = max(1, pacing.chunk_rows // max(1, pacing.slices_per_chunk))
-    cuts = await primary.sample_cuts(per_slice)
-    stats.queries += 1
-    plan = ChunkPlan(cuts, size=pacing.slices_per_chunk, budget=pacing.chunk_budget)
-
-    async def scan(side: Side) -> list[Digest]:
-        digests: list[Digest] = []
-        index = 0
-        while (chunk := plan.get(index)) is not None:
-            t0 = time.perf_counter()
-            digests.extend(await side.digests(chunk))
-            stats.queries += 1
-            plan.finished(time.perf_counter() - t0)
-            index += 1
-            if pacing.pause > 0 and plan.get(index) is not None:
-                await sleep(pacing.pause)
-        return digests
-
-    ours, theirs = await asyncio.gather(scan(primary), scan(standby))
-    stats.chunks = len(plan.ranges)
-    stats.rows_primary = sum(d.count for d in ours)
-    stats.rows_standby = sum(d.count for d in theirs)
-    t1 = time.perf_counter()
+    layouts = await asyncio.gather(primary.layout(), standby.layout())
+    stats.queries += 2
+    stats.mode = scan_mode(*layouts)
     fetched: Fetched = []
-    for index, piece in enumerate(plan.slices):
-        a = ours[index] if index < len(ours) else EMPTY
-        b = theirs[index] if index < len(theirs) else EMPTY
-        if a != b:
-            await _descend(primary, standby, piece, a.count, b.count, pacing, stats, sleep, fetched, 0)
+    scan = _ordered if stats.mode == "ordered" else _hashed
+    await scan(primary, standby, layouts, pacing, stats, sleep, fetched)
     left, right = merge_rows(fetched)
     await _complete(primary, standby, left, right, stats)
     stats.add(classify(left, right, watermark))
-    stats.bisect_seconds = time.perf_counter() - t1
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+async def _ordered(primary: Side, standby: Side, layouts: Sequence[Layout], pacing: Pacing, stats: WalkStats,
+                   sleep: Sleep, fetched: Fetched) -> None:
+    cuts = await primary.sample_cuts(max(1, pacing.chunk_rows // max(1, pacing.slices_per_chunk)))
+    starts = await asyncio.gather(primary.block_starts(cuts), standby.block_starts(cuts))
+    stats.queries += 3
+    bounds = chunk_bounds(cuts)
+    edges = [c[0] for c in cuts]
+
+    async def scan(side: Side, layout: Layout, first: list[int | None]) -> dict[int, Digest]:
+        digests: dict[int, Digest] = {}
+        slices = list(zip(slice_blocks(first, layout.blocks), bounds, strict=True))
+        step = max(1, pacing.slices_per_chunk)
+        for start in range(0, len(slices), step):
+            found = await side.slice_scans(slices[start:start + step])
+            stats.queries += 1
+            stats.chunks += side is primary
+            for index, (digest, strays) in enumerate(found, start):
+                add_digest(digests, index, digest.count, digest.total)
+                for key, value in strays:  # integer keys: Python orders them as the server does
+                    add_digest(digests, bisect.bisect_left(edges, key[0]), 1, value)
+            if pacing.pause > 0 and start + step < len(slices):
+                await sleep(pacing.pause)
+        return digests
+
+    ours, theirs = await asyncio.gather(scan(primary, layouts[0], starts[0]), scan(standby, layouts[1], starts[1]))
+    _count(stats, ours, theirs)
+    t1 = time.perf_counter()
+    for index in differing(ours, theirs):
+        a, b = ours.get(index, EMPTY), theirs.get(index, EMPTY)
+        await _descend(primary, standby, bounds[index], a.count, b.count, pacing, stats, sleep, fetched, 0)
+    stats.bisect_seconds = time.perf_counter() - t1
+
+
+async def _hashed(primary: Side, standby: Side, layouts: Sequence[Layout], pacing: Pacing, stats: WalkStats,
+                  sleep: Sleep, fetched: Fetched) -> None:
+    classes = min(FIRST_CLASSES, class_count(max(layout.rows for layout in layouts)))
+    chunk_rows = max(pacing.chunk_rows, CLASS_CHUNK * classes)
+
+    async def scan(side: Side, layout: Layout, count: int, within: tuple[int, list[int]] | None,
+                   ) -> dict[int, Digest]:
+        digests: dict[int, Digest] = {}
+        chunks = BlockChunks(layout, chunk_rows, pacing.chunk_budget)
+        while (blocks := chunks.next()) is not None:
+            t0 = time.perf_counter()
+            for cls, digest in (await side.class_digests(blocks, count, within)).items():
+                add_digest(digests, cls, digest.count, digest.total)
+            stats.queries += 1
+            stats.chunks += side is primary and within is None
+            chunks.finished(time.perf_counter() - t0)
+            if pacing.pause > 0 and not chunks.done:
+                await sleep(pacing.pause)
+        return digests
+
+    ours, theirs = await asyncio.gather(scan(primary, layouts[0], classes, None),
+                                        scan(standby, layouts[1], classes, None))
+    _count(stats, ours, theirs)
+    t1 = time.perf_counter()
+    wanted = differing(ours, theirs)
+    while (wanted and classes * REFINE <= MAX_CLASSES
+           and sum(max(ours.get(c, EMPTY).count, theirs.get(c, EMPTY).count) for c in wanted) > pacing.fetch_rows):
+        stats.bisected_ranges += len(wanted)
+        finer = classes * REFINE
+        ours, theirs = await asyncio.gather(scan(primary, layouts[0], finer, (classes, wanted)),
+                                            scan(standby, layouts[1], finer, (classes, wanted)))
+        wanted, classes = differing(ours, theirs), finer
+    if wanted:
+        stats.bisected_ranges += len(wanted)
+
+        async def rows(side: Side, layout: Layout) -> dict[Key, RowState]:
+            found: dict[Key, RowState] = {}
+            chunks = BlockChunks(layout, chunk_rows, pacing.chunk_budget)
+            while (blocks := chunks.next()) is not None:
+                t0 = time.perf_counter()
+                found.update(await side.class_rows(blocks, classes, wanted))
+                stats.queries += 1
+                chunks.finished(time.perf_counter() - t0)
+                if pacing.pause > 0 and not chunks.done:
+                    await sleep(pacing.pause)
+            return found
+
+        a, b = await asyncio.gather(rows(primary, layouts[0]), rows(standby, layouts[1]))
+        fetched.append((a, b))
+    stats.bisect_seconds = time.perf_counter() - t1
+
+
+def _count(stats: WalkStats, ours: dict[int, Digest], theirs: dict[int, Digest]) -> None:
+    stats.rows_primary = sum(d.count for d in ours.values())
+    stats.rows_standby = sum(d.count for d in theirs.values())
 
 
 async def _complete(primary: Side, standby: Side, left: dict[Key, RowState], right: dict[Key, RowState],

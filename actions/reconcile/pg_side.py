@@ -20,14 +20,21 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from actions.reconcile.plan import Bounds, Digest, Key, RowState
-from actions.reconcile.shape import CANONICAL_SETTINGS, HashMode, TableShape, row_hash
+from actions.reconcile.plan import BLOCK_ROWS_GUESS, ORDERED, Blocks, Bounds, Digest, Key, Layout, RowState
+from actions.reconcile.shape import CANONICAL_SETTINGS, HashMode, TableShape, key_hash, row_hash
 from probes.postgres_conn import fetch
 
 BLOCKS_PER_SLICE = 2
 SIZE = """
 SELECT c.reltuples, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int
 FROM pg_class c WHERE c.oid = %s::regclass
+"""
+LAYOUT = """
+SELECT c.reltuples, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int,
+       current_setting('server_version_num')::int >= 140000,
+       (SELECT s.correlation FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname
+        AND s.attname = %s)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s::regclass
 """
 
 
@@ -72,14 +79,22 @@ class PgSide:
                                        sql.SQL("{}::text").format(sql.Identifier(c.name)),
                                        sql.Identifier(f"reconcile_k{i}_")) for i, c in enumerate(shape.key))
         self.h = row_hash(shape, mode)
+        self.kh = key_hash(shape, mode)
         self.ts = (sql.SQL("extract(epoch FROM {})::float8").format(sql.Identifier(updated_at)) if updated_at
                    else sql.SQL("NULL::float8"))
         self.width = len(shape.key)
 
     @staticmethod
     async def prepare(conn: psycopg.AsyncConnection[Any]) -> None:
-        for statement in CANONICAL_SETTINGS:
+        """The canonical settings, and no sort where a hash aggregate will do: the planner cannot know that
+        ``kh & (classes - 1)`` has few values and would sort a chunk on disk to group it."""
+        for statement in (*CANONICAL_SETTINGS, "SET enable_sort = off"):
             await conn.execute(statement)
+
+    @staticmethod
+    async def release(conn: psycopg.AsyncConnection[Any]) -> None:
+        """Back to the server's planner settings (before queries that are not ours, e.g. business metrics)."""
+        await conn.execute("RESET enable_sort")
 
     # SQL building ---------------------------------------------------------------------------------
     def _key_params(self, key: Key) -> sql.Composable:
@@ -106,7 +121,77 @@ class PgSide:
     async def _rows(self, statement: sql.Composable, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return await fetch(self.conn, statement, params, deadline=self.deadline)
 
+    @staticmethod
+    def _blocks(blocks: Blocks) -> sql.Composable:
+        """A TID range (PostgreSQL >= 14 reads just those blocks), or the whole table."""
+        parts = []
+        if not blocks.whole and blocks.start > 0:
+            parts.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({blocks.start},0)")))
+        if not blocks.whole and blocks.end is not None:
+            parts.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({blocks.end},0)")))
+        return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
+
     # the Side protocol ----------------------------------------------------------------------------
+    async def layout(self) -> Layout:
+        lead = self.shape.key[0]
+        ((reltuples, relpages, blocks, tid_ranges, correlation),) = await self._rows(
+            sql.SQL(LAYOUT), (lead.name, self.shape.name))
+        per_block = float(reltuples) / int(relpages) if float(reltuples) > 0 and int(relpages) > 0 else None
+        ordered = (self.width == 1 and lead.is_int and correlation is not None and float(correlation) >= ORDERED)
+        rows = (per_block if per_block is not None else float(BLOCK_ROWS_GUESS)) * int(blocks)
+        return Layout(rows, int(blocks), bool(tid_ranges), ordered)
+
+    async def block_starts(self, cuts: list[Key]) -> list[int | None]:
+        """Ordered scan: the block holding the first key after each cut (integer keys only)."""
+        if not cuts:
+            return []
+        statement = sql.SQL(
+            "SELECT (SELECT (t.ctid::text::point)[0]::bigint FROM {t} t WHERE t.{k} > u.c ORDER BY t.{k} LIMIT 1) "
+            "FROM unnest(%s::{type}[]) WITH ORDINALITY AS u(c, o) ORDER BY u.o").format(
+            t=self.t, k=sql.Identifier(self.shape.key[0].name), type=sql.SQL(self.shape.key[0].type))
+        rows = await self._rows(statement, [[c[0] for c in cuts]])
+        return [None if r[0] is None else int(r[0]) for r in rows]
+
+    async def slice_scans(self, slices: list[tuple[Blocks, Bounds]]) -> list[tuple[Digest, list[tuple[Key, int]]]]:
+        """Ordered scan, one round trip: per slice, the digest of the rows of its blocks inside its bounds,
+        and every other row of those blocks (a stray: moved by an update) as (key, hash). The server sums
+        every row of the blocks and lists the strays; their part is taken out here (one test per row)."""
+        params: list[Any] = []
+        parts = []
+        for index, (blocks, bounds) in enumerate(slices):
+            inside = self._where(bounds, params)
+            parts.append(sql.SQL(
+                "(SELECT {i}::int, count(*), coalesce(sum({h}), 0), array_agg(ARRAY[{k}::bigint, {h}]) "
+                "FILTER (WHERE NOT ({inside})) FROM {t} WHERE {blocks})").format(
+                i=sql.Literal(index), inside=inside, k=sql.Identifier(self.shape.key[0].name), h=self.h, t=self.t,
+                blocks=self._blocks(blocks)))
+        out: dict[int, tuple[Digest, list[tuple[Key, int]]]] = {}
+        for i, count, total, pairs in await self._rows(sql.SQL(" UNION ALL ").join(parts), params):
+            strays = [((int(k),), int(h)) for k, h in pairs or []]
+            out[int(i)] = (Digest(int(count) - len(strays), int(total) - sum(h for _, h in strays)), strays)
+        return [out[i] for i in range(len(slices))]
+
+    async def class_digests(self, blocks: Blocks, classes: int, within: tuple[int, list[int]] | None = None,
+                            ) -> dict[int, Digest]:
+        """Hashed scan: count and hash sum per hash class of the key (``kh & (classes - 1)``), over the rows
+        of ``blocks``; with ``within`` (coarser classes, wanted ones) only rows of those coarser classes."""
+        params: list[Any] = [classes - 1]
+        where = [self._blocks(blocks)]
+        if within is not None:
+            where.append(sql.SQL("({kh} & %s) = ANY(%s::bigint[])").format(kh=self.kh))
+            params += [within[0] - 1, within[1]]
+        statement = sql.SQL("SELECT ({kh} & %s)::bigint, count(*), sum({h}) FROM {t} WHERE {where} GROUP BY 1").format(
+            kh=self.kh, h=self.h, t=self.t, where=sql.SQL(" AND ").join(where))
+        return {int(c): Digest(int(n), int(s)) for c, n, s in await self._rows(statement, params)}
+
+    async def class_rows(self, blocks: Blocks, classes: int, wanted: list[int]) -> dict[Key, RowState]:
+        """Hashed scan: every row of ``blocks`` in the wanted hash classes, with its hash and update time."""
+        statement = sql.SQL("SELECT {keysel}, {h}, {ts} FROM {t} WHERE {blocks} AND ({kh} & %s) = ANY(%s::bigint[])"
+                            ).format(keysel=self.keysel, h=self.h, ts=self.ts, t=self.t, blocks=self._blocks(blocks),
+                                     kh=self.kh)
+        return {self._key(r): RowState(int(r[-2]), None if r[-1] is None else float(r[-1]))
+                for r in await self._rows(statement, [classes - 1, wanted])}
+
     async def sample_cuts(self, rows_per_slice: int) -> list[Key]:
         ((reltuples, relpages, blocks),) = await self._rows(sql.SQL(SIZE), (self.shape.name,))
         slices, percent = sample_percent(float(reltuples), int(relpages), int(blocks), rows_per_slice)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -167,46 +168,97 @@ def next_chunk_size(size: int, elapsed: float, budget: float, *, smallest: int, 
     return size
 
 
-class ChunkPlan:
-    """Chunks over the sampled cut points, decided lazily and shared by the two sides.
+# The top-level scan (see :mod:`actions.reconcile.bisect`) ----------------------------------------
 
-    ``cuts`` are keys in ascending order, about ``rows_per_slice`` rows apart; a chunk is ``size``
-    consecutive slices, digested in one round trip that returns one digest *per slice* (so a
-    difference is already narrowed to one slice). Chunk ``i`` is fixed the first time either side
-    asks for it, with the size pacing chose from the latest finished chunk, so both sides always
-    digest identical ranges. The first slice is unbounded below and the last one above: rows added
-    after sampling are covered.
-    """
+ScanMode = Literal["ordered", "hashed"]
+ORDERED = 0.9          # a key whose values follow the heap order this closely is scanned in key slices
+CLASS_ROWS = 1024      # rows per hash class wanted at the first level of the hashed scan
+MAX_CLASSES = 1 << 20
+REFINE = 64            # a differing class is split into this many finer ones
+BLOCK_ROWS_GUESS = 50  # rows per block when the table was never analyzed
 
-    def __init__(self, cuts: list[Key], *, size: int, budget: float) -> None:
-        self.cuts = cuts
-        self.size = max(1, size)
-        self.largest = self.size
-        self.budget = budget
-        self.ranges: list[list[Bounds]] = []
-        self._next = 0  # index into the edges [None, *cuts, None]
-        self._done = False
 
-    def _edge(self, index: int) -> Key | None:
-        return None if index == 0 or index > len(self.cuts) else self.cuts[index - 1]
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """One side's table as the planner sees it: size, and whether its key follows the heap order."""
 
-    def get(self, index: int) -> list[Bounds] | None:
-        """The slices of chunk ``index``, or None past the end."""
-        while len(self.ranges) <= index:
-            if self._done:
-                return None
-            start = self._next
-            end = min(start + self.size, len(self.cuts) + 1)
-            self.ranges.append([Bounds(self._edge(i), self._edge(i + 1)) for i in range(start, end)])
-            self._next = end
-            self._done = end > len(self.cuts)
-        return self.ranges[index]
+    rows: float        # estimated rows now
+    blocks: int        # heap blocks now
+    tid_ranges: bool   # the server can read a range of blocks alone (TID range scan, PostgreSQL >= 14)
+    ordered: bool      # one integer key column whose values follow the heap order (correlation >= ORDERED)
 
     @property
-    def slices(self) -> list[Bounds]:
-        """Every slice fixed so far, in order."""
-        return [b for chunk in self.ranges for b in chunk]
+    def rows_per_block(self) -> float:
+        return self.rows / self.blocks if self.rows > 0 and self.blocks > 0 else float(BLOCK_ROWS_GUESS)
+
+
+@dataclass(frozen=True, slots=True)
+class Blocks:
+    """Heap blocks ``start <= block < end`` of one side (``end`` None: to the end of the table, blocks
+    added meanwhile included; ``whole``: the server cannot read block ranges, the table is read at once)."""
+
+    start: int = 0
+    end: int | None = None
+    whole: bool = False
+
+
+def scan_mode(a: Layout, b: Layout) -> ScanMode:
+    """Pure: key slices when both sides lay their integer key out in order, else hash classes."""
+    return "ordered" if a.ordered and b.ordered and a.tid_ranges and b.tid_ranges else "hashed"
+
+
+def class_count(rows: float, per_class: int = CLASS_ROWS) -> int:
+    """Pure: hash classes for a table of ``rows`` rows: a power of two, about ``per_class`` rows each."""
+    wanted = max(1, math.ceil(max(rows, 0.0) / max(1, per_class)))
+    return min(MAX_CLASSES, 1 << (wanted - 1).bit_length())
+
+
+def slice_blocks(starts: list[int | None], blocks: int) -> list[Blocks]:
+    """Pure: one side's block range per key slice. ``starts[j]`` is the block holding the first key of
+    slice ``j + 1`` (None: no such key). The ranges are made increasing and cover every block once;
+    a row outside its slice's range is a *stray*, attributed to its slice by key (still exact)."""
+    edges = [0]
+    for start in starts:
+        edges.append(max(edges[-1], blocks if start is None else start))
+    return [Blocks(edges[i], edges[i + 1] if i + 1 < len(edges) else None) for i in range(len(edges))]
+
+
+class BlockChunks:
+    """One side's paced walk over its heap in block ranges: about ``chunk_rows`` rows per chunk at
+    first, halved after a chunk slower than ``budget`` and doubled (up to 8x) after fast ones. The
+    last chunk is open-ended. Without block ranges the whole table is one chunk."""
+
+    def __init__(self, layout: Layout, chunk_rows: int, budget: float) -> None:
+        self.layout = layout
+        self.size = max(1, int(chunk_rows / layout.rows_per_block))
+        self.largest = self.size * 8
+        self.budget = budget
+        self.next_block = 0
+        self.done = False
+
+    def next(self) -> Blocks | None:
+        if self.done:
+            return None
+        if not self.layout.tid_ranges:
+            self.done = True
+            return Blocks(whole=True)
+        start = self.next_block
+        self.next_block = start + self.size
+        if self.next_block >= self.layout.blocks:
+            self.done = True
+            return Blocks(start, None)
+        return Blocks(start, self.next_block)
 
     def finished(self, elapsed: float) -> None:
-        """A side finished a chunk in ``elapsed`` seconds: adapt the size of chunks not yet fixed."""
         self.size = next_chunk_size(self.size, elapsed, self.budget, smallest=1, largest=self.largest)
+
+
+def differing(ours: Mapping[Any, Digest], theirs: Mapping[Any, Digest]) -> list[Any]:
+    """Pure: the buckets whose digests differ (a bucket missing on one side is empty there)."""
+    return sorted(k for k in set(ours) | set(theirs) if ours.get(k, EMPTY) != theirs.get(k, EMPTY))
+
+
+def add_digest(into: dict[Any, Digest], bucket: Any, count: int, total: int) -> None:
+    """Accumulate one chunk's digest of a bucket."""
+    old = into.get(bucket, EMPTY)
+    into[bucket] = Digest(old.count + count, old.total + total)

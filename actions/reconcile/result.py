@@ -33,6 +33,7 @@ class TableResult:
     in_flight_rows: tuple[RowDiff, ...] = ()
     key: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    scan: str | None = None  # ordered (key slices over the heap) or hashed (key-hash classes)
 
     @property
     def causes(self) -> dict[str, int] | None:
@@ -48,7 +49,7 @@ class TableResult:
                "differences": [d.to_dict() for d in self.differences],
                "in_flight_rows": [d.to_dict() for d in self.in_flight_rows],
                "seconds": round(self.seconds, 3), "bisect_seconds": round(self.bisect_seconds, 3),
-               "queries": self.queries, "notes": list(self.notes)}
+               "queries": self.queries, "scan": self.scan, "notes": list(self.notes)}
         if self.causes is not None:
             out["causes"] = self.causes
         return out

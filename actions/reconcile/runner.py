@@ -127,7 +127,7 @@ async def _compare_table(primary: psycopg.AsyncConnection[Any], standby: psycopg
     return TableResult(table.name, "differences" if stats.real_count else "identical", "", stats.rows_primary,
                        stats.rows_standby, tuple(shown), stats.real_count, stats.in_flight_count,
                        time.perf_counter() - started, stats.queries, stats.bisect_seconds, samples, flying,
-                       left_shape.key_names, tuple(notes))
+                       left_shape.key_names, tuple(notes), stats.mode)
 
 
 async def _metric_value(conn: psycopg.AsyncConnection[Any], query: str, deadline: float) -> float:
@@ -210,6 +210,10 @@ async def reconcile(config: DatabaseConfig, *, service: str, primary: str, now: 
         mode = hash_mode(majors[0], majors[1], rc.hash)
         tables = [await _compare_table(left, right, t, config, mode, mark, replication, promotion, sites, sleep)
                   for t in rc.tables]
+        if rc.metrics:
+            async with asyncio.timeout(deadline):
+                for conn in conns:
+                    await PgSide.release(conn)
         metrics = [await compare_metric(left, right, m, sites, deadline) for m in rc.metrics]
         return ReconcileResult(service, primary, standby, mode, mark, now, time.perf_counter() - started,
                                tuple(tables), tuple(metrics),

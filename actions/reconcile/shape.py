@@ -196,3 +196,27 @@ def row_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
         return sql.SQL("hashint8extended(hash_record_extended(ROW({}), 0), 0)").format(sql.SQL(", ").join(parts))
     parts = [sql.Identifier(c.name) for c in shape.columns]
     return sql.SQL("('x' || left(md5(ROW({})::text), 15))::bit(60)::bigint").format(sql.SQL(", ").join(parts))
+
+
+# The key's own hash: which rows share a hash class in the hashed scan (:mod:`actions.reconcile.bisect`).
+# It must follow ``=`` on the key (equal keys, equal hashes) and be the same on both servers; the
+# type's own extended hash function does both. Chained through the seed for composite keys.
+KEY_HASH = {"int2": "hashint2extended", "int4": "hashint4extended", "int8": "hashint8extended",
+            "uuid": "uuid_hash_extended", "text": "hashtextextended", "varchar": "hashtextextended",
+            "bpchar": "hashbpcharextended", "numeric": "hash_numeric_extended", "bytea": "hashvarlenaextended",
+            "name": "hashnameextended", "oid": "hashoidextended", "char": "hashcharextended"}
+
+
+def key_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
+    """A bigint hash of the key columns only (see :data:`KEY_HASH`)."""
+    if mode == "portable":
+        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in shape.key)
+        return sql.SQL("('x' || left(md5(ROW({})::text), 15))::bit(60)::bigint").format(cols)
+    if any(c.element or c.base not in KEY_HASH for c in shape.key):
+        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in shape.key)
+        return sql.SQL("hash_record_extended(ROW({}), 0)").format(cols)
+    expression: sql.Composable = sql.SQL("0::bigint")
+    for column in shape.key:
+        expression = sql.SQL("{}({}, {})").format(sql.SQL(KEY_HASH[column.base]), sql.Identifier(column.name),
+                                                  expression)
+    return expression

@@ -7,6 +7,7 @@ the walk's bisection and classification are tested here without a database.
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,18 +18,24 @@ from hypothesis import strategies as st
 from actions.reconcile.bisect import Pacing, WalkStats, walk
 from actions.reconcile.live import all_real, not_caught_up
 from actions.reconcile.plan import (
+    CLASS_ROWS,
+    BlockChunks,
+    Blocks,
     Bounds,
-    ChunkPlan,
     Digest,
     Key,
+    Layout,
     RowDiff,
     RowState,
     chunk_bounds,
+    class_count,
     classify,
     key_json,
     key_text,
     merge_rows,
     next_chunk_size,
+    scan_mode,
+    slice_blocks,
     split,
 )
 
@@ -38,27 +45,84 @@ def row_hash(key: Key, value: object) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+ROWS_PER_BLOCK = 4
+
+
+def key_hash(key: Key) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "big", signed=True)
+
+
 class MemorySide:
     """A table in a dict keyed by tuples, answering like :class:`actions.reconcile.pg_side.PgSide`.
 
-    ``order`` is this server's key order (two servers may collate differently)."""
+    The dict's order is the heap order (:data:`ROWS_PER_BLOCK` rows per block); ``order`` is this
+    server's key order (two servers may collate differently); ``ordered`` is what the catalog would
+    say about the key following the heap order (default: one integer column, heap in key order)."""
 
     def __init__(self, rows: Mapping[Key, object], updated: dict[Key, float] | None = None, *,
-                 order: Callable[[Key], Any] = lambda k: k) -> None:
+                 order: Callable[[Key], Any] = lambda k: k, ordered: bool | None = None) -> None:
         self.data = dict(rows)
         self.updated = updated or {}
         self.order = order
+        keys = list(self.data)
+        self.ordered = (bool(keys) and all(len(k) == 1 and isinstance(k[0], int) for k in keys)
+                        and keys == sorted(keys, key=order)) if ordered is None else ordered
         self.calls = 0
+
+    def _inside(self, key: Key, r: Bounds) -> bool:
+        o = self.order
+        return (r.lo is None or o(key) > o(r.lo)) and (r.hi is None or o(key) <= o(r.hi))
 
     def _keys(self, r: Bounds) -> list[Key]:
         self.calls += 1
-        o = self.order
-        return sorted((k for k in self.data if (r.lo is None or o(k) > o(r.lo)) and (r.hi is None or o(k) <= o(r.hi))),
-                      key=o)
+        return sorted((k for k in self.data if self._inside(k, r)), key=self.order)
+
+    def _blocks(self, blocks: Blocks) -> list[Key]:
+        self.calls += 1
+        if blocks.whole:
+            return list(self.data)
+        return [k for i, k in enumerate(self.data) if i // ROWS_PER_BLOCK >= blocks.start
+                and (blocks.end is None or i // ROWS_PER_BLOCK < blocks.end)]
+
+    def _state(self, key: Key) -> RowState:
+        return RowState(row_hash(key, self.data[key]), self.updated.get(key))
+
+    async def layout(self) -> Layout:
+        return Layout(float(len(self.data)), -(-len(self.data) // ROWS_PER_BLOCK), True, self.ordered)
 
     async def sample_cuts(self, rows_per_slice: int) -> list[Key]:
         ordered = sorted(self.data, key=self.order)
         return ordered[rows_per_slice - 1:-1:rows_per_slice] if len(ordered) >= 2 * rows_per_slice else []
+
+    async def block_starts(self, cuts: list[Key]) -> list[int | None]:
+        position = {k: i for i, k in enumerate(self.data)}
+        out: list[int | None] = []
+        for cut in cuts:
+            after = [k for k in self.data if self.order(k) > self.order(cut)]
+            out.append(position[min(after, key=self.order)] // ROWS_PER_BLOCK if after else None)
+        return out
+
+    async def slice_scans(self, slices: list[tuple[Blocks, Bounds]]) -> list[tuple[Digest, list[tuple[Key, int]]]]:
+        out = []
+        for blocks, bounds in slices:
+            keys = self._blocks(blocks)
+            inside = [k for k in keys if self._inside(k, bounds)]
+            strays = [(k, row_hash(k, self.data[k])) for k in keys if not self._inside(k, bounds)]
+            out.append((Digest(len(inside), sum(row_hash(k, self.data[k]) for k in inside)), strays))
+        return out
+
+    async def class_digests(self, blocks: Blocks, classes: int, within: tuple[int, list[int]] | None = None,
+                            ) -> dict[int, Digest]:
+        out: dict[int, Digest] = {}
+        for k in self._blocks(blocks):
+            h = key_hash(k)
+            if within is None or h & (within[0] - 1) in within[1]:
+                old = out.get(h & (classes - 1), Digest(0, 0))
+                out[h & (classes - 1)] = Digest(old.count + 1, old.total + row_hash(k, self.data[k]))
+        return out
+
+    async def class_rows(self, blocks: Blocks, classes: int, wanted: list[int]) -> dict[Key, RowState]:
+        return {k: self._state(k) for k in self._blocks(blocks) if key_hash(k) & (classes - 1) in wanted}
 
     async def cuts(self, bounds: Bounds, every: int) -> list[Key]:
         return self._keys(bounds)[every - 1::every]
@@ -71,10 +135,10 @@ class MemorySide:
         return out
 
     async def rows(self, r: Bounds) -> dict[Key, RowState]:
-        return {k: RowState(row_hash(k, self.data[k]), self.updated.get(k)) for k in self._keys(r)}
+        return {k: self._state(k) for k in self._keys(r)}
 
     async def rows_for(self, keys: list[Key]) -> dict[Key, RowState]:
-        return {k: RowState(row_hash(k, self.data[k]), self.updated.get(k)) for k in keys if k in self.data}
+        return {k: self._state(k) for k in keys if k in self.data}
 
 
 def ints(rows: Mapping[int, object]) -> dict[Key, object]:
@@ -117,22 +181,38 @@ def table_pair(draw: st.DrawFn) -> tuple[dict[Key, object], dict[Key, object], s
     return primary, standby, expected
 
 
-@settings(max_examples=150, deadline=None)
+def physical(rows: dict[Key, object], seed: int | None) -> dict[Key, object]:
+    """The same rows in another heap order (updates moved them), or as they are."""
+    if seed is None:
+        return rows
+    items = list(rows.items())
+    random.Random(seed).shuffle(items)
+    return dict(items)
+
+
+@settings(max_examples=200, deadline=None)
 @given(pair=table_pair(), chunk=st.integers(1, 400), fanout=st.integers(2, 9), threshold=st.integers(1, 40),
-       reverse=st.booleans())
+       reverse=st.booleans(), hashed=st.booleans(), moved=st.one_of(st.none(), st.integers(0, 99)),
+       fetch=st.sampled_from([1, 10, 50_000]))
 async def test_walk_finds_exactly_the_differences(pair: tuple[dict[Key, object], dict[Key, object],
                                                               set[tuple[Key, str]]],
-                                                  chunk: int, fanout: int, threshold: int, reverse: bool) -> None:
-    """For any key shape (dense, sparse, text, composite), mutations and pacing, the walk reports each
-    changed, missing or extra row once, even when the standby orders keys differently."""
+                                                  chunk: int, fanout: int, threshold: int, reverse: bool,
+                                                  hashed: bool, moved: int | None, fetch: int) -> None:
+    """For any key shape (dense, sparse, text, composite), mutations, pacing and heap order, both scans
+    report each changed, missing or extra row once, even when the standby orders keys differently."""
     primary, standby, expected = pair
     order: Callable[[Key], Any] = (lambda k: tuple(_flip(v) for v in k)) if reverse else (lambda k: k)
-    stats = await walk(MemorySide(primary), MemorySide(standby, order=order),
-                       pacing=Pacing(chunk_rows=chunk, fanout=fanout, row_threshold=threshold), sleep=no_sleep)
+    ints_only = all(len(k) == 1 and isinstance(k[0], int) for k in (*primary, *standby))
+    ordered = not hashed and not reverse and ints_only  # the catalog's claim; rows may still be out of place
+    left = MemorySide(primary, ordered=ordered)
+    right = MemorySide(physical(standby, moved), order=order, ordered=ordered)
+    stats = await walk(left, right, pacing=Pacing(chunk_rows=chunk, fanout=fanout, row_threshold=threshold,
+                                                  fetch_rows=fetch), sleep=no_sleep)
     found = [(d.key, d.kind) for d in stats.diffs]
     assert sorted(found, key=repr) == sorted(expected, key=repr)
+    assert stats.mode == ("ordered" if ordered else "hashed")
     assert stats.rows_primary == len(primary)
-    assert stats.rows_standby == len(standby) or reverse  # another order: a row may fall in two ranges
+    assert stats.rows_standby == len(standby)
 
 
 def _flip(value: object) -> object:
@@ -140,36 +220,55 @@ def _flip(value: object) -> object:
     return value[::-1] if isinstance(value, str) else -value if isinstance(value, int) else value
 
 
-async def test_swapped_values_between_two_rows_are_two_changes() -> None:
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_swapped_values_between_two_rows_are_two_changes(ordered: bool) -> None:
     """Two rows that exchanged a value are both found: the row hash is summed, never XOR-ed linearly."""
     primary = ints({k: k * 10 for k in range(1, 1001)})
     standby = dict(primary)
     standby[(10,)], standby[(20,)] = primary[(20,)], primary[(10,)]
-    stats = await walk(MemorySide(primary), MemorySide(standby), pacing=Pacing(chunk_rows=100), sleep=no_sleep)
+    stats = await walk(MemorySide(primary, ordered=ordered), MemorySide(standby, ordered=ordered),
+                       pacing=Pacing(chunk_rows=100), sleep=no_sleep)
     assert stats.diffs == [RowDiff((10,), "changed"), RowDiff((20,), "changed")]
 
 
-async def test_identical_tables_cost_one_digest_per_chunk() -> None:
-    """Equal tables are proven with one digest per chunk per side: no descent, no row fetch."""
+async def test_identical_tables_are_read_once_per_side() -> None:
+    """Equal tables are proven by one pass over each heap: no descent, no row fetched, in either scan."""
     rows = ints(dict.fromkeys(range(10000), "v"))
-    left, right = MemorySide(rows), MemorySide(rows)
-    stats = await walk(left, right, pacing=Pacing(chunk_rows=2500, slices_per_chunk=1), sleep=no_sleep)
-    assert stats.diffs == [] and stats.chunks == 4 and stats.bisected_ranges == 0
-    assert left.calls == 4
+    ordered = await walk(MemorySide(rows), MemorySide(rows), pacing=Pacing(chunk_rows=2500, slices_per_chunk=1),
+                         sleep=no_sleep)
+    assert ordered.mode == "ordered" and ordered.diffs == [] and ordered.bisected_ranges == 0
+    assert ordered.queries == 2 + 3 + 2 * 4  # layouts, sample + block starts, 4 slices a side
+    left, right = MemorySide(rows, ordered=False), MemorySide(rows, ordered=False)
+    hashed = await walk(left, right, pacing=Pacing(chunk_rows=100_000), sleep=no_sleep)
+    assert hashed.mode == "hashed" and hashed.diffs == [] and hashed.bisected_ranges == 0
+    assert left.calls == right.calls == 1
 
 
 async def test_sparse_keys_cost_what_dense_keys_cost() -> None:
     """Keys 1e9 apart are cut by the data: the same number of chunks and queries as dense keys."""
     dense = ints(dict.fromkeys(range(5000), "v"))
     sparse = {(k[0] * 10**9,): v for k, v in dense.items()}
-    runs = []
-    for rows in (dense, sparse):
-        standby = dict(rows)
-        first = next(iter(rows))
-        standby[first] = "changed"
-        runs.append(await walk(MemorySide(rows), MemorySide(standby), pacing=Pacing(chunk_rows=500), sleep=no_sleep))
-    assert runs[0].chunks == runs[1].chunks <= 12
-    assert runs[0].queries == runs[1].queries and len(runs[1].diffs) == 1
+    for ordered in (True, False):
+        runs = []
+        for rows in (dense, sparse):
+            standby = dict(rows)
+            first = next(iter(rows))
+            standby[first] = "changed"
+            runs.append(await walk(MemorySide(rows, ordered=ordered), MemorySide(standby, ordered=ordered),
+                                   pacing=Pacing(chunk_rows=500), sleep=no_sleep))
+        assert runs[0].chunks == runs[1].chunks <= 12
+        assert runs[0].queries == runs[1].queries and len(runs[1].diffs) == 1
+
+
+async def test_many_differences_split_classes_before_fetching_rows() -> None:
+    """When the differing hash classes hold more rows than ``fetch_rows``, they are split first, and
+    only rows of the differing finer classes are fetched."""
+    primary = ints(dict.fromkeys(range(20000), "v"))
+    standby = {k: ("x" if k[0] % 1000 == 0 else v) for k, v in primary.items()}
+    left, right = MemorySide(primary, ordered=False), MemorySide(standby, ordered=False)
+    stats = await walk(left, right, pacing=Pacing(chunk_rows=100_000, fetch_rows=1000), sleep=no_sleep)
+    assert sorted(d.key for d in stats.diffs) == [(k,) for k in range(0, 20000, 1000)]
+    assert left.calls == 3  # classes, finer classes within the differing ones, rows
 
 
 async def test_pause_between_chunks_goes_through_the_injected_sleep() -> None:
@@ -183,6 +282,10 @@ async def test_pause_between_chunks_goes_through_the_injected_sleep() -> None:
     await walk(MemorySide(rows), MemorySide(rows), pacing=Pacing(chunk_rows=25, pause=0.5, slices_per_chunk=1),
                sleep=record)
     assert slept == [0.5] * 6
+    slept.clear()
+    await walk(MemorySide(rows, ordered=False), MemorySide(rows, ordered=False),
+               pacing=Pacing(chunk_rows=25, pause=0.5), sleep=record)
+    assert slept and set(slept) == {0.5}
 
 
 async def test_rows_newer_than_the_watermark_are_in_flight() -> None:
@@ -195,22 +298,36 @@ async def test_rows_newer_than_the_watermark_are_in_flight() -> None:
                            RowDiff((4,), "missing_on_primary", False)]
 
 
-def test_chunk_plan_is_shared_and_adapts_only_unfixed_chunks() -> None:
-    """A chunk fixed for one side is the same for the other; pacing shrinks later chunks; the ends are open."""
-    cuts: list[Key] = [(k,) for k in (10, 20, 30, 40, 50)]
-    plan = ChunkPlan(cuts, size=2, budget=1.0)
-    first = plan.get(0)
-    plan.finished(5.0)  # too slow: one slice per chunk from now on
-    assert first == [Bounds(None, (10,)), Bounds((10,), (20,))] and plan.get(0) == first
-    assert [plan.get(i) for i in (1, 2, 3, 4)] == [[Bounds((20,), (30,))], [Bounds((30,), (40,))],
-                                                   [Bounds((40,), (50,))], [Bounds((50,), None)]]
-    assert plan.get(5) is None and len(plan.slices) == 6
+def test_scan_mode_block_ranges_and_classes() -> None:
+    """Key slices only when both sides lay an integer key out in order and can read block ranges; slice
+    block ranges rise and cover the heap; classes are a power of two of about CLASS_ROWS rows."""
+    inorder, shuffled = Layout(1e6, 8000, True, True), Layout(1e6, 8000, True, False)
+    assert scan_mode(inorder, inorder) == "ordered"
+    assert scan_mode(inorder, shuffled) == scan_mode(shuffled, shuffled) == "hashed"
+    assert scan_mode(inorder, Layout(1e6, 8000, False, True)) == "hashed"
+    assert slice_blocks([10, 5, None], 40) == [Blocks(0, 10), Blocks(10, 10), Blocks(10, 40), Blocks(40, None)]
+    assert class_count(0) == 1 and class_count(CLASS_ROWS * 3) == 4 and class_count(1e12) == 1 << 20
+
+
+def test_block_chunks_follow_the_budget_and_end_open() -> None:
+    """Chunks start at about chunk_rows rows, halve after a slow one, and the last is open-ended; a server
+    without block ranges is read whole."""
+    chunks = BlockChunks(Layout(1000.0, 100, True, False), 100, budget=1.0)
+    first = chunks.next()
+    chunks.finished(5.0)
+    rest = []
+    while (blocks := chunks.next()) is not None:
+        rest.append(blocks)
+    assert first == Blocks(0, 10) and rest[0] == Blocks(10, 15) and rest[-1].end is None
+    assert [b.start for b in rest] == sorted(b.start for b in rest)
+    old = BlockChunks(Layout(1000.0, 100, False, False), 100, budget=1.0)
+    assert old.next() == Blocks(whole=True) and old.next() is None
 
 
 async def test_empty_tables_compare_equal_at_once() -> None:
-    """Two empty tables need only the sampling query and one digest each."""
+    """Two empty tables need only the layouts and one pass each."""
     stats = await walk(MemorySide({}), MemorySide({}), pacing=Pacing(), sleep=no_sleep)
-    assert stats.diffs == [] and stats.queries == 3
+    assert stats.diffs == [] and stats.queries == 4
 
 
 def test_ranges_cover_every_key_once() -> None:
