@@ -1,0 +1,221 @@
+"""Failback on tables the project was not built around: uuid and composite keys, and last writer wins.
+
+Two real PostgreSQL 15 clusters (the module's ``pg_pair``): site ``gcp`` publishes (the old primary
+once ``azure`` is promoted). The old primary is fenced as in a real failover, so the writes the
+tests make there to create divergence override the fence (``force_write``), as a lost write would
+have been committed before it. Timestamps are written explicitly so which version is later is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from actions.database.failback import prepare_failback
+from actions.database.fence import fence
+from actions.database.promote import promote
+from actions.database.quarantine import Divergent, quarantine
+from actions.reconcile import reconcile
+from engine.config.database import DatabaseConfig
+from tests.support.postgres import PgPair, ReplicatedDb, wait_until
+
+pytestmark = pytest.mark.real
+
+SCHEMA = """
+CREATE TABLE docs (id uuid PRIMARY KEY, body text NOT NULL, updated_at timestamptz NOT NULL);
+CREATE TABLE lines (region int, name text COLLATE "C", qty numeric(10, 2) NOT NULL, updated_at timestamptz,
+                    PRIMARY KEY (region, name));
+CREATE TABLE nokey (id int, v int);
+"""
+TABLES = ("docs", "lines")
+Q = "failover_quarantine"
+T0 = "2026-01-01 00:00:00"
+
+
+def uid(n: int) -> str:
+    """A fixed uuid per row number (the text form PostgreSQL gives it)."""
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+@pytest.fixture
+def keys_db(pg_pair: PgPair) -> Iterator[ReplicatedDb]:
+    """A database with a uuid-keyed and a composite-keyed table, 6 rows each, replicated and caught up."""
+    db = pg_pair.replicate(schema=SCHEMA, tables=TABLES)
+    db.on_primary("INSERT INTO docs SELECT ('00000000-0000-4000-8000-' || lpad(g::text, 12, '0'))::uuid, "
+                  f"'doc ' || g, '{T0}' FROM generate_series(1, 6) g")
+    db.on_primary(f"INSERT INTO lines SELECT g % 2, 'n' || g, g * 1.5, '{T0}' FROM generate_series(1, 6) g")
+    db.wait_caught_up()
+    yield db
+    db.drop()
+
+
+def config_for(db: ReplicatedDb, docs: str, lines: str, *, replication_port: int | None = None,
+               **table: Any) -> DatabaseConfig:
+    section = db.database_config(reconcile={"tables": [
+        {"name": "docs", "conflict": docs, "updated_at": "updated_at", **table},
+        {"name": "lines", "conflict": lines, "updated_at": "updated_at"}]})
+    if replication_port is not None:  # the old primary cannot reach the new one for replication
+        section["sites"]["azure"].update(replication_port=replication_port)  # type: ignore[index]
+    return DatabaseConfig.model_validate(section)
+
+
+def on_old(db: ReplicatedDb, sql: str) -> list[tuple[object, ...]]:
+    """A write (or read) on the fenced old primary, past the fence."""
+    return db.pair.publisher.execute(sql, db.dbname, force_write=True)
+
+
+async def fail_over(db: ReplicatedDb, config: DatabaseConfig) -> None:
+    assert (await fence(config, "gcp")).ok
+    promoted = await promote(config, "azure")
+    assert promoted.ok, promoted.sentence
+
+
+def both(db: ReplicatedDb, sql: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    return db.on_primary(sql), db.on_standby(sql)
+
+
+async def test_uuid_and_composite_keys_are_explained_by_the_slot_and_lost_rows_kept(keys_db: ReplicatedDb) -> None:
+    """Written-after-promotion rows are explained by the slot, lost ones listed and kept; the old primary resyncs."""
+    config = config_for(keys_db, "keep_new", "keep_both")
+    await fail_over(keys_db, config)
+    on_old(keys_db, f"INSERT INTO docs VALUES ('{uid(99)}', 'lost', '{T0}')")              # lost insert
+    on_old(keys_db, f"UPDATE docs SET body = 'lost change' WHERE id = '{uid(1)}'")          # lost change
+    on_old(keys_db, "INSERT INTO lines VALUES (9, 'lost', 1, NULL)")
+    on_old(keys_db, "UPDATE lines SET qty = 0 WHERE (region, name) = (1, 'n1')")
+    keys_db.on_standby(f"UPDATE docs SET body = 'new 2' WHERE id = '{uid(2)}'")              # after promotion
+    keys_db.on_standby(f"DELETE FROM docs WHERE id = '{uid(3)}'")
+    keys_db.on_standby("UPDATE lines SET qty = 22 WHERE (region, name) = (0, 'n2')")
+    keys_db.on_standby("DELETE FROM lines WHERE (region, name) = (1, 'n3')")
+    keys_db.on_standby("INSERT INTO lines VALUES (7, 'after', 1, NULL)")
+    check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+    assert check.error is None and check.differences_found == 9, check.sentence
+
+    refused = await prepare_failback(config, "azure", check)
+    assert not refused.ok and "4 not explained by writes since promotion" in refused.sentence, refused.sentence
+    unexplained = {(u["table"], u["key"] if isinstance(u["key"], str) else tuple(u["key"]))
+                   for u in refused.data["differences"]["unexplained"]}
+    assert unexplained == {("docs", uid(99)), ("docs", uid(1)), ("lines", (9, "lost")), ("lines", (1, "n1"))}
+    assert refused.data["differences"]["explained"] == 5
+
+    result = await prepare_failback(config, "azure", check, acknowledge=True)
+    assert result.ok, result.sentence
+    tables = {t["source"]: t for t in result.data["quarantine"]["tables"]}
+    assert tables["public.docs"]["keys"] == [uid(1), uid(99)]            # keep_new: the lost rows only
+    assert tables["public.lines"]["keys"] == [[0, "n2"], [1, "n1"], [1, "n3"], [9, "lost"]]  # keep_both: all
+    docs_q, lines_q = (f'{Q}."{tables[s]["table"].split(".", 1)[1]}"' for s in ("public.docs", "public.lines"))
+    assert keys_db.on_primary(f"SELECT id::text, body FROM {docs_q} ORDER BY id") == [
+        (uid(1), "lost change"), (uid(99), "lost")]
+    reasons = {(r, n): why for r, n, why in keys_db.on_primary(  # type: ignore[misc]
+        f"SELECT region, name, quarantine_reason FROM {lines_q}")}
+    assert "a write lost at failover" in reasons[(9, "lost")] and "overwrites it" in reasons[(0, "n2")]
+    assert "deletes it" in reasons[(1, "n3")] and "a change lost at failover" in reasons[(1, "n1")]
+    assert f"(keys {uid(1)}, {uid(99)})" in result.sentence and "(1, 'n1')" in result.sentence
+
+    # the old primary follows the new one: the post-promotion writes arrived, the lost rows stay as they were
+    assert keys_db.on_primary("SELECT region, name, qty FROM lines ORDER BY 1, 2") == [
+        (0, "n2", 22), (0, "n4", 6), (0, "n6", 9), (1, "n1", 0), (1, "n5", 7.5), (7, "after", 1), (9, "lost", 1)]
+    keys_db.on_standby(f"UPDATE docs SET body = 'later' WHERE id = '{uid(4)}'")
+    wait_until(lambda: keys_db.on_primary(f"SELECT body FROM docs WHERE id = '{uid(4)}'") == [("later",)], 15,
+               "the new primary's write to reach the old one")
+
+
+async def test_a_table_whose_key_cannot_be_matched_is_refused_naming_it(keys_db: ReplicatedDb) -> None:
+    """No primary key, or a key of another width: the quarantine says which table and why, nothing is kept."""
+    config = config_for(keys_db, "keep_new", "keep_new")
+    assert (await fence(config, "gcp")).ok
+    no_key = await quarantine(config, "gcp", [Divergent("nokey", 1, "x")], tag="t")
+    assert not no_key.ok and "table nokey on gcp has no primary key: rows cannot be matched" in no_key.sentence
+    odd = await quarantine(config, "gcp", [Divergent("lines", 5, "x")], tag="t")
+    assert not odd.ok and "table lines: key 5 has 1 value but the key (region, name) has 2" in odd.sentence
+    assert keys_db.on_primary(f"SELECT count(*) FROM pg_namespace WHERE nspname = '{Q}'") == [(0,)]
+    kept = await quarantine(config, "gcp", [Divergent("lines", (1, "n1"), "x"), Divergent("docs", uid(2), "y")],
+                            tag="t")
+    assert kept.ok and kept.data["rows"] == 2 and kept.data["tables"][0]["keys"] == [[1, "n1"]], kept.sentence
+
+
+async def diverge_for_last_writer(db: ReplicatedDb) -> None:
+    """Per docs row: 1 old later, 2 new later, 3 deleted on new (old later), 4 lost insert (99), 5 lost change;
+    lines: (1, 'n1') old later, (8, 'lost') lost insert, (0, 'n2') new later."""
+    on_old(db, f"UPDATE docs SET body = 'old 1', updated_at = '2026-01-03' WHERE id = '{uid(1)}'")
+    db.on_standby(f"UPDATE docs SET body = 'new 1', updated_at = '2026-01-02' WHERE id = '{uid(1)}'")
+    on_old(db, f"UPDATE docs SET body = 'old 2', updated_at = '2026-01-02' WHERE id = '{uid(2)}'")
+    db.on_standby(f"UPDATE docs SET body = 'new 2', updated_at = '2026-01-03' WHERE id = '{uid(2)}'")
+    on_old(db, f"UPDATE docs SET body = 'old 3', updated_at = '2026-01-09' WHERE id = '{uid(3)}'")
+    db.on_standby(f"DELETE FROM docs WHERE id = '{uid(3)}'")
+    on_old(db, f"INSERT INTO docs VALUES ('{uid(99)}', 'lost 99', '2025-12-31 23:59:59.999999+00')")
+    on_old(db, f"UPDATE docs SET body = 'old 5', updated_at = '2026-01-01 00:00:00.000001+00' WHERE id = '{uid(5)}'")
+    on_old(db, "UPDATE lines SET qty = 111.10, updated_at = '2026-01-05' WHERE (region, name) = (1, 'n1')")
+    db.on_standby("UPDATE lines SET qty = 1.01, updated_at = '2026-01-04' WHERE (region, name) = (1, 'n1')")
+    on_old(db, "INSERT INTO lines VALUES (8, 'lost', 8.80, '2026-01-01')")
+    on_old(db, "UPDATE lines SET qty = 2, updated_at = '2026-01-02' WHERE (region, name) = (0, 'n2')")
+    db.on_standby("UPDATE lines SET qty = 3, updated_at = '2026-01-06' WHERE (region, name) = (0, 'n2')")
+
+
+DOCS = "SELECT id::text, body, (updated_at AT TIME ZONE 'UTC')::text FROM docs ORDER BY id"
+LINES = "SELECT region, name, qty::text, (updated_at AT TIME ZONE 'UTC')::text FROM lines ORDER BY 1, 2"
+
+
+async def test_last_writer_wins_writes_later_old_versions_back_and_a_rerun_neither_repeats_nor_regresses(
+        keys_db: ReplicatedDb) -> None:
+    """Old later: applied on the new primary and on both after the stream; new later kept; a delete stays; a
+    lost insert is restored; a re-run applies nothing twice and keeps a write made on the new primary since."""
+    config = config_for(keys_db, "last_writer_wins", "last_writer_wins")
+    await fail_over(keys_db, config)
+    await diverge_for_last_writer(keys_db)
+    check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+    assert check.differences_found == 8, check.sentence
+
+    # a declared column that cannot order the versions: refused before anything changes
+    bad = config_for(keys_db, "last_writer_wins", "last_writer_wins", updated_at="body")
+    refused = await prepare_failback(bad, "azure", check, acknowledge=True)
+    assert not refused.ok and "last writer wins failed (table docs on azure: last_writer_wins column body is " \
+                               "text, not a timestamp, timestamptz or date; table docs on gcp: " in refused.sentence
+    assert keys_db.on_primary(f"SELECT count(*) FROM pg_namespace WHERE nspname = '{Q}'") == [(0,)]
+
+    # first run: stops at the reverse subscription (the old primary cannot reach the new one), after the writes
+    broken = config_for(keys_db, "last_writer_wins", "last_writer_wins", replication_port=1)
+    first = await prepare_failback(broken, "azure", check, acknowledge=True)
+    assert not first.ok and "reverse subscription failed" in first.sentence, first.sentence
+    judged = {t["table"]: t for t in first.data["last_writer_wins"]["tables"]}
+    docs = {r["key"]: (r["outcome"], r["why"]) for r in judged["docs"]["rows"]}
+    assert (judged["docs"]["applied"], judged["docs"]["kept_new"], judged["docs"]["present"]) == (3, 2, 0)
+    assert docs[uid(1)][0] == "applied" and "updated_at later on gcp" in docs[uid(1)][1]
+    assert docs[uid(2)][0] == "kept_new" and "updated_at later on azure" in docs[uid(2)][1]
+    assert docs[uid(3)] == ("kept_new", "deleted on azure after promotion: the delete is the later write")
+    assert docs[uid(99)][0] == "applied" and "a write lost at failover" in docs[uid(99)][1]
+    assert docs[uid(5)][0] == "applied"  # a lost change one microsecond later
+    lines = {tuple(r["key"]): r["outcome"] for r in judged["lines"]["rows"]}
+    assert lines == {(0, "n2"): "kept_new", (1, "n1"): "applied", (8, "lost"): "applied"}
+    step = next(s for s in first.steps if s.name == "last writer wins")
+    assert step.status == "ok" and f"docs by updated_at: applied on azure 3 ({uid(1)}, {uid(5)}, {uid(99)})" \
+        in step.detail and "lines by updated_at: applied on azure 2 ((1, 'n1'), (8, 'lost')), kept new 1 " \
+        "((0, 'n2'))" in step.detail, step.detail
+    expected_docs = [(uid(1), "old 1", "2026-01-03 00:00:00"), (uid(2), "new 2", "2026-01-03 00:00:00"),
+                     (uid(4), "doc 4", "2026-01-01 00:00:00"), (uid(5), "old 5", "2026-01-01 00:00:00.000001"),
+                     (uid(6), "doc 6", "2026-01-01 00:00:00"),
+                     (uid(99), "lost 99", "2025-12-31 23:59:59.999999")]
+    assert keys_db.on_standby(DOCS) == expected_docs
+    assert (1, "n1", "111.10", "2026-01-05 00:00:00") in keys_db.on_standby(LINES)
+    assert (8, "lost", "8.80", "2026-01-01 00:00:00") in keys_db.on_standby(LINES)
+    assert (0, "n2", "3.00", "2026-01-06 00:00:00") in keys_db.on_standby(LINES)
+
+    # meanwhile a later write on the new primary; the re-run must keep it and write nothing twice
+    keys_db.on_standby(f"UPDATE docs SET body = 'app', updated_at = '2026-02-01' WHERE id = '{uid(1)}'")
+    expected_docs[0] = (uid(1), "app", "2026-02-01 00:00:00")
+    second = await prepare_failback(config, "azure", check, acknowledge=True)
+    assert second.ok, second.sentence
+    again = {t["table"]: t for t in second.data["last_writer_wins"]["tables"]}
+    assert (again["docs"]["applied"], again["docs"]["kept_new"], again["docs"]["present"]) == (0, 3, 2)
+    assert (again["lines"]["applied"], again["lines"]["present"]) == (0, 2)
+    assert keys_db.on_standby(DOCS) == expected_docs
+
+    # after the reverse stream both sides hold the winners; the quarantine keeps every old version
+    wait_until(lambda: keys_db.on_primary(DOCS) == expected_docs, 15, "the winners to reach the old primary")
+    wait_until(lambda: keys_db.on_primary(LINES) == keys_db.on_standby(LINES), 15, "lines to agree")
+    q_docs = f'{Q}."{first.data["quarantine"]["tables"][0]["table"].split(".", 1)[1]}"'
+    assert keys_db.on_primary(f"SELECT body FROM {q_docs} ORDER BY id") == [
+        ("old 1",), ("old 2",), ("old 3",), ("old 5",), ("lost 99",)]
+    again_check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+    assert again_check.identical, again_check.sentence
