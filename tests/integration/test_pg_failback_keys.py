@@ -18,6 +18,7 @@ from actions.database.fence import fence
 from actions.database.promote import promote
 from actions.database.quarantine import Divergent, quarantine
 from actions.reconcile import reconcile
+from actions.reconcile.preflight import preflight
 from engine.config.database import DatabaseConfig
 from tests.support.postgres import PgPair, ReplicatedDb, wait_until
 
@@ -173,6 +174,11 @@ async def test_last_writer_wins_writes_later_old_versions_back_and_a_rerun_neith
     assert not refused.ok and "last writer wins failed (table docs on azure: last_writer_wins column body is " \
                                "text, not a timestamp, timestamptz or date; table docs on gcp: " in refused.sentence
     assert keys_db.on_primary(f"SELECT count(*) FROM pg_namespace WHERE nspname = '{Q}'") == [(0,)]
+    checked = await preflight(bad, service="api", primary="azure")  # reconcile --check says it beforehand
+    assert checked.exit_code == 1 and checked.problems == [
+        f"table docs on {site}: last_writer_wins column body is text, not a timestamp, timestamptz or date"
+        for site in ("azure", "gcp")]
+    assert (await preflight(config, service="api", primary="azure")).exit_code == 0
 
     # first run: stops at the reverse subscription (the old primary cannot reach the new one), after the writes
     broken = config_for(keys_db, "last_writer_wins", "last_writer_wins", replication_port=1)
