@@ -33,6 +33,19 @@ the same tables and duplicates nothing. The listing is the result's ``data["quar
 step's sentence), so the operator's journal record and API answer name every kept table and key.
 If the rows cannot be kept, the preparation fails before the old subscription is touched.
 
+**Keys.** Rows are matched by the key the reconciliation compared on (the configured ``key`` or
+the primary key; any types, composite keys too): the slot's decoded keys are normalised to the
+reconciliation's form (:func:`actions.database.reverse.normalise`) and the quarantine casts keys
+to each column's type. A table whose key cannot be matched is named with the reason: its rows
+are unexplained (the gate) or the quarantine refuses (nothing is resynchronised).
+
+**Conflict policy** per table (``reconcile.tables[].conflict``): ``keep_new`` (default: a row the
+new primary wrote after promotion is overwritten on the old one by the stream; only rows lost at
+failover are quarantined), ``keep_both`` (the overwritten old versions are quarantined too) or
+``last_writer_wins`` (quarantined too; then the old version is written onto the new primary when
+it is later by the declared ``updated_at``, or when it is a write lost at failover that the new
+primary did not delete since: :mod:`actions.database.last_writer`).
+
 Steps (each checks before it acts, so running it again is harmless; once the reverse
 subscription exists a re-run only checks and waits, the gate is not repeated):
 
@@ -41,9 +54,14 @@ subscription exists a re-run only checks and waits, the gate is not repeated):
 2. ``publication``: on the new primary, with every table the old primary published (tables added
    only now were not published between promotion and now: said in the step; the quarantine
    schema's tables are never among them);
+   (``last writer wins``, only when it fails: a ``last_writer_wins`` table whose key or column
+   cannot order writes on either side; nothing is changed);
 3. ``reconciliation``: the gate above;
 4. ``quarantine``: the old primary's differing rows copied into the quarantine schema (above);
    skipped when nothing differs, or when the reverse subscription already exists;
+   then ``last writer wins`` (only with such tables): the later old versions written onto the new
+   primary with a compare-and-set; ``data["last_writer_wins"]`` lists per table what was applied,
+   what was kept new, and why;
 5. ``old subscription``: on the new primary, the disabled subscription from before the failover is
    detached and dropped; its slot on the old primary is dropped (it would hold WAL forever);
 6. ``reverse subscription``: on the old primary, ``CREATE SUBSCRIPTION ... WITH (create_slot =
