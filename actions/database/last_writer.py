@@ -52,7 +52,7 @@ from actions.reconcile.plan import Key, key_json, key_text, sort_keys
 from actions.reconcile.shape import CANONICAL_SETTINGS, TableShape, inspect_table
 from engine.config.database import DatabaseConfig, ReconcileTable
 from engine.core.last_writer import Judged, Verdict, Versions, column_problem, describe, settle
-from probes.postgres_conn import Refused
+from probes.postgres_conn import Refused, describe_pg_error
 
 STEP = "last writer wins"
 EXTRA = ("quarantined_at", "quarantine_tag", "quarantine_reason")
@@ -249,7 +249,14 @@ async def resolve(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnecti
                         time.perf_counter() - t0)
         new_rows = await _current(new, table, list(old_rows)) if old_rows else {}
         verdicts = judge(table, old_rows, new_rows, touched, old=old, new_primary=new_primary)
-        written = await _apply(new, back, table, verdicts, old_rows)
+        try:
+            written = await _apply(new, back, table, verdicts, old_rows)
+        except psycopg.Error as exc:  # e.g. a trigger or foreign key of the new primary refused a row
+            done = [j.to_dict(key_json) for j in judged]
+            data["last_writer_wins"] = {"tag": tag, "tables": done, "error": f"{table.name}: {describe_pg_error(exc)}"}
+            return Step(STEP, "failed", f"table {table.name}: the old versions could not be written onto "
+                        f"{new_primary} ({describe_pg_error(exc)}); {old} was not resynchronised (its rows are in "
+                        "the quarantine; prepare again once fixed)", time.perf_counter() - t0)
         judged.append(Judged(table.name, table.column, tuple(verdicts), frozenset(written)))
     data["last_writer_wins"] = {"tag": tag, "tables": [j.to_dict(key_json) for j in judged]}
     return Step(STEP, "ok", describe(judged, key_text, new_primary), time.perf_counter() - t0)

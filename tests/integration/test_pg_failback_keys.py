@@ -225,3 +225,41 @@ async def test_last_writer_wins_writes_later_old_versions_back_and_a_rerun_neith
         ("old 1",), ("old 2",), ("old 3",), ("old 5",), ("lost 99",)]
     again_check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
     assert again_check.identical, again_check.sentence
+
+
+REFUSE_INSERTS = """
+CREATE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'inserts paused by the test'; END $$;
+CREATE TRIGGER refuse_insert BEFORE INSERT ON lines FOR EACH ROW EXECUTE FUNCTION refuse_insert();
+"""
+LOST = "SELECT region, name, qty::text FROM lines WHERE name = 'lost'"
+
+
+async def test_a_restore_the_new_primary_refuses_stops_before_resync_and_the_next_preparation_restores_it(
+        keys_db: ReplicatedDb) -> None:
+    """Interrupted between its two writes (the old copy deleted, the insert refused): nothing is resynchronised,
+    the quarantine still holds the row, and the next run, even from a reconciliation that finds nothing, restores it."""
+    config = config_for(keys_db, "keep_new", "last_writer_wins")
+    await fail_over(keys_db, config)
+    on_old(keys_db, "INSERT INTO lines VALUES (8, 'lost', 8.80, '2026-01-01')")
+    keys_db.on_standby(REFUSE_INSERTS)
+    check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+    assert check.differences_found == 1, check.sentence
+
+    first = await prepare_failback(config, "azure", check, acknowledge=True)
+    assert not first.ok and "last writer wins failed (table lines: the old versions could not be written onto " \
+                            "azure (inserts paused by the test); gcp was not resynchronised" in first.sentence
+    assert first.data["last_writer_wins"]["error"] == "lines: inserts paused by the test"
+    assert keys_db.on_primary(LOST) == keys_db.on_standby(LOST) == []  # the old copy went first; the insert did not
+    assert keys_db.on_primary("SELECT count(*) FROM pg_subscription") == [(0,)]
+
+    keys_db.on_standby("DROP TRIGGER refuse_insert ON lines")
+    nothing = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+    assert nothing.identical, nothing.sentence  # the row is on neither side now: only the quarantine has it
+    second = await prepare_failback(config, "azure", nothing)
+    assert second.ok, second.sentence
+    [lines] = second.data["last_writer_wins"]["tables"]
+    assert (lines["applied"], lines["rows"]) == (1, [{"key": [8, "lost"], "outcome": "applied", "why": (
+        "only on gcp and not written on azure since promotion: a write lost at failover, the last one")}])
+    assert keys_db.on_standby(LOST) == [(8, "lost", "8.80")]
+    wait_until(lambda: keys_db.on_primary(LOST) == [(8, "lost", "8.80")], 15, "the restored row to reach gcp")
