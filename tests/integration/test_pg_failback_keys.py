@@ -29,8 +29,9 @@ CREATE TABLE docs (id uuid PRIMARY KEY, body text NOT NULL, updated_at timestamp
 CREATE TABLE lines (region int, name text COLLATE "C", qty numeric(10, 2) NOT NULL, updated_at timestamptz,
                     PRIMARY KEY (region, name));
 CREATE TABLE nokey (id int, v int);
+CREATE TABLE ticks (at timestamptz PRIMARY KEY, v int NOT NULL);
 """
-TABLES = ("docs", "lines")
+TABLES = ("docs", "lines", "ticks")
 Q = "failover_quarantine"
 T0 = "2026-01-01 00:00:00"
 
@@ -47,16 +48,18 @@ def keys_db(pg_pair: PgPair) -> Iterator[ReplicatedDb]:
     db.on_primary("INSERT INTO docs SELECT ('00000000-0000-4000-8000-' || lpad(g::text, 12, '0'))::uuid, "
                   f"'doc ' || g, '{T0}' FROM generate_series(1, 6) g")
     db.on_primary(f"INSERT INTO lines SELECT g % 2, 'n' || g, g * 1.5, '{T0}' FROM generate_series(1, 6) g")
+    db.on_primary(f"INSERT INTO ticks SELECT '{T0}'::timestamptz + g * interval '1.000001 s', g "
+                  "FROM generate_series(1, 6) g")
     db.wait_caught_up()
     yield db
     db.drop()
 
 
 def config_for(db: ReplicatedDb, docs: str, lines: str, *, replication_port: int | None = None,
-               **table: Any) -> DatabaseConfig:
+               more: tuple[dict[str, Any], ...] = (), **table: Any) -> DatabaseConfig:
     section = db.database_config(reconcile={"tables": [
         {"name": "docs", "conflict": docs, "updated_at": "updated_at", **table},
-        {"name": "lines", "conflict": lines, "updated_at": "updated_at"}]})
+        {"name": "lines", "conflict": lines, "updated_at": "updated_at"}, *more]})
     if replication_port is not None:  # the old primary cannot reach the new one for replication
         section["sites"]["azure"].update(replication_port=replication_port)  # type: ignore[index]
     return DatabaseConfig.model_validate(section)
@@ -78,8 +81,9 @@ def both(db: ReplicatedDb, sql: str) -> tuple[list[tuple[object, ...]], list[tup
 
 
 async def test_uuid_and_composite_keys_are_explained_by_the_slot_and_lost_rows_kept(keys_db: ReplicatedDb) -> None:
-    """Written-after-promotion rows are explained by the slot, lost ones listed and kept; the old primary resyncs."""
-    config = config_for(keys_db, "keep_new", "keep_both")
+    """Written-after-promotion rows are explained by the slot, lost ones listed and kept; the old primary resyncs.
+    A timestamptz key too: the slot's text forms are read as the reconciliation reads them (UTC, microseconds)."""
+    config = config_for(keys_db, "keep_new", "keep_both", more=({"name": "ticks", "conflict": "keep_both"},))
     await fail_over(keys_db, config)
     on_old(keys_db, f"INSERT INTO docs VALUES ('{uid(99)}', 'lost', '{T0}')")              # lost insert
     on_old(keys_db, f"UPDATE docs SET body = 'lost change' WHERE id = '{uid(1)}'")          # lost change
@@ -90,15 +94,18 @@ async def test_uuid_and_composite_keys_are_explained_by_the_slot_and_lost_rows_k
     keys_db.on_standby("UPDATE lines SET qty = 22 WHERE (region, name) = (0, 'n2')")
     keys_db.on_standby("DELETE FROM lines WHERE (region, name) = (1, 'n3')")
     keys_db.on_standby("INSERT INTO lines VALUES (7, 'after', 1, NULL)")
+    keys_db.on_standby("SET TimeZone = 'Asia/Kolkata'; UPDATE ticks SET v = -2 WHERE v = 2")
+    on_old(keys_db, "UPDATE ticks SET v = -3 WHERE v = 3")
     check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
-    assert check.error is None and check.differences_found == 9, check.sentence
+    assert check.error is None and check.differences_found == 11, check.sentence
 
     refused = await prepare_failback(config, "azure", check)
-    assert not refused.ok and "4 not explained by writes since promotion" in refused.sentence, refused.sentence
+    assert not refused.ok and "5 not explained by writes since promotion" in refused.sentence, refused.sentence
     unexplained = {(u["table"], u["key"] if isinstance(u["key"], str) else tuple(u["key"]))
                    for u in refused.data["differences"]["unexplained"]}
-    assert unexplained == {("docs", uid(99)), ("docs", uid(1)), ("lines", (9, "lost")), ("lines", (1, "n1"))}
-    assert refused.data["differences"]["explained"] == 5
+    assert unexplained == {("docs", uid(99)), ("docs", uid(1)), ("lines", (9, "lost")), ("lines", (1, "n1")),
+                           ("ticks", "2026-01-01 00:00:03.000003+00")}
+    assert refused.data["differences"]["explained"] == 6  # ticks 00:00:02.000002 among them
 
     result = await prepare_failback(config, "azure", check, acknowledge=True)
     assert result.ok, result.sentence
