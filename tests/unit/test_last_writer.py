@@ -9,7 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from actions.database.last_writer import LwwTable, judge
+from actions.database.reverse import Touched
 from actions.reconcile.plan import key_json, key_text
+from actions.reconcile.shape import Column, TableShape
 from engine.config.database import ReconcileTable
 from engine.core.last_writer import Judged, Verdict, Versions, column_problem, describe, settle
 
@@ -98,3 +101,18 @@ def test_last_writer_wins_needs_the_declared_timestamp_column() -> None:
         ReconcileTable(name="docs", conflict="last_writer_wins")
     table = ReconcileTable(name="docs", key=["region", "name"], conflict="last_writer_wins", updated_at="changed_at")
     assert table.conflict == "last_writer_wins" and table.key_columns == ["region", "name"]
+
+
+def test_quarantined_rows_are_judged_against_the_new_primary_and_the_slots_composite_keys() -> None:
+    """Key tuples from the quarantine meet the slot's normalised keys: deleted since, lost, later, re-run."""
+    key = (Column("region", "integer", "int4", "", -1, True, ""), Column("name", "text", "text", "", -1, True, "C"))
+    shape = TableShape("lines", key, key, ("name", "qty", "region", "updated_at"))
+    table = LwwTable("lines", ("public", "lines"), "updated_at", shape, ("name", "qty", "region", "updated_at"),
+                     ("qty", "updated_at"), False)
+    old_rows = {(1, "gone"): (T2, "(gone,1,1,t2)", "{}"), (1, "lost"): (T1, "(lost,1,1,t1)", "{}"),
+                (2, "later"): (T2, "(later,2,2,t2)", "{}"), (3, "done"): (T2, "(done,3,3,t2)", "{}")}
+    new_rows = {(2, "later"): (T1, "(later,9,2,t1)"), (3, "done"): (T2, "(done,3,3,t2)")}
+    touched = Touched(keys={("public", "lines"): {(1, "gone"), (3, "done")}})
+    verdicts = judge(table, old_rows, new_rows, touched, old="gcp", new_primary="azure")
+    assert [(k, v.action) for k, v in verdicts] == [((1, "gone"), "keep_new"), ((1, "lost"), "insert"),
+                                                    ((2, "later"), "update"), ((3, "done"), "present")]
