@@ -229,12 +229,13 @@ async def resolve(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnecti
 
     ``quarantined``: the quarantine table of each source (``schema.table`` -> ``schema.name``) as the
     quarantine step listed it (a name not listed is derived from the tag); ``touched``: the slot's
-    keys if the reconciliation gate decoded them (else decoded here).
+    keys if the reconciliation gate decoded them for every such table (else decoded here: a table
+    the reconciliation refused was not looked for, and "not written since" must never be assumed).
     """
     t0 = time.perf_counter()
     await canonical(new)
     await canonical(back)
-    if touched is None:
+    if touched is None or any(t.rel not in touched.decoded for t in tables):  # the gate did not look for them
         touched = await peek_touched(new, config.slot_name, config.publication, {t.rel: t.shape for t in tables})
     judged: list[Judged] = []
     for table in tables:
@@ -242,12 +243,13 @@ async def resolve(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnecti
         q_table = ((listed.split(".", 1)[0], listed.split(".", 1)[1]) if listed else
                    (schema, quarantine_table_name(table.rel[0], table.rel[1], tag)))
         old_rows = await _quarantined(back, table, q_table, tag)
-        if old_rows and not touched.complete:
-            data["last_writer_wins"] = {"tables": [], "error": touched.note}
-            return Step(STEP, "failed", f"{table.name}: the reverse slot could not be fully decoded ({touched.note}): "
-                        f"whether {new_primary} wrote a row since promotion is unknown; nothing was applied",
-                        time.perf_counter() - t0)
         new_rows = await _current(new, table, list(old_rows)) if old_rows else {}
+        if not touched.complete and any(k not in new_rows for k in old_rows):  # deleted since, or lost?
+            data["last_writer_wins"] = {"tag": tag, "tables": [j.to_dict(key_json) for j in judged],
+                                        "error": touched.note}
+            return Step(STEP, "failed", f"table {table.name}: the reverse slot could not be fully decoded "
+                        f"({touched.note}): whether {new_primary} deleted a row since promotion is unknown; "
+                        f"nothing more was applied and {old} was not resynchronised", time.perf_counter() - t0)
         verdicts = judge(table, old_rows, new_rows, touched, old=old, new_primary=new_primary)
         try:
             written = await _apply(new, back, table, verdicts, old_rows)

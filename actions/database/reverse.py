@@ -143,6 +143,7 @@ class Touched:
     complete: bool = True
     note: str = ""
     raw: dict[Rel, set[tuple[str, ...]]] = field(default_factory=dict)
+    decoded: set[Rel] = field(default_factory=set)  # the tables whose keys were looked for
 
     def has(self, table: Rel, key: Any) -> bool:
         return key in self.keys.get(table, ())
@@ -199,7 +200,7 @@ def touched_keys(messages: list[bytes], key_columns: dict[Rel, tuple[str, ...]])
     """Pure: decode ``pgoutput`` (protocol 1) messages into the keys (``raw``, as text) of
     ``key_columns``' tables. A change whose key is not all there (a key that is not the replica
     identity, in a delete; an unchanged TOAST value) makes the decoding incomplete: never guessed."""
-    out = Touched()
+    out = Touched(decoded=set(key_columns))
     relations: dict[int, tuple[Rel, list[int] | None]] = {}
     for message in messages:
         r = _Reader(message)

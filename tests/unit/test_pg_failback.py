@@ -63,6 +63,7 @@ def test_a_composite_key_is_decoded_in_the_key_order_not_the_column_order() -> N
     touched = touched_keys(messages, {("sales", "lines"): ("region", "name")})
     assert touched.complete
     assert touched.raw == {("sales", "lines"): {("3", "a"), ("4", "b"), ("5", "c"), ("5", "d")}}
+    assert touched.decoded == {("sales", "lines")}
     assert normalised_ints({("3", "7")}) == {(3, 7)} and normalised_ints({("42",)}) == {42}
     assert key_form(["x"]) == "x" and key_form([1, "x"]) == (1, "x")
 
