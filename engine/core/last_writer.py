@@ -110,11 +110,14 @@ class Judged:
         return ("present" if verdict.action == "present" else "kept_new"), verdict.why
 
     def to_dict(self, key_json: Callable[[Any], Any], limit: int = 100) -> dict[str, Any]:
-        """The journal's record: counts per outcome, reasons counted, the first ``limit`` rows listed."""
+        """The journal's record: counts per outcome, the first ``limit`` keys applied and kept new, and the
+        first ``limit`` rows with their outcome and why."""
         outcomes = [(key, *self.outcome(key, v)) for key, v in self.rows]
         counts = Counter(o for _, o, _ in outcomes)
+        keys = {name: [key_json(k) for k, o, _ in outcomes if o == name][:limit] for name in ("applied", "kept_new")}
         return {"table": self.table, "column": self.column, "applied": counts["applied"],
-                "kept_new": counts["kept_new"], "present": counts["present"],
+                "kept_new": counts["kept_new"], "present": counts["present"], "applied_keys": keys["applied"],
+                "kept_new_keys": keys["kept_new"],
                 "rows": [{"key": key_json(k), "outcome": o, "why": w} for k, o, w in outcomes[:limit]],
                 "rows_truncated": len(outcomes) > limit}
 

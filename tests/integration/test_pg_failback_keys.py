@@ -194,6 +194,8 @@ async def test_last_writer_wins_writes_later_old_versions_back_and_a_rerun_neith
     judged = {t["table"]: t for t in first.data["last_writer_wins"]["tables"]}
     docs = {r["key"]: (r["outcome"], r["why"]) for r in judged["docs"]["rows"]}
     assert (judged["docs"]["applied"], judged["docs"]["kept_new"], judged["docs"]["present"]) == (3, 2, 0)
+    assert (judged["docs"]["applied_keys"], judged["docs"]["kept_new_keys"]) == ([uid(1), uid(5), uid(99)],
+                                                                                [uid(2), uid(3)])
     assert docs[uid(1)][0] == "applied" and "updated_at later on gcp" in docs[uid(1)][1]
     assert docs[uid(2)][0] == "kept_new" and "updated_at later on azure" in docs[uid(2)][1]
     assert docs[uid(3)] == ("kept_new", "deleted on azure after promotion: the delete is the later write")

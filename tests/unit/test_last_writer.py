@@ -83,8 +83,10 @@ def test_the_record_and_the_sentence_say_what_was_applied_kept_and_why() -> None
             (("c",), Verdict("keep_new", "deleted")), (("d",), Verdict("present", "there")))
     judged = Judged("docs", "updated_at", rows, frozenset({("a",)}))
     record = judged.to_dict(key_json, limit=3)
-    assert {k: record[k] for k in ("applied", "kept_new", "present", "rows_truncated")} == {
-        "applied": 1, "kept_new": 2, "present": 1, "rows_truncated": True}
+    assert {k: record[k] for k in ("applied", "kept_new", "present", "applied_keys", "kept_new_keys",
+                                   "rows_truncated")} == {
+        "applied": 1, "kept_new": 2, "present": 1, "applied_keys": ["a"], "kept_new_keys": ["b", "c"],
+        "rows_truncated": True}
     assert record["rows"][:2] == [{"key": "a", "outcome": "applied", "why": "later on gcp"},
                                   {"key": "b", "outcome": "kept_new",
                                    "why": "lost; but a newer version was written meanwhile"}]
