@@ -20,7 +20,10 @@ crash). Each is judged against the new primary's *current* row and the reverse s
   primary, which still holds the row: the apply would fail on the duplicate key and stop the
   subscription. So the old primary's copy is deleted first (its content is in the quarantine), in
   its own transaction with ``session_replication_role = replica`` (no trigger, no cascade fires on
-  the old primary, as for the subscription's own apply); the stream then brings it back.
+  the old primary, as for the subscription's own apply); the stream then brings it back;
+- ``copy_new`` (the new version stays, but the new primary did not write it since promotion, so
+  the stream would never carry it): the new version is written onto the old primary, in that same
+  transaction. ``keep_new`` rows are left to the stream, ``present`` rows need nothing.
 
 Values travel as ``to_jsonb`` text of the quarantined row and are rebuilt by
 ``jsonb_populate_recordset`` with the table's own row type (exact for every type whose text form is,
@@ -149,19 +152,20 @@ async def _quarantined(back: psycopg.AsyncConnection[Any], table: LwwTable, q_ta
 
 
 async def _current(new: psycopg.AsyncConnection[Any], table: LwwTable, keys: list[Key],
-                   ) -> dict[Key, tuple[Any, str]]:
-    """The new primary's current versions of ``keys``: key -> (column value, row text)."""
+                   ) -> dict[Key, tuple[Any, str, str]]:
+    """The new primary's current versions of ``keys``: key -> (column value, row text, jsonb text)."""
     arrays, params = key_arrays(table.shape, keys)
     cols = sql.SQL(", ").join(sql.Identifier("t", c) for c in table.shape.all_columns)
     rows = await (await new.execute(sql.SQL(
-        "SELECT {sel}, t.{ts}, ROW({cols})::text FROM {t} t WHERE {k} IN (SELECT * FROM unnest({arrays}))").format(
+        "SELECT {sel}, t.{ts}, ROW({cols})::text, to_jsonb(t)::text FROM {t} t "
+        "WHERE {k} IN (SELECT * FROM unnest({arrays}))").format(
         sel=key_select(table.shape, "t"), ts=sql.Identifier(table.column), cols=cols, t=table.ident,
         k=key_columns(table.shape, "t"), arrays=arrays), params)).fetchall()
     width = len(table.shape.key)
-    return {tuple(r[:width]): (r[width], str(r[width + 1])) for r in rows}
+    return {tuple(r[:width]): (r[width], str(r[width + 1]), str(r[width + 2])) for r in rows}
 
 
-def judge(table: LwwTable, old_rows: dict[Key, tuple[Any, str, str]], new_rows: dict[Key, tuple[Any, str]],
+def judge(table: LwwTable, old_rows: dict[Key, tuple[Any, str, str]], new_rows: dict[Key, tuple[Any, str, str]],
           touched: Touched, *, old: str, new_primary: str) -> list[tuple[Key, Verdict]]:
     """Pure: the verdict of every quarantined row, in key order."""
     out = []
@@ -175,19 +179,40 @@ def judge(table: LwwTable, old_rows: dict[Key, tuple[Any, str, str]], new_rows: 
     return out
 
 
+def _set_from(table: LwwTable, source: str) -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL("{c} = {s}.{c}").format(c=sql.Identifier(c), s=sql.Identifier(source))
+                              for c in table.settable)
+
+
+async def _on_old(back: psycopg.AsyncConnection[Any], table: LwwTable, inserts: list[Key], copies: list[str]) -> None:
+    """On the (fenced) old primary, as the subscription's apply would (no trigger, no cascade): the copies
+    of rows about to be inserted on the new primary are removed (the stream's INSERT must find no row),
+    and the new versions the stream will not carry are written (``copies``: ``to_jsonb`` texts)."""
+    if not (inserts or copies):
+        return
+    async with back.transaction():
+        await back.execute("SET transaction_read_only = off")
+        await back.execute("SET LOCAL session_replication_role = replica")
+        if inserts:
+            arrays, params = key_arrays(table.shape, inserts)
+            await back.execute(sql.SQL("DELETE FROM {t} WHERE {k} IN (SELECT * FROM unnest({arrays}))").format(
+                t=table.ident, k=key_columns(table.shape), arrays=arrays), params)
+        if copies and table.settable:
+            await back.execute(sql.SQL(
+                "UPDATE {t} AS t SET {sets} FROM jsonb_populate_recordset(NULL::{t}, %s::jsonb) AS r "
+                "WHERE {tk} = {rk}").format(t=table.ident, sets=_set_from(table, "r"),
+                                            tk=key_columns(table.shape, "t"), rk=key_columns(table.shape, "r")),
+                ("[" + ", ".join(copies) + "]",))
+
+
 async def _apply(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any], table: LwwTable,
-                 verdicts: list[tuple[Key, Verdict]], old_rows: dict[Key, tuple[Any, str, str]]) -> set[Key]:
+                 verdicts: list[tuple[Key, Verdict]], old_rows: dict[Key, tuple[Any, str, str]],
+                 new_rows: dict[Key, tuple[Any, str, str]]) -> set[Key]:
     """Write the winning old versions onto the new primary (module docstring); the keys written."""
     inserts = [k for k, v in verdicts if v.action == "insert"]
     updates = [k for k, v in verdicts if v.action == "update"]
+    await _on_old(back, table, inserts, [new_rows[k][2] for k, v in verdicts if v.action == "copy_new"])
     written: set[Key] = set()
-    if inserts:  # the old copy first: the stream's INSERT must find no row on the old primary
-        arrays, params = key_arrays(table.shape, inserts)
-        async with back.transaction():
-            await back.execute("SET transaction_read_only = off")
-            await back.execute("SET LOCAL session_replication_role = replica")
-            await back.execute(sql.SQL("DELETE FROM {t} WHERE {k} IN (SELECT * FROM unnest({arrays}))").format(
-                t=table.ident, k=key_columns(table.shape), arrays=arrays), params)
     if not (inserts or updates):
         return written
     ts = sql.Identifier(table.column)
@@ -205,8 +230,7 @@ async def _apply(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnectio
                 t=table.ident, cols=insertable, from_r=from_r, keys=keys, ts=ts, sel=key_select(table.shape, "t"),
                 overriding=sql.SQL("OVERRIDING SYSTEM VALUE" if table.overriding else ""),
                 action=sql.SQL("DO UPDATE SET {sets} WHERE t.{ts} < EXCLUDED.{ts}").format(
-                    sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-                                            for c in table.settable), ts=ts) if table.settable
+                    sets=_set_from(table, "excluded"), ts=ts) if table.settable
                 else sql.SQL("DO NOTHING")), (payload,))
             written |= {tuple(r) for r in await cur.fetchall()}
         if updates:
@@ -215,9 +239,7 @@ async def _apply(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnectio
                 "UPDATE {t} AS t SET {sets} FROM jsonb_populate_recordset(NULL::{t}, %s::jsonb) AS r "
                 "WHERE {tk} = {rk} AND t.{ts} < r.{ts} RETURNING {sel}").format(
                 t=table.ident, ts=ts, tk=key_columns(table.shape, "t"), rk=key_columns(table.shape, "r"),
-                sel=key_select(table.shape, "t"),
-                sets=sql.SQL(", ").join(sql.SQL("{c} = r.{c}").format(c=sql.Identifier(c)) for c in table.settable)),
-                (payload,))
+                sel=key_select(table.shape, "t"), sets=_set_from(table, "r")), (payload,))
             written |= {tuple(r) for r in await cur.fetchall()}
     return written
 
@@ -252,7 +274,7 @@ async def resolve(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnecti
                         f"nothing more was applied and {old} was not resynchronised", time.perf_counter() - t0)
         verdicts = judge(table, old_rows, new_rows, touched, old=old, new_primary=new_primary)
         try:
-            written = await _apply(new, back, table, verdicts, old_rows)
+            written = await _apply(new, back, table, verdicts, old_rows, new_rows)
         except psycopg.Error as exc:  # e.g. a trigger or foreign key of the new primary refused a row
             done = [j.to_dict(key_json) for j in judged]
             data["last_writer_wins"] = {"tag": tag, "tables": done, "error": f"{table.name}: {describe_pg_error(exc)}"}

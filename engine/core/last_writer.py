@@ -14,12 +14,16 @@ it (the first copy, taken before anything could overwrite it):
 | lacks the row              | yes (deleted after promotion) | -                           | keep_new  |
 | lacks the row              | no (a write lost at failover) | -                           | insert    |
 | holds another version      | any                           | old later                   | update    |
-| holds another version      | any                           | equal, new later, or a NULL | keep_new  |
+| holds another version      | yes                           | equal, new later, or a NULL | keep_new  |
+| holds another version      | no                            | equal, new later, or a NULL | copy_new  |
 
 ``insert`` and ``update`` write the old version onto the new primary with a compare-and-set (the
 row is written only while the new primary's version is still older, or absent), so the reverse
 stream carries it back to the old primary and a version that became newer meanwhile is never
-overwritten. A delete carries no timestamp: a row deleted on the new primary after promotion stays
+overwritten. ``keep_new`` leaves the new version to the reverse stream, which carries every row
+written since promotion; ``copy_new`` keeps it too, but the stream would never carry a row the new
+primary did not write since promotion, so its version is copied onto the old primary (else the two
+would stay apart). A delete carries no timestamp: a row deleted on the new primary after promotion stays
 deleted (the delete came after the promotion, so after every write the old primary could have
 made before it). A NULL on either side gives no order: the new version stays (the old one is in
 the quarantine). Rows only on the new primary are not judged here (the old primary holds nothing
@@ -33,7 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Action = Literal["insert", "update", "keep_new", "present"]
+Action = Literal["insert", "update", "keep_new", "copy_new", "present"]
 APPLIED: frozenset[Action] = frozenset({"insert", "update"})
 TIMESTAMP_TYPES = frozenset({"timestamp", "timestamptz", "date"})
 KEYS_SHOWN = 5
@@ -72,13 +76,18 @@ def settle(v: Versions, *, column: str, old: str, new: str) -> Verdict:
             return Verdict("keep_new", f"deleted on {new} after promotion: the delete is the later write")
         return Verdict("insert", f"only on {old} and not written on {new} since promotion: a write lost at "
                                  "failover, the last one")
+    if v.old_at is not None and v.new_at is not None and v.old_at > v.new_at:
+        return Verdict("update", f"{column} later on {old} ({v.old_at} > {v.new_at})")
     if v.old_at is None or v.new_at is None:
         side = old if v.old_at is None else new
-        return Verdict("keep_new", f"{column} is NULL on {side}: no order between the versions, {new}'s stays")
-    if v.old_at > v.new_at:
-        return Verdict("update", f"{column} later on {old} ({v.old_at} > {v.new_at})")
-    word = "equal" if v.old_at == v.new_at else "later"
-    return Verdict("keep_new", f"{column} {word} on {new} ({v.new_at} vs {v.old_at} on {old})")
+        why = f"{column} is NULL on {side}: no order between the versions, {new}'s stays"
+    else:
+        word = "equal" if v.old_at == v.new_at else "later"
+        why = f"{column} {word} on {new} ({v.new_at} vs {v.old_at} on {old})"
+    if v.written_since:
+        return Verdict("keep_new", why)
+    return Verdict("copy_new", f"{why}; copied onto {old} (not written on {new} since promotion, so the "
+                               "reverse stream would not carry it)")
 
 
 def column_problem(table: str, site: str, column: str, base: str | None) -> str | None:
@@ -107,7 +116,7 @@ class Judged:
             if key in self.written:
                 return "applied", verdict.why
             return "kept_new", f"{verdict.why}; but a newer version was written meanwhile"
-        return ("present" if verdict.action == "present" else "kept_new"), verdict.why
+        return ("present" if verdict.action == "present" else "kept_new"), verdict.why  # copy_new: kept new
 
     def to_dict(self, key_json: Callable[[Any], Any], limit: int = 100) -> dict[str, Any]:
         """The journal's record: counts per outcome, the first ``limit`` keys applied and kept new, and the

@@ -144,7 +144,8 @@ async def test_a_table_whose_key_cannot_be_matched_is_refused_naming_it(keys_db:
 
 
 async def diverge_for_last_writer(db: ReplicatedDb) -> None:
-    """Per docs row: 1 old later, 2 new later, 3 deleted on new (old later), 4 lost insert (99), 5 lost change;
+    """Per docs row: 1 old later, 2 new later, 3 deleted on new (old later), 4 lost insert (99), 5 lost change,
+    6 changed on the old primary with an earlier stamp (the new version wins, and no stream would carry it);
     lines: (1, 'n1') old later, (8, 'lost') lost insert, (0, 'n2') new later."""
     on_old(db, f"UPDATE docs SET body = 'old 1', updated_at = '2026-01-03' WHERE id = '{uid(1)}'")
     db.on_standby(f"UPDATE docs SET body = 'new 1', updated_at = '2026-01-02' WHERE id = '{uid(1)}'")
@@ -154,6 +155,7 @@ async def diverge_for_last_writer(db: ReplicatedDb) -> None:
     db.on_standby(f"DELETE FROM docs WHERE id = '{uid(3)}'")
     on_old(db, f"INSERT INTO docs VALUES ('{uid(99)}', 'lost 99', '2025-12-31 23:59:59.999999+00')")
     on_old(db, f"UPDATE docs SET body = 'old 5', updated_at = '2026-01-01 00:00:00.000001+00' WHERE id = '{uid(5)}'")
+    on_old(db, f"UPDATE docs SET body = 'old 6', updated_at = '2025-06-01' WHERE id = '{uid(6)}'")  # an older stamp
     on_old(db, "UPDATE lines SET qty = 111.10, updated_at = '2026-01-05' WHERE (region, name) = (1, 'n1')")
     db.on_standby("UPDATE lines SET qty = 1.01, updated_at = '2026-01-04' WHERE (region, name) = (1, 'n1')")
     on_old(db, "INSERT INTO lines VALUES (8, 'lost', 8.80, '2026-01-01')")
@@ -167,13 +169,13 @@ LINES = "SELECT region, name, qty::text, (updated_at AT TIME ZONE 'UTC')::text F
 
 async def test_last_writer_wins_writes_later_old_versions_back_and_a_rerun_neither_repeats_nor_regresses(
         keys_db: ReplicatedDb) -> None:
-    """Old later: applied on the new primary and on both after the stream; new later kept; a delete stays; a
-    lost insert is restored; a re-run applies nothing twice and keeps a write made on the new primary since."""
+    """Old later: applied on the new primary and on both after the stream; new later kept (on both, streamed or
+    copied); a delete stays; a lost insert is restored; a re-run applies nothing twice and keeps a later write."""
     config = config_for(keys_db, "last_writer_wins", "last_writer_wins")
     await fail_over(keys_db, config)
     await diverge_for_last_writer(keys_db)
     check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
-    assert check.differences_found == 8, check.sentence
+    assert check.differences_found == 9, check.sentence
 
     # a declared column that cannot order the versions: refused before anything changes
     bad = config_for(keys_db, "last_writer_wins", "last_writer_wins", updated_at="body")
@@ -193,14 +195,17 @@ async def test_last_writer_wins_writes_later_old_versions_back_and_a_rerun_neith
     assert not first.ok and "reverse subscription failed" in first.sentence, first.sentence
     judged = {t["table"]: t for t in first.data["last_writer_wins"]["tables"]}
     docs = {r["key"]: (r["outcome"], r["why"]) for r in judged["docs"]["rows"]}
-    assert (judged["docs"]["applied"], judged["docs"]["kept_new"], judged["docs"]["present"]) == (3, 2, 0)
+    assert (judged["docs"]["applied"], judged["docs"]["kept_new"], judged["docs"]["present"]) == (3, 3, 0)
     assert (judged["docs"]["applied_keys"], judged["docs"]["kept_new_keys"]) == ([uid(1), uid(5), uid(99)],
-                                                                                [uid(2), uid(3)])
+                                                                                [uid(2), uid(3), uid(6)])
     assert docs[uid(1)][0] == "applied" and "updated_at later on gcp" in docs[uid(1)][1]
     assert docs[uid(2)][0] == "kept_new" and "updated_at later on azure" in docs[uid(2)][1]
     assert docs[uid(3)] == ("kept_new", "deleted on azure after promotion: the delete is the later write")
     assert docs[uid(99)][0] == "applied" and "a write lost at failover" in docs[uid(99)][1]
     assert docs[uid(5)][0] == "applied"  # a lost change one microsecond later
+    assert docs[uid(6)][0] == "kept_new" and docs[uid(6)][1].endswith(
+        "copied onto gcp (not written on azure since promotion, so the reverse stream would not carry it)")
+    assert on_old(keys_db, f"SELECT body FROM docs WHERE id = '{uid(6)}'") == [("doc 6",)]
     lines = {tuple(r["key"]): r["outcome"] for r in judged["lines"]["rows"]}
     assert lines == {(0, "n2"): "kept_new", (1, "n1"): "applied", (8, "lost"): "applied"}
     step = next(s for s in first.steps if s.name == "last writer wins")
@@ -222,7 +227,7 @@ async def test_last_writer_wins_writes_later_old_versions_back_and_a_rerun_neith
     second = await prepare_failback(config, "azure", check, acknowledge=True)
     assert second.ok, second.sentence
     again = {t["table"]: t for t in second.data["last_writer_wins"]["tables"]}
-    assert (again["docs"]["applied"], again["docs"]["kept_new"], again["docs"]["present"]) == (0, 3, 2)
+    assert (again["docs"]["applied"], again["docs"]["kept_new"], again["docs"]["present"]) == (0, 4, 2)
     assert (again["lines"]["applied"], again["lines"]["present"]) == (0, 2)
     assert keys_db.on_standby(DOCS) == expected_docs
 
@@ -231,7 +236,7 @@ async def test_last_writer_wins_writes_later_old_versions_back_and_a_rerun_neith
     wait_until(lambda: keys_db.on_primary(LINES) == keys_db.on_standby(LINES), 15, "lines to agree")
     q_docs = f'{Q}."{first.data["quarantine"]["tables"][0]["table"].split(".", 1)[1]}"'
     assert keys_db.on_primary(f"SELECT body FROM {q_docs} ORDER BY id") == [
-        ("old 1",), ("old 2",), ("old 3",), ("old 5",), ("lost 99",)]
+        ("old 1",), ("old 2",), ("old 3",), ("old 5",), ("old 6",), ("lost 99",)]
     again_check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
     assert again_check.identical, again_check.sentence
 

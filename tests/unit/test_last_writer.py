@@ -29,8 +29,16 @@ def verdict(old_at: object, new_exists: bool, new_at: object, written_since: boo
 def test_the_later_version_wins_by_the_declared_column() -> None:
     """Old later by a microsecond: written onto the new primary; new later or equal: the new one stays."""
     assert verdict(T2, True, T1) == Verdict("update", f"updated_at later on gcp ({T2} > {T1})")
-    assert verdict(T1, True, T2, written_since=True).action == "keep_new"
-    assert verdict(T1, True, T1).why == f"updated_at equal on azure ({T1} vs {T1} on gcp)"
+    assert verdict(T1, True, T2, written_since=True).action == "keep_new"  # the stream carries the new one
+    assert verdict(T1, True, T1, written_since=True).why == f"updated_at equal on azure ({T1} vs {T1} on gcp)"
+
+
+def test_a_new_version_the_stream_would_not_carry_is_copied_onto_the_old_primary() -> None:
+    """Kept new, but not written since promotion: nothing would bring it to the old primary, so it is copied."""
+    assert verdict(T1, True, T2) == Verdict("copy_new", f"updated_at later on azure ({T2} vs {T1} on gcp); copied "
+                                            "onto gcp (not written on azure since promotion, so the reverse stream "
+                                            "would not carry it)")
+    assert verdict(None, True, T1).action == verdict(T1, True, T1).action == "copy_new"
 
 
 def test_a_row_only_on_the_old_primary_is_restored_unless_the_new_one_deleted_it() -> None:
@@ -44,8 +52,9 @@ def test_a_row_only_on_the_old_primary_is_restored_unless_the_new_one_deleted_it
 
 def test_a_null_gives_no_order_and_the_same_version_is_already_there() -> None:
     """NULL on either side keeps the new version; a row equal to the old version is present (a re-run)."""
-    assert verdict(None, True, T1).why == "updated_at is NULL on gcp: no order between the versions, azure's stays"
-    assert verdict(T1, True, None).action == "keep_new"
+    assert verdict(None, True, T1, written_since=True).why == \
+        "updated_at is NULL on gcp: no order between the versions, azure's stays"
+    assert verdict(T1, True, None, written_since=True).action == "keep_new"
     assert verdict(T2, True, T2, written_since=True, same=True).action == "present"
 
 
@@ -58,12 +67,14 @@ def test_the_old_version_is_written_only_when_it_is_the_last_write(old_at: datet
                                                                    new_exists: bool, new_at: datetime.datetime | None,
                                                                    written_since: bool, same: bool) -> None:
     """Applied iff the old one is strictly later than an existing new version, or the row was lost and not
-    deleted since; never over an identical, newer, equal or undated new version."""
+    deleted since; never over an identical, newer, equal or undated new version; a kept new version the
+    stream would not carry is copied onto the old primary."""
     got = verdict(old_at, new_exists, new_at if new_exists else None, written_since, same)
     if new_exists:
         later = old_at is not None and new_at is not None and old_at > new_at
         assert got.applied == (later and not same)
-        assert got.action in (("update",) if got.applied else ("keep_new", "present"))
+        assert got.action in (("update",) if got.applied else ("keep_new", "copy_new", "present"))
+        assert (got.action == "copy_new") == (not same and not later and not written_since)
     else:
         assert got.applied == (not written_since) and got.action in ("insert", "keep_new")
 
