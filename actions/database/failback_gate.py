@@ -105,10 +105,17 @@ async def _gate(config: DatabaseConfig, new: psycopg.AsyncConnection[Any], new_p
                                keep_both=lambda table: table in both)
     if not touched.complete:
         problems.append(f"slot not fully decoded ({touched.note})")
-    data["differences"] = {"explained": explained, "unexplained": unexplained, "problems": problems,
-                           "changes_since_promotion": touched.changes, "reconciliation": source}
+    ruled = {t.name for t in config.reconcile.tables if t.conflict == "last_writer_wins"}
+    judged = [u for u in unexplained if u["table"] in ruled]  # the policy settles them after the quarantine
+    unexplained = [u for u in unexplained if u["table"] not in ruled]
+    data["differences"] = {"explained": explained, "unexplained": unexplained, "last_writer_wins": judged,
+                           "problems": problems, "changes_since_promotion": touched.changes,
+                           "reconciliation": source}
     head = (f"{explained} difference{'s' * (explained != 1)} written on {new_primary} after promotion "
             f"(the slot carries them)")
+    if judged:
+        head += (f"; {len(judged)} not written since, in last_writer_wins tables (judged after the quarantine: "
+                 "no acknowledgement needed)")
     if not unexplained and not problems:
         return Step("reconciliation", "ok", head, time.perf_counter() - t0), divergent, touched
     listed = ", ".join(f"{u['table']} {u['key']} ({u['where']})" for u in unexplained[:SHOWN])

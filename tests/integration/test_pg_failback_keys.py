@@ -191,8 +191,9 @@ async def test_last_writer_wins_writes_later_old_versions_back_and_a_rerun_neith
 
     # first run: stops at the reverse subscription (the old primary cannot reach the new one), after the writes
     broken = config_for(keys_db, "last_writer_wins", "last_writer_wins", replication_port=1)
-    first = await prepare_failback(broken, "azure", check, acknowledge=True)
+    first = await prepare_failback(broken, "azure", check)  # the policy settles every row: no acknowledgement
     assert not first.ok and "reverse subscription failed" in first.sentence, first.sentence
+    assert first.data["differences"]["unexplained"] == [] and len(first.data["differences"]["last_writer_wins"]) == 4
     judged = {t["table"]: t for t in first.data["last_writer_wins"]["tables"]}
     docs = {r["key"]: (r["outcome"], r["why"]) for r in judged["docs"]["rows"]}
     assert (judged["docs"]["applied"], judged["docs"]["kept_new"], judged["docs"]["present"]) == (3, 3, 0)
@@ -224,7 +225,7 @@ async def test_last_writer_wins_writes_later_old_versions_back_and_a_rerun_neith
     # meanwhile a later write on the new primary; the re-run must keep it and write nothing twice
     keys_db.on_standby(f"UPDATE docs SET body = 'app', updated_at = '2026-02-01' WHERE id = '{uid(1)}'")
     expected_docs[0] = (uid(1), "app", "2026-02-01 00:00:00")
-    second = await prepare_failback(config, "azure", check, acknowledge=True)
+    second = await prepare_failback(config, "azure", check)
     assert second.ok, second.sentence
     again = {t["table"]: t for t in second.data["last_writer_wins"]["tables"]}
     assert (again["docs"]["applied"], again["docs"]["kept_new"], again["docs"]["present"]) == (0, 4, 2)
@@ -260,7 +261,7 @@ async def test_a_restore_the_new_primary_refuses_stops_before_resync_and_the_nex
     check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
     assert check.differences_found == 1, check.sentence
 
-    first = await prepare_failback(config, "azure", check, acknowledge=True)
+    first = await prepare_failback(config, "azure", check)
     assert not first.ok and "last writer wins failed (table lines: the old versions could not be written onto " \
                             "azure (inserts paused by the test); gcp was not resynchronised" in first.sentence
     assert first.data["last_writer_wins"]["error"] == "lines: inserts paused by the test"
