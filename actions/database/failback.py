@@ -45,8 +45,10 @@ failover are quarantined), ``keep_both`` (the overwritten old versions are quara
 ``last_writer_wins`` (quarantined too; then the old version is written onto the new primary when
 it is later by the declared ``updated_at``, or when it is a write lost at failover that the new
 primary did not delete since: :mod:`actions.database.last_writer`). The rows of such a table that
-the slot does not explain need no acknowledgement: the policy settles each of them (listed in
-``data["differences"]["last_writer_wins"]``, then in ``data["last_writer_wins"]``).
+the old primary holds (alone or changed) and the slot does not explain need no acknowledgement: the
+policy settles each of them (listed in ``data["differences"]["last_writer_wins"]``, then in
+``data["last_writer_wins"]``); a row only on the new primary that it did not write since promotion
+(the old primary's delete, lost) still does.
 
 Steps (each checks before it acts, so running it again is harmless; once the reverse
 subscription exists a re-run only checks and waits, the gate is not repeated):

@@ -24,6 +24,7 @@ from actions.database.failback_plan import Reconciled, explain, listed_partly, r
 from actions.database.last_writer import STEP as LWW_STEP
 from actions.database.last_writer import canonical, check, policy_tables, resolve
 from actions.database.quarantine import (
+    HELD_BY_OLD,
     RELATION,
     Divergent,
     clean_tag,
@@ -106,8 +107,10 @@ async def _gate(config: DatabaseConfig, new: psycopg.AsyncConnection[Any], new_p
     if not touched.complete:
         problems.append(f"slot not fully decoded ({touched.note})")
     ruled = {t.name for t in config.reconcile.tables if t.conflict == "last_writer_wins"}
-    judged = [u for u in unexplained if u["table"] in ruled]  # the policy settles them after the quarantine
-    unexplained = [u for u in unexplained if u["table"] not in ruled]
+    # rows the old primary holds (alone or changed) in such tables: the policy settles them after the quarantine;
+    # a row only on the new primary (a delete of the old one that never arrived) is not judged: it stays here
+    judged = [u for u in unexplained if u["table"] in ruled and u["kind"] in HELD_BY_OLD]
+    unexplained = [u for u in unexplained if u not in judged]
     data["differences"] = {"explained": explained, "unexplained": unexplained, "last_writer_wins": judged,
                            "problems": problems, "changes_since_promotion": touched.changes,
                            "reconciliation": source}

@@ -278,3 +278,19 @@ async def test_a_restore_the_new_primary_refuses_stops_before_resync_and_the_nex
         "only on gcp and not written on azure since promotion: a write lost at failover, the last one")}])
     assert keys_db.on_standby(LOST) == [(8, "lost", "8.80")]
     wait_until(lambda: keys_db.on_primary(LOST) == [(8, "lost", "8.80")], 15, "the restored row to reach gcp")
+
+
+async def test_a_lost_delete_still_needs_the_acknowledgement_in_a_last_writer_wins_table(
+        keys_db: ReplicatedDb) -> None:
+    """The policy judges rows the old primary holds; a row only on the new primary, untouched since, it does not."""
+    config = config_for(keys_db, "keep_new", "last_writer_wins")
+    await fail_over(keys_db, config)
+    on_old(keys_db, "INSERT INTO lines VALUES (8, 'lost', 8.80, '2026-01-01')")
+    on_old(keys_db, "DELETE FROM lines WHERE (region, name) = (1, 'n5')")
+    check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+    refused = await prepare_failback(config, "azure", check)
+    assert not refused.ok and "1 not explained by writes since promotion: lines (1, 'n5') (only on azure)" \
+        in refused.sentence, refused.sentence
+    assert [u["key"] for u in refused.data["differences"]["last_writer_wins"]] == [(8, "lost")]
+    assert "1 not written since, in last_writer_wins tables (judged after the quarantine" in refused.sentence
+    assert "quarantine" not in refused.data
