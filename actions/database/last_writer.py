@@ -118,6 +118,12 @@ async def check(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection
             problems.append(f"table {t.name}: key ({', '.join(shapes[0].key_names)}) on {new_primary} but "
                             f"({', '.join(shapes[1].key_names)}) on {old}")
             continue
+        if set(shapes[0].all_columns) != set(shapes[1].all_columns):  # a version is copied whole, both ways
+            only_new = ", ".join(sorted(set(shapes[0].all_columns) - set(shapes[1].all_columns))) or "-"
+            only_old = ", ".join(sorted(set(shapes[1].all_columns) - set(shapes[0].all_columns))) or "-"
+            problems.append(f"table {t.name}: columns differ (only on {new_primary}: {only_new}; only on {old}: "
+                            f"{only_old}): a whole version cannot be carried across")
+            continue
         types = [next(c.type for c in s.columns if c.name == column) for s in shapes]
         if types[0] != types[1]:
             problems.append(f"table {t.name}: last_writer_wins column {column} is {types[0]} on {new_primary} but "

@@ -15,11 +15,13 @@ import pytest
 
 from actions.database.failback import prepare_failback
 from actions.database.fence import fence
+from actions.database.last_writer import check
 from actions.database.promote import promote
 from actions.database.quarantine import Divergent, quarantine
 from actions.reconcile import reconcile
 from actions.reconcile.preflight import preflight
 from engine.config.database import DatabaseConfig
+from probes.postgres_conn import connect
 from tests.support.postgres import PgPair, ReplicatedDb, wait_until
 
 pytestmark = pytest.mark.real
@@ -141,6 +143,20 @@ async def test_a_table_whose_key_cannot_be_matched_is_refused_naming_it(keys_db:
     kept = await quarantine(config, "gcp", [Divergent("lines", (1, "n1"), "x"), Divergent("docs", uid(2), "y")],
                             tag="t")
     assert kept.ok and kept.data["rows"] == 2 and kept.data["tables"][0]["keys"] == [[1, "n1"]], kept.sentence
+
+
+async def test_last_writer_wins_refuses_tables_whose_versions_cannot_be_carried_across(keys_db: ReplicatedDb) -> None:
+    """Columns that differ between the sides, or a column of another type on one side: each named, per table."""
+    config = config_for(keys_db, "last_writer_wins", "last_writer_wins")
+    keys_db.on_standby("ALTER TABLE docs ADD COLUMN extra int")
+    keys_db.on_standby("ALTER TABLE lines ALTER COLUMN updated_at TYPE timestamp")
+    async with await connect(config.sites["azure"], statement_timeout=5) as new, \
+            await connect(config.sites["gcp"], statement_timeout=5) as back:
+        tables, problems = await check(new, back, config, "azure", "gcp")
+    assert tables == [] and problems == [
+        "table docs: columns differ (only on azure: extra; only on gcp: -): a whole version cannot be carried across",
+        "table lines: last_writer_wins column updated_at is timestamp without time zone on azure but timestamp with "
+        "time zone on gcp: the versions cannot be ordered"]
 
 
 async def diverge_for_last_writer(db: ReplicatedDb) -> None:
