@@ -33,6 +33,23 @@ the same tables and duplicates nothing. The listing is the result's ``data["quar
 step's sentence), so the operator's journal record and API answer name every kept table and key.
 If the rows cannot be kept, the preparation fails before the old subscription is touched.
 
+**Keys.** Rows are matched by the key the reconciliation compared on (the configured ``key`` or
+the primary key; any types, composite keys too): the slot's decoded keys are normalised to the
+reconciliation's form (:func:`actions.database.reverse.normalise`) and the quarantine casts keys
+to each column's type. A table whose key cannot be matched is named with the reason: its rows
+are unexplained (the gate) or the quarantine refuses (nothing is resynchronised).
+
+**Conflict policy** per table (``reconcile.tables[].conflict``): ``keep_new`` (default: a row the
+new primary wrote after promotion is overwritten on the old one by the stream; only rows lost at
+failover are quarantined), ``keep_both`` (the overwritten old versions are quarantined too) or
+``last_writer_wins`` (quarantined too; then the old version is written onto the new primary when
+it is later by the declared ``updated_at``, or when it is a write lost at failover that the new
+primary did not delete since: :mod:`actions.database.last_writer`). The rows of such a table that
+the old primary holds (alone or changed) and the slot does not explain need no acknowledgement: the
+policy settles each of them (listed in ``data["differences"]["last_writer_wins"]``, then in
+``data["last_writer_wins"]``); a row only on the new primary that it did not write since promotion
+(the old primary's delete, lost) still does.
+
 Steps (each checks before it acts, so running it again is harmless; once the reverse
 subscription exists a re-run only checks and waits, the gate is not repeated):
 
@@ -41,9 +58,14 @@ subscription exists a re-run only checks and waits, the gate is not repeated):
 2. ``publication``: on the new primary, with every table the old primary published (tables added
    only now were not published between promotion and now: said in the step; the quarantine
    schema's tables are never among them);
+   (``last writer wins``, only when it fails: a ``last_writer_wins`` table whose key or column
+   cannot order writes on either side; nothing is changed);
 3. ``reconciliation``: the gate above;
 4. ``quarantine``: the old primary's differing rows copied into the quarantine schema (above);
    skipped when nothing differs, or when the reverse subscription already exists;
+   then ``last writer wins`` (only with such tables): the later old versions written onto the new
+   primary with a compare-and-set; ``data["last_writer_wins"]`` lists per table what was applied,
+   what was kept new, and why;
 5. ``old subscription``: on the new primary, the disabled subscription from before the failover is
    detached and dropped; its slot on the old primary is dropped (it would hold WAL forever);
 6. ``reverse subscription``: on the old primary, ``CREATE SUBSCRIPTION ... WITH (create_slot =
@@ -84,20 +106,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from actions.database.failback_plan import Reconciled, explain, listed_partly, reconciliation_tables
-from actions.database.quarantine import (
-    DEFAULT_SCHEMA,
-    Divergent,
-    describe,
-    divergent_rows,
-    keep_rows,
-    listing,
-    promotion_tag,
-)
+from actions.database.failback_gate import before_resync
+from actions.database.failback_plan import Reconciled
+from actions.database.last_writer import STEP as LWW_STEP
+from actions.database.last_writer import policy_tables
+from actions.database.quarantine import DEFAULT_SCHEMA
 from actions.database.results import ActionResult, Step, summarize
-from actions.database.reverse import PUBLISHED, SLOT, SUBSCRIBED, ensure_publication, peek_touched
+from actions.database.reverse import PUBLISHED, SLOT, SUBSCRIBED, ensure_publication
 from actions.database.synchronous import reprotect_step
-from actions.reconcile.runner import reconcile
 from engine.config.database import DatabaseConfig
 from probes.postgres import format_bytes, table_ident
 from probes.postgres_conn import PgError, connect, conninfo, describe_pg_error
@@ -107,13 +123,6 @@ REQUIRED = ("reverse slot", "publication", "reconciliation", "quarantine", "old 
 # a failed or slow CREATE SUBSCRIPTION must not copy its connection string into the server log
 QUIET = ("SET log_statement = 'none'", "SET log_min_duration_statement = -1",
          "SET log_min_error_statement = panic")
-SHOWN = 20  # unexplained rows named in the sentence (all of them are in data["differences"]["unexplained"])
-LIST_LIMIT = 100_000  # rows listed per table when a reconciliation is run again to list them all
-KEY_COLUMN = """
-SELECT n.nspname, c.relname, (SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
-       AND a.attnum = i.indkey[0] WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)
-"""
 
 
 async def slot_lag_bytes(conn: psycopg.AsyncConnection[Any], slot: str) -> int | None:
@@ -163,18 +172,17 @@ async def prepare_failback(config: DatabaseConfig, new_primary: str, reconciliat
                 if publication.status == "failed":
                     return _result(old, steps, data)
                 if existing is None:
-                    gate, divergent = await _gate(config, new, new_primary, old, reconciliation, acknowledge, data)
-                    steps.append(gate)
-                    if gate.status == "failed":
-                        return _result(old, steps, data)
-                    kept = await _quarantine(new, back, slot, new_primary, old, divergent, quarantine_schema,
-                                             quarantine_tag, data)
-                    steps.append(kept)
-                    if kept.status == "failed":
+                    kept = await before_resync(config, new, back, new_primary, old, reconciliation,
+                                               acknowledge=acknowledge, schema=quarantine_schema,
+                                               tag=quarantine_tag, data=data)
+                    steps.extend(kept)
+                    if any(step.status == "failed" for step in kept):
                         return _result(old, steps, data)
                 else:
                     steps.append(Step("reconciliation", "skipped", f"{sub} already set up on {old}"))
                     steps.append(Step("quarantine", "skipped", f"not repeated: {sub} already set up on {old}"))
+                    if policy_tables(config):
+                        steps.append(Step(LWW_STEP, "skipped", f"not repeated: {sub} already set up on {old}"))
                 steps.append(await _drop_old_subscription(new, back, sub, slot))
                 reverse = await _reverse_subscription(back, config, new_primary, sub, pub)
                 steps.append(reverse)
@@ -253,95 +261,6 @@ async def _check_slot(new: psycopg.AsyncConnection[Any], slot: str, *, set_up: b
         return Step("reverse slot", "failed", f"slot {slot} is read by another consumer", time.perf_counter() - t0)
     return Step("reverse slot", "ok", f"{slot} ({'in use' if active else 'waiting'}, wal_status {wal_status})",
                 time.perf_counter() - t0)
-
-
-async def _gate(config: DatabaseConfig, new: psycopg.AsyncConnection[Any], new_primary: str, old: str,
-                reconciliation: Reconciled, acknowledge: bool, data: dict[str, Any],
-                ) -> tuple[Step, list[Divergent]]:
-    """The reconciliation gate of the module docstring; fills ``data`` with what it found and returns
-    the step and the differing rows the old primary holds (to quarantine)."""
-    t0 = time.perf_counter()
-    if reconciliation.identical:
-        return Step("reconciliation", "ok", "identical: " + reconciliation.sentence, time.perf_counter() - t0), []
-    tables = reconciliation_tables(reconciliation)
-    source = "given"
-    partly = tables is not None and listed_partly(tables) and config.reconcile.max_reported_rows < LIST_LIMIT
-    if tables is None or partly:  # compare here (nothing flows to the old primary, nothing is in flight)
-        listing_all = config.model_copy(update={"reconcile": config.reconcile.model_copy(
-            update={"max_reported_rows": max(LIST_LIMIT, config.reconcile.max_reported_rows)})})
-        fresh = await reconcile(listing_all, service="failback", primary=new_primary, now=time.time(),
-                                watermark=None)
-        if fresh.identical:
-            return Step("reconciliation", "ok", "identical: " + fresh.sentence, time.perf_counter() - t0), []
-        tables, source = reconciliation_tables(fresh), ("re-run to list every row" if partly else "re-run")
-        if tables is None:
-            return Step("reconciliation", "failed", fresh.sentence, time.perf_counter() - t0), []
-    names: dict[str, tuple[str, str]] = {}
-    keys: dict[tuple[str, str], str] = {}
-    configured = {t.name: t.key for t in config.reconcile.tables}
-    for t in tables:
-        name = str(t.get("table"))
-        row = await (await new.execute(KEY_COLUMN, (name,))).fetchone()
-        if row is not None:
-            rel = (str(row[0]), str(row[1]))
-            names[name] = rel
-            column = configured.get(name) or row[2]
-            if column:
-                keys[rel] = str(column)
-    touched = await peek_touched(new, config.slot_name, config.publication, keys)
-    explained, unexplained, problems = explain(tables, touched, names, new_primary, old)
-
-    def streamed(table: str, key: int) -> bool:
-        rel = names.get(table)
-        return rel is not None and touched.has(rel, key)
-
-    both = {t.name for t in config.reconcile.tables if t.conflict == "keep_both"}
-    divergent = divergent_rows(tables, old=old, new_primary=new_primary, explained=streamed,
-                               keep_both=lambda table: table in both)
-    if not touched.complete:
-        problems.append(f"slot not fully decoded ({touched.note})")
-    data["differences"] = {"explained": explained, "unexplained": unexplained, "problems": problems,
-                           "changes_since_promotion": touched.changes, "reconciliation": source}
-    head = (f"{explained} difference{'s' * (explained != 1)} written on {new_primary} after promotion "
-            f"(the slot carries them)")
-    if not unexplained and not problems:
-        return Step("reconciliation", "ok", head, time.perf_counter() - t0), divergent
-    listed = ", ".join(f"{u['table']} {u['key']} ({u['where']})" for u in unexplained[:SHOWN])
-    more = f" and {len(unexplained) - SHOWN} more" if len(unexplained) > SHOWN else ""
-    why = "; ".join(([f"{len(unexplained)} not explained by writes since promotion: {listed}{more}"]
-                     if unexplained else []) + problems)
-    if acknowledge:
-        return Step("reconciliation", "ok", f"{head}; acknowledged: {why} (kept on {old} as they are)",
-                    time.perf_counter() - t0), divergent
-    return Step("reconciliation", "failed", f"{head}; {why}: acknowledge to go on (kept on {old} as they are, "
-                "never overwritten by this preparation)", time.perf_counter() - t0), divergent
-
-
-async def _quarantine(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any], slot: str,
-                      new_primary: str, old: str, divergent: list[Divergent], schema: str, tag: str | None,
-                      data: dict[str, Any]) -> Step:
-    """Keep the old primary's differing rows before anything can overwrite them; fills ``data["quarantine"]``.
-
-    Failed (and the preparation stops) when they cannot be kept: resynchronising would lose them.
-    """
-    t0 = time.perf_counter()
-    if not divergent:
-        data["quarantine"] = listing([], schema=schema, tag=tag)
-        return Step("quarantine", "skipped", f"no row of {old} differs from {new_primary}", time.perf_counter() - t0)
-    if tag is None:
-        row = await (await new.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
-                                       "WHERE slot_name = %s", (slot,))).fetchone()
-        lsn = row[0] if row is not None and row[0] else time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        tag = promotion_tag(new_primary, str(lsn))
-    try:
-        kept = await keep_rows(back, divergent, tag=tag, schema=schema, site=old, other=new_primary)
-    except (PgError, psycopg.Error, ValueError) as exc:
-        why = describe_pg_error(exc) if isinstance(exc, psycopg.Error) else str(exc)
-        data["quarantine"] = {"schema": schema, "tag": tag, "error": why, "tables": []}
-        return Step("quarantine", "failed", f"{len(divergent)} differing row{'s' * (len(divergent) != 1)} of "
-                    f"{old} could not be kept ({why}): {old} was not resynchronised", time.perf_counter() - t0)
-    data["quarantine"] = listing(kept, schema=schema, tag=tag)
-    return Step("quarantine", "ok", describe(kept, schema, old), time.perf_counter() - t0)
 
 
 async def _copy_heartbeats(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any],

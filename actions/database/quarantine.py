@@ -13,7 +13,7 @@ Layout. One table per source table in schema ``failover_quarantine`` (configurab
 PostgreSQL's 63-byte names). The tag names the failover the rows belong to; failback derives it from
 the reverse slot's position (stable until the old primary starts consuming it, so a re-run finds
 the same table). Created with ``CREATE TABLE ... (LIKE source, ...)``: the source's columns and
-``NOT NULL`` constraints, identity and generated columns as plain values, its key column as the
+``NOT NULL`` constraints, identity and generated columns as plain values, its key columns as the
 primary key, plus ``quarantined_at``, ``quarantine_tag`` and ``quarantine_reason`` (per row: why it
 differed). Defaults are deliberately **not** copied (``INCLUDING DEFAULTS``): every column is
 filled from the source, and a copied ``nextval()`` default would tie the quarantine table to the
@@ -38,9 +38,14 @@ Theory of operation, one transaction on the old primary:
    NOTHING`` on the key: re-running with the same tag never duplicates a row and never replaces a
    kept version with a later one (the first copy is the one taken before any resynchronisation).
 
-Rows are matched by the single integer primary key the reconciliation compares on. The result lists
-per table the quarantine table, how many of the differing rows it holds, how many this run copied,
-and the keys (the first :data:`KEYS_LISTED`, with the total).
+Rows are matched by the key the reconciliation compares on (:func:`actions.reconcile.shape.inspect_table`:
+the configured ``key`` or the primary key; any types, composite keys too). Keys arrive as the
+reconciliation's JSON gives them (one column as its value, ints as ints, other types as their
+canonical text, a composite key as a list) and are passed as one array per key column, cast to
+that column's own type; a table whose key cannot be matched (no primary key, a key that is not
+unique, a key of another width) is refused with the reason, naming the table. The result lists per
+table the quarantine table, how many of the differing rows it holds, how many this run copied, and
+the keys (the first :data:`KEYS_LISTED`, with the total).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +61,8 @@ import psycopg
 from psycopg import sql
 
 from actions.database.results import ActionResult, Step, summarize
+from actions.reconcile.plan import Key, key_json, key_text, sort_keys
+from actions.reconcile.shape import CANONICAL_SETTINGS, TableShape, inspect_table
 from engine.config.database import DatabaseConfig
 from probes.postgres_conn import PgError, Refused, connect, describe_pg_error
 
@@ -67,14 +74,8 @@ MAX_TAG = 40               # leaves room for a recognisable table name
 EXTRA_COLUMNS = ("quarantined_at", "quarantine_tag", "quarantine_reason")
 HELD_BY_OLD = ("missing_on_primary", "changed")  # reconciliation kinds, new primary as its primary
 
-SOURCE = """
-SELECT n.nspname, c.relname,
-       (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
-       (SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-        WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)
-"""
+RELATION = ("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = to_regclass(%s)")
 PUBLISHING = """
 SELECT DISTINCT t.pubname, p.puballtables FROM pg_publication_tables t JOIN pg_publication p ON p.pubname = t.pubname
 WHERE t.schemaname = %s ORDER BY 1
@@ -86,7 +87,7 @@ class Divergent:
     """One row of the old primary to keep: the table as the reconciliation names it, its key, why."""
 
     table: str
-    key: Any  # int for the integer keys the quarantine copies; other keys are refused when copied
+    key: Any  # as :func:`row_key` gives it: one column's value (int or text), a tuple for a composite key
     reason: str
 
 
@@ -98,12 +99,12 @@ class KeptTable:
     table: str           # quarantine schema.table
     rows: int            # differing rows of this run held in the quarantine table now
     copied: int          # of them, copied by this run (the others were kept by an earlier run)
-    keys: tuple[int, ...]
+    keys: tuple[Key, ...]  # each a tuple of the key columns' values
     key_count: int       # differing keys asked for; key_count - rows were not on the old primary
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "table": self.table, "rows": self.rows, "copied": self.copied,
-                "keys": list(self.keys[:KEYS_LISTED]), "key_count": self.key_count,
+                "keys": [key_json(k) for k in self.keys[:KEYS_LISTED]], "key_count": self.key_count,
                 "keys_truncated": self.key_count > KEYS_LISTED, "absent": self.key_count - self.rows}
 
 
@@ -181,7 +182,7 @@ def describe(kept: list[KeptTable], schema: str, site: str) -> str:
     total = sum(k.rows for k in kept)
     parts = []
     for k in kept:
-        shown = ", ".join(str(key) for key in k.keys[:KEYS_IN_SENTENCE])
+        shown = ", ".join(key_text(key) for key in k.keys[:KEYS_IN_SENTENCE])
         more = f" and {k.rows - KEYS_IN_SENTENCE} more" if k.rows > KEYS_IN_SENTENCE else ""
         notes = []
         if k.copied < k.rows:
@@ -194,18 +195,51 @@ def describe(kept: list[KeptTable], schema: str, site: str) -> str:
     return f"kept {total} row{'s' * (total != 1)} of {site} in schema {schema}: " + "; ".join(parts)
 
 
-def _grouped(rows: list[Divergent]) -> dict[str, dict[int, str]]:
-    out: dict[str, dict[int, str]] = {}
+def as_key(value: Any) -> Key:
+    """Pure: a :func:`row_key` value as a key tuple (one element per key column)."""
+    return tuple(value) if isinstance(value, tuple | list) else (value,)
+
+
+def _grouped(rows: list[Divergent]) -> dict[str, dict[Key, str]]:
+    out: dict[str, dict[Key, str]] = {}
     for r in rows:
-        out.setdefault(r.table, {}).setdefault(r.key, r.reason)
+        out.setdefault(r.table, {}).setdefault(as_key(r.key), r.reason)
     return out
 
 
+def key_arrays(shape: TableShape, keys: list[Key]) -> tuple[sql.Composable, list[list[Any]]]:
+    """The SQL ``%s::<type>[], ...`` (one array per key column, cast to its own type) and the arrays;
+    raises :class:`Refused` when a key has another number of values than the table's key columns."""
+    width = len(shape.key)
+    odd = next((k for k in keys if len(k) != width), None)
+    if odd is not None:
+        raise Refused(f"table {shape.name}: key {key_text(odd)} has {len(odd)} value{'s' * (len(odd) != 1)} but "
+                      f"the key ({', '.join(shape.key_names)}) has {width}: rows cannot be matched")
+    arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(c.type)) for c in shape.key)
+    return arrays, [[k[i] for k in keys] for i in range(width)]
+
+
+def key_select(shape: TableShape, alias: str | None = None) -> sql.Composable:
+    """The key columns as the reconciliation reads them: ints as ints, every other type as text."""
+    def ident(name: str) -> sql.Identifier:
+        return sql.Identifier(alias, name) if alias else sql.Identifier(name)
+    return sql.SQL(", ").join(ident(c.name) if c.is_int else sql.SQL("{}::text").format(ident(c.name))
+                              for c in shape.key)
+
+
+def key_columns(shape: TableShape, alias: str | None = None) -> sql.Composable:
+    """``(k1, k2)``: the key columns as a row, for ``IN`` / ``=`` against unnested arrays."""
+    return sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(alias, n) if alias else sql.Identifier(n)
+                                                     for n in shape.key_names))
+
+
 async def keep_rows(conn: psycopg.AsyncConnection[Any], rows: list[Divergent], *, tag: str,
-                    schema: str = DEFAULT_SCHEMA, site: str, other: str) -> list[KeptTable]:
+                    schema: str = DEFAULT_SCHEMA, site: str, other: str,
+                    keys: Mapping[str, list[str] | None] | None = None) -> list[KeptTable]:
     """Copy ``rows`` of the database behind ``conn`` (the old primary ``site``) into ``schema``.
 
-    One transaction (module docstring). Raises :class:`Refused` (a table that cannot be matched, a
+    ``keys``: the configured key columns per table (None or absent: the primary key). One
+    transaction (module docstring). Raises :class:`Refused` (a table that cannot be matched, a
     publication that would replicate the quarantine) or ``psycopg.Error``; nothing is kept then.
     """
     tag = clean_tag(tag)
@@ -217,16 +251,16 @@ async def keep_rows(conn: psycopg.AsyncConnection[Any], rows: list[Divergent], *
     q_schema = sql.Identifier(schema)
     async with conn.transaction():
         await conn.execute("SET transaction_read_only = off")  # first statement: the database is fenced
+        for statement in CANONICAL_SETTINGS:  # keys are compared in the reconciliation's text forms
+            await conn.execute(statement.replace("SET ", "SET LOCAL ", 1))
         await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(q_schema))
         plans = []
         for name, wanted in groups.items():
-            row = await (await conn.execute(SOURCE, (name,))).fetchone()
-            if row is None:
-                raise Refused(f"table {name} not found on {site}")
-            src_schema, src_table, columns, key = str(row[0]), str(row[1]), list(row[2] or []), row[3]
-            if key is None:
-                raise Refused(f"table {name} on {site} has no single-column primary key: rows cannot be matched")
-            clash = [c for c in EXTRA_COLUMNS if c in columns]
+            shape = await inspect_table(conn, name, (keys or {}).get(name), site)
+            rel = await (await conn.execute(RELATION, (name,))).fetchone()
+            assert rel is not None  # inspect_table found it
+            src_schema, src_table = str(rel[0]), str(rel[1])
+            clash = [c for c in EXTRA_COLUMNS if c in shape.all_columns]
             if clash:
                 raise Refused(f"table {name} has a column named {clash[0]}, which the quarantine adds")
             q_name = quarantine_table_name(src_schema, src_table, tag)
@@ -239,29 +273,38 @@ async def keep_rows(conn: psycopg.AsyncConnection[Any], rows: list[Divergent], *
             await conn.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} (LIKE {s}, quarantined_at timestamptz NOT NULL DEFAULT now(), "
                 "quarantine_tag text NOT NULL, quarantine_reason text NOT NULL, PRIMARY KEY ({k}))").format(
-                t=target, s=sql.Identifier(src_schema, src_table), k=sql.Identifier(str(key))))
+                t=target, s=sql.Identifier(src_schema, src_table),
+                k=sql.SQL(", ").join(sql.Identifier(n) for n in shape.key_names)))
             await conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(
                 f"failover-engine quarantine: rows of {source} on {site} that differed from {other}, kept before "
                 f"{site} was resynchronised from it (tag {tag})")))
-            plans.append((source, q_name, target, src_schema, src_table, columns, str(key), wanted))
+            plans.append((source, q_name, target, src_schema, src_table, shape, wanted))
         published = await (await conn.execute(PUBLISHING, (schema,))).fetchall()
         if published:
             raise Refused(_publishing_reason(published, schema, site))
-        for source, q_name, target, src_schema, src_table, columns, key, wanted in plans:
-            keys = sorted(wanted)
-            cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-            src_cols = sql.SQL(", ").join(sql.Identifier("s", c) for c in columns)
+        for source, q_name, target, src_schema, src_table, shape, wanted in plans:
+            ordered = sort_keys(wanted)
+            arrays, params = key_arrays(shape, ordered)
+            cols = sql.SQL(", ").join(sql.Identifier(c) for c in shape.all_columns)
+            src_cols = sql.SQL(", ").join(sql.Identifier("s", c) for c in shape.all_columns)
+            width = len(shape.key)
+            d_cols = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(width))
+            d_key = sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier("d", f"k{i}") for i in range(width)))
             cur = await conn.execute(sql.SQL(
                 "INSERT INTO {t} ({cols}, quarantine_tag, quarantine_reason) SELECT {src_cols}, %s, d.why "
-                "FROM {s} AS s JOIN unnest(%s::bigint[], %s::text[]) AS d(k, why) ON {key} = d.k "
+                "FROM {s} AS s JOIN unnest({arrays}, %s::text[]) AS d({d_cols}, why) ON {s_key} = {d_key} "
                 "ON CONFLICT ({pk}) DO NOTHING").format(
-                t=target, cols=cols, src_cols=src_cols, s=sql.Identifier(src_schema, src_table),
-                key=sql.Identifier("s", key), pk=sql.Identifier(key)), (tag, keys, [wanted[k] for k in keys]))
+                t=target, cols=cols, src_cols=src_cols, s=sql.Identifier(src_schema, src_table), arrays=arrays,
+                d_cols=d_cols, s_key=key_columns(shape, "s"), d_key=d_key,
+                pk=sql.SQL(", ").join(sql.Identifier(n) for n in shape.key_names)),
+                [tag, *params, [wanted[k] for k in ordered]])
             copied = max(cur.rowcount, 0)
-            held = await (await conn.execute(sql.SQL("SELECT {k} FROM {t} WHERE {k} = ANY(%s::bigint[]) ORDER BY 1")
-                                             .format(k=sql.Identifier(key), t=target), (keys,))).fetchall()
+            held = await (await conn.execute(sql.SQL(
+                "SELECT {sel} FROM {t} WHERE {k} IN (SELECT * FROM unnest({arrays})) ORDER BY {order}").format(
+                sel=key_select(shape), t=target, k=key_columns(shape), arrays=arrays,
+                order=sql.SQL(", ").join(sql.Identifier(n) for n in shape.key_names)), params)).fetchall()
             kept.append(KeptTable(source, f"{schema}.{q_name}", len(held), copied,
-                                  tuple(int(h[0]) for h in held[:KEYS_LISTED]), len(keys)))
+                                  tuple(sort_keys(tuple(h) for h in held)[:KEYS_LISTED]), len(ordered)))
     return kept
 
 
@@ -296,7 +339,8 @@ async def quarantine(config: DatabaseConfig, site: str, rows: list[Divergent], *
         tag = clean_tag(tag)
         async with await connect(config.sites[site], statement_timeout=config.promotion.statement_timeout,
                                  writable=True, application_name="failover-engine quarantine") as conn:
-            kept = await keep_rows(conn, rows, tag=tag, schema=schema, site=site, other=other)
+            kept = await keep_rows(conn, rows, tag=tag, schema=schema, site=site, other=other,
+                                   keys={t.name: t.key_columns for t in config.reconcile.tables})
     except (PgError, psycopg.Error, ValueError) as exc:
         why = describe_pg_error(exc) if isinstance(exc, psycopg.Error) else str(exc)
         step = Step("quarantine", "failed", why, time.perf_counter() - t0)

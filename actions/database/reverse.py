@@ -25,6 +25,9 @@ keeps the slot it made.
 :func:`touched_keys` decodes the ``pgoutput`` messages of a slot (peeked, not consumed) into the
 keys written after promotion, table by table, so prepare-failback can tell which differences the
 slot will carry to the old primary and which it will not (see :mod:`actions.database.failback`).
+Any key the reconciliation accepts works (:mod:`actions.reconcile.shape`: the primary key or a
+declared unique key, any types, composite): the decoded text values are normalised in the database
+to the form the reconciliation reports keys in, so the two match (:func:`normalise`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import psycopg
 from psycopg import sql
 
 from actions.database.results import ActionResult, Step, summarize
+from actions.reconcile.shape import TableShape
 from engine.config.database import DatabaseConfig
 from probes.postgres_conn import PgError, connect, describe_pg_error
 
@@ -121,18 +125,38 @@ async def drop_reverse_slot(config: DatabaseConfig, site: str) -> ActionResult:
 
 
 # -- pgoutput decoding ---------------------------------------------------------------------------
+Rel = tuple[str, str]
+
+
 @dataclass
 class Touched:
-    """Keys written after promotion, per ``(schema, table)``; ``complete`` False when not all was decoded."""
+    """Keys written after promotion, per ``(schema, table)``; ``complete`` False when not all was decoded.
 
-    keys: dict[tuple[str, str], set[int]] = field(default_factory=dict)
-    truncated: set[tuple[str, str]] = field(default_factory=set)
+    ``raw``: each change's key as decoded (one text value per key column); ``keys``: the same keys
+    normalised as the reconciliation reports them (:func:`key_form`): an int for an integer column,
+    the canonical text form otherwise, a tuple for a composite key.
+    """
+
+    keys: dict[Rel, set[Any]] = field(default_factory=dict)
+    truncated: set[Rel] = field(default_factory=set)
     changes: int = 0
     complete: bool = True
     note: str = ""
+    raw: dict[Rel, set[tuple[str, ...]]] = field(default_factory=dict)
+    decoded: set[Rel] = field(default_factory=set)  # the tables whose keys were looked for
 
-    def has(self, table: tuple[str, str], key: int) -> bool:
+    def has(self, table: Rel, key: Any) -> bool:
         return key in self.keys.get(table, ())
+
+    def incomplete(self, note: str) -> None:
+        self.complete = False
+        self.note = f"{self.note}; {note}" if self.note else note
+
+
+def key_form(values: list[Any] | tuple[Any, ...]) -> Any:
+    """Pure: a key as the reconciliation's JSON gives it to failback: one column as its value, a
+    composite key as a tuple (see :func:`actions.database.quarantine.row_key`)."""
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 class _Reader:
@@ -172,10 +196,12 @@ class _Reader:
         return values
 
 
-def touched_keys(messages: list[bytes], key_columns: dict[tuple[str, str], str]) -> Touched:
-    """Pure: decode ``pgoutput`` (protocol 1) messages into the integer keys of ``key_columns``' tables."""
-    out = Touched()
-    relations: dict[int, tuple[tuple[str, str], int | None]] = {}
+def touched_keys(messages: list[bytes], key_columns: dict[Rel, tuple[str, ...]]) -> Touched:
+    """Pure: decode ``pgoutput`` (protocol 1) messages into the keys (``raw``, as text) of
+    ``key_columns``' tables. A change whose key is not all there (a key that is not the replica
+    identity, in a delete; an unchanged TOAST value) makes the decoding incomplete: never guessed."""
+    out = Touched(decoded=set(key_columns))
+    relations: dict[int, tuple[Rel, list[int] | None]] = {}
     for message in messages:
         r = _Reader(message)
         try:
@@ -190,7 +216,8 @@ def touched_keys(messages: list[bytes], key_columns: dict[tuple[str, str], str])
                     columns.append(r.cstring())
                     r.take(8)  # type oid, typmod
                 wanted = key_columns.get(name)
-                relations[relid] = (name, columns.index(wanted) if wanted in columns else None)
+                relations[relid] = (name, [columns.index(c) for c in wanted]
+                                    if wanted and all(c in columns for c in wanted) else None)
             elif kind in ("I", "U", "D"):
                 relid = r.int32()
                 tuples = []
@@ -202,11 +229,17 @@ def touched_keys(messages: list[bytes], key_columns: dict[tuple[str, str], str])
                 out.changes += 1
                 if known is None or known[1] is None:
                     continue
-                name, index = known[0], known[1]
+                name, indexes = known[0], known[1]
+                found = False
                 for values in tuples:
-                    value = values[index] if index < len(values) else None
-                    if value is not None:
-                        out.keys.setdefault(name, set()).add(int(value))
+                    key = [values[i] if i < len(values) else None for i in indexes]
+                    if all(v is not None for v in key):
+                        out.raw.setdefault(name, set()).add(tuple(str(v) for v in key))
+                        found = True
+                if not found:
+                    out.incomplete(f"a change of {name[0]}.{name[1]} without its key values (a key that is "
+                                   "not the replica identity, or an unchanged TOAST value)")
+                    return out
             elif kind == "T":
                 count = r.int32()
                 r.byte()
@@ -215,27 +248,59 @@ def touched_keys(messages: list[bytes], key_columns: dict[tuple[str, str], str])
                     if relid in relations:
                         out.truncated.add(relations[relid][0])
             elif kind not in ("B", "C", "O", "Y", "M"):
-                out.complete, out.note = False, f"unknown pgoutput message {kind!r}"
+                out.incomplete(f"unknown pgoutput message {kind!r}")
                 return out
         except (ValueError, struct.error, UnicodeDecodeError) as exc:
-            out.complete, out.note = False, f"undecodable pgoutput message: {exc}"
+            out.incomplete(f"undecodable pgoutput message: {exc}")
             return out
     return out
+
+
+def normalised_ints(raw: set[tuple[str, ...]]) -> set[Any]:
+    """Pure: keys of integer columns only, as ints (what the reconciliation reports for them)."""
+    return {key_form([int(v) for v in key]) for key in raw}
+
+
+async def normalise(conn: psycopg.AsyncConnection[Any], touched: Touched, shapes: dict[Rel, TableShape]) -> None:
+    """Fill ``touched.keys`` from ``touched.raw``: every value cast to its column's type and back to the
+    reconciliation's form (ints for integer columns, the canonical text form otherwise), in the
+    database, so any type's text (a padded ``char(n)``, a timestamp) reads as the reconciliation reads it.
+    ``conn`` must run under :data:`~actions.reconcile.shape.CANONICAL_SETTINGS`."""
+    for rel, raw in touched.raw.items():
+        shape = shapes.get(rel)
+        if shape is None or not raw:
+            continue
+        if all(c.is_int for c in shape.key):
+            touched.keys[rel] = normalised_ints(raw)
+            continue
+        width = len(shape.key)
+        arrays = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in range(width))
+        names = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(width))
+        exprs = sql.SQL(", ").join(
+            sql.SQL("{}::{}" if c.is_int else "{}::{}::text").format(sql.Identifier("d", f"k{i}"), sql.SQL(c.type))
+            for i, c in enumerate(shape.key))
+        rows = list(raw)
+        cur = await conn.execute(sql.SQL("SELECT {} FROM unnest({}) AS d({})").format(exprs, arrays, names),
+                                 [[r[i] for r in rows] for i in range(width)])
+        touched.keys[rel] = {key_form(list(r)) for r in await cur.fetchall()}
 
 
 PEEK_LIMIT = 200_000
 
 
-async def peek_touched(conn: psycopg.AsyncConnection[Any], slot: str, pub: str,
-                       key_columns: dict[tuple[str, str], str], *, limit: int = PEEK_LIMIT) -> Touched:
-    """Peek (not consume) the inactive slot ``slot`` and decode the keys it carries."""
+async def peek_touched(conn: psycopg.AsyncConnection[Any], slot: str, pub: str, shapes: dict[Rel, TableShape], *,
+                       limit: int = PEEK_LIMIT) -> Touched:
+    """Peek (not consume) the inactive slot ``slot`` and decode the keys it carries, normalised.
+    ``conn`` must run under :data:`~actions.reconcile.shape.CANONICAL_SETTINGS` (the decoded text
+    forms are the session's)."""
     try:
         cur = await conn.execute("SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s, "
                                  "'proto_version', '1', 'publication_names', %s)", (slot, limit, pub))
         rows = await cur.fetchall()
     except psycopg.errors.QueryCanceled:
         return Touched(complete=False, note="the slot could not be decoded within the statement timeout")
-    touched = touched_keys([bytes(row[0]) for row in rows], key_columns)
+    touched = touched_keys([bytes(row[0]) for row in rows], {rel: s.key_names for rel, s in shapes.items()})
     if len(rows) >= limit and touched.complete:
-        touched.complete, touched.note = False, f"more than {limit} changes: only the first ones were read"
+        touched.incomplete(f"more than {limit} changes: only the first ones were read")
+    await normalise(conn, touched, shapes)
     return touched

@@ -3,8 +3,10 @@
 Used by ``failover-engine reconcile --check`` and ``check-config --connect``. It reads the catalog
 only (no table is scanned): per table, both sides' key (declared or primary key) and compared
 columns (:func:`actions.reconcile.runner.shapes_of`, the same check a run starts with), and the
-``updated_at`` column. Never raises for server trouble: an unreachable site is
-an ``error`` (exit 2), a table that would be refused is a ``problem`` (exit 1).
+``updated_at`` column; for a ``last_writer_wins`` table, that this column can order writes
+(a ``timestamp``, ``timestamptz`` or ``date`` on both sides, as failback checks it again). Never
+raises for server trouble: an unreachable site is an ``error`` (exit 2), a table that would be
+refused is a ``problem`` (exit 1).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 import psycopg
 
 from actions.reconcile.runner import SESSION, shapes_of
-from engine.config.database import DatabaseConfig
+from actions.reconcile.shape import inspect_table
+from engine.config.database import DatabaseConfig, ReconcileTable
+from engine.core.last_writer import column_problem
 from probes.postgres_conn import PgError, Refused, connect, describe_pg_error
 
 
@@ -62,6 +66,11 @@ async def preflight(config: DatabaseConfig, *, service: str, primary: str) -> Pr
                 out.problems.append(str(exc))
                 out.lines.append(f"table {table.name}: PROBLEM: {exc}")
                 continue
+            ordering = await _ordering_problems(conns, table, sites) if table.conflict == "last_writer_wins" else []
+            if ordering:
+                out.problems.extend(ordering)
+                out.lines.extend(f"table {table.name}: PROBLEM: {p}" for p in ordering)
+                continue
             columns = ", ".join(c.name for c in left.columns)
             out.lines.append(f"table {table.name}: ok: key ({', '.join(left.key_names)}) from the "
                              f"{left.key_source}; compares {columns}")
@@ -72,4 +81,18 @@ async def preflight(config: DatabaseConfig, *, service: str, primary: str) -> Pr
         out.error = describe_pg_error(exc)
     finally:
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+    return out
+
+
+async def _ordering_problems(conns: list[psycopg.AsyncConnection[Any]], table: ReconcileTable,
+                             sites: tuple[str, str]) -> list[str]:
+    """A ``last_writer_wins`` table: its ``updated_at`` on both sides is a timestamp, timestamptz or date."""
+    column = str(table.updated_at)
+    out = []
+    for conn, site in zip(conns, sites, strict=True):
+        shape = await inspect_table(conn, table.name, table.key_columns, site, columns=[column])
+        found = next(c for c in shape.columns if c.name == column)
+        problem = column_problem(table.name, site, column, found.base)
+        if problem:
+            out.append(problem)
     return out

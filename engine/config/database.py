@@ -20,6 +20,7 @@ Owned by the PostgreSQL work (issue 4). Shape::
         tables:
           - {name: orders, updated_at: updated_at, exclude: [updated_at]}
           - {name: line_items, key: [order_id, line_no], conflict: keep_both}
+          - {name: profiles, key: user_id, updated_at: changed_at, conflict: last_writer_wins}
         metrics: [{name: order_total, query: "SELECT sum(amount) FROM orders WHERE ...", tolerance: 0.01}]
 """
 
@@ -164,12 +165,17 @@ class ReconcileTable(Model):
     columns: list[Ident] | None = Field(None, min_length=1, description="compare only these columns (and the key)")
     exclude: list[Ident] = Field(default_factory=list, description="columns not compared, e.g. updated_at")
     updated_at: str | None = Field(
-        None, pattern=IDENT, description="timestamp column: rows newer than the lag watermark are in flight")
+        None, pattern=IDENT, description="timestamp column (timestamp, timestamptz or date) that every write sets: "
+                                         "rows newer than the lag watermark are in flight; last_writer_wins orders "
+                                         "the two versions of a row by it")
     chunk_rows: int = Field(100_000, ge=100, le=100_000_000, description="rows compared per paced chunk")
-    conflict: Literal["keep_new", "keep_both"] = Field(
+    conflict: Literal["keep_new", "keep_both", "last_writer_wins"] = Field(
         "keep_new", description="at failback, a row the new primary wrote after promotion that differs on the old "
-                                "one: the new version wins (keep_new) or the old one is also kept in the "
-                                "quarantine (keep_both); rows lost at failover are quarantined either way")
+                                "one: the new version wins (keep_new), the old one is also kept in the quarantine "
+                                "(keep_both), or the version with the later updated_at wins and an old version "
+                                "that is newer, or a write lost at failover, is written back onto the new "
+                                "primary (last_writer_wins, quarantined too); rows lost at failover are "
+                                "quarantined either way")
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -186,6 +192,9 @@ class ReconcileTable(Model):
         both = sorted(set(self.columns or []) & set(self.exclude))
         if both:
             raise rule_error("exclude", f"{', '.join(both)} is both chosen and excluded")
+        if self.conflict == "last_writer_wins" and not self.updated_at:
+            raise rule_error("updated_at", "conflict last_writer_wins needs the timestamp column that every write "
+                                           "sets (which version of a row is the last write)")
         return self
 
     @property

@@ -89,3 +89,19 @@ def test_missing_password_variable_is_a_problem_at_its_path() -> None:
     """An unset ${PG_PASSWORD} is reported where it is used."""
     got = problems(BASE, env={})
     assert got[0] == "line 8: services.api.database.sites.gcp.password: environment variable PG_PASSWORD is not set"
+
+
+def test_last_writer_wins_without_its_timestamp_column_is_one_problem_at_its_path() -> None:
+    """check-config names the table's updated_at, once, with the line; with the column the policy is accepted."""
+    text = BASE + """      reconcile:
+        tables:
+          - {name: docs, conflict: last_writer_wins}
+          - {name: lines, key: [region, name], updated_at: changed_at, conflict: last_writer_wins}
+"""
+    got = problems(text)
+    assert got == ["line 12: services.api.database.reconcile.tables[0].updated_at: conflict last_writer_wins needs "
+                   "the timestamp column that every write sets (which version of a row is the last write)"]
+    fixed = parse_config(text.replace("conflict: last_writer_wins}\n          - {name: lines",
+                                      "updated_at: at, conflict: last_writer_wins}\n          - {name: lines"),
+                         env={"PG_PASSWORD": "pw"}).services["api"].database
+    assert fixed is not None and [t.conflict for t in fixed.reconcile.tables] == ["last_writer_wins"] * 2

@@ -16,7 +16,7 @@ from actions.database.quarantine import (
     promotion_tag,
     quarantine_table_name,
 )
-from actions.database.reverse import Touched, touched_keys
+from actions.database.reverse import Touched, key_form, normalised_ints, touched_keys
 
 
 def relation(relid: int, schema: str, name: str, columns: list[str]) -> bytes:
@@ -48,16 +48,38 @@ def test_inserts_updates_deletes_and_key_changes_are_all_touched() -> None:
                 change("D", 1, ("K", (None, "4"))),
                 change("I", 2, ("N", ("99",))),
                 b"C" + bytes(25)]
-    touched = touched_keys(messages, {("public", "accounts"): "id"})
+    touched = touched_keys(messages, {("public", "accounts"): ("id",)})
     assert touched.complete and touched.changes == 5
-    assert touched.keys == {("public", "accounts"): {10, 3, 5, 6, 4}}
+    assert touched.raw == {("public", "accounts"): {("10",), ("3",), ("5",), ("6",), ("4",)}}
+    assert normalised_ints(touched.raw[("public", "accounts")]) == {10, 3, 5, 6, 4}
+
+
+def test_a_composite_key_is_decoded_in_the_key_order_not_the_column_order() -> None:
+    """Key (region, name) of a table whose columns run name, v, region: each change gives one tuple."""
+    messages = [relation(7, "sales", "lines", ["name", "v", "region"]),
+                change("I", 7, ("N", ("a", "1", "3"))),
+                change("D", 7, ("K", ("b", None, "4"))),
+                change("U", 7, ("K", ("c", None, "5")), ("N", ("d", "2", "5")))]
+    touched = touched_keys(messages, {("sales", "lines"): ("region", "name")})
+    assert touched.complete
+    assert touched.raw == {("sales", "lines"): {("3", "a"), ("4", "b"), ("5", "c"), ("5", "d")}}
+    assert touched.decoded == {("sales", "lines")}
+    assert normalised_ints({("3", "7")}) == {(3, 7)} and normalised_ints({("42",)}) == {42}
+    assert key_form(["x"]) == "x" and key_form([1, "x"]) == (1, "x")
+
+
+def test_a_change_without_its_key_values_makes_the_decoding_incomplete_naming_the_table() -> None:
+    """A delete that carries only the replica identity, not the configured key: never guessed."""
+    messages = [relation(7, "public", "docs", ["id", "code"]), change("D", 7, ("K", ("1", None)))]
+    touched = touched_keys(messages, {("public", "docs"): ("code",)})
+    assert not touched.complete and "a change of public.docs without its key values" in touched.note
 
 
 def test_an_unknown_or_broken_message_makes_the_decoding_incomplete() -> None:
     """Streamed transactions (or garbage) are not guessed about: the caller treats keys as unexplained."""
     assert not touched_keys([b"S\x00\x00\x00\x01"], {}).complete
     broken = touched_keys([relation(1, "public", "t", ["id"]), b"I\x00\x00\x00\x01N\x00\x01t\x00\x00\x00\x09ab"],
-                          {("public", "t"): "id"})
+                          {("public", "t"): ("id",)})
     assert not broken.complete and "undecodable" in broken.note
 
 
@@ -141,7 +163,7 @@ def test_a_partly_listed_table_is_noticed_and_the_sentence_names_what_was_kept()
     assert listed_partly([table("orders", [(7, "changed")], difference_count=150)])
     assert not listed_partly([table("orders", [(7, "changed")]),
                               {"table": "accounts", "status": "refused", "difference_count": 3}])
-    kept = [KeptTable("public.orders", "q.orders__t", 12, 2, tuple(range(12)), 13)]
+    kept = [KeptTable("public.orders", "q.orders__t", 12, 2, tuple((i,) for i in range(12)), 13)]
     assert describe(kept, "q", "gcp") == ("kept 12 rows of gcp in schema q: orders__t 12 (keys 0, 1, 2, 3, 4, 5, "
                                           "6, 7, 8, 9 and 2 more; 10 kept earlier, 1 no longer on gcp)")
     assert describe([], "q", "gcp") == "no row of gcp to keep"
