@@ -57,6 +57,7 @@ from actions.reconcile.plan import (
     merge_rows,
     scan_mode,
     slice_blocks,
+    slice_rows,
     split,
 )
 
@@ -180,7 +181,7 @@ async def walk(primary: Side, standby: Side, *, pacing: Pacing, watermark: float
 
 async def _ordered(primary: Side, standby: Side, layouts: Sequence[Layout], pacing: Pacing, stats: WalkStats,
                    sleep: Sleep, fetched: Fetched) -> None:
-    cuts = await primary.sample_cuts(max(1, pacing.chunk_rows // max(1, pacing.slices_per_chunk)))
+    cuts = await primary.sample_cuts(slice_rows(layouts[0].rows, pacing.chunk_rows, pacing.slices_per_chunk))
     starts = await asyncio.gather(primary.block_starts(cuts), standby.block_starts(cuts))
     stats.queries += 3
     bounds = chunk_bounds(cuts)

@@ -174,6 +174,7 @@ ScanMode = Literal["ordered", "hashed"]
 ORDERED = 0.9          # a key whose values follow the heap order this closely is scanned in key slices
 CLASS_ROWS = 1024      # rows per hash class wanted at the first level of the hashed scan
 MAX_CLASSES = 1 << 20
+MAX_SLICES = 128       # ordered scan: slices at most (larger tables get larger slices)
 REFINE = 64            # a differing class is split into this many finer ones
 BLOCK_ROWS_GUESS = 50  # rows per block when the table was never analyzed
 
@@ -205,6 +206,12 @@ class Blocks:
 def scan_mode(a: Layout, b: Layout) -> ScanMode:
     """Pure: key slices when both sides lay their integer key out in order, else hash classes."""
     return "ordered" if a.ordered and b.ordered and a.tid_ranges and b.tid_ranges else "hashed"
+
+
+def slice_rows(rows: float, chunk_rows: int, per_chunk: int) -> int:
+    """Pure: rows per key slice of the ordered scan: ``chunk_rows / per_chunk``, but at most
+    :data:`MAX_SLICES` slices (every slice boundary costs about half a block of strays)."""
+    return max(1, chunk_rows // max(1, per_chunk), math.ceil(max(rows, 0.0) / MAX_SLICES))
 
 
 def class_count(rows: float, per_class: int = CLASS_ROWS) -> int:
