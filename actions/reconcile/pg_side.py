@@ -221,7 +221,7 @@ class PgSide:
         where = self._where(bounds, params)
         statement = sql.SQL(
             "SELECT {keysel} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS reconcile_rn_ FROM {t} "
-            "WHERE {where} ORDER BY {cols} LIMIT %s) s WHERE reconcile_rn_ % %s = 0 ORDER BY reconcile_rn_").format(
+            "WHERE {where} ORDER BY {cols} LIMIT %s) s WHERE reconcile_rn_ %% %s = 0 ORDER BY reconcile_rn_").format(
             keysel=self.keysel, cols=self.cols, t=self.t, where=where)
         return [self._key(r) for r in await self._rows(statement, [*params, every * limit, every])]
 

@@ -143,18 +143,20 @@ async def test_both_scans_find_rows_moved_by_updates_on_a_real_heap(pg_pair: PgP
                       "INSERT INTO seq_rows VALUES (30000, 1, 'new');"
                       "UPDATE rnd_rows SET v = -v WHERE v % 500 = 7; DELETE FROM rnd_rows WHERE v = 12345;"
                       "INSERT INTO rnd_rows VALUES (md5('new')::uuid, 1, 'new')")
-        config = DatabaseConfig.model_validate(db.database_config(reconcile={
-            "tables": [{"name": "seq_rows", "chunk_rows": 2000}, {"name": "rnd_rows", "chunk_rows": 2000}]}))
-        result = await run(config, watermark=None)
-        seq, rnd = result.tables
-        assert (seq.scan, rnd.scan) == ("ordered", "hashed")
-        for table in (seq, rnd):
-            kinds = [d.kind for d in table.differences]
-            assert table.difference_count == 42, table.table
-            assert kinds.count("changed") == 40 and kinds.count("missing_on_standby") == 1
-            assert kinds.count("missing_on_primary") == 1
-        assert sorted(d.key for d in seq.differences if d.kind == "changed") == [
-            (k,) for k in range(1, 20001) if k % 500 == 7]
+        # small slices (fetched at once) and large ones (cut again inside, by key, before fetching)
+        for chunk in (2000, 80_000):
+            config = DatabaseConfig.model_validate(db.database_config(reconcile={
+                "tables": [{"name": "seq_rows", "chunk_rows": chunk}, {"name": "rnd_rows", "chunk_rows": chunk}]}))
+            result = await run(config, watermark=None)
+            seq, rnd = result.tables
+            assert (seq.scan, rnd.scan) == ("ordered", "hashed")
+            for table in (seq, rnd):
+                kinds = [d.kind for d in table.differences]
+                assert table.difference_count == 42, (table.table, chunk)
+                assert kinds.count("changed") == 40 and kinds.count("missing_on_standby") == 1
+                assert kinds.count("missing_on_primary") == 1
+            assert sorted(d.key for d in seq.differences if d.kind == "changed") == [
+                (k,) for k in range(1, 20001) if k % 500 == 7]
     finally:
         db.drop()
 
