@@ -116,7 +116,7 @@ class Pacing:
     chunk_budget: float = 2.0
     pause: float = 0.0
     fanout: int = 32
-    row_threshold: int = 2048
+    row_threshold: int = 4096  # a slice of 128k rows cut 32 ways is fetched after one cut
     slices_per_chunk: int = 8  # ordered scan: slices of chunk_rows / 8 rows
     fetch_rows: int = 50_000   # hashed scan: differing classes holding more rows than this are split first
 
