@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from actions.reconcile.plan import BLOCK_ROWS_GUESS, ORDERED, Blocks, Bounds, Digest, Key, Layout, RowState
-from actions.reconcile.shape import CANONICAL_SETTINGS, HashMode, TableShape, key_hash, row_hash
+from actions.reconcile.shape import CANONICAL_SETTINGS, Column, HashMode, TableShape, key_hash, row_hash
 from probes.postgres_conn import fetch
 
 BLOCKS_PER_SLICE = 2
@@ -31,10 +31,14 @@ SELECT c.reltuples, c.relpages, pg_relation_size(c.oid) / current_setting('block
 FROM pg_class c WHERE c.oid = %s::regclass
 """
 LAYOUT = """
-SELECT c.reltuples, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int,
+SELECT c.relkind::text, c.relhassubclass, c.reltuples, c.relpages,
+       pg_relation_size(c.oid) / current_setting('block_size')::int,
        current_setting('server_version_num')::int >= 140000,
        (SELECT s.correlation FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname
-        AND s.attname = %s)
+        AND s.attname = %s AND NOT s.inherited),
+       (WITH RECURSIVE tree(oid) AS (SELECT c.oid UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t
+        ON i.inhparent = t.oid) SELECT ARRAY[sum(greatest(k.reltuples, 0)), sum(pg_relation_size(k.oid))
+        / current_setting('block_size')::int] FROM tree JOIN pg_class k ON k.oid = tree.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s::regclass
 """
 
@@ -43,6 +47,17 @@ async def server_major(conn: psycopg.AsyncConnection[Any]) -> int:
     cur = await conn.execute("SELECT current_setting('server_version_num')::int / 10000")
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+def key_value(column: Column) -> sql.Composable:
+    """A key column as it travels: an int, or its text form (a numeric without trailing zeros: ``1.0`` and
+    ``1.00`` are one key by ``=``)."""
+    name = sql.Identifier(column.name)
+    if column.is_int:
+        return name
+    if column.base == "numeric" and not column.element:
+        return sql.SQL("trim_scale({})::text").format(name)
+    return sql.SQL("{}::text").format(name)
 
 
 def hash_mode(major_a: int, major_b: int, forced: str = "auto") -> HashMode:
@@ -75,10 +90,8 @@ class PgSide:
         self.t = sql.Identifier(*shape.name.split("."))
         self.cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in shape.key)
         # aliased: an output named like the column would make ``ORDER BY col`` sort by the text form
-        self.keysel = sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(sql.Identifier(c.name) if c.is_int else
-                                       sql.SQL("{}::text").format(sql.Identifier(c.name)),
-                                       sql.Identifier(f"reconcile_k{i}_")) for i, c in enumerate(shape.key))
+        self.keysel = sql.SQL(", ").join(sql.SQL("{} AS {}").format(key_value(c), sql.Identifier(f"reconcile_k{i}_"))
+                                         for i, c in enumerate(shape.key))
         self.h = row_hash(shape, mode)
         self.kh = key_hash(shape, mode)
         self.ts = (sql.SQL("extract(epoch FROM {})::float8").format(sql.Identifier(updated_at)) if updated_at
@@ -143,9 +156,14 @@ class PgSide:
 
     # the Side protocol ----------------------------------------------------------------------------
     async def layout(self) -> Layout:
+        """Size and shape; a partitioned table or one with inheritance children is one relation of
+        many heaps: read whole (block numbers mean nothing across heaps), rows summed over the tree."""
         lead = self.shape.key[0]
-        ((reltuples, relpages, blocks, tid_ranges, correlation),) = await self._rows(
+        ((kind, children, reltuples, relpages, blocks, tid_ranges, correlation, tree_rows),) = await self._rows(
             sql.SQL(LAYOUT), (lead.name, self.shape.name))
+        if kind == "p" or children:
+            rows, pages = (float(v or 0) for v in tree_rows)  # never analyzed: guessed from the heaps' size
+            return Layout(rows if rows > 0 else pages * BLOCK_ROWS_GUESS, 0, False, False)
         per_block = float(reltuples) / int(relpages) if float(reltuples) > 0 and int(relpages) > 0 else None
         ordered = (self.width == 1 and lead.is_int and correlation is not None and float(correlation) >= ORDERED)
         rows = (per_block if per_block is not None else float(BLOCK_ROWS_GUESS)) * int(blocks)

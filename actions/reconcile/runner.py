@@ -105,8 +105,11 @@ async def _compare_table(primary: psycopg.AsyncConnection[Any], standby: psycopg
     right = PgSide(standby, right_shape, mode, table.updated_at, deadline=deadline)
     pacing = Pacing(chunk_rows=table.chunk_rows, chunk_budget=rc.chunk_budget, pause=rc.pause)
     try:
-        stats = await walk(left, right, pacing=pacing, watermark=watermark if table.updated_at else None,
-                           sleep=sleep, keep=max(rc.max_reported_rows, RECHECK_LIMIT))
+        async with primary.transaction(), standby.transaction():  # one snapshot per side for the whole walk
+            for conn in (primary, standby):
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            stats = await walk(left, right, pacing=pacing, watermark=watermark if table.updated_at else None,
+                               sleep=sleep, keep=max(rc.max_reported_rows, RECHECK_LIMIT))
         if replication is not None:
             await _live(primary, standby, left, right, stats, config, sites[0], replication, deadline, sleep)
         real = [d for d in stats.diffs if not d.in_flight]

@@ -189,22 +189,32 @@ def agree(primary: TableShape, standby: TableShape, primary_site: str, standby_s
 
 
 def row_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
-    """The per-row hash expression (a bigint) over the compared columns."""
+    """The per-row hash expression (a bigint) over the compared columns. Every collatable value is hashed
+    under ``COLLATE "C"``: a nondeterministic collation's hash follows its ``=`` (``'Alice'`` and
+    ``'alice'`` alike under a case-insensitive one), the bytes must decide."""
     if mode == "native":
-        parts = [sql.Identifier(c.name) if c.native_exact else sql.SQL("{}::text").format(sql.Identifier(c.name))
-                 for c in shape.columns]
+        parts = [_exact(c) for c in shape.columns]
         return sql.SQL("hashint8extended(hash_record_extended(ROW({}), 0), 0)").format(sql.SQL(", ").join(parts))
     parts = [sql.Identifier(c.name) for c in shape.columns]
     return sql.SQL("('x' || left(md5(ROW({})::text), 15))::bit(60)::bigint").format(sql.SQL(", ").join(parts))
 
 
+def _exact(column: Column) -> sql.Composable:
+    name = sql.Identifier(column.name)
+    if not column.native_exact:
+        return sql.SQL('{}::text COLLATE "C"').format(name)
+    return sql.SQL('{} COLLATE "C"').format(name) if column.collation else name
+
+
 # The key's own hash: which rows share a hash class in the hashed scan (:mod:`actions.reconcile.bisect`).
 # It must follow ``=`` on the key (equal keys, equal hashes) and be the same on both servers; the
-# type's own extended hash function does both. Chained through the seed for composite keys.
+# type's own extended hash function does both (under the column's own collation). Any other type is
+# hashed through its canonical text form (an enum's label, not its OID, which differs per server).
+# Chained through the seed for composite keys.
 KEY_HASH = {"int2": "hashint2extended", "int4": "hashint4extended", "int8": "hashint8extended",
             "uuid": "uuid_hash_extended", "text": "hashtextextended", "varchar": "hashtextextended",
-            "bpchar": "hashbpcharextended", "numeric": "hash_numeric_extended", "bytea": "hashvarlenaextended",
-            "name": "hashnameextended", "oid": "hashoidextended", "char": "hashcharextended"}
+            "bpchar": "hashbpcharextended", "numeric": "hash_numeric_extended", "name": "hashnameextended",
+            "oid": "hashoidextended", "char": "hashcharextended"}
 
 
 def key_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
@@ -212,11 +222,11 @@ def key_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
     if mode == "portable":
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in shape.key)
         return sql.SQL("('x' || left(md5(ROW({})::text), 15))::bit(60)::bigint").format(cols)
-    if any(c.element or c.base not in KEY_HASH for c in shape.key):
-        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in shape.key)
-        return sql.SQL("hash_record_extended(ROW({}), 0)").format(cols)
     expression: sql.Composable = sql.SQL("0::bigint")
     for column in shape.key:
-        expression = sql.SQL("{}({}, {})").format(sql.SQL(KEY_HASH[column.base]), sql.Identifier(column.name),
-                                                  expression)
+        name = sql.Identifier(column.name)
+        if column.element or column.base not in KEY_HASH:
+            expression = sql.SQL('hashtextextended({}::text COLLATE "C", {})').format(name, expression)
+        else:
+            expression = sql.SQL("{}({}, {})").format(sql.SQL(KEY_HASH[column.base]), name, expression)
     return expression

@@ -161,6 +161,55 @@ async def test_both_scans_find_rows_moved_by_updates_on_a_real_heap(pg_pair: PgP
         db.drop()
 
 
+UNUSUAL = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE anchor (id int PRIMARY KEY);
+CREATE TABLE by_bytea (k bytea PRIMARY KEY, v int NOT NULL);
+CREATE TABLE by_enum (m mood, n int, v int NOT NULL, PRIMARY KEY (m, n));
+CREATE TABLE by_scale (n numeric PRIMARY KEY, v int NOT NULL);
+CREATE TABLE ci_names (id int PRIMARY KEY, name text COLLATE ci NOT NULL, tags text[] COLLATE ci);
+CREATE TABLE parted (id bigint PRIMARY KEY, v int NOT NULL) PARTITION BY RANGE (id);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (1000);
+CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM (1000) TO (3000);
+"""
+UNUSUAL_ROWS = """
+INSERT INTO by_bytea SELECT decode(md5(g::text), 'hex'), g FROM generate_series(1, 2000) g;
+INSERT INTO by_enum SELECT (ARRAY['sad', 'ok', 'happy'])[1 + g % 3]::mood, g, g FROM generate_series(1, 2000) g;
+INSERT INTO by_scale SELECT g / 4.0, g FROM generate_series(1, 2000) g;
+INSERT INTO ci_names SELECT g, 'Name' || g, ARRAY['Tag' || g] FROM generate_series(1, 2000) g;
+INSERT INTO parted SELECT g, g FROM generate_series(1, 2999) g;
+"""
+
+
+async def test_unusual_keys_and_collations_partitions_and_scales(pg_pair: PgPair) -> None:
+    """A bytea key, an enum in a composite key (its OID differs per server), a numeric key stored with
+    another scale, a case-insensitive collation ('Alice' vs 'alice' is a difference) and a partitioned
+    table are all compared exactly: only the planted rows differ."""
+    db = pg_pair.replicate(schema=UNUSUAL, tables=("anchor",))
+    try:
+        for run_on in (db.on_primary, db.on_standby):
+            run_on(UNUSUAL_ROWS)
+        db.on_standby("UPDATE by_bytea SET v = -v WHERE v = 10; DELETE FROM by_bytea WHERE v = 20;"
+                      "UPDATE by_enum SET v = -v WHERE n = 10; DELETE FROM by_enum WHERE n = 20;"
+                      "UPDATE by_scale SET n = 2.50 WHERE n = 2.5; DELETE FROM by_scale WHERE v = 20;"
+                      "UPDATE ci_names SET name = lower(name) WHERE id = 10; "
+                      "UPDATE ci_names SET tags = ARRAY['tag20'] WHERE id = 20;"
+                      "UPDATE parted SET v = -v WHERE id IN (10, 1500); DELETE FROM parted WHERE id = 2500")
+        tables = ["by_bytea", "by_enum", "by_scale", "ci_names", "parted"]
+        for mode in ("native", "portable"):
+            config = DatabaseConfig.model_validate(db.database_config(reconcile={
+                "hash": mode, "tables": [{"name": t} for t in tables]}))
+            result = await run(config, watermark=None)
+            found = {t.table: sorted((d.kind, str(d.key)) for d in t.differences) for t in result.tables}
+            assert all(t.status == "differences" for t in result.tables), (mode, result.sentence)
+            assert [len(found[t]) for t in tables] == [2, 2, 2, 2, 3], (mode, found)
+            assert found["by_scale"] == [("changed", "('2.5',)"), ("missing_on_standby", "('5',)")], mode
+            assert [k for k, _ in found["ci_names"]] == ["changed", "changed"], mode
+    finally:
+        db.drop()
+
+
 async def test_declared_unique_key_is_used_and_nullable_or_missing_keys_are_refused(pg_pair: PgPair) -> None:
     """A table without a primary key is compared on a declared NOT NULL unique key; other keys are refused."""
     schema = ("CREATE TABLE loose (code text NOT NULL UNIQUE, alt int UNIQUE, v int); "
