@@ -106,8 +106,10 @@ async def _compare_table(primary: psycopg.AsyncConnection[Any], standby: psycopg
     pacing = Pacing(chunk_rows=table.chunk_rows, chunk_budget=rc.chunk_budget, pause=rc.pause)
     try:
         async with primary.transaction(), standby.transaction():  # one snapshot per side for the whole walk
+            idle = int((rc.pause + rc.statement_timeout) * 1000) + 60_000  # a pause is not a stuck session
             for conn in (primary, standby):
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {idle}")
             stats = await walk(left, right, pacing=pacing, watermark=watermark if table.updated_at else None,
                                sleep=sleep, keep=max(rc.max_reported_rows, RECHECK_LIMIT))
         if replication is not None:
