@@ -4,13 +4,21 @@ When. After the quarantine kept the old primary's differing rows and before the 
 subscribes to the new one (:mod:`actions.database.failback`): the old versions are still where the
 quarantine copied them, and nothing flows to the old primary yet. :func:`check` runs earlier,
 before anything is changed: on both sides the table's key and its declared column (``updated_at``)
-must exist, the column must be a ``timestamp``, ``timestamptz`` or ``date``, and the key must be the
-same; otherwise the preparation is refused with the reason and nothing is touched.
+must exist, the column must be a ``timestamp``, ``timestamptz`` or ``date`` of the same type on
+both sides, the key and the columns must be the same, and on the new primary the replica identity
+must cover the key (else an update that changes the key names only the new one in the slot, and
+the old key would look "not written since promotion" and be inserted back); otherwise the
+preparation is refused with the reason and nothing is touched.
 
 What, per table. The candidates are the rows of the table's quarantine table under this failover's
 tag: the old primary's versions as first kept (stable across re-runs, unlike a listing made before a
-crash). Each is judged against the new primary's *current* row and the reverse slot's keys
-(written there after promotion). Then, on the new primary, in one transaction per table:
+crash). Per table, in ONE transaction on the new primary: ``LOCK TABLE ... IN SHARE ROW EXCLUSIVE
+MODE`` (the application's writes to that table wait, its reads go on), then the reverse slot is
+decoded again (every write committed before the lock is in it: the peek reads up to the WAL flush
+position, and the step waits for the flush), the current rows are read, each quarantined row is
+judged against the new primary's *current* row and the slot's keys (written there after
+promotion), and the winners are written, then commit. So nothing the application writes or deletes
+between the gate's look and this write can be overwritten or brought back. The writes:
 
 - ``update`` (the old version is later by the column): ``UPDATE ... FROM jsonb_populate_recordset
   ... WHERE target.<column> < old.<column>``: a version that became newer meanwhile (or a row deleted
@@ -35,8 +43,11 @@ kept on update. The new primary's triggers and foreign keys apply to these write
 Idempotent: a re-run judges again from the current state. A row written by an earlier run is
 ``present`` (the new primary holds exactly the old version); an insert whose old copy was already
 deleted is inserted (the quarantine still holds it); the compare-and-set never writes over a newer
-version. Needs to run as a role that may set ``session_replication_role`` on the old primary (a
-superuser, which ``CREATE SUBSCRIPTION`` needs on PostgreSQL 15 anyway).
+version, and the table lock (taken before the slot is decoded again) covers deletes, which carry no
+version to compare: a row deleted on the new primary at any time before the write is seen as
+written since promotion and stays deleted. Needs to run as a role that may set
+``session_replication_role`` on the old primary (a superuser, which ``CREATE SUBSCRIPTION`` needs on
+PostgreSQL 15 anyway).
 """
 
 from __future__ import annotations
