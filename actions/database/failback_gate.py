@@ -53,7 +53,7 @@ async def before_resync(config: DatabaseConfig, new: psycopg.AsyncConnection[Any
     lww, problems = await check(new, back, config, new_primary, old) if policy_tables(config) else ([], [])
     if problems:
         return [Step(LWW_STEP, "failed", "; ".join(problems) + ": nothing was changed")]
-    gate, divergent, touched = await _gate(config, new, new_primary, old, reconciliation, acknowledge, data)
+    gate, divergent, _ = await _gate(config, new, new_primary, old, reconciliation, acknowledge, data)
     steps.append(gate)
     if gate.status == "failed":
         return steps
@@ -65,7 +65,7 @@ async def before_resync(config: DatabaseConfig, new: psycopg.AsyncConnection[Any
     tag = data["quarantine"].get("tag") or tag or await _tag(new, config.slot_name, new_primary)
     listed = {t["source"]: t["table"] for t in data["quarantine"].get("tables", [])}
     steps.append(await resolve(new, back, lww, config=config, schema=schema, tag=clean_tag(tag), quarantined=listed,
-                               touched=touched, new_primary=new_primary, old=old, data=data))
+                               new_primary=new_primary, old=old, data=data))
     return steps
 
 

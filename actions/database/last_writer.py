@@ -4,13 +4,21 @@ When. After the quarantine kept the old primary's differing rows and before the 
 subscribes to the new one (:mod:`actions.database.failback`): the old versions are still where the
 quarantine copied them, and nothing flows to the old primary yet. :func:`check` runs earlier,
 before anything is changed: on both sides the table's key and its declared column (``updated_at``)
-must exist, the column must be a ``timestamp``, ``timestamptz`` or ``date``, and the key must be the
-same; otherwise the preparation is refused with the reason and nothing is touched.
+must exist, the column must be a ``timestamp``, ``timestamptz`` or ``date`` of the same type on
+both sides, the key and the columns must be the same, and on the new primary the replica identity
+must cover the key (else an update that changes the key names only the new one in the slot, and
+the old key would look "not written since promotion" and be inserted back); otherwise the
+preparation is refused with the reason and nothing is touched.
 
 What, per table. The candidates are the rows of the table's quarantine table under this failover's
 tag: the old primary's versions as first kept (stable across re-runs, unlike a listing made before a
-crash). Each is judged against the new primary's *current* row and the reverse slot's keys
-(written there after promotion). Then, on the new primary, in one transaction per table:
+crash). Per table, in ONE transaction on the new primary: ``LOCK TABLE ... IN SHARE ROW EXCLUSIVE
+MODE`` (the application's writes to that table wait, its reads go on), then the reverse slot is
+decoded again (every write committed before the lock is in it: the peek reads up to the WAL flush
+position, and the step waits for the flush), the current rows are read, each quarantined row is
+judged against the new primary's *current* row and the slot's keys (written there after
+promotion), and the winners are written, then commit. So nothing the application writes or deletes
+between the gate's look and this write can be overwritten or brought back. The writes:
 
 - ``update`` (the old version is later by the column): ``UPDATE ... FROM jsonb_populate_recordset
   ... WHERE target.<column> < old.<column>``: a version that became newer meanwhile (or a row deleted
@@ -35,12 +43,16 @@ kept on update. The new primary's triggers and foreign keys apply to these write
 Idempotent: a re-run judges again from the current state. A row written by an earlier run is
 ``present`` (the new primary holds exactly the old version); an insert whose old copy was already
 deleted is inserted (the quarantine still holds it); the compare-and-set never writes over a newer
-version. Needs to run as a role that may set ``session_replication_role`` on the old primary (a
-superuser, which ``CREATE SUBSCRIPTION`` needs on PostgreSQL 15 anyway).
+version, and the table lock (taken before the slot is decoded again) covers deletes, which carry no
+version to compare: a row deleted on the new primary at any time before the write is seen as
+written since promotion and stays deleted. Needs to run as a role that may set
+``session_replication_role`` on the old primary (a superuser, which ``CREATE SUBSCRIPTION`` needs on
+PostgreSQL 15 anyway).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -54,11 +66,20 @@ from actions.database.reverse import Rel, Touched, key_form, peek_touched
 from actions.reconcile.plan import Key, key_json, key_text, sort_keys
 from actions.reconcile.shape import CANONICAL_SETTINGS, TableShape, inspect_table
 from engine.config.database import DatabaseConfig, ReconcileTable
-from engine.core.last_writer import Judged, Verdict, Versions, column_problem, describe, settle
+from engine.core.last_writer import Judged, Verdict, Versions, column_problem, describe, identity_problem, settle
 from probes.postgres_conn import Refused, describe_pg_error
 
 STEP = "last writer wins"
+FLUSH_WAIT = 5.0    # seconds: the WAL writer flushes an asynchronous commit within 3 x wal_writer_delay
+FLUSH_POLL = 0.02
 EXTRA = ("quarantined_at", "quarantine_tag", "quarantine_reason")
+IDENTITY = """
+SELECT c.relreplident::text, coalesce((SELECT array_agg(a.attname::text) FROM pg_index i
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1])
+  WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident
+                                                   ELSE false END), '{}')
+FROM pg_class c WHERE c.oid = %s::regclass
+"""
 ATTRIBUTES = """
 SELECT a.attname, a.attgenerated <> '', a.attidentity = 'a' FROM pg_attribute a
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
@@ -92,42 +113,61 @@ async def canonical(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(statement)
 
 
+async def compare_sides(conns: tuple[psycopg.AsyncConnection[Any], psycopg.AsyncConnection[Any]],
+                        sites: tuple[str, str], t: ReconcileTable, *, identity_on: tuple[int, ...] = (0,),
+                        ) -> tuple[tuple[TableShape, ...], list[str]]:
+    """Both sides' shapes of one ``last_writer_wins`` table, or the problems that refuse it (module
+    docstring): key and column on both sides, same key, same columns, same column type, and on the
+    sides ``identity_on`` (the one whose reverse slot is decoded) a replica identity covering the key.
+    Shared with ``reconcile --check`` (:mod:`actions.reconcile.preflight`), so both say the same."""
+    column = str(t.updated_at)
+    shapes: list[TableShape] = []
+    problems: list[str] = []
+    for conn, site in zip(conns, sites, strict=True):
+        try:
+            shape = await inspect_table(conn, t.name, t.key_columns, site)
+        except Refused as exc:
+            problems.append(str(exc))
+            continue
+        found = next((c for c in shape.columns if c.name == column), None)
+        problem = column_problem(t.name, site, column, None if found is None else found.base)
+        if problem:
+            problems.append(problem)
+        else:
+            shapes.append(shape)
+    if problems:
+        return (), problems
+    new, back = shapes
+    if new.key_names != back.key_names:
+        return (), [f"table {t.name}: key ({', '.join(new.key_names)}) on {sites[0]} but "
+                    f"({', '.join(back.key_names)}) on {sites[1]}"]
+    if set(new.all_columns) != set(back.all_columns):  # a version is copied whole, both ways
+        only_new = ", ".join(sorted(set(new.all_columns) - set(back.all_columns))) or "-"
+        only_old = ", ".join(sorted(set(back.all_columns) - set(new.all_columns))) or "-"
+        return (), [f"table {t.name}: columns differ (only on {sites[0]}: {only_new}; only on {sites[1]}: "
+                    f"{only_old}): a whole version cannot be carried across"]
+    types = [next(c.type for c in s.columns if c.name == column) for s in shapes]
+    if types[0] != types[1]:
+        return (), [f"table {t.name}: last_writer_wins column {column} is {types[0]} on {sites[0]} but "
+                    f"{types[1]} on {sites[1]}: the versions cannot be ordered"]
+    for i in identity_on:
+        row = await (await conns[i].execute(IDENTITY, (t.name,))).fetchone()
+        assert row is not None  # inspect_table found the table
+        problem = identity_problem(t.name, sites[i], new.key_names, str(row[0]), [str(c) for c in row[1]])
+        if problem:
+            problems.append(problem)
+    return ((), problems) if problems else (tuple(shapes), [])
+
+
 async def check(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any], config: DatabaseConfig,
                 new_primary: str, old: str) -> tuple[list[LwwTable], list[str]]:
-    """Every ``last_writer_wins`` table on both sides (module docstring); the tables and the problems."""
+    """Every ``last_writer_wins`` table on both sides (:func:`compare_sides`); the tables and the problems."""
     tables: list[LwwTable] = []
     problems: list[str] = []
     for t in policy_tables(config):
-        column = str(t.updated_at)
-        shapes: list[TableShape] = []
-        for conn, site in ((new, new_primary), (back, old)):
-            try:
-                shape = await inspect_table(conn, t.name, t.key_columns, site)
-            except Refused as exc:
-                problems.append(str(exc))
-                continue
-            found = next((c for c in shape.columns if c.name == column), None)
-            problem = column_problem(t.name, site, column, None if found is None else found.base)
-            if problem:
-                problems.append(problem)
-            else:
-                shapes.append(shape)
-        if len(shapes) != 2:
-            continue
-        if shapes[0].key_names != shapes[1].key_names:
-            problems.append(f"table {t.name}: key ({', '.join(shapes[0].key_names)}) on {new_primary} but "
-                            f"({', '.join(shapes[1].key_names)}) on {old}")
-            continue
-        if set(shapes[0].all_columns) != set(shapes[1].all_columns):  # a version is copied whole, both ways
-            only_new = ", ".join(sorted(set(shapes[0].all_columns) - set(shapes[1].all_columns))) or "-"
-            only_old = ", ".join(sorted(set(shapes[1].all_columns) - set(shapes[0].all_columns))) or "-"
-            problems.append(f"table {t.name}: columns differ (only on {new_primary}: {only_new}; only on {old}: "
-                            f"{only_old}): a whole version cannot be carried across")
-            continue
-        types = [next(c.type for c in s.columns if c.name == column) for s in shapes]
-        if types[0] != types[1]:
-            problems.append(f"table {t.name}: last_writer_wins column {column} is {types[0]} on {new_primary} but "
-                            f"{types[1]} on {old}: the versions cannot be ordered")
+        shapes, found = await compare_sides((new, back), (new_primary, old), t)
+        problems.extend(found)
+        if not shapes:
             continue
         rel = await (await new.execute(RELATION, (t.name,))).fetchone()
         attributes = await (await new.execute(ATTRIBUTES, (t.name,))).fetchall()
@@ -135,8 +175,8 @@ async def check(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection
         insertable = tuple(sorted(str(n) for n, generated, _ in attributes if not generated))
         always = {str(n) for n, _, identity in attributes if identity}
         settable = tuple(n for n in insertable if n not in shapes[0].key_names and n not in always)
-        tables.append(LwwTable(t.name, (str(rel[0]), str(rel[1])), column, shapes[0], insertable, settable,
-                               bool(always & set(insertable))))
+        tables.append(LwwTable(t.name, (str(rel[0]), str(rel[1])), str(t.updated_at), shapes[0], insertable,
+                               settable, bool(always & set(insertable))))
     return tables, problems
 
 
@@ -227,60 +267,94 @@ async def _apply(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnectio
     keys = sql.SQL(", ").join(sql.Identifier(n) for n in table.shape.key_names)
     if not table.settable:  # nothing but the key and generated columns: an existing row is never changed
         updates = []
-    async with new.transaction():
-        if inserts:
-            payload = "[" + ", ".join(old_rows[k][2] for k in inserts) + "]"
-            cur = await new.execute(sql.SQL(
-                "INSERT INTO {t} AS t ({cols}) {overriding} SELECT {from_r} FROM jsonb_populate_recordset(NULL::{t}, "
-                "%s::jsonb) AS r ON CONFLICT ({keys}) {action} RETURNING {sel}").format(
-                t=table.ident, cols=insertable, from_r=from_r, keys=keys, ts=ts, sel=key_select(table.shape, "t"),
-                overriding=sql.SQL("OVERRIDING SYSTEM VALUE" if table.overriding else ""),
-                action=sql.SQL("DO UPDATE SET {sets} WHERE t.{ts} < EXCLUDED.{ts}").format(
-                    sets=_set_from(table, "excluded"), ts=ts) if table.settable
-                else sql.SQL("DO NOTHING")), (payload,))
-            written |= {tuple(r) for r in await cur.fetchall()}
-        if updates:
-            payload = "[" + ", ".join(old_rows[k][2] for k in updates) + "]"
-            cur = await new.execute(sql.SQL(
-                "UPDATE {t} AS t SET {sets} FROM jsonb_populate_recordset(NULL::{t}, %s::jsonb) AS r "
-                "WHERE {tk} = {rk} AND t.{ts} < r.{ts} RETURNING {sel}").format(
-                t=table.ident, ts=ts, tk=key_columns(table.shape, "t"), rk=key_columns(table.shape, "r"),
-                sel=key_select(table.shape, "t"), sets=_set_from(table, "r")), (payload,))
-            written |= {tuple(r) for r in await cur.fetchall()}
+    if inserts:
+        payload = "[" + ", ".join(old_rows[k][2] for k in inserts) + "]"
+        cur = await new.execute(sql.SQL(
+            "INSERT INTO {t} AS t ({cols}) {overriding} SELECT {from_r} FROM jsonb_populate_recordset(NULL::{t}, "
+            "%s::jsonb) AS r ON CONFLICT ({keys}) {action} RETURNING {sel}").format(
+            t=table.ident, cols=insertable, from_r=from_r, keys=keys, ts=ts, sel=key_select(table.shape, "t"),
+            overriding=sql.SQL("OVERRIDING SYSTEM VALUE" if table.overriding else ""),
+            action=sql.SQL("DO UPDATE SET {sets} WHERE t.{ts} < EXCLUDED.{ts}").format(
+                sets=_set_from(table, "excluded"), ts=ts) if table.settable
+            else sql.SQL("DO NOTHING")), (payload,))
+        written |= {tuple(r) for r in await cur.fetchall()}
+    if updates:
+        payload = "[" + ", ".join(old_rows[k][2] for k in updates) + "]"
+        cur = await new.execute(sql.SQL(
+            "UPDATE {t} AS t SET {sets} FROM jsonb_populate_recordset(NULL::{t}, %s::jsonb) AS r "
+            "WHERE {tk} = {rk} AND t.{ts} < r.{ts} RETURNING {sel}").format(
+            t=table.ident, ts=ts, tk=key_columns(table.shape, "t"), rk=key_columns(table.shape, "r"),
+            sel=key_select(table.shape, "t"), sets=_set_from(table, "r")), (payload,))
+        written |= {tuple(r) for r in await cur.fetchall()}
     return written
+
+
+class _Unknown(Exception):
+    """The slot could not be fully decoded and a quarantined row is absent: deleted since, or lost?"""
+
+
+async def _flushed(new: psycopg.AsyncConnection[Any], wait: float) -> bool:
+    """Every commit made so far is flushed to WAL, so a peek decodes it (a peek reads up to the flush
+    position; a ``synchronous_commit = off`` commit is flushed by the WAL writer a moment later)."""
+    row = await (await new.execute("SELECT pg_current_wal_insert_lsn()::text")).fetchone()
+    assert row is not None
+    deadline = time.monotonic() + wait
+    while True:
+        done = await (await new.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (row[0],))).fetchone()
+        if done is not None and done[0]:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(FLUSH_POLL)
+
+
+async def _settle(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any], table: LwwTable,
+                  config: DatabaseConfig, old_rows: dict[Key, tuple[Any, str, str]], *, new_primary: str,
+                  old: str) -> tuple[list[tuple[Key, Verdict]], set[Key]]:
+    """One table, in one transaction on the new primary: lock the table against writes (reads go on),
+    decode the slot again (every write committed before the lock is in it), read the current rows,
+    judge, write, commit. So a row deleted (or written) on the new primary after the gate looked is
+    seen as written since promotion, never inserted back. Raises :class:`_Unknown` or ``psycopg.Error``."""
+    async with new.transaction():
+        await new.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table.ident))
+        if await _flushed(new, FLUSH_WAIT):
+            touched = await peek_touched(new, config.slot_name, config.publication, {table.rel: table.shape})
+        else:
+            touched = Touched(complete=False, note=f"the WAL of {new_primary} was not flushed within {FLUSH_WAIT}s")
+        new_rows = await _current(new, table, list(old_rows))
+        if not touched.complete and any(k not in new_rows for k in old_rows):
+            raise _Unknown(touched.note)
+        verdicts = judge(table, old_rows, new_rows, touched, old=old, new_primary=new_primary)
+        return verdicts, await _apply(new, back, table, verdicts, old_rows, new_rows)
 
 
 async def resolve(new: psycopg.AsyncConnection[Any], back: psycopg.AsyncConnection[Any], tables: list[LwwTable],
                   *, config: DatabaseConfig, schema: str, tag: str, quarantined: dict[str, str],
-                  touched: Touched | None, new_primary: str, old: str, data: dict[str, Any]) -> Step:
+                  new_primary: str, old: str, data: dict[str, Any]) -> Step:
     """Judge and apply every ``last_writer_wins`` table (module docstring); fills ``data["last_writer_wins"]``.
 
     ``quarantined``: the quarantine table of each source (``schema.table`` -> ``schema.name``) as the
-    quarantine step listed it (a name not listed is derived from the tag); ``touched``: the slot's
-    keys if the reconciliation gate decoded them for every such table (else decoded here: a table
-    the reconciliation refused was not looked for, and "not written since" must never be assumed).
+    quarantine step listed it (a name not listed is derived from the tag). The slot is decoded
+    again per table under the table's lock (:func:`_settle`), never taken from an earlier peek.
     """
     t0 = time.perf_counter()
     await canonical(new)
     await canonical(back)
-    if touched is None or any(t.rel not in touched.decoded for t in tables):  # the gate did not look for them
-        touched = await peek_touched(new, config.slot_name, config.publication, {t.rel: t.shape for t in tables})
     judged: list[Judged] = []
     for table in tables:
         listed = quarantined.get(f"{table.rel[0]}.{table.rel[1]}")
         q_table = ((listed.split(".", 1)[0], listed.split(".", 1)[1]) if listed else
                    (schema, quarantine_table_name(table.rel[0], table.rel[1], tag)))
         old_rows = await _quarantined(back, table, q_table, tag)
-        new_rows = await _current(new, table, list(old_rows)) if old_rows else {}
-        if not touched.complete and any(k not in new_rows for k in old_rows):  # deleted since, or lost?
-            data["last_writer_wins"] = {"tag": tag, "tables": [j.to_dict(key_json) for j in judged],
-                                        "error": touched.note}
-            return Step(STEP, "failed", f"table {table.name}: the reverse slot could not be fully decoded "
-                        f"({touched.note}): whether {new_primary} deleted a row since promotion is unknown; "
-                        f"nothing more was applied and {old} was not resynchronised", time.perf_counter() - t0)
-        verdicts = judge(table, old_rows, new_rows, touched, old=old, new_primary=new_primary)
         try:
-            written = await _apply(new, back, table, verdicts, old_rows, new_rows)
+            verdicts, written = (await _settle(new, back, table, config, old_rows, new_primary=new_primary, old=old)
+                                 if old_rows else ([], set()))
+        except _Unknown as exc:
+            data["last_writer_wins"] = {"tag": tag, "tables": [j.to_dict(key_json) for j in judged],
+                                        "error": str(exc)}
+            return Step(STEP, "failed", f"table {table.name}: the reverse slot could not be fully decoded "
+                        f"({exc}): whether {new_primary} deleted a row since promotion is unknown; "
+                        f"nothing more was applied and {old} was not resynchronised", time.perf_counter() - t0)
         except psycopg.Error as exc:  # e.g. a trigger or foreign key of the new primary refused a row
             done = [j.to_dict(key_json) for j in judged]
             data["last_writer_wins"] = {"tag": tag, "tables": done, "error": f"{table.name}: {describe_pg_error(exc)}"}

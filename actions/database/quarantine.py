@@ -40,10 +40,11 @@ Theory of operation, one transaction on the old primary:
 
 Rows are matched by the key the reconciliation compares on (:func:`actions.reconcile.shape.inspect_table`:
 the configured ``key`` or the primary key; any types, composite keys too). Keys arrive as the
-reconciliation's JSON gives them (one column as its value, ints as ints, other types as their
-canonical text, a composite key as a list) and are passed as one array per key column, cast to
-that column's own type; a table whose key cannot be matched (no primary key, a key that is not
-unique, a key of another width) is refused with the reason, naming the table. The result lists per
+reconciliation's JSON gives them (one column as its value, ints as ints, numerics as
+``trim_scale(value)::text``, other types as their canonical text, a composite key as a list)
+and are passed as one array per key column, cast to that column's own type; a table whose key
+cannot be matched (no primary key, a key that is not unique, a key of another width) is refused
+with the reason, naming the table. The result lists per
 table the quarantine table, how many of the differing rows it holds, how many this run copied, and
 the keys (the first :data:`KEYS_LISTED`, with the total).
 """
@@ -62,7 +63,7 @@ from psycopg import sql
 
 from actions.database.results import ActionResult, Step, summarize
 from actions.reconcile.plan import Key, key_json, key_text, sort_keys
-from actions.reconcile.shape import CANONICAL_SETTINGS, TableShape, inspect_table
+from actions.reconcile.shape import CANONICAL_SETTINGS, Column, TableShape, inspect_table
 from engine.config.database import DatabaseConfig
 from probes.postgres_conn import PgError, Refused, connect, describe_pg_error
 
@@ -219,12 +220,22 @@ def key_arrays(shape: TableShape, keys: list[Key]) -> tuple[sql.Composable, list
     return arrays, [[k[i] for k in keys] for i in range(width)]
 
 
+def key_expr(column: Column, value: sql.Composable) -> sql.Composable:
+    """A key column's ``value`` as the reconciliation reads keys: an int as an int, a numeric as
+    ``trim_scale(value)::text`` (``1.0`` and ``1.00`` are the same key by ``=``: one text form for
+    both), every other type as its text."""
+    if column.is_int:
+        return value
+    if column.base == "numeric":
+        return sql.SQL("trim_scale({})::text").format(value)
+    return sql.SQL("{}::text").format(value)
+
+
 def key_select(shape: TableShape, alias: str | None = None) -> sql.Composable:
-    """The key columns as the reconciliation reads them: ints as ints, every other type as text."""
+    """The key columns as the reconciliation reads them (:func:`key_expr`)."""
     def ident(name: str) -> sql.Identifier:
         return sql.Identifier(alias, name) if alias else sql.Identifier(name)
-    return sql.SQL(", ").join(ident(c.name) if c.is_int else sql.SQL("{}::text").format(ident(c.name))
-                              for c in shape.key)
+    return sql.SQL(", ").join(key_expr(c, ident(c.name)) for c in shape.key)
 
 
 def key_columns(shape: TableShape, alias: str | None = None) -> sql.Composable:

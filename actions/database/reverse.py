@@ -40,6 +40,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from actions.database.quarantine import key_expr
 from actions.database.results import ActionResult, Step, summarize
 from actions.reconcile.shape import TableShape
 from engine.config.database import DatabaseConfig
@@ -196,28 +197,46 @@ class _Reader:
         return values
 
 
+def uncovered_note(table: Rel) -> str:
+    """Pure: why the changes of ``table`` cannot be decoded into keys (its key is not its replica identity)."""
+    return (f"table {table[0]}.{table[1]}: an update or delete on it names only its replica identity, which does "
+            "not cover the declared key (a changed or deleted key would go unseen): make the key the replica "
+            "identity (ALTER TABLE ... REPLICA IDENTITY USING INDEX <the key's unique index>, or FULL)")
+
+
+def _relation(r: _Reader, key_columns: dict[Rel, tuple[str, ...]]) -> tuple[Rel, list[int] | None, bool]:
+    """A relation message (after its id): the table, the positions of its key columns (None: not a
+    table looked for, or the key is not among its columns) and whether its replica identity covers the key."""
+    name = (r.cstring(), r.cstring())
+    identity_kind = r.byte()  # replica identity: d(efault), n(othing), f(ull), i(ndex)
+    columns, identity = [], set()
+    for _ in range(r.int16()):
+        flags = r.take(1)[0]
+        columns.append(r.cstring())
+        if flags & 1:  # part of the replica identity (every column under FULL)
+            identity.add(columns[-1])
+        r.take(8)  # type oid, typmod
+    wanted = key_columns.get(name)
+    indexes = [columns.index(c) for c in wanted] if wanted and all(c in columns for c in wanted) else None
+    return name, indexes, identity_kind == "f" or (wanted is not None and set(wanted) <= identity)
+
+
 def touched_keys(messages: list[bytes], key_columns: dict[Rel, tuple[str, ...]]) -> Touched:
     """Pure: decode ``pgoutput`` (protocol 1) messages into the keys (``raw``, as text) of
-    ``key_columns``' tables. A change whose key is not all there (a key that is not the replica
-    identity, in a delete; an unchanged TOAST value) makes the decoding incomplete: never guessed."""
+    ``key_columns``' tables. A change whose key is not all there (an unchanged TOAST value) makes
+    the decoding incomplete: never guessed. So does any update or delete of a table whose key is
+    not covered by its replica identity (the relation message flags the identity's columns): an
+    update that changes such a key sends only the new key, and the old one would silently look
+    "not written since promotion"."""
     out = Touched(decoded=set(key_columns))
-    relations: dict[int, tuple[Rel, list[int] | None]] = {}
+    relations: dict[int, tuple[Rel, list[int] | None, bool]] = {}
     for message in messages:
         r = _Reader(message)
         try:
             kind = r.byte()
             if kind == "R":
                 relid = r.int32()
-                name = (r.cstring(), r.cstring())
-                r.byte()  # replica identity
-                columns = []
-                for _ in range(r.int16()):
-                    r.byte()
-                    columns.append(r.cstring())
-                    r.take(8)  # type oid, typmod
-                wanted = key_columns.get(name)
-                relations[relid] = (name, [columns.index(c) for c in wanted]
-                                    if wanted and all(c in columns for c in wanted) else None)
+                relations[relid] = _relation(r, key_columns)
             elif kind in ("I", "U", "D"):
                 relid = r.int32()
                 tuples = []
@@ -227,9 +246,14 @@ def touched_keys(messages: list[bytes], key_columns: dict[Rel, tuple[str, ...]])
                     tuples.append(r.tuple())
                 known = relations.get(relid)
                 out.changes += 1
-                if known is None or known[1] is None:
+                if known is None:
                     continue
-                name, indexes = known[0], known[1]
+                name, indexes, covered = known
+                if indexes is None:
+                    continue
+                if kind != "I" and not covered:  # the old key is sent only when it is (part of) the identity
+                    out.incomplete(uncovered_note(name))
+                    return out
                 found = False
                 for values in tuples:
                     key = [values[i] if i < len(values) else None for i in indexes]
@@ -263,7 +287,8 @@ def normalised_ints(raw: set[tuple[str, ...]]) -> set[Any]:
 
 async def normalise(conn: psycopg.AsyncConnection[Any], touched: Touched, shapes: dict[Rel, TableShape]) -> None:
     """Fill ``touched.keys`` from ``touched.raw``: every value cast to its column's type and back to the
-    reconciliation's form (ints for integer columns, the canonical text form otherwise), in the
+    reconciliation's form (:func:`~actions.database.quarantine.key_expr`: ints for integer columns,
+    ``trim_scale`` for numeric ones, the canonical text form otherwise), in the
     database, so any type's text (a padded ``char(n)``, a timestamp) reads as the reconciliation reads it.
     ``conn`` must run under :data:`~actions.reconcile.shape.CANONICAL_SETTINGS`."""
     for rel, raw in touched.raw.items():
@@ -276,9 +301,8 @@ async def normalise(conn: psycopg.AsyncConnection[Any], touched: Touched, shapes
         width = len(shape.key)
         arrays = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in range(width))
         names = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(width))
-        exprs = sql.SQL(", ").join(
-            sql.SQL("{}::{}" if c.is_int else "{}::{}::text").format(sql.Identifier("d", f"k{i}"), sql.SQL(c.type))
-            for i, c in enumerate(shape.key))
+        exprs = sql.SQL(", ").join(key_expr(c, sql.SQL("{}::{}").format(sql.Identifier("d", f"k{i}"), sql.SQL(c.type)))
+                                   for i, c in enumerate(shape.key))
         rows = list(raw)
         cur = await conn.execute(sql.SQL("SELECT {} FROM unnest({}) AS d({})").format(exprs, arrays, names),
                                  [[r[i] for r in rows] for i in range(width)])
@@ -294,9 +318,10 @@ async def peek_touched(conn: psycopg.AsyncConnection[Any], slot: str, pub: str, 
     ``conn`` must run under :data:`~actions.reconcile.shape.CANONICAL_SETTINGS` (the decoded text
     forms are the session's)."""
     try:
-        cur = await conn.execute("SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s, "
-                                 "'proto_version', '1', 'publication_names', %s)", (slot, limit, pub))
-        rows = await cur.fetchall()
+        async with conn.transaction():  # a savepoint inside the caller's transaction: a timeout does not abort it
+            cur = await conn.execute("SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s, "
+                                     "'proto_version', '1', 'publication_names', %s)", (slot, limit, pub))
+            rows = await cur.fetchall()
     except psycopg.errors.QueryCanceled:
         return Touched(complete=False, note="the slot could not be decoded within the statement timeout")
     touched = touched_keys([bytes(row[0]) for row in rows], {rel: s.key_names for rel, s in shapes.items()})

@@ -3,10 +3,11 @@
 Used by ``failover-engine reconcile --check`` and ``check-config --connect``. It reads the catalog
 only (no table is scanned): per table, both sides' key (declared or primary key) and compared
 columns (:func:`actions.reconcile.runner.shapes_of`, the same check a run starts with), and the
-``updated_at`` column; for a ``last_writer_wins`` table, that this column can order writes
-(a ``timestamp``, ``timestamptz`` or ``date`` on both sides, as failback checks it again). Never
-raises for server trouble: an unreachable site is an ``error`` (exit 2), a table that would be
-refused is a ``problem`` (exit 1).
+``updated_at`` column; for a ``last_writer_wins`` table, what failback checks again before it
+changes anything: this column can order writes (a ``timestamp``, ``timestamptz`` or ``date``, of
+the same type on both sides), the same key and columns on both sides, and a replica identity
+that covers the key. Never raises for server trouble: an unreachable site is an ``error`` (exit
+2), a table that would be refused is a ``problem`` (exit 1).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from typing import Any
 
 import psycopg
 
+from actions.database.last_writer import compare_sides
 from actions.reconcile.runner import SESSION, shapes_of
-from actions.reconcile.shape import inspect_table
 from engine.config.database import DatabaseConfig, ReconcileTable
-from engine.core.last_writer import column_problem
 from probes.postgres_conn import PgError, Refused, connect, describe_pg_error
 
 
@@ -86,13 +86,11 @@ async def preflight(config: DatabaseConfig, *, service: str, primary: str) -> Pr
 
 async def _ordering_problems(conns: list[psycopg.AsyncConnection[Any]], table: ReconcileTable,
                              sites: tuple[str, str]) -> list[str]:
-    """A ``last_writer_wins`` table: its ``updated_at`` on both sides is a timestamp, timestamptz or date."""
-    column = str(table.updated_at)
-    out = []
-    for conn, site in zip(conns, sites, strict=True):
-        shape = await inspect_table(conn, table.name, table.key_columns, site, columns=[column])
-        found = next(c for c in shape.columns if c.name == column)
-        problem = column_problem(table.name, site, column, found.base)
-        if problem:
-            out.append(problem)
-    return out
+    """A ``last_writer_wins`` table: the comparison failback makes before it changes anything
+    (:func:`actions.database.last_writer.compare_sides`), the replica identity on both sides (either
+    may be the new primary whose slot is decoded). Never raises :class:`Refused`: it is a problem."""
+    try:
+        _, problems = await compare_sides((conns[0], conns[1]), sites, table, identity_on=(0, 1))
+    except Refused as exc:
+        return [str(exc)]
+    return problems

@@ -100,6 +100,25 @@ def column_problem(table: str, site: str, column: str, base: str | None) -> str 
     return None
 
 
+IDENTITY_KINDS = {"d": "default (the primary key)", "i": "an index", "n": "nothing", "f": "full"}
+
+
+def identity_problem(table: str, site: str, key: tuple[str, ...], kind: str, identity: Iterable[str]) -> str | None:
+    """Pure: why the reverse slot of ``site`` cannot tell which keys were written on ``table``, or None.
+
+    ``kind`` is ``pg_class.relreplident`` (``d``, ``i``, ``n``, ``f``), ``identity`` the columns of
+    the replica identity index. An update or delete names the old row only by its replica identity:
+    when that does not cover the key, an update that changes the key sends only the new one, and the
+    old key would look "not written since promotion" (and be inserted back)."""
+    have = set(identity)
+    if kind == "f" or set(key) <= have:
+        return None
+    shown = IDENTITY_KINDS.get(kind, kind) + (f": {', '.join(sorted(have))}" if have else "")
+    return (f"table {table} on {site}: the key ({', '.join(key)}) is not covered by the replica identity "
+            f"({shown}), so a changed or deleted key cannot be told from the reverse slot: "
+            f"ALTER TABLE {table} REPLICA IDENTITY USING INDEX <the key's unique index> (or FULL)")
+
+
 @dataclass(frozen=True, slots=True)
 class Judged:
     """One table's verdicts, in key order; ``written`` the keys the compare-and-set actually wrote."""

@@ -8,18 +8,22 @@ have been committed before it. Timestamps are written explicitly so which versio
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from actions.database.failback import prepare_failback
 from actions.database.fence import fence
-from actions.database.last_writer import check
+from actions.database.last_writer import canonical, check
 from actions.database.promote import promote
 from actions.database.quarantine import Divergent, quarantine
+from actions.database.reverse import peek_touched
 from actions.reconcile import reconcile
 from actions.reconcile.preflight import preflight
+from actions.reconcile.shape import inspect_table
 from engine.config.database import DatabaseConfig
 from probes.postgres_conn import connect
 from tests.support.postgres import PgPair, ReplicatedDb, wait_until
@@ -310,3 +314,143 @@ async def test_a_lost_delete_still_needs_the_acknowledgement_in_a_last_writer_wi
     assert [u["key"] for u in refused.data["differences"]["last_writer_wins"]] == [(8, "lost")]
     assert "1 not written since, in last_writer_wins tables (judged after the quarantine" in refused.sentence
     assert "quarantine" not in refused.data
+
+
+async def blocked_on(db: ReplicatedDb, table: str, timeout: float = 15.0) -> None:
+    """Until another session of the old primary waits for a lock on ``table``."""
+    sql = f"SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = to_regclass('{table}')"
+    for _ in range(int(timeout / 0.05)):
+        if on_old(db, sql) != [(0,)]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing waited for a lock on {table} within {timeout}s")
+
+
+async def test_a_row_the_new_primary_deletes_after_the_gate_looked_is_not_inserted_back(keys_db: ReplicatedDb) -> None:
+    """The application deletes a row on the new primary after the gate peeked the slot: the last writer step
+    decodes the slot again under the table's lock, sees the delete and keeps it (no resurrection)."""
+    config = config_for(keys_db, "last_writer_wins", "keep_new")
+    await fail_over(keys_db, config)
+    on_old(keys_db, f"UPDATE docs SET body = 'old 5', updated_at = '2026-01-05' WHERE id = '{uid(5)}'")  # lost change
+    check = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+    assert check.differences_found == 1, check.sentence
+
+    # hold the quarantine back (its CREATE TABLE ... LIKE docs waits for this lock): the gate has peeked by then
+    holder = await psycopg.AsyncConnection.connect(keys_db.pair.publisher.dsn(keys_db.dbname), autocommit=True,
+                                                   options="-c default_transaction_read_only=off")
+    async with holder:
+        await holder.execute("BEGIN")
+        await holder.execute("LOCK TABLE docs IN ACCESS EXCLUSIVE MODE")
+        task = asyncio.create_task(prepare_failback(config, "azure", check))
+        try:
+            await blocked_on(keys_db, "docs")
+            keys_db.on_standby(f"DELETE FROM docs WHERE id = '{uid(5)}'")  # after the gate's peek
+        finally:
+            await holder.execute("COMMIT")
+        result = await task
+    assert result.ok, result.sentence
+    [docs] = result.data["last_writer_wins"]["tables"]
+    assert docs["rows"] == [{"key": uid(5), "outcome": "kept_new",
+                             "why": "deleted on azure after promotion: the delete is the later write"}]
+    assert keys_db.on_standby(f"SELECT count(*) FROM docs WHERE id = '{uid(5)}'") == [(0,)]
+    wait_until(lambda: keys_db.on_primary(f"SELECT count(*) FROM docs WHERE id = '{uid(5)}'") == [(0,)], 15,
+               "the delete to reach the old primary")
+
+
+CODED = """
+CREATE TABLE coded (id int PRIMARY KEY, code text NOT NULL, body text, updated_at timestamptz NOT NULL,
+                    CONSTRAINT coded_code UNIQUE (code));
+CREATE TABLE amounts (k numeric PRIMARY KEY, v int NOT NULL);
+"""
+
+
+@pytest.fixture
+def coded_db(pg_pair: PgPair) -> Iterator[ReplicatedDb]:
+    """A table keyed by a unique ``code`` whose replica identity is its primary key, and a numeric-keyed table."""
+    db = pg_pair.replicate(schema=CODED, tables=("coded", "amounts"))
+    db.on_primary(f"INSERT INTO coded SELECT g, 'c' || g, 'body ' || g, '{T0}' FROM generate_series(1, 3) g")
+    db.on_primary("INSERT INTO amounts VALUES (1.0, 1), (2.50, 2), (3, 3)")
+    db.wait_caught_up()
+    yield db
+    db.drop()
+
+
+def coded_config(db: ReplicatedDb) -> DatabaseConfig:
+    return DatabaseConfig.model_validate(db.database_config(reconcile={"tables": [
+        {"name": "coded", "key": "code", "conflict": "last_writer_wins", "updated_at": "updated_at"}]}))
+
+
+async def test_a_key_the_replica_identity_does_not_cover_is_refused_up_front_and_never_decoded_as_untouched(
+        coded_db: ReplicatedDb) -> None:
+    """Key ``code`` under REPLICA IDENTITY DEFAULT (the id): an update of the code on the new primary sends only the
+    new code, so the slot's decoding is incomplete naming the table; failback and --check refuse the policy."""
+    config = coded_config(coded_db)
+    await fail_over(coded_db, config)
+    coded_db.on_standby("UPDATE coded SET code = 'c1-renamed' WHERE id = 1")
+    async with await connect(config.sites["azure"], statement_timeout=5) as new, \
+            await connect(config.sites["gcp"], statement_timeout=5) as back:
+        await canonical(new)
+        shape = await inspect_table(new, "coded", "code", "azure")
+        touched = await peek_touched(new, config.slot_name, config.publication, {("public", "coded"): shape})
+        assert not touched.complete and touched.note.startswith("table public.coded: an update or delete on it")
+        tables, problems = await check(new, back, config, "azure", "gcp")
+    fix = "ALTER TABLE coded REPLICA IDENTITY USING INDEX <the key's unique index> (or FULL)"
+    assert tables == [] and problems == [
+        "table coded on azure: the key (code) is not covered by the replica identity (default (the primary key): id), "
+        f"so a changed or deleted key cannot be told from the reverse slot: {fix}"]
+    check_run = await reconcile(config, service="api", primary="azure", now=0.0, watermark=None)
+    refused = await prepare_failback(config, "azure", check_run, acknowledge=True)
+    assert not refused.ok and "the key (code) is not covered by the replica identity" in refused.sentence
+    assert coded_db.on_primary(f"SELECT count(*) FROM pg_namespace WHERE nspname = '{Q}'") == [(0,)]
+    checked = await preflight(config, service="api", primary="azure")
+    assert checked.exit_code == 1 and [p.split(":")[0] for p in checked.problems] == [
+        "table coded on azure", "table coded on gcp"]
+
+    coded_db.on_standby("ALTER TABLE coded REPLICA IDENTITY USING INDEX coded_code")
+    on_old(coded_db, "ALTER TABLE coded REPLICA IDENTITY USING INDEX coded_code")
+    async with await connect(config.sites["azure"], statement_timeout=5) as new, \
+            await connect(config.sites["gcp"], statement_timeout=5) as back:
+        tables, problems = await check(new, back, config, "azure", "gcp")
+    assert problems == [] and [t.name for t in tables] == ["coded"]
+    assert (await preflight(config, service="api", primary="azure")).exit_code == 0
+
+
+async def test_reconcile_check_reports_what_failback_would_refuse_instead_of_a_traceback(keys_db: ReplicatedDb) -> None:
+    """--check on last_writer_wins tables whose differences the comparison itself does not see (columns not
+    compared): updated_at missing on the standby, its type differing, a column only on one side: each a problem
+    (exit 1), as failback's own check says it."""
+    lww = {"conflict": "last_writer_wins", "updated_at": "updated_at", "exclude": ["updated_at"]}
+    config = DatabaseConfig.model_validate(keys_db.database_config(reconcile={"tables": [
+        {"name": "docs", "conflict": "last_writer_wins", "updated_at": "updated_at", "columns": ["body"]},
+        {"name": "lines", **lww},
+        {"name": "ticks", "conflict": "last_writer_wins", "updated_at": "at", "columns": ["v"]}]}))
+    keys_db.on_standby("ALTER TABLE docs DROP COLUMN updated_at")
+    keys_db.on_standby("ALTER TABLE lines ALTER COLUMN updated_at TYPE timestamp")
+    keys_db.on_standby("ALTER TABLE ticks ADD COLUMN extra int")
+    checked = await preflight(config, service="api", primary="gcp")
+    assert checked.error is None and checked.exit_code == 1, checked.render()
+    assert checked.problems == [
+        "table docs on azure: last_writer_wins column updated_at not found",
+        "table lines: last_writer_wins column updated_at is timestamp with time zone on gcp but timestamp without "
+        "time zone on azure: the versions cannot be ordered",
+        "table ticks: columns differ (only on gcp: -; only on azure: extra): a whole version cannot be carried across"]
+    assert "table docs: PROBLEM: table docs on azure: last_writer_wins column updated_at not found" in checked.render()
+
+
+async def test_numeric_keys_are_matched_in_one_text_form_whatever_their_display_scale(coded_db: ReplicatedDb) -> None:
+    """Keys 1.0 and 2.50 read as ``1`` and ``2.5`` from the slot and from the quarantine (``trim_scale``), as the
+    reconciliation reports them, and a key given as ``1`` finds the row stored as 1.0."""
+    config = coded_config(coded_db)
+    await fail_over(coded_db, config)
+    coded_db.on_standby("UPDATE amounts SET v = 20 WHERE k = 2.5")
+    on_old(coded_db, "UPDATE amounts SET v = 10 WHERE k = 1")
+    async with await connect(config.sites["azure"], statement_timeout=5) as new:
+        await canonical(new)
+        shape = await inspect_table(new, "amounts", None, "azure")
+        touched = await peek_touched(new, config.slot_name, config.publication, {("public", "amounts"): shape})
+    assert touched.complete and touched.keys == {("public", "amounts"): {"2.5"}}
+    kept = await quarantine(config, "gcp", [Divergent("amounts", "1", "lost"), Divergent("amounts", "2.50", "x")],
+                            tag="t")
+    assert kept.ok and kept.data["tables"][0]["keys"] == ["1", "2.5"], kept.sentence
+    q_table = f'{Q}."{kept.data["tables"][0]["table"].split(".", 1)[1]}"'
+    assert on_old(coded_db, f"SELECT k::text, v FROM {q_table} ORDER BY k") == [("1.0", 10), ("2.50", 2)]

@@ -14,7 +14,7 @@ from actions.database.reverse import Touched
 from actions.reconcile.plan import key_json, key_text
 from actions.reconcile.shape import Column, TableShape
 from engine.config.database import ReconcileTable
-from engine.core.last_writer import Judged, Verdict, Versions, column_problem, describe, settle
+from engine.core.last_writer import Judged, Verdict, Versions, column_problem, describe, identity_problem, settle
 
 T1 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 T2 = T1 + datetime.timedelta(microseconds=1)
@@ -86,6 +86,19 @@ def test_a_column_that_cannot_order_writes_is_named_with_its_table_and_site() ->
     assert column_problem("docs", "azure", "v", "int8") == \
         "table docs on azure: last_writer_wins column v is int8, not a timestamp, timestamptz or date"
     assert [column_problem("t", "s", "c", b) for b in ("timestamp", "timestamptz", "date")] == [None] * 3
+
+
+def test_a_key_the_replica_identity_does_not_cover_is_refused_saying_how_to_fix_it() -> None:
+    """Key ``code`` under the default identity (primary key ``id``): named, with the ALTER TABLE to run; an
+    identity index on the key, a composite identity containing it, or FULL are fine."""
+    problem = identity_problem("coded", "azure", ("code",), "d", ["id"])
+    assert problem == ("table coded on azure: the key (code) is not covered by the replica identity (default (the "
+                       "primary key): id), so a changed or deleted key cannot be told from the reverse slot: "
+                       "ALTER TABLE coded REPLICA IDENTITY USING INDEX <the key's unique index> (or FULL)")
+    assert "(nothing)" in str(identity_problem("coded", "azure", ("id",), "n", []))
+    assert identity_problem("coded", "azure", ("code",), "i", ["code"]) is None
+    assert identity_problem("coded", "azure", ("id",), "d", ["region", "id"]) is None
+    assert identity_problem("coded", "azure", ("code",), "f", []) is None
 
 
 def test_the_record_and_the_sentence_say_what_was_applied_kept_and_why() -> None:

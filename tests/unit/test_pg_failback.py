@@ -19,11 +19,14 @@ from actions.database.quarantine import (
 from actions.database.reverse import Touched, key_form, normalised_ints, touched_keys
 
 
-def relation(relid: int, schema: str, name: str, columns: list[str]) -> bytes:
-    body = b"R" + struct.pack("!i", relid) + schema.encode() + b"\0" + name.encode() + b"\0d"
+def relation(relid: int, schema: str, name: str, columns: list[str], identity: list[str] | None = None,
+             kind: str = "d") -> bytes:
+    """A relation message; ``identity``: the columns flagged as the replica identity (default: all)."""
+    body = b"R" + struct.pack("!i", relid) + schema.encode() + b"\0" + name.encode() + b"\0" + kind.encode()
     body += struct.pack("!h", len(columns))
     for column in columns:
-        body += b"\x01" + column.encode() + b"\0" + struct.pack("!ii", 20, -1)
+        flag = b"\x01" if identity is None or column in identity else b"\x00"
+        body += flag + column.encode() + b"\0" + struct.pack("!ii", 20, -1)
     return body
 
 
@@ -73,6 +76,23 @@ def test_a_change_without_its_key_values_makes_the_decoding_incomplete_naming_th
     messages = [relation(7, "public", "docs", ["id", "code"]), change("D", 7, ("K", ("1", None)))]
     touched = touched_keys(messages, {("public", "docs"): ("code",)})
     assert not touched.complete and "a change of public.docs without its key values" in touched.note
+
+
+def test_an_update_of_a_table_whose_key_is_not_its_replica_identity_makes_the_decoding_incomplete() -> None:
+    """Key ``code``, identity ``id``: an update sends only the new code, so the old one would go unseen; inserts
+    are fine, and the note names the table and the fix."""
+    rel = relation(7, "public", "coded", ["id", "code"], identity=["id"])
+    inserted = touched_keys([rel, change("I", 7, ("N", ("1", "c1")))], {("public", "coded"): ("code",)})
+    assert inserted.complete and inserted.raw == {("public", "coded"): {("c1",)}}
+    updated = touched_keys([rel, change("U", 7, ("N", ("1", "c2")))], {("public", "coded"): ("code",)})
+    assert not updated.complete and "table public.coded: an update or delete on it names only its replica " \
+        "identity" in updated.note and "REPLICA IDENTITY USING INDEX" in updated.note
+    by_index = relation(7, "public", "coded", ["id", "code"], identity=["code"], kind="i")
+    full = relation(7, "public", "coded", ["id", "code"], identity=[], kind="f")
+    for covered in (by_index, full):
+        ok = touched_keys([covered, change("U", 7, ("K", (None, "c1")), ("N", ("1", "c2")))],
+                          {("public", "coded"): ("code",)})
+        assert ok.complete and ok.raw == {("public", "coded"): {("c1",), ("c2",)}}
 
 
 def test_an_unknown_or_broken_message_makes_the_decoding_incomplete() -> None:
