@@ -63,7 +63,7 @@ from psycopg import sql
 
 from actions.database.results import ActionResult, Step, summarize
 from actions.reconcile.plan import Key, key_json, key_text, sort_keys
-from actions.reconcile.shape import CANONICAL_SETTINGS, Column, TableShape, inspect_table
+from actions.reconcile.shape import CANONICAL_SETTINGS, TableShape, inspect_table, key_expr
 from engine.config.database import DatabaseConfig
 from probes.postgres_conn import PgError, Refused, connect, describe_pg_error
 
@@ -218,17 +218,6 @@ def key_arrays(shape: TableShape, keys: list[Key]) -> tuple[sql.Composable, list
                       f"the key ({', '.join(shape.key_names)}) has {width}: rows cannot be matched")
     arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(c.type)) for c in shape.key)
     return arrays, [[k[i] for k in keys] for i in range(width)]
-
-
-def key_expr(column: Column, value: sql.Composable) -> sql.Composable:
-    """A key column's ``value`` as the reconciliation reads keys: an int as an int, a numeric as
-    ``trim_scale(value)::text`` (``1.0`` and ``1.00`` are the same key by ``=``: one text form for
-    both), every other type as its text."""
-    if column.is_int:
-        return value
-    if column.base == "numeric":
-        return sql.SQL("trim_scale({})::text").format(value)
-    return sql.SQL("{}::text").format(value)
 
 
 def key_select(shape: TableShape, alias: str | None = None) -> sql.Composable:

@@ -40,9 +40,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from actions.database.quarantine import key_expr
 from actions.database.results import ActionResult, Step, summarize
-from actions.reconcile.shape import TableShape
+from actions.reconcile.shape import TableShape, key_expr
 from engine.config.database import DatabaseConfig
 from probes.postgres_conn import PgError, connect, describe_pg_error
 
@@ -287,7 +286,7 @@ def normalised_ints(raw: set[tuple[str, ...]]) -> set[Any]:
 
 async def normalise(conn: psycopg.AsyncConnection[Any], touched: Touched, shapes: dict[Rel, TableShape]) -> None:
     """Fill ``touched.keys`` from ``touched.raw``: every value cast to its column's type and back to the
-    reconciliation's form (:func:`~actions.database.quarantine.key_expr`: ints for integer columns,
+    reconciliation's form (:func:`~actions.reconcile.shape.key_expr`: ints for integer columns,
     ``trim_scale`` for numeric ones, the canonical text form otherwise), in the
     database, so any type's text (a padded ``char(n)``, a timestamp) reads as the reconciliation reads it.
     ``conn`` must run under :data:`~actions.reconcile.shape.CANONICAL_SETTINGS`."""

@@ -212,6 +212,23 @@ async def _ordered(primary: Side, standby: Side, layouts: Sequence[Layout], paci
     stats.bisect_seconds = time.perf_counter() - t1
 
 
+async def _paced(layout: Layout, chunk_rows: int, pacing: Pacing, stats: WalkStats, sleep: Sleep,
+                 read: Callable[[Blocks], Awaitable[None]]) -> int:
+    """``read`` every block chunk of one side's heap, paced (:class:`plan.BlockChunks`, ``pause``);
+    returns the number of chunks."""
+    chunks = BlockChunks(layout, chunk_rows, pacing.chunk_budget)
+    count = 0
+    while (blocks := chunks.next()) is not None:
+        t0 = time.perf_counter()
+        await read(blocks)
+        stats.queries += 1
+        count += 1
+        chunks.finished(time.perf_counter() - t0)
+        if pacing.pause > 0 and not chunks.done:
+            await sleep(pacing.pause)
+    return count
+
+
 async def _hashed(primary: Side, standby: Side, layouts: Sequence[Layout], pacing: Pacing, stats: WalkStats,
                   sleep: Sleep, fetched: Fetched) -> None:
     classes = min(FIRST_CLASSES, class_count(max(layout.rows for layout in layouts)))
@@ -220,17 +237,24 @@ async def _hashed(primary: Side, standby: Side, layouts: Sequence[Layout], pacin
     async def scan(side: Side, layout: Layout, count: int, within: tuple[int, list[int]] | None,
                    ) -> dict[int, Digest]:
         digests: dict[int, Digest] = {}
-        chunks = BlockChunks(layout, chunk_rows, pacing.chunk_budget)
-        while (blocks := chunks.next()) is not None:
-            t0 = time.perf_counter()
+
+        async def read(blocks: Blocks) -> None:
             for cls, digest in (await side.class_digests(blocks, count, within)).items():
                 add_digest(digests, cls, digest.count, digest.total)
-            stats.queries += 1
-            stats.chunks += side is primary and within is None
-            chunks.finished(time.perf_counter() - t0)
-            if pacing.pause > 0 and not chunks.done:
-                await sleep(pacing.pause)
+
+        chunks = await _paced(layout, chunk_rows, pacing, stats, sleep, read)
+        if side is primary and within is None:
+            stats.chunks += chunks
         return digests
+
+    async def rows(side: Side, layout: Layout) -> dict[Key, RowState]:
+        found: dict[Key, RowState] = {}
+
+        async def read(blocks: Blocks) -> None:
+            found.update(await side.class_rows(blocks, classes, wanted))
+
+        await _paced(layout, chunk_rows, pacing, stats, sleep, read)
+        return found
 
     ours, theirs = await asyncio.gather(scan(primary, layouts[0], classes, None),
                                         scan(standby, layouts[1], classes, None))
@@ -246,19 +270,6 @@ async def _hashed(primary: Side, standby: Side, layouts: Sequence[Layout], pacin
         wanted, classes = differing(ours, theirs), finer
     if wanted:
         stats.bisected_ranges += len(wanted)
-
-        async def rows(side: Side, layout: Layout) -> dict[Key, RowState]:
-            found: dict[Key, RowState] = {}
-            chunks = BlockChunks(layout, chunk_rows, pacing.chunk_budget)
-            while (blocks := chunks.next()) is not None:
-                t0 = time.perf_counter()
-                found.update(await side.class_rows(blocks, classes, wanted))
-                stats.queries += 1
-                chunks.finished(time.perf_counter() - t0)
-                if pacing.pause > 0 and not chunks.done:
-                    await sleep(pacing.pause)
-            return found
-
         a, b = await asyncio.gather(rows(primary, layouts[0]), rows(standby, layouts[1]))
         fetched.append((a, b))
     stats.bisect_seconds = time.perf_counter() - t1

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from actions.reconcile.plan import BLOCK_ROWS_GUESS, ORDERED, Blocks, Bounds, Digest, Key, Layout, RowState
-from actions.reconcile.shape import CANONICAL_SETTINGS, Column, HashMode, TableShape, key_hash, row_hash
+from actions.reconcile.shape import CANONICAL_SETTINGS, HashMode, TableShape, key_expr, key_hash, row_hash
 from probes.postgres_conn import fetch
 
 BLOCKS_PER_SLICE = 2
@@ -47,17 +47,6 @@ async def server_major(conn: psycopg.AsyncConnection[Any]) -> int:
     cur = await conn.execute("SELECT current_setting('server_version_num')::int / 10000")
     row = await cur.fetchone()
     return int(row[0]) if row else 0
-
-
-def key_value(column: Column) -> sql.Composable:
-    """A key column as it travels: an int, or its text form (a numeric without trailing zeros: ``1.0`` and
-    ``1.00`` are one key by ``=``)."""
-    name = sql.Identifier(column.name)
-    if column.is_int:
-        return name
-    if column.base == "numeric" and not column.element:
-        return sql.SQL("trim_scale({})::text").format(name)
-    return sql.SQL("{}::text").format(name)
 
 
 def hash_mode(major_a: int, major_b: int, forced: str = "auto") -> HashMode:
@@ -90,8 +79,9 @@ class PgSide:
         self.t = sql.Identifier(*shape.name.split("."))
         self.cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in shape.key)
         # aliased: an output named like the column would make ``ORDER BY col`` sort by the text form
-        self.keysel = sql.SQL(", ").join(sql.SQL("{} AS {}").format(key_value(c), sql.Identifier(f"reconcile_k{i}_"))
-                                         for i, c in enumerate(shape.key))
+        self.keysel = sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(key_expr(c, sql.Identifier(c.name)), sql.Identifier(f"reconcile_k{i}_"))
+            for i, c in enumerate(shape.key))
         self.h = row_hash(shape, mode)
         self.kh = key_hash(shape, mode)
         self.ts = (sql.SQL("extract(epoch FROM {})::float8").format(sql.Identifier(updated_at)) if updated_at
@@ -136,19 +126,10 @@ class PgSide:
         return await fetch(self.conn, statement, params, deadline=self.deadline)
 
     @staticmethod
-    def _blocks(blocks: Blocks) -> sql.Composable:
-        """A TID range (PostgreSQL >= 14 reads just those blocks), or the whole table."""
-        parts = []
-        if not blocks.whole and blocks.start > 0:
-            parts.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({blocks.start},0)")))
-        if not blocks.whole and blocks.end is not None:
-            parts.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({blocks.end},0)")))
-        return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
-
-    @staticmethod
-    def _block_params(blocks: Blocks, params: list[Any]) -> sql.Composable:
-        """:meth:`_blocks` with the block numbers as parameters: every batch of slices then has the same
-        text, so the statement is prepared once and planned once (a plan per batch cost ~1 ms a slice)."""
+    def _blocks(blocks: Blocks, params: list[Any]) -> sql.Composable:
+        """A TID range (PostgreSQL >= 14 reads just those blocks), or the whole table. The block numbers
+        are parameters: every batch of slices then has the same text, so the statement is prepared and
+        planned once (a plan per batch cost ~1 ms a slice)."""
         if blocks.whole:
             return sql.SQL("true")
         params += [f"({blocks.start},0)", f"({LAST_BLOCK if blocks.end is None else blocks.end},0)"]
@@ -188,7 +169,7 @@ class PgSide:
         parts = []
         for index, (blocks, bounds) in enumerate(slices):
             inside = self._where(bounds, params)  # parameters in the order of the text: FILTER, then WHERE
-            where = self._block_params(blocks, params)
+            where = self._blocks(blocks, params)
             parts.append(sql.SQL(
                 "(SELECT {i}::int, count(*), coalesce(sum({h}), 0), array_agg(ARRAY[{k}::bigint, {h}]) "
                 "FILTER (WHERE NOT ({inside})) FROM {t} WHERE {blocks})").format(
@@ -205,7 +186,7 @@ class PgSide:
         """Hashed scan: count and hash sum per hash class of the key (``kh & (classes - 1)``), over the rows
         of ``blocks``; with ``within`` (coarser classes, wanted ones) only rows of those coarser classes."""
         params: list[Any] = [classes - 1]
-        where = [self._blocks(blocks)]
+        where = [self._blocks(blocks, params)]
         if within is not None:
             where.append(sql.SQL("({kh} & %s) = ANY(%s::bigint[])").format(kh=self.kh))
             params += [within[0] - 1, within[1]]
@@ -215,11 +196,12 @@ class PgSide:
 
     async def class_rows(self, blocks: Blocks, classes: int, wanted: list[int]) -> dict[Key, RowState]:
         """Hashed scan: every row of ``blocks`` in the wanted hash classes, with its hash and update time."""
+        params: list[Any] = []
         statement = sql.SQL("SELECT {keysel}, {h}, {ts} FROM {t} WHERE {blocks} AND ({kh} & %s) = ANY(%s::bigint[])"
-                            ).format(keysel=self.keysel, h=self.h, ts=self.ts, t=self.t, blocks=self._blocks(blocks),
-                                     kh=self.kh)
+                            ).format(keysel=self.keysel, h=self.h, ts=self.ts, t=self.t,
+                                     blocks=self._blocks(blocks, params), kh=self.kh)
         return {self._key(r): RowState(int(r[-2]), None if r[-1] is None else float(r[-1]))
-                for r in await self._rows(statement, [classes - 1, wanted])}
+                for r in await self._rows(statement, [*params, classes - 1, wanted])}
 
     async def sample_cuts(self, rows_per_slice: int) -> list[Key]:
         ((reltuples, relpages, blocks),) = await self._rows(sql.SQL(SIZE), (self.shape.name,))

@@ -188,6 +188,17 @@ def agree(primary: TableShape, standby: TableShape, primary_site: str, standby_s
     return notes
 
 
+def key_expr(column: Column, value: sql.Composable) -> sql.Composable:
+    """A key column's ``value`` as keys travel (the reconciliation, the quarantine, the decoded slot):
+    an int as an int, a numeric as ``trim_scale(value)::text`` (``1.0`` and ``1.00`` are one key by
+    ``=``: one text form for both), every other type as its text."""
+    if column.is_int:
+        return value
+    if column.base == "numeric":
+        return sql.SQL("trim_scale({})::text").format(value)
+    return sql.SQL("{}::text").format(value)
+
+
 def row_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
     """The per-row hash expression (a bigint) over the compared columns. Every collatable value is hashed
     under ``COLLATE "C"``: a nondeterministic collation's hash follows its ``=`` (``'Alice'`` and
