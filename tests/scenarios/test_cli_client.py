@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, running
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,13 +42,9 @@ def up(s: dict[str, Any], site: str) -> bool:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, api_tokens=[("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)])
-    await c.start()
-    try:
-        await c.wait_sites_up()
+    tokens = [("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)]
+    async with running(Cluster(tmp_path, api_tokens=tokens)) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 async def test_cli_client_against_a_cluster(cluster: Cluster, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, running
 
 pytestmark = pytest.mark.slow
 OPERATOR, VIEWER = "op-token-0123456789", "view-token-0123456789"
@@ -22,13 +22,9 @@ OPERATOR, VIEWER = "op-token-0123456789", "view-token-0123456789"
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, api_tokens=[("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)])
-    await c.start()
-    try:
-        await c.wait_sites_up()
+    tokens = [("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)]
+    async with running(Cluster(tmp_path, api_tokens=tokens)) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 def paused(s: dict) -> bool:  # type: ignore[type-arg]

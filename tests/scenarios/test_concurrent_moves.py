@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, running
 
 pytestmark = pytest.mark.slow
 RACERS = [(f"racer{i}", "operator", f"race-token-{i:02d}-0123456789") for i in range(6)]
@@ -19,13 +19,8 @@ TOKENS = [*RACERS, ("watcher", "viewer", "race-viewer-0123456789")]
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, api_tokens=TOKENS)
-    await c.start()
-    try:
-        await c.wait_sites_up()
+    async with running(Cluster(tmp_path, api_tokens=TOKENS)) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 async def race(cluster: Cluster, path: str, body: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:

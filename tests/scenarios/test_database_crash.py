@@ -20,7 +20,7 @@ import aiohttp
 import psycopg
 import pytest
 
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, running
 from tests.support.postgres import PgCluster, PgPair, ReplicatedDb
 
 pytestmark = pytest.mark.slow
@@ -65,15 +65,10 @@ def db_probe(cluster: PgCluster) -> str:
 @pytest.fixture
 async def cluster(tmp_path: Path, replicated: ReplicatedDb) -> AsyncIterator[Cluster]:
     pair = replicated.pair
-    c = Cluster(tmp_path, extra_service=lambda _vid: database_yaml(replicated),
-                api_tokens=[("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)],
-                extra_probes={"gcp": db_probe(pair.publisher), "azure": db_probe(pair.subscriber)})
-    await c.start()
-    try:
-        await c.wait_sites_up()
+    async with running(Cluster(tmp_path, extra_service=lambda _vid: database_yaml(replicated),
+                       api_tokens=[("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)],
+                       extra_probes={"gcp": db_probe(pair.publisher), "azure": db_probe(pair.subscriber)})) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 def kill_postmaster(cluster: PgCluster) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, running
 
 pytestmark = pytest.mark.slow
 OPERATOR, VIEWER = "op-token-0123456789", "view-token-0123456789"
@@ -21,13 +21,9 @@ def up(s: dict, site: str) -> bool:  # type: ignore[type-arg]
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, api_tokens=[("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)])
-    await c.start()
-    try:
-        await c.wait_sites_up()
+    tokens = [("alice", "operator", OPERATOR), ("victor", "viewer", VIEWER)]
+    async with running(Cluster(tmp_path, api_tokens=tokens)) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 async def test_tokens_and_roles(cluster: Cluster) -> None:

@@ -17,13 +17,14 @@ etcd}`` under a prefix of their own; each voter reaches every etcd member throug
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -389,3 +390,14 @@ services:
 
     def logs(self) -> str:
         return "\n".join(f"--- {v.id}\n{v.log.read_text()[-4000:]}" for v in self.voters.values() if v.log.exists())
+
+
+@contextlib.asynccontextmanager
+async def running(cluster: Cluster) -> AsyncIterator[Cluster]:
+    """``cluster`` started with every site up, stopped at the end whatever happens (a scenario's fixture)."""
+    await cluster.start()
+    try:
+        await cluster.wait_sites_up()
+        yield cluster
+    finally:
+        await cluster.stop()
