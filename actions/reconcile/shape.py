@@ -12,12 +12,13 @@ functions (the ones PostgreSQL's hash indexes use), *chained* through their seed
 ``h = f_n(c_n, ... f_2(c_2, c_1))`` (a leading ``NOT NULL`` integer column is the first seed
 itself, else the chain starts from 0). Each step hashes everything before it, so the result is
 non-linear: a plain sum over rows sees two rows that swapped a column's values. A step must use
-its seed once (a seed written twice doubles the expression per column), so a nullable column, or
-a timestamp (hashed one of two ways), is hashed *alone* with its position as seed, a NULL being a
-fixed 64-bit mark of its own per position (NULL and ``''`` differ), and XORed into the chain; a
-chain that ends on such a step is hashed once more. Chaining costs a function call per column;
-the former ``hash_record_extended(ROW(...))`` built and took apart a record per row, which cost
-twice as much (1M rows of 21 int columns: 376 ms vs 714 ms of backend CPU).
+its seed once (a seed written twice doubles the expression per column), so a nullable column
+(other than a timestamp or date, whose NULL has a distance of its own) is hashed *alone* with its
+position as seed, a NULL being a fixed 64-bit mark of its own per position (NULL and ``''``
+differ), and XORed into the chain; a chain that ends on such a step is hashed once more.
+Chaining costs a function call per column; the former ``hash_record_extended(ROW(...))`` built
+and took apart a record per row, which cost twice as much (1M rows of 21 int columns: 376 ms vs
+714 ms of backend CPU; the bench tables: 240 ms vs 430 ms).
 
 Comparison must be *exact*, and some native hashes follow ``=`` instead: ``numeric`` without a
 fixed scale (``1.0 = 1.00``), ``float`` (``-0 = 0``), ``jsonb`` numbers, ``interval`` (``'1 day' =
@@ -26,8 +27,9 @@ every type without a hash function, are hashed through their canonical text form
 (:data:`CANONICAL_SETTINGS`: UTC, ISO dates, every float digit, hex bytea), which is exact; the
 types in :data:`EXACT_NATIVE` (and arrays of them) use their native hash (:data:`CHAIN`).
 Timestamps hash their microseconds as the distance from 2000-01-01 (an ``interval`` whose hash is
-its span), dates their day number, ``bool`` its integer; infinite ones (which cannot be
-subtracted) hash their text. A type with no function to chain is hashed as a one-column record.
+its span), dates their day number (infinities and NULL: distances no finite value has, see
+:data:`DISTANCE`), ``bool`` its integer. A type with no function to chain is hashed as a one-column
+record.
 
 **Row hash** (``portable``, different majors, or forced): the low 60 bits of ``md5`` of the row's
 canonical text form, the columns in one agreed order (by name).
@@ -218,9 +220,9 @@ def row_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
     mixed = False  # the last step was an XOR: re-hash at the end
     for position, column in enumerate(columns, start=1):
         name = sql.Identifier(column.name)
-        if column.not_null and column.base not in DISTANCE:
+        if column.not_null or column.base in DISTANCE:
             expression, mixed = _hash(column, name, expression), False
-        else:  # the seed would be needed twice: hash alone (own seed, own NULL mark), XOR it into the chain
+        else:  # coalesce would need the seed twice: hash alone (own seed, own NULL mark), XOR it into the chain
             alone = _hash(column, name, sql.Literal(position))
             if not column.not_null:
                 alone = sql.SQL("coalesce({}, {}::bigint)").format(alone, sql.Literal(_null_mark(position)))
@@ -251,15 +253,22 @@ CHAIN = {"int2": "hashint2extended", "int4": "hashint4extended", "int8": "hashin
          "uuid": "uuid_hash_extended", "numeric": "hash_numeric_extended", "time": "time_hash_extended",
          "timetz": "timetz_hash_extended", "inet": "hashinetextended", "cidr": "hashinetextended",
          "macaddr": "hashmacaddrextended", "macaddr8": "hashmacaddr8extended"}
-# Timestamps and dates: the distance from 2000-01-01 when finite (subtracting an infinity is an error).
-DISTANCE = {"timestamptz": ("interval_hash_extended", "TIMESTAMPTZ '2000-01-01 00:00:00+00'"),
-            "timestamp": ("interval_hash_extended", "TIMESTAMP '2000-01-01 00:00:00'"),
-            "date": ("hashint4extended", "DATE '2000-01-01'")}
+# Timestamps and dates: the distance from 2000-01-01 (an interval, a day count), hashed once. An
+# infinity cannot be subtracted and NULL has no distance: each gets a distance no finite value has
+# (finite timestamps lie -2.1e17..9.3e18 microseconds from 2000, dates -2451545..2.1e9 days), in the
+# order +infinity, -infinity, NULL.
+DISTANCE = {
+    "timestamptz": ("interval_hash_extended", "TIMESTAMPTZ '2000-01-01 00:00:00+00'",
+                    tuple(f"INTERVAL '-{n}000000000000000000 microseconds'" for n in (1, 2, 3))),
+    "timestamp": ("interval_hash_extended", "TIMESTAMP '2000-01-01 00:00:00'",
+                  tuple(f"INTERVAL '-{n}000000000000000000 microseconds'" for n in (1, 2, 3))),
+    "date": ("hashint4extended", "DATE '2000-01-01'", ("-1000000000", "-1500000000", "-2000000000")),
+}
 
 
 def _hash(column: Column, name: sql.Composable, seed: sql.Composable) -> sql.Composable:
-    """One column's value hashed with ``seed`` (NULL when the value is NULL). ``seed`` appears once,
-    except for :data:`DISTANCE` types (the caller passes a constant there)."""
+    """One column's value hashed with ``seed``, which appears once: NULL when the value is NULL, except
+    for :data:`DISTANCE` types (never NULL)."""
     text = sql.SQL('hashtextextended({}::text COLLATE "C", {})')
     if not column.native_exact:
         return text.format(name, seed)
@@ -272,9 +281,10 @@ def _hash(column: Column, name: sql.Composable, seed: sql.Composable) -> sql.Com
     if column.base == "bool":
         return sql.SQL("hashint4extended({}::int, {})").format(name, seed)
     if column.base in DISTANCE:
-        function, origin = DISTANCE[column.base]
-        return sql.SQL("CASE WHEN isfinite({v}) THEN {f}({v} - {o}, {s}) ELSE {t} END").format(
-            v=name, f=sql.SQL(function), o=sql.SQL(origin), s=seed, t=text.format(name, seed))
+        function, origin, (plus, minus, null) = DISTANCE[column.base]
+        return sql.SQL("{f}(CASE WHEN isfinite({v}) THEN {v} - {o} WHEN {v} > {o} THEN {p} WHEN {v} < {o} THEN {m} "
+                       "ELSE {n} END, {s})").format(f=sql.SQL(function), v=name, o=sql.SQL(origin), p=sql.SQL(plus),
+                                                    m=sql.SQL(minus), n=sql.SQL(null), s=seed)
     return sql.SQL("hash_record_extended(ROW({}), {})").format(name, seed)
 
 

@@ -141,7 +141,8 @@ TYPED_CHANGES = {
     8: "ip = '10.0.0.1/8'", 9: "mac = '08:00:2b:01:02:04'", 10: "c = 'ab '", 11: "u = md5('v')::uuid",
     12: "(x, y) = (y, x)", 13: "x = NULL", 14: "(x, y) = ('', NULL)", 15: "ts = NULL", 16: "b = NULL",
     17: "(e, f) = (2, 1.51)", 18: "ts = '2000-01-01 00:00'", 19: "d = '-infinity'", 31: "ts = '-infinity'",
-    32: "tz = 'infinity'", 33: "d = '2024-01-01'", 34: "x = NULL, y = 'same'",
+    32: "tz = 'infinity'", 33: "d = '2024-01-01'", 34: "x = NULL, y = 'same'", 20: "d = NULL",
+    35: "ts = NULL", 36: "d = NULL",
 }
 
 
