@@ -91,7 +91,13 @@ class PgSide:
     @staticmethod
     async def prepare(conn: psycopg.AsyncConnection[Any]) -> None:
         """The canonical settings, and no sort where a hash aggregate will do: the planner cannot know that
-        ``kh & (classes - 1)`` has few values and would sort a chunk on disk to group it."""
+        ``kh & (classes - 1)`` has few values and would sort a chunk on disk to group it.
+
+        No server-side prepared statements: psycopg prepares a statement on its fifth run, and the
+        generic plan PostgreSQL then keeps ran the chunk scans ~20% slower per row than a plan made
+        for each batch's own block numbers (10M rows: 3.68 s vs 2.76 s of backend CPU for the same
+        slices; planning 16 batches costs a few ms)."""
+        conn.prepare_threshold = None
         for statement in (*CANONICAL_SETTINGS, "SET enable_sort = off"):
             await conn.execute(statement)
 
@@ -127,9 +133,8 @@ class PgSide:
 
     @staticmethod
     def _blocks(blocks: Blocks, params: list[Any]) -> sql.Composable:
-        """A TID range (PostgreSQL >= 14 reads just those blocks), or the whole table. The block numbers
-        are parameters: every batch of slices then has the same text, so the statement is prepared and
-        planned once (a plan per batch cost ~1 ms a slice)."""
+        """A TID range (PostgreSQL >= 14 reads just those blocks), or the whole table (block numbers as
+        parameters; each batch is planned for its own values, see :meth:`prepare`)."""
         if blocks.whole:
             return sql.SQL("true")
         params += [f"({blocks.start},0)", f"({LAST_BLOCK if blocks.end is None else blocks.end},0)"]
