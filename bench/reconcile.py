@@ -5,8 +5,9 @@ Two clusters (``tests.support.postgres``); each table is generated on both serve
 on the standby: a row updated, a row deleted, a row inserted. Measured in the same run, warm cache,
 both servers queried at the same time by each method:
 
-- ``seconds``: our reconciliation to the full classified result (must find exactly the 3), best of
-  three runs interleaved with the native scan's (``scan``: which top-level scan it chose);
+- ``seconds``: our reconciliation to the full classified result (every run must find exactly the
+  3), the median of three runs interleaved with the native scan's (``best_seconds``: the fastest;
+  ``scan``: which top-level scan it chose);
 - ``native_scan_seconds``: the bare floor, best of three, one ``count(*), sum(row hash)`` scan of each side with the
   same native row hash the reconciliation computes (``shape.row_hash``), nothing else;
 - ``reladiff_seconds``: reladiff (``pip install -e '.[bench]'``) diffing the same table pair, all
@@ -150,13 +151,17 @@ def measure(pair: PgPair, shape: str, rows: int, skip_reladiff: bool) -> dict[st
     log(f"{shape}: loaded {rows} rows per side in {time.perf_counter() - t0:.1f} s")
     plant(pair, shape, rows)
     scans, runs = [], []
-    for _ in range(RUNS):  # interleaved, best of RUNS each: the machine's speed drifts between runs
+    for _ in range(RUNS):  # interleaved: the machine's speed drifts between runs
         scans.append(asyncio.run(native_scan(pair, shape)))
         runs.append(asyncio.run(ours(pair, shape)))
-    scan = min(scans)
-    seconds, found, method = min(runs)
+        log(f"{shape}: native scan {scans[-1]:.3f} s, ours {runs[-1][0]:.3f} s")
+    scan = min(scans)  # the floor at its best: ratios against it are conservative
+    seconds, found, method = sorted(runs)[len(runs) // 2]  # ours: the median run, against reladiff's one run
+    if any(r[1] != 3 for r in runs):
+        found = min(r[1] for r in runs)
     rd = None if skip_reladiff else reladiff_run(pair, shape)
     out = {"rows": rows, "found": found, "planted": 3, "scan": method, "seconds": round(seconds, 3),
+           "best_seconds": round(min(runs)[0], 3),
            "native_scan_seconds": round(scan, 3), "ratio_to_native_scan": round(seconds / scan, 2),
            "reladiff_seconds": None if rd is None else round(rd, 3),
            "speedup_vs_reladiff": None if rd is None else round(rd / seconds, 1)}
