@@ -8,28 +8,25 @@ Python ints, every other type as its text form and cast back to the column's typ
 uuid, text, numeric, dates, timestamps and composite keys need no per-type code.
 
 **Row hash** (``native``, both servers share a major version >= 14): the columns' own extended hash
-functions (the ones PostgreSQL's hash indexes use), *chained* through their seed, columns by name:
-``h = f_n(c_n, ... f_2(c_2, c_1))`` (a leading ``NOT NULL`` integer column is the first seed
-itself, else the chain starts from 0). Each step hashes everything before it, so the result is
+functions (the ones PostgreSQL's hash indexes use), *chained* through their 64-bit seed, columns by
+name: ``h = f_n(c_n, ... f_2(c_2, f_1(c_1, 0)))``. Each step hashes everything before it, so the result is
 non-linear: a plain sum over rows sees two rows that swapped a column's values. A step must use
-its seed once (a seed written twice doubles the expression per column), so a nullable column
-(other than a timestamp or date, whose NULL has a distance of its own) is hashed *alone* with its
-position as seed, a NULL being a fixed 64-bit mark of its own per position (NULL and ``''``
-differ), and XORed into the chain; a chain that ends on such a step is hashed once more.
-Chaining costs a function call per column; the former ``hash_record_extended(ROW(...))`` built
-and took apart a record per row, which cost twice as much (1M rows of 21 int columns: 376 ms vs
-714 ms of backend CPU; the bench tables: 240 ms vs 430 ms).
+its seed once (a seed written twice doubles the expression per column), so a nullable column is
+hashed *alone* with its position as seed, a NULL being a fixed 64-bit mark of its own per position
+(NULL and ``''`` differ), and XORed into the chain; a chain that ends on such a step is hashed once
+more (through the seed of ``hashint4extended``, which keeps all 64 bits). Chaining costs a function
+call or two per column; the former ``hash_record_extended(ROW(...))`` built and took apart a record
+per row, which cost about twice as much (1M rows of 21 int columns: 376 ms vs 714 ms of backend CPU).
 
-Comparison must be *exact*, and some native hashes follow ``=`` instead: ``numeric`` without a
-fixed scale (``1.0 = 1.00``), ``float`` (``-0 = 0``), ``jsonb`` numbers, ``interval`` (``'1 day' =
-'24 hours'``), and ``enum`` hashes its OID (different on every server). Columns of those types, and
-every type without a hash function, are hashed through their canonical text form
-(:data:`CANONICAL_SETTINGS`: UTC, ISO dates, every float digit, hex bytea), which is exact; the
-types in :data:`EXACT_NATIVE` (and arrays of them) use their native hash (:data:`CHAIN`).
-Timestamps hash their microseconds as the distance from 2000-01-01 (an ``interval`` whose hash is
-its span), dates their day number (infinities and NULL: distances no finite value has, see
-:data:`DISTANCE`), ``bool`` its integer. A type with no function to chain is hashed as a one-column
-record.
+Comparison must be *exact*: a function is chained only where it hashes every bit of the value and
+its ``=`` is identity (:data:`CHAIN`). ``int8`` is the seed of a fixed hash (``hashint8extended``
+folds 64 bits to 32: ``0`` and ``4294967297`` hash alike), ``bool`` its integer, times (timestamps,
+dates, time, timetz) their binary form, infinities included (:data:`SEND`; their native hashes fold
+to 32 bits too). Everything else goes through its canonical text form (:data:`CANONICAL_SETTINGS`:
+UTC, ISO dates, every float digit, hex bytea), which is exact: ``numeric`` (its hash ignores the
+sign and the scale), arrays (their hash ignores the seed when empty, and dimensions), ``bytea``,
+``float`` (``-0 = 0``), ``jsonb`` numbers, ``interval`` (``'1 day' = '24 hours'``), ``enum`` (its
+hash is its OID, different on every server) and every type without a hash function.
 
 **Row hash** (``portable``, different majors, or forced): the low 60 bits of ``md5`` of the row's
 canonical text form, the columns in one agreed order (by name).
@@ -216,24 +213,24 @@ def row_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
     if mode == "portable":
         parts = [sql.Identifier(c.name) for c in shape.columns]
         return sql.SQL("('x' || left(md5(ROW({})::text), 15))::bit(60)::bigint").format(sql.SQL(", ").join(parts))
-    expression, columns = _first_as_seed(shape.columns)
+    expression: sql.Composable = sql.SQL("0::bigint")  # not a raw column: int8 steps XOR their value in
     mixed = False  # the last step was an XOR: re-hash at the end
-    for position, column in enumerate(columns, start=1):
+    for position, column in enumerate(shape.columns, start=1):
         name = sql.Identifier(column.name)
-        if column.not_null or column.base in DISTANCE:
+        if column.not_null:
             expression, mixed = _hash(column, name, expression), False
         else:  # coalesce would need the seed twice: hash alone (own seed, own NULL mark), XOR it into the chain
-            alone = _hash(column, name, sql.Literal(position))
-            if not column.not_null:
-                alone = sql.SQL("coalesce({}, {}::bigint)").format(alone, sql.Literal(_null_mark(position)))
+            alone = sql.SQL("coalesce({}, {}::bigint)").format(_hash(column, name, sql.Literal(position)),
+                                                                sql.Literal(_null_mark(position)))
             expression, mixed = sql.SQL("({} # {})").format(alone, expression), True
-    return sql.SQL("hashint8extended({}, 0)").format(expression) if mixed else expression
+    return sql.SQL("hashint4extended(0, {})").format(expression) if mixed else expression  # the seed keeps 64 bits
 
 
 def _first_as_seed(columns: tuple[Column, ...]) -> tuple[sql.Composable, tuple[Column, ...]]:
-    """The seed the chain starts from and the columns left to chain: a leading ``NOT NULL`` integer
-    column is the seed itself (one hash call less per row; the steps after it hash it), unless it is
-    the only column (its raw value is no hash)."""
+    """Key hash: the seed the chain starts from and the columns left to chain: a leading integer key
+    column is the seed itself (one hash call less per row), unless it is the only column (its raw
+    value is no hash). Not for the row hash: an ``int8`` step XORs its value into its seed, and two
+    raw values XORed (``(1, 2)`` and ``(2, 1)``) would collide."""
     first = columns[0]
     if len(columns) > 1 and first.is_int and first.not_null:
         return sql.SQL("{}::bigint").format(sql.Identifier(first.name)), columns[1:]
@@ -246,46 +243,33 @@ def _null_mark(position: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-# Native extended hash functions chained as ``f(value, seed)`` (their ``=`` is identity for these types).
-CHAIN = {"int2": "hashint2extended", "int4": "hashint4extended", "int8": "hashint8extended",
-         "oid": "hashoidextended", "name": "hashnameextended", "char": "hashcharextended",
-         "text": "hashtextextended", "varchar": "hashtextextended", "bpchar": "hashbpcharextended",
-         "uuid": "uuid_hash_extended", "numeric": "hash_numeric_extended", "time": "time_hash_extended",
-         "timetz": "timetz_hash_extended", "inet": "hashinetextended", "cidr": "hashinetextended",
-         "macaddr": "hashmacaddrextended", "macaddr8": "hashmacaddr8extended"}
-# Timestamps and dates: the distance from 2000-01-01 (an interval, a day count), hashed once. An
-# infinity cannot be subtracted and NULL has no distance: each gets a distance no finite value has
-# (finite timestamps lie -2.1e17..9.3e18 microseconds from 2000, dates -2451545..2.1e9 days), in the
-# order +infinity, -infinity, NULL.
-DISTANCE = {
-    "timestamptz": ("interval_hash_extended", "TIMESTAMPTZ '2000-01-01 00:00:00+00'",
-                    tuple(f"INTERVAL '-{n}000000000000000000 microseconds'" for n in (1, 2, 3))),
-    "timestamp": ("interval_hash_extended", "TIMESTAMP '2000-01-01 00:00:00'",
-                  tuple(f"INTERVAL '-{n}000000000000000000 microseconds'" for n in (1, 2, 3))),
-    "date": ("hashint4extended", "DATE '2000-01-01'", ("-1000000000", "-1500000000", "-2000000000")),
-}
+# Native extended hash functions chained as ``f(value, seed)``: their ``=`` is identity for these types
+# and they hash every bit of the value (``hashint8extended`` folds 64 bits to 32, ``hash_numeric_extended``
+# ignores the sign and hashes 0 and NaN without mixing, ``hash_array_extended`` ignores the seed for
+# an empty array: none of those is used).
+CHAIN = {"int2": "hashint2extended", "int4": "hashint4extended", "oid": "hashoidextended",
+         "name": "hashnameextended", "char": "hashcharextended", "text": "hashtextextended",
+         "varchar": "hashtextextended", "bpchar": "hashbpcharextended", "uuid": "uuid_hash_extended",
+         "inet": "hashinetextended", "cidr": "hashinetextended", "macaddr": "hashmacaddrextended",
+         "macaddr8": "hashmacaddr8extended"}
+# Times hash their binary form (every bit, infinities included) as hex text.
+SEND = {"timestamptz": "timestamptz_send", "timestamp": "timestamp_send", "date": "date_send",
+        "time": "time_send", "timetz": "timetz_send"}
 
 
 def _hash(column: Column, name: sql.Composable, seed: sql.Composable) -> sql.Composable:
-    """One column's value hashed with ``seed``, which appears once: NULL when the value is NULL, except
-    for :data:`DISTANCE` types (never NULL)."""
-    text = sql.SQL('hashtextextended({}::text COLLATE "C", {})')
-    if not column.native_exact:
-        return text.format(name, seed)
-    if column.collation:
-        name = sql.SQL('{} COLLATE "C"').format(name)
-    if column.element:
-        return sql.SQL("hash_array_extended({}, {})").format(name, seed)
-    if column.base in CHAIN:
-        return sql.SQL("{}({}, {})").format(sql.SQL(CHAIN[column.base]), name, seed)
-    if column.base == "bool":
+    """One column's value hashed with ``seed`` (which appears once); NULL when the value is NULL."""
+    if column.base == "int8" and not column.element:  # the value as the seed: all 64 bits count
+        return sql.SQL("hashint4extended(0, ({} # {}))").format(name, seed)
+    if column.base == "bool" and not column.element:
         return sql.SQL("hashint4extended({}::int, {})").format(name, seed)
-    if column.base in DISTANCE:
-        function, origin, (plus, minus, null) = DISTANCE[column.base]
-        return sql.SQL("{f}(CASE WHEN isfinite({v}) THEN {v} - {o} WHEN {v} > {o} THEN {p} WHEN {v} < {o} THEN {m} "
-                       "ELSE {n} END, {s})").format(f=sql.SQL(function), v=name, o=sql.SQL(origin), p=sql.SQL(plus),
-                                                    m=sql.SQL(minus), n=sql.SQL(null), s=seed)
-    return sql.SQL("hash_record_extended(ROW({}), {})").format(name, seed)
+    if column.base in SEND and not column.element:
+        return sql.SQL("hashtextextended({}({})::text, {})").format(sql.SQL(SEND[column.base]), name, seed)
+    if column.base in CHAIN and not column.element and column.native_exact:
+        collated = sql.SQL('{} COLLATE "C"').format(name) if column.collation else name
+        return sql.SQL("{}({}, {})").format(sql.SQL(CHAIN[column.base]), collated, seed)
+    # numeric, arrays, bytea and every type whose hash follows ``=``: the canonical text form, exact
+    return sql.SQL('hashtextextended({}::text COLLATE "C", {})').format(name, seed)
 
 
 # The key's own hash: which rows share a hash class in the hashed scan (:mod:`actions.reconcile.bisect`).
