@@ -49,6 +49,7 @@ from actions.reconcile.plan import (
     RowState,
     ScanMode,
     add_digest,
+    block_picks,
     chunk_bounds,
     class_count,
     classify,
@@ -59,6 +60,7 @@ from actions.reconcile.plan import (
     slice_blocks,
     slice_rows,
     split,
+    sub_blocks,
 )
 
 
@@ -75,6 +77,10 @@ class Side(Protocol):
 
     async def slice_scans(self, slices: list[tuple[Blocks, Bounds]]) -> list[tuple[Digest, list[tuple[Key, int]]]]:
         """(ordered) Per slice: digest of the rows of its blocks inside its bounds; the others as (key, hash)."""
+        ...
+
+    async def block_keys(self, blocks: list[int], bounds: Bounds) -> list[Key | None]:
+        """(ordered) The least key within ``bounds`` in each of these blocks; None where there is none."""
         ...
 
     async def class_digests(self, blocks: Blocks, classes: int, within: tuple[int, list[int]] | None = None,
@@ -179,6 +185,18 @@ async def walk(primary: Side, standby: Side, *, pacing: Pacing, watermark: float
     return stats
 
 
+Strays = dict[int, list[tuple[Key, int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """(ordered) One side's share of a key range being descended: the blocks holding most of its rows,
+    and ``(key, hash)`` of its rows found elsewhere (strays, moved by updates)."""
+
+    blocks: Blocks
+    outside: list[tuple[Key, int]]
+
+
 async def _ordered(primary: Side, standby: Side, layouts: Sequence[Layout], pacing: Pacing, stats: WalkStats,
                    sleep: Sleep, fetched: Fetched) -> None:
     cuts = await primary.sample_cuts(slice_rows(layouts[0].rows, pacing.chunk_rows, pacing.slices_per_chunk))
@@ -186,30 +204,90 @@ async def _ordered(primary: Side, standby: Side, layouts: Sequence[Layout], paci
     stats.queries += 3
     bounds = chunk_bounds(cuts)
     edges = [c[0] for c in cuts]
+    blocks = [slice_blocks(first, layout.blocks) for first, layout in zip(starts, layouts, strict=True)]
 
-    async def scan(side: Side, layout: Layout, first: list[int | None]) -> dict[int, Digest]:
+    async def scan(side: Side, slices: list[Blocks]) -> tuple[dict[int, Digest], Strays]:
         digests: dict[int, Digest] = {}
-        slices = list(zip(slice_blocks(first, layout.blocks), bounds, strict=True))
+        strays: Strays = {}
         step = max(1, pacing.slices_per_chunk)
         for start in range(0, len(slices), step):
-            found = await side.slice_scans(slices[start:start + step])
+            found = await side.slice_scans(list(zip(slices[start:start + step], bounds[start:start + step],
+                                                    strict=True)))
             stats.queries += 1
             stats.chunks += side is primary
-            for index, (digest, strays) in enumerate(found, start):
+            for index, (digest, moved) in enumerate(found, start):
                 add_digest(digests, index, digest.count, digest.total)
-                for key, value in strays:  # integer keys: Python orders them as the server does
-                    add_digest(digests, bisect.bisect_left(edges, key[0]), 1, value)
+                for key, value in moved:  # integer keys: Python orders them as the server does
+                    home = bisect.bisect_left(edges, key[0])
+                    add_digest(digests, home, 1, value)
+                    strays.setdefault(home, []).append((key, value))
             if pacing.pause > 0 and start + step < len(slices):
                 await sleep(pacing.pause)
-        return digests
+        return digests, strays
 
-    ours, theirs = await asyncio.gather(scan(primary, layouts[0], starts[0]), scan(standby, layouts[1], starts[1]))
+    (ours, ours_out), (theirs, theirs_out) = await asyncio.gather(scan(primary, blocks[0]), scan(standby, blocks[1]))
     _count(stats, ours, theirs)
     t1 = time.perf_counter()
     for index in differing(ours, theirs):
-        a, b = ours.get(index, EMPTY), theirs.get(index, EMPTY)
-        await _descend(primary, standby, bounds[index], a.count, b.count, pacing, stats, sleep, fetched, 0)
+        parts = (Part(blocks[0][index], ours_out.get(index, [])), Part(blocks[1][index], theirs_out.get(index, [])))
+        counts = (ours.get(index, EMPTY).count, theirs.get(index, EMPTY).count)
+        await _descend_blocks((primary, standby), layouts, bounds[index], parts, counts, pacing, stats, sleep,
+                              fetched, 0)
     stats.bisect_seconds = time.perf_counter() - t1
+
+
+async def _descend_blocks(sides: tuple[Side, Side], layouts: Sequence[Layout], bounds: Bounds,
+                          parts: tuple[Part, Part], counts: tuple[int, int], pacing: Pacing, stats: WalkStats,
+                          sleep: Sleep, fetched: Fetched, depth: int) -> None:
+    """A differing slice of the ordered scan, cut like the top level: keys found in evenly spread
+    blocks of the fuller side cut it into ``fanout`` pieces; each side sums each piece over its own
+    blocks (strays by key, as at the top level), and only differing pieces go on. Small pieces are
+    fetched by key; a slice whose rows sit in too few blocks to cut goes to :func:`_descend`."""
+    fuller = 0 if counts[0] >= counts[1] else 1
+    small = fetch_rows_now(max(counts), pacing.row_threshold) or depth >= MAX_DEPTH
+    picks = [] if small else block_picks(parts[fuller].blocks, layouts[fuller].blocks, pacing.fanout)
+    lo, hi = bounds.lo, bounds.hi
+    cuts: list[Key] = []
+    if picks:
+        firsts = await sides[fuller].block_keys(picks, bounds)
+        stats.queries += 1
+        cuts = sorted({(k[0] - 1,) for k in firsts if k is not None and (lo is None or k[0] - 1 > lo[0])
+                       and (hi is None or k[0] - 1 < hi[0])})
+    if not cuts:
+        await _descend(sides[0], sides[1], bounds, counts[0], counts[1], pacing, stats, sleep, fetched, depth)
+        return
+    stats.bisected_ranges += 1
+    if pacing.pause > 0:
+        await sleep(pacing.pause)
+    pieces = split(bounds, cuts)
+    edges = [c[0] for c in cuts]
+    starts = await asyncio.gather(*(side.block_starts(cuts) for side in sides))
+    within = [sub_blocks(part.blocks, first, layout.blocks)
+              for part, first, layout in zip(parts, starts, layouts, strict=True)]
+    scans = await asyncio.gather(*(side.slice_scans(list(zip(w, pieces, strict=True)))
+                                   for side, w in zip(sides, within, strict=True)))
+    stats.queries += 4
+    sums: list[dict[int, Digest]] = []
+    outs: list[Strays] = []
+    for part, found in zip(parts, scans, strict=True):
+        digests: dict[int, Digest] = {}
+        out: Strays = {}
+        moved = [pair for _, strays in found for pair in strays if (lo is None or pair[0][0] > lo[0])
+                 and (hi is None or pair[0][0] <= hi[0])]  # others belong to other slices: counted there
+        for index, (digest, _) in enumerate(found):
+            add_digest(digests, index, digest.count, digest.total)
+        for key, value in [*part.outside, *moved]:
+            home = bisect.bisect_left(edges, key[0])
+            add_digest(digests, home, 1, value)
+            out.setdefault(home, []).append((key, value))
+        sums.append(digests)
+        outs.append(out)
+    for index in differing(sums[0], sums[1]):
+        await _descend_blocks(sides, layouts, pieces[index],
+                              (Part(within[0][index], outs[0].get(index, [])),
+                               Part(within[1][index], outs[1].get(index, []))),
+                              (sums[0].get(index, EMPTY).count, sums[1].get(index, EMPTY).count),
+                              pacing, stats, sleep, fetched, depth + 1)
 
 
 async def _paced(layout: Layout, chunk_rows: int, pacing: Pacing, stats: WalkStats, sleep: Sleep,

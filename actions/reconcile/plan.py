@@ -230,6 +230,26 @@ def slice_blocks(starts: list[int | None], blocks: int) -> list[Blocks]:
     return [Blocks(edges[i], edges[i + 1] if i + 1 < len(edges) else None) for i in range(len(edges))]
 
 
+def sub_blocks(blocks: Blocks, starts: list[int | None], table_blocks: int) -> list[Blocks]:
+    """Pure: ``blocks`` (one side's part of a differing slice) cut where each sub-slice starts
+    (``starts``: the block holding the first key after each cut, anywhere in the table; None: none).
+    The pieces are increasing, stay inside ``blocks`` and cover it exactly; a row of a sub-slice
+    outside its piece is a stray there, attributed by key like at the top level."""
+    stop = table_blocks if blocks.end is None else blocks.end
+    edges = [blocks.start]
+    for start in starts:
+        edges.append(max(edges[-1], stop if start is None else min(max(start, blocks.start), stop)))
+    return [Blocks(edges[i], edges[i + 1]) for i in range(len(edges) - 1)] + [Blocks(edges[-1], blocks.end)]
+
+
+def block_picks(blocks: Blocks, table_blocks: int, pieces: int) -> list[int]:
+    """Pure: ``pieces - 1`` blocks evenly spread inside ``blocks`` (after its first), ascending, unique:
+    the keys found there cut a differing slice by the data, about equally by rows."""
+    end = table_blocks if blocks.end is None else blocks.end
+    span = end - blocks.start
+    return sorted({blocks.start + span * j // pieces for j in range(1, pieces)} - {blocks.start}) if span > 1 else []
+
+
 class BlockChunks:
     """One side's paced walk over its heap in block ranges: about ``chunk_rows`` rows per chunk at
     first, halved after a chunk slower than ``budget`` and doubled (up to 8x) after fast ones. The

@@ -103,6 +103,13 @@ class MemorySide:
             out.append(position[min(after, key=self.order)] // ROWS_PER_BLOCK if after else None)
         return out
 
+    async def block_keys(self, blocks: list[int], bounds: Bounds) -> list[Key | None]:
+        out: list[Key | None] = []
+        for block in blocks:
+            inside = [k for k in self._blocks(Blocks(block, block + 1)) if self._inside(k, bounds)]
+            out.append(min(inside, key=self.order) if inside else None)
+        return out
+
     async def slice_scans(self, slices: list[tuple[Blocks, Bounds]]) -> list[tuple[Digest, list[tuple[Key, int]]]]:
         out = []
         for blocks, bounds in slices:
@@ -216,6 +223,62 @@ async def test_walk_finds_exactly_the_differences(pair: tuple[dict[Key, object],
     assert stats.mode == ("ordered" if ordered else "hashed")
     assert stats.rows_primary == len(primary)
     assert stats.rows_standby == len(standby)
+
+
+class CountingSide(MemorySide):
+    """Counts the walks over the key's index (``cuts``) and the block probes inside slices."""
+
+    index_walks = 0
+    block_probes = 0
+
+    async def cuts(self, bounds: Bounds, every: int) -> list[Key]:
+        self.index_walks += 1
+        return await super().cuts(bounds, every)
+
+    async def block_keys(self, blocks: list[int], bounds: Bounds) -> list[Key | None]:
+        self.block_probes += 1
+        return await super().block_keys(blocks, bounds)
+
+
+def moved_to_end(rows: dict[Key, object], keys: list[Key]) -> dict[Key, object]:
+    """The heap after updates of ``keys``: those rows now sit at its end."""
+    out = {k: v for k, v in rows.items() if k not in keys}
+    out.update((k, rows[k]) for k in keys if k in rows)
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(moves=st.tuples(st.lists(st.integers(0, 1999), max_size=30), st.lists(st.integers(0, 1999), max_size=30)),
+       changed=st.lists(st.integers(0, 1999), min_size=1, max_size=6, unique=True), fanout=st.integers(2, 16),
+       threshold=st.integers(8, 200))
+async def test_a_differing_slice_is_cut_by_its_blocks_with_strays_on_both_sides(
+        moves: tuple[list[int], list[int]], changed: list[int], fanout: int, threshold: int) -> None:
+    """Inside a differing slice of the ordered scan, pieces are cut at keys found in the slice's own
+    blocks and summed over blocks like the top level; rows moved to the heap's end on either side
+    (strays, at both levels) are still counted once."""
+    primary = {(k,): k for k in range(2000)}
+    standby = dict(primary)
+    for k in changed:
+        standby[(k,)] = -k - 1
+    left = CountingSide(moved_to_end(primary, [(k,) for k in moves[0]]), ordered=True)
+    right = CountingSide(moved_to_end(standby, [(k,) for k in moves[1]]), ordered=True)
+    stats = await walk(left, right, pacing=Pacing(chunk_rows=800, fanout=fanout, row_threshold=threshold),
+                       sleep=no_sleep)
+    assert sorted(d.key for d in stats.diffs) == sorted((k,) for k in changed)
+    assert {d.kind for d in stats.diffs} == {"changed"} and stats.mode == "ordered"
+    assert stats.rows_primary == stats.rows_standby == 2000
+
+
+async def test_a_differing_slice_is_not_cut_by_walking_the_index() -> None:
+    """The descent reads the slice's blocks (a probe per piece), never the key's index, while pieces
+    span blocks; only the last, small pieces are fetched by key."""
+    primary = {(k,): k for k in range(4000)}
+    standby = {**primary, (1234,): -1, (3999,): -2}
+    left, right = CountingSide(primary), CountingSide(standby)
+    stats = await walk(left, right, pacing=Pacing(chunk_rows=4000, fanout=4, row_threshold=16), sleep=no_sleep)
+    assert sorted(d.key for d in stats.diffs) == [(1234,), (3999,)]
+    assert left.index_walks + right.index_walks == 0
+    assert left.block_probes + right.block_probes >= 4
 
 
 def _flip(value: object) -> object:
