@@ -12,9 +12,11 @@ text and composite keys cost what dense ones cost. Which top-level scan (:func:`
   the block where each slice starts (one index probe per cut) and sums each slice's rows in one
   pass over its blocks. A row outside its slice's blocks (moved by an update) is a *stray*,
   returned by key and added to its own slice, so slice digests are exact. A slice whose digests
-  differ is then cut again at every n-th key *inside* it (from the side holding more rows there)
-  into ``fanout`` pieces, digested by key range over the index, until a piece holds at most
-  ``row_threshold`` rows: then ``(key, hash)`` pairs are fetched.
+  differ is cut the same way inside (:func:`_descend_blocks`): keys found in ``fanout`` evenly
+  spread blocks of the side holding more rows cut it, each side sums each piece over its own
+  blocks (strays carried by key), until a piece holds at most ``row_threshold`` rows: then its
+  ``(key, hash)`` pairs are fetched by key range. A slice in too few blocks to cut is cut at every
+  n-th key instead, numbered in one walk over the key's index (:func:`_descend`).
 - **hashed** (any other key): rows are grouped by a hash of the key alone into a power of two of
   *classes* (about :data:`plan.CLASS_ROWS` rows each), summed per class over the blocks of each
   chunk. A class that differs holds the same keys on both sides (equal keys, equal hashes); when
