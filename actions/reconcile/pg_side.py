@@ -93,7 +93,7 @@ class PgSide:
         """The canonical settings, and no sort where a hash aggregate will do: the planner cannot know that
         ``kh & (classes - 1)`` has few values and would sort a chunk on disk to group it.
 
-        No server-side prepared statements: psycopg prepares a statement on its fifth run, and the
+        No server-side prepared statements: psycopg prepares a statement once it has run five times, and the
         generic plan PostgreSQL then keeps ran the chunk scans ~20% slower per row than a plan made
         for each batch's own block numbers (10M rows: 3.68 s vs 2.76 s of backend CPU for the same
         slices; planning 16 batches costs a few ms)."""
