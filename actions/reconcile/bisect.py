@@ -219,10 +219,7 @@ async def _ordered(primary: Side, standby: Side, layouts: Sequence[Layout], paci
             stats.chunks += side is primary
             for index, (digest, moved) in enumerate(found, start):
                 add_digest(digests, index, digest.count, digest.total)
-                for key, value in moved:  # integer keys: Python orders them as the server does
-                    home = bisect.bisect_left(edges, key[0])
-                    add_digest(digests, home, 1, value)
-                    strays.setdefault(home, []).append((key, value))
+                _home(digests, strays, edges, moved)
             if pacing.pause > 0 and start + step < len(slices):
                 await sleep(pacing.pause)
         return digests, strays
@@ -238,6 +235,19 @@ async def _ordered(primary: Side, standby: Side, layouts: Sequence[Layout], paci
     stats.bisect_seconds = time.perf_counter() - t1
 
 
+def _inside(bounds: Bounds, key: int) -> bool:
+    """(ordered: one integer key) ``lo < key <= hi``."""
+    return (bounds.lo is None or key > bounds.lo[0]) and (bounds.hi is None or key <= bounds.hi[0])
+
+
+def _home(digests: dict[int, Digest], strays: Strays, edges: list[int], moved: list[tuple[Key, int]]) -> None:
+    """Rows found outside their slice's blocks: each added to its own slice (by key) and kept there."""
+    for key, value in moved:  # integer keys: Python orders them as the server does
+        home = bisect.bisect_left(edges, key[0])
+        add_digest(digests, home, 1, value)
+        strays.setdefault(home, []).append((key, value))
+
+
 async def _descend_blocks(sides: tuple[Side, Side], layouts: Sequence[Layout], bounds: Bounds,
                           parts: tuple[Part, Part], counts: tuple[int, int], pacing: Pacing, stats: WalkStats,
                           sleep: Sleep, fetched: Fetched, depth: int) -> None:
@@ -248,13 +258,12 @@ async def _descend_blocks(sides: tuple[Side, Side], layouts: Sequence[Layout], b
     fuller = 0 if counts[0] >= counts[1] else 1
     small = fetch_rows_now(max(counts), pacing.row_threshold) or depth >= MAX_DEPTH
     picks = [] if small else block_picks(parts[fuller].blocks, layouts[fuller].blocks, pacing.fanout)
-    lo, hi = bounds.lo, bounds.hi
     cuts: list[Key] = []
     if picks:
         firsts = await sides[fuller].block_keys(picks, bounds)
         stats.queries += 1
-        cuts = sorted({(k[0] - 1,) for k in firsts if k is not None and (lo is None or k[0] - 1 > lo[0])
-                       and (hi is None or k[0] - 1 < hi[0])})
+        cuts = sorted({(k[0] - 1,) for k in firsts if k is not None and _inside(bounds, k[0] - 1)
+                       and (bounds.hi is None or k[0] - 1 < bounds.hi[0])})
     if not cuts:
         await _descend(sides[0], sides[1], bounds, counts[0], counts[1], pacing, stats, sleep, fetched, depth)
         return
@@ -274,14 +283,11 @@ async def _descend_blocks(sides: tuple[Side, Side], layouts: Sequence[Layout], b
     for part, found in zip(parts, scans, strict=True):
         digests: dict[int, Digest] = {}
         out: Strays = {}
-        moved = [pair for _, strays in found for pair in strays if (lo is None or pair[0][0] > lo[0])
-                 and (hi is None or pair[0][0] <= hi[0])]  # others belong to other slices: counted there
         for index, (digest, _) in enumerate(found):
             add_digest(digests, index, digest.count, digest.total)
-        for key, value in [*part.outside, *moved]:
-            home = bisect.bisect_left(edges, key[0])
-            add_digest(digests, home, 1, value)
-            out.setdefault(home, []).append((key, value))
+        # strays of other slices were counted at the top level; this slice's own go to their piece
+        moved = [pair for _, strays in found for pair in strays if _inside(bounds, pair[0][0])]
+        _home(digests, out, edges, [*part.outside, *moved])
         sums.append(digests)
         outs.append(out)
     for index in differing(sums[0], sums[1]):

@@ -224,10 +224,7 @@ def slice_blocks(starts: list[int | None], blocks: int) -> list[Blocks]:
     """Pure: one side's block range per key slice. ``starts[j]`` is the block holding the first key of
     slice ``j + 1`` (None: no such key). The ranges are made increasing and cover every block once;
     a row outside its slice's range is a *stray*, attributed to its slice by key (still exact)."""
-    edges = [0]
-    for start in starts:
-        edges.append(max(edges[-1], blocks if start is None else start))
-    return [Blocks(edges[i], edges[i + 1] if i + 1 < len(edges) else None) for i in range(len(edges))]
+    return sub_blocks(Blocks(0, None), starts, blocks)
 
 
 def sub_blocks(blocks: Blocks, starts: list[int | None], table_blocks: int) -> list[Blocks]:

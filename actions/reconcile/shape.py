@@ -44,9 +44,6 @@ from probes.postgres_conn import Refused
 
 HashMode = Literal["native", "portable"]
 INT_TYPES = frozenset({"int2", "int4", "int8"})
-EXACT_NATIVE = frozenset({"int2", "int4", "int8", "bool", "text", "varchar", "bpchar", "bytea", "uuid", "date",
-                          "timestamp", "timestamptz", "time", "timetz", "char", "name", "oid", "inet", "cidr",
-                          "macaddr", "macaddr8"})
 CANONICAL_SETTINGS = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'",
                       "SET extra_float_digits = 3", "SET bytea_output = 'hex'")
 
@@ -81,13 +78,6 @@ class Column:
     typmod: int
     not_null: bool
     collation: str
-
-    @property
-    def native_exact(self) -> bool:
-        """True when the native hash of this type is exact (module docstring)."""
-        if self.element:
-            return self.element in EXACT_NATIVE or (self.element == "numeric" and self.typmod >= 0)
-        return self.base in EXACT_NATIVE or (self.base == "numeric" and self.typmod >= 0)
 
     @property
     def is_int(self) -> bool:
@@ -211,8 +201,7 @@ def row_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
     collatable value is hashed under ``COLLATE "C"``: a nondeterministic collation's hash follows its
     ``=`` (``'Alice'`` and ``'alice'`` alike under a case-insensitive one), the bytes must decide."""
     if mode == "portable":
-        parts = [sql.Identifier(c.name) for c in shape.columns]
-        return sql.SQL("('x' || left(md5(ROW({})::text), 15))::bit(60)::bigint").format(sql.SQL(", ").join(parts))
+        return _md5(shape.columns)
     expression: sql.Composable = sql.SQL("0::bigint")  # not a raw column: int8 steps XOR their value in
     mixed = False  # the last step was an XOR: re-hash at the end
     for position, column in enumerate(shape.columns, start=1):
@@ -224,6 +213,12 @@ def row_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
                                                                 sql.Literal(_null_mark(position)))
             expression, mixed = sql.SQL("({} # {})").format(alone, expression), True
     return sql.SQL("hashint4extended(0, {})").format(expression) if mixed else expression  # the seed keeps 64 bits
+
+
+def _md5(columns: tuple[Column, ...]) -> sql.Composable:
+    """Portable hash (row or key): the low 60 bits of md5 of the columns' text form as a record."""
+    cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    return sql.SQL("('x' || left(md5(ROW({})::text), 15))::bit(60)::bigint").format(cols)
 
 
 def _first_as_seed(columns: tuple[Column, ...]) -> tuple[sql.Composable, tuple[Column, ...]]:
@@ -258,36 +253,34 @@ SEND = {"timestamptz": "timestamptz_send", "timestamp": "timestamp_send", "date"
 
 
 def _hash(column: Column, name: sql.Composable, seed: sql.Composable) -> sql.Composable:
-    """One column's value hashed with ``seed`` (which appears once); NULL when the value is NULL."""
-    if column.base == "int8" and not column.element:  # the value as the seed: all 64 bits count
+    """One column's value hashed with ``seed`` (which appears once); NULL when the value is NULL.
+    Numeric, arrays, bytea and every type whose hash follows ``=`` (not in :data:`CHAIN`, :data:`SEND`):
+    the canonical text form, which is exact."""
+    if column.element or column.base not in (*CHAIN, *SEND, "int8", "bool"):
+        return sql.SQL('hashtextextended({}::text COLLATE "C", {})').format(name, seed)
+    if column.base == "int8":  # the value as the seed: all 64 bits count
         return sql.SQL("hashint4extended(0, ({} # {}))").format(name, seed)
-    if column.base == "bool" and not column.element:
+    if column.base == "bool":
         return sql.SQL("hashint4extended({}::int, {})").format(name, seed)
-    if column.base in SEND and not column.element:
+    if column.base in SEND:
         return sql.SQL("hashtextextended({}({})::text, {})").format(sql.SQL(SEND[column.base]), name, seed)
-    if column.base in CHAIN and not column.element and column.native_exact:
-        collated = sql.SQL('{} COLLATE "C"').format(name) if column.collation else name
-        return sql.SQL("{}({}, {})").format(sql.SQL(CHAIN[column.base]), collated, seed)
-    # numeric, arrays, bytea and every type whose hash follows ``=``: the canonical text form, exact
-    return sql.SQL('hashtextextended({}::text COLLATE "C", {})').format(name, seed)
+    collated = sql.SQL('{} COLLATE "C"').format(name) if column.collation else name
+    return sql.SQL("{}({}, {})").format(sql.SQL(CHAIN[column.base]), collated, seed)
 
 
 # The key's own hash: which rows share a hash class in the hashed scan (:mod:`actions.reconcile.bisect`).
 # It must follow ``=`` on the key (equal keys, equal hashes) and be the same on both servers; the
 # type's own extended hash function does both (under the column's own collation). Any other type is
 # hashed through its canonical text form (an enum's label, not its OID, which differs per server).
-# Chained through the seed for composite keys.
-KEY_HASH = {"int2": "hashint2extended", "int4": "hashint4extended", "int8": "hashint8extended",
-            "uuid": "uuid_hash_extended", "text": "hashtextextended", "varchar": "hashtextextended",
-            "bpchar": "hashbpcharextended", "numeric": "hash_numeric_extended", "name": "hashnameextended",
-            "oid": "hashoidextended", "char": "hashcharextended"}
+# Chained through the seed for composite keys. A collision only puts two keys in one class, so the
+# hashes the row hash must avoid (int8's 32-bit fold, numeric's sign) serve here.
+KEY_HASH = {**CHAIN, "int8": "hashint8extended", "numeric": "hash_numeric_extended"}
 
 
 def key_hash(shape: TableShape, mode: HashMode) -> sql.Composable:
     """A bigint hash of the key columns only (see :data:`KEY_HASH`)."""
     if mode == "portable":
-        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in shape.key)
-        return sql.SQL("('x' || left(md5(ROW({})::text), 15))::bit(60)::bigint").format(cols)
+        return _md5(shape.key)
     expression, key = _first_as_seed(shape.key)
     for column in key:
         name = sql.Identifier(column.name)

@@ -27,6 +27,7 @@ from actions.reconcile.plan import (
     Layout,
     RowDiff,
     RowState,
+    block_picks,
     chunk_bounds,
     class_count,
     classify,
@@ -37,6 +38,7 @@ from actions.reconcile.plan import (
     scan_mode,
     slice_blocks,
     split,
+    sub_blocks,
 )
 
 
@@ -372,6 +374,12 @@ def test_scan_mode_block_ranges_and_classes() -> None:
     assert scan_mode(inorder, shuffled) == scan_mode(shuffled, shuffled) == "hashed"
     assert scan_mode(inorder, Layout(1e6, 8000, False, True)) == "hashed"
     assert slice_blocks([10, 5, None], 40) == [Blocks(0, 10), Blocks(10, 10), Blocks(10, 40), Blocks(40, None)]
+    # inside a differing slice: pieces stay within its blocks (a start elsewhere is clamped), cover them
+    assert sub_blocks(Blocks(10, 20), [12, 3, 25, None], 40) == [
+        Blocks(10, 12), Blocks(12, 12), Blocks(12, 20), Blocks(20, 20), Blocks(20, 20)]
+    assert sub_blocks(Blocks(30, None), [35], 40) == [Blocks(30, 35), Blocks(35, None)]
+    assert block_picks(Blocks(10, 20), 40, 4) == [12, 15, 17] and block_picks(Blocks(30, None), 40, 2) == [35]
+    assert block_picks(Blocks(10, 11), 40, 32) == []  # one block: nothing to cut by
     assert class_count(0) == 1 and class_count(CLASS_ROWS * 3) == 4 and class_count(1e12) == 1 << 20
 
 
