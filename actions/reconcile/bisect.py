@@ -5,7 +5,9 @@ A :class:`Side` answers a few questions about one table on one server (SQL in
 same time. The cost floor is one sequential read of each table computing every row's hash (the
 *native hash scan*); the walk reads each heap once at the top level, in block ranges (TID range
 scans, paced: ``chunk_budget`` and ``pause``), never by key arithmetic, so sparse, skewed, uuid,
-text and composite keys cost what dense ones cost. Which top-level scan (:func:`plan.scan_mode`):
+text and composite keys cost what dense ones cost. Which top-level scan: **mirrored** first, when
+both heaps lay their rows out alike (no key involved: :mod:`actions.reconcile.mirror`), else by key
+(:func:`plan.scan_mode`):
 
 - **ordered** (one integer key laid out in heap order on both sides, e.g. an identity column):
   the primary's sampled key cuts make slices of about ``chunk_rows / 8`` rows; each side finds
@@ -34,9 +36,9 @@ import asyncio
 import bisect
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
+from actions.reconcile.mirror import mirrored
 from actions.reconcile.plan import (
     EMPTY,
     MAX_CLASSES,
@@ -47,9 +49,7 @@ from actions.reconcile.plan import (
     Digest,
     Key,
     Layout,
-    RowDiff,
     RowState,
-    ScanMode,
     add_digest,
     block_picks,
     chunk_bounds,
@@ -64,109 +64,12 @@ from actions.reconcile.plan import (
     split,
     sub_blocks,
 )
+from actions.reconcile.side import MAX_DEPTH, Fetched, Pacing, Side, Sleep, WalkStats
 
-
-class Side(Protocol):
-    """One table on one server."""
-
-    async def layout(self) -> Layout:
-        """Size, and whether block ranges can be read and the key follows the heap order."""
-        ...
-
-    async def block_starts(self, cuts: list[Key]) -> list[int | None]:
-        """(ordered) The block holding the first key after each cut; None when there is none."""
-        ...
-
-    async def slice_scans(self, slices: list[tuple[Blocks, Bounds]]) -> list[tuple[Digest, list[tuple[Key, int]]]]:
-        """(ordered) Per slice: digest of the rows of its blocks inside its bounds; the others as (key, hash)."""
-        ...
-
-    async def block_keys(self, blocks: list[int], bounds: Bounds) -> list[Key | None]:
-        """(ordered) The least key within ``bounds`` in each of these blocks; None where there is none."""
-        ...
-
-    async def class_digests(self, blocks: Blocks, classes: int, within: tuple[int, list[int]] | None = None,
-                            ) -> dict[int, Digest]:
-        """(hashed) Count and hash sum per key-hash class, over ``blocks`` (only rows of coarser
-        classes ``within[1]`` of ``within[0]`` classes when given)."""
-        ...
-
-    async def class_rows(self, blocks: Blocks, classes: int, wanted: list[int]) -> dict[Key, RowState]:
-        """(hashed) Every row of ``blocks`` in the wanted classes."""
-        ...
-
-    async def sample_cuts(self, rows_per_slice: int) -> list[Key]:
-        """Ascending keys about ``rows_per_slice`` rows apart (sampled; empty for a small table)."""
-        ...
-
-    async def cuts(self, bounds: Bounds, every: int) -> list[Key]:
-        """Every ``every``-th key inside ``bounds``, ascending (exact, from the data)."""
-        ...
-
-    async def digests(self, ranges: list[Bounds]) -> list[Digest]:
-        """Count and hash sum of each range, in one round trip."""
-        ...
-
-    async def rows(self, bounds: Bounds) -> dict[Key, RowState]:
-        """Every row's hash (and update time) in the range."""
-        ...
-
-    async def rows_for(self, keys: list[Key]) -> dict[Key, RowState]:
-        """The rows of exactly these keys."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Pacing:
-    """How hard the walk may push: rows per chunk, time budget per chunk, rest between chunks."""
-
-    chunk_rows: int = 100_000
-    chunk_budget: float = 2.0
-    pause: float = 0.0
-    fanout: int = 32
-    row_threshold: int = 4096  # a slice of 128k rows cut 32 ways is fetched after one cut
-    slices_per_chunk: int = 8  # ordered scan: slices of chunk_rows / 8 rows
-    fetch_rows: int = 50_000   # hashed scan: differing classes holding more rows than this are split first
-
-
-@dataclass
-class WalkStats:
-    """What the walk did."""
-
-    rows_primary: int = 0
-    rows_standby: int = 0
-    chunks: int = 0
-    queries: int = 0
-    bisected_ranges: int = 0
-    seconds: float = 0.0
-    bisect_seconds: float = 0.0
-    diffs: list[RowDiff] = field(default_factory=list)
-    real_count: int = 0          # differing rows, kept or not
-    in_flight_count: int = 0     # rows in flight, kept or not
-    standby_only_count: int = 0  # of real_count: rows only on the standby
-    keep: int | None = None
-    mode: ScanMode | None = None
-
-    def add(self, found: list[RowDiff]) -> None:
-        """Count every diff; keep at most ``keep`` real and ``keep`` in-flight ones."""
-        for diff in found:
-            if diff.in_flight:
-                self.in_flight_count += 1
-                held = self.in_flight_count
-            else:
-                self.real_count += 1
-                self.standby_only_count += diff.kind == "missing_on_primary"
-                held = self.real_count
-            if self.keep is None or held <= self.keep:
-                self.diffs.append(diff)
-
-
-Sleep = Callable[[float], Awaitable[None]]
+__all__ = ["Pacing", "Side", "Sleep", "WalkStats", "walk"]
 BATCH = 5000  # keys read by key per query
 CLASS_CHUNK = 32  # hashed scan: a chunk holds at least this many rows per class (bounds the digests returned)
 FIRST_CLASSES = 4096  # hashed scan: classes of the first pass at most (finer ones only where digests differ)
-MAX_DEPTH = 8  # a range still too big after this many cuts (rows moving meanwhile) is fetched whole
-Fetched = list[tuple[dict[Key, RowState], dict[Key, RowState]]]
 
 
 async def walk(primary: Side, standby: Side, *, pacing: Pacing, watermark: float | None = None,
@@ -176,10 +79,13 @@ async def walk(primary: Side, standby: Side, *, pacing: Pacing, watermark: float
     started = time.perf_counter()
     layouts = await asyncio.gather(primary.layout(), standby.layout())
     stats.queries += 2
-    stats.mode = scan_mode(*layouts)
     fetched: Fetched = []
-    scan = _ordered if stats.mode == "ordered" else _hashed
-    await scan(primary, standby, layouts, pacing, stats, sleep, fetched)
+    if await mirrored(primary, standby, layouts, pacing, stats, sleep, fetched):
+        stats.mode = "mirrored"
+    else:
+        stats.mode = scan_mode(*layouts)
+        scan = _ordered if stats.mode == "ordered" else _hashed
+        await scan(primary, standby, layouts, pacing, stats, sleep, fetched)
     left, right = merge_rows(fetched)
     await _complete(primary, standby, left, right, stats)
     stats.add(classify(left, right, watermark))

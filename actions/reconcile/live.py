@@ -33,9 +33,9 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from actions.reconcile.bisect import Sleep, WalkStats
 from actions.reconcile.pg_side import PgSide
 from actions.reconcile.plan import classify
+from actions.reconcile.side import Sleep, WalkStats
 from engine.config.database import DatabaseConfig
 from probes.postgres import table_ident
 from probes.postgres_conn import fetch

@@ -26,6 +26,8 @@ from probes.postgres_conn import fetch
 
 BLOCKS_PER_SLICE = 2
 LAST_BLOCK = 4294967295  # past any block: an open-ended range as a parameter
+RANGES = "unnest(%s::bigint[], %s::bigint[])"  # block ranges (start, end) as rows u(lo, hi)
+IN_RANGE = "ctid >= ('(' || u.lo || ',0)')::tid AND ctid < ('(' || u.hi || ',0)')::tid"  # a TID range scan
 SIZE = """
 SELECT c.reltuples, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int
 FROM pg_class c WHERE c.oid = %s::regclass
@@ -202,6 +204,51 @@ class PgSide:
             strays = [((int(k),), int(h)) for k, h in pairs or []]
             out[int(i)] = (Digest(int(count) - len(strays), int(total) - sum(h for _, h in strays)), strays)
         return [out[i] for i in range(len(slices))]
+
+    async def block_digests(self, ranges: list[Blocks]) -> list[Digest]:
+        """Mirrored scan, one round trip: count and hash sum of the rows of each block range. One plan
+        for any number of ranges (a TID range scan per range, its bounds from the outer row): a
+        ``UNION ALL`` of one branch per range costs ~0.15 ms of planning per branch (10M rows in 1,024
+        ranges: +0.1 s of backend CPU), this costs the same for 4,096 ranges as for 128."""
+        if not ranges:
+            return []
+        statement = sql.SQL(
+            "SELECT u.i, s.n, s.total FROM " + RANGES + " WITH ORDINALITY AS u(lo, hi, i), LATERAL (SELECT count(*) "
+            "AS n, coalesce(sum({h}), 0) AS total FROM {t} WHERE " + IN_RANGE + ") s ORDER BY u.i").format(
+            h=self.h, t=self.t)
+        rows = await self._rows(statement, self._tid_ranges(ranges))
+        found = {int(i) - 1: Digest(int(n), int(total)) for i, n, total in rows}
+        return [found[i] for i in range(len(ranges))]
+
+    @staticmethod
+    def _tid_ranges(ranges: list[Blocks]) -> list[list[int]]:
+        """Parameters for :data:`RANGES`: each range's first and past-the-end block (numbers, not ``tid``
+        text: escaping thousands of strings for an array cost ~0.15 s of client CPU on 10M rows)."""
+        return [[b.start for b in ranges], [LAST_BLOCK if b.end is None else b.end for b in ranges]]
+
+    async def block_rows(self, ranges: list[Blocks]) -> dict[Key, RowState]:
+        """Mirrored scan: every row of these block ranges with its hash and update time, one round trip
+        (``OFFSET 0`` keeps the subquery a TID range scan per range: pulled up into a join, the planner
+        read the whole table)."""
+        if not ranges:
+            return {}
+        statement = sql.SQL(
+            "SELECT s.* FROM " + RANGES + " AS u(lo, hi), LATERAL (SELECT {keysel}, {h}, {ts} FROM {t} WHERE "
+            + IN_RANGE + " OFFSET 0) s").format(keysel=self.keysel, h=self.h, ts=self.ts, t=self.t)
+        return {self._key(r): RowState(int(r[-2]), None if r[-1] is None else float(r[-1]))
+                for r in await self._rows(statement, self._tid_ranges(ranges))}
+
+    async def block_key_hashes(self, blocks: list[int]) -> list[list[int]]:
+        """Mirrored scan's probe: the key hash of every row of each of these blocks, one round trip."""
+        if not blocks:
+            return []
+        statement = sql.SQL(
+            "SELECT u.i, s.kh FROM " + RANGES + " WITH ORDINALITY AS u(lo, hi, i), LATERAL (SELECT {kh} AS kh "
+            "FROM {t} WHERE " + IN_RANGE + " OFFSET 0) s").format(kh=self.kh, t=self.t)
+        out: list[list[int]] = [[] for _ in blocks]
+        for i, kh in await self._rows(statement, self._tid_ranges([Blocks(b, b + 1) for b in blocks])):
+            out[int(i) - 1].append(int(kh))
+        return out
 
     async def class_digests(self, blocks: Blocks, classes: int, within: tuple[int, list[int]] | None = None,
                             ) -> dict[int, Digest]:

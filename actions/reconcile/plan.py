@@ -26,6 +26,7 @@ import datetime
 import decimal
 import math
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -170,13 +171,16 @@ def next_chunk_size(size: int, elapsed: float, budget: float, *, smallest: int, 
 
 # The top-level scan (see :mod:`actions.reconcile.bisect`) ----------------------------------------
 
-ScanMode = Literal["ordered", "hashed"]
+ScanMode = Literal["mirrored", "ordered", "hashed"]
 ORDERED = 0.9          # a key whose values follow the heap order this closely is scanned in key slices
 CLASS_ROWS = 1024      # rows per hash class wanted at the first level of the hashed scan
 MAX_CLASSES = 1 << 20
 MAX_SLICES = 128       # ordered scan: slices at most (larger tables get larger slices)
 REFINE = 64            # a differing class is split into this many finer ones
 BLOCK_ROWS_GUESS = 50  # rows per block when the table was never analyzed
+PROBES = 32            # mirrored scan: blocks compared on both sides before taking the heaps as laid out alike
+PROBE_ALIGNED = 0.9    # ... and take them as alike when this share of the probed rows sit in the same block
+MAX_MIRROR_RANGES = 1 << 16  # mirrored scan: top-level block ranges at most (digests held in memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +210,69 @@ class Blocks:
 def scan_mode(a: Layout, b: Layout) -> ScanMode:
     """Pure: key slices when both sides lay their integer key out in order, else hash classes."""
     return "ordered" if a.ordered and b.ordered and a.tid_ranges and b.tid_ranges else "hashed"
+
+
+def mirror_possible(a: Layout, b: Layout) -> bool:
+    """Pure: both servers can read block ranges of one heap each (not a partitioned table)."""
+    return a.tid_ranges and b.tid_ranges
+
+
+def probe_blocks(a: Layout, b: Layout) -> list[int]:
+    """Pure: :data:`PROBES` blocks evenly spread over the heap both sides have, to compare before the
+    mirrored scan."""
+    common = min(a.blocks, b.blocks)
+    return block_picks(Blocks(0, common), common, PROBES + 1)
+
+
+def heaps_alike(ours: list[list[int]], theirs: list[list[int]]) -> bool:
+    """Pure: the probed blocks' key hashes on each side (one list per block): at least
+    :data:`PROBE_ALIGNED` of the rows found there sit in the same block on the other side. Rows
+    that differ in value, or that an update moved, leave the rest of their block in place; a heap
+    rewritten in another order (``VACUUM FULL``, ``CLUSTER``, a reload) shares almost none."""
+    found = same = 0
+    for mine, other in zip(ours, theirs, strict=True):
+        left = Counter(other)
+        for key in mine:
+            same += left[key] > 0
+            left[key] -= 1
+        found += max(len(mine), len(other))
+    return found == 0 or same >= PROBE_ALIGNED * found
+
+
+def mirror_ranges(blocks: int, rows: float, rows_per_range: int) -> list[Blocks]:
+    """Pure: the mirrored scan's top-level block ranges, the same on both sides (``blocks``: the
+    larger heap): about ``rows_per_range`` rows each, increasing, covering every block once, the
+    last open-ended (blocks added meanwhile included)."""
+    count = max(1, math.ceil(max(rows, 0.0) / max(1, rows_per_range)))
+    step = max(1, math.ceil(blocks / count))
+    starts = list(range(0, blocks, step)) or [0]
+    return [Blocks(s, s + step) for s in starts[:-1]] + [Blocks(starts[-1], None)]
+
+
+def mirror_plan(blocks: int, rows: float, chunk_rows: int, per_chunk: int, row_threshold: int,
+                ) -> tuple[list[Blocks], int]:
+    """Pure: the mirrored scan's top-level ranges and how many go in one round trip. A range holds about
+    ``row_threshold / 2`` rows (at most :data:`MAX_MIRROR_RANGES` ranges), so a differing one is
+    fetched at once, with no second pass over it; a round trip reads as many rows as one of the
+    ordered scan (``per_chunk`` slices of :func:`slice_rows` rows)."""
+    range_rows = max(1, row_threshold // 2, math.ceil(max(rows, 0.0) / MAX_MIRROR_RANGES))
+    trip_rows = max(1, per_chunk) * slice_rows(rows, chunk_rows, per_chunk)
+    return mirror_ranges(blocks, rows, range_rows), max(1, trip_rows // range_rows)
+
+
+def mirror_gives_up(differing_rows: int, rows: int, fetch_rows: int) -> bool:
+    """Pure: the mirrored scan's top level found more than half of the rows (and more than
+    ``fetch_rows``) in ranges that differ: the heaps are not laid out alike after all, or the
+    differences are everywhere, which the hashed scan narrows down with fewer rows fetched."""
+    return differing_rows > max(fetch_rows, rows // 2)
+
+
+def mirror_cuts(ranges: list[tuple[bool, int]], row_threshold: int, fetch_rows: int) -> list[bool]:
+    """Pure: which differing block ranges (can it be cut, rows) the mirrored scan cuts again rather
+    than fetch: one holding more than ``row_threshold`` rows, or every one while they hold more than
+    ``fetch_rows`` in all (a pass over their blocks is cheaper than fetching their rows)."""
+    crowded = sum(rows for _, rows in ranges) > fetch_rows
+    return [cuttable and (crowded or rows > row_threshold) for cuttable, rows in ranges]
 
 
 def slice_rows(rows: float, chunk_rows: int, per_chunk: int) -> int:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import psycopg
 
 from actions.reconcile.after_failover import classify_causes
-from actions.reconcile.bisect import Pacing, Sleep, WalkStats, walk
+from actions.reconcile.bisect import walk
 from actions.reconcile.causes import PromotionPoint
 from actions.reconcile.live import (
     Replication,
@@ -34,6 +34,7 @@ from actions.reconcile.live import (
 from actions.reconcile.pg_side import PgSide, hash_mode, server_major
 from actions.reconcile.result import MetricResult, ReconcileResult, TableResult
 from actions.reconcile.shape import HashMode, TableShape, agree, inspect_table
+from actions.reconcile.side import Pacing, Sleep, WalkStats
 from engine.config.database import BusinessMetric, DatabaseConfig, ReconcileTable
 from probes.postgres_conn import PgError, Refused, connect, describe_pg_error
 
@@ -103,7 +104,8 @@ async def _compare_table(primary: psycopg.AsyncConnection[Any], standby: psycopg
         return failed("error", f"table {table.name}: {describe_pg_error(exc)}")
     left = PgSide(primary, left_shape, mode, table.updated_at, deadline=deadline)
     right = PgSide(standby, right_shape, mode, table.updated_at, deadline=deadline)
-    pacing = Pacing(chunk_rows=table.chunk_rows, chunk_budget=rc.chunk_budget, pause=rc.pause)
+    pacing = Pacing(chunk_rows=table.chunk_rows, chunk_budget=rc.chunk_budget, pause=rc.pause,
+                    mirror=rc.scan == "auto")
     try:
         async with primary.transaction(), standby.transaction():  # one snapshot per side for the whole walk
             idle = int((rc.pause + rc.statement_timeout) * 1000) + 60_000  # a pause is not a stuck session

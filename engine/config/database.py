@@ -227,6 +227,9 @@ class ReconcileConfig(Model):
     max_reported_rows: int = Field(100, ge=1, le=100_000, description="differing rows listed per table")
     hash: Literal["auto", "native", "portable"] = Field(
         "auto", description="native row hashes need equal major versions; portable = md5 of canonical text")
+    scan: Literal["auto", "keys"] = Field(
+        "auto", description="auto: heaps that lay rows out alike (a logical replica's first copy) are compared "
+                            "block by block, others by key; keys: always by key")
     tables: list[ReconcileTable] = Field(default_factory=list)
     metrics: list[BusinessMetric] = Field(default_factory=list)
 

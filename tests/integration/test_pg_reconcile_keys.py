@@ -6,7 +6,9 @@ differences by writing on the standby (a subscriber's tables are writable) or on
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -219,10 +221,13 @@ async def test_a_wide_table_of_nullable_columns_is_hashed_in_linear_size(pg_pair
         db.drop()
 
 
-async def test_both_scans_find_rows_moved_by_updates_on_a_real_heap(pg_pair: PgPair) -> None:
-    """An identity-keyed table laid out in key order is read in key slices over its heap (ordered scan), a
-    random-keyed one in key-hash classes (hashed scan); rows an update moved to the end of the heap
-    (strays) are still attributed to their slice: exactly the planted differences, in both scans."""
+@pytest.mark.parametrize("scan", ["keys", "auto"])
+async def test_every_scan_finds_rows_moved_by_updates_on_a_real_heap(pg_pair: PgPair, scan: str) -> None:
+    """By key (``scan: keys``): an identity-keyed table laid out in key order is read in key slices over
+    its heap (ordered scan), a random-keyed one in key-hash classes (hashed scan); rows an update moved
+    to the end of the heap (strays) are still attributed to their slice. By default both heaps, filled
+    by replication, lay rows out alike and are compared block by block (mirrored scan), the standby's
+    moved rows found in the ranges they left and reached. Exactly the planted differences, every scan."""
     schema = ("CREATE TABLE seq_rows (id bigint PRIMARY KEY, v int NOT NULL, pad text NOT NULL);"
               "CREATE TABLE rnd_rows (id uuid PRIMARY KEY, v int NOT NULL, pad text NOT NULL);")
     db = pg_pair.replicate(schema=schema, tables=("seq_rows", "rnd_rows"))
@@ -242,11 +247,11 @@ async def test_both_scans_find_rows_moved_by_updates_on_a_real_heap(pg_pair: PgP
                       "INSERT INTO rnd_rows VALUES (md5('new')::uuid, 1, 'new')")
         # small slices (fetched at once) and large ones (cut again inside, by key, before fetching)
         for chunk in (2000, 80_000):
-            config = DatabaseConfig.model_validate(db.database_config(reconcile={
+            config = DatabaseConfig.model_validate(db.database_config(reconcile={"scan": scan,
                 "tables": [{"name": "seq_rows", "chunk_rows": chunk}, {"name": "rnd_rows", "chunk_rows": chunk}]}))
             result = await run(config, watermark=None)
             seq, rnd = result.tables
-            assert (seq.scan, rnd.scan) == ("ordered", "hashed")
+            assert (seq.scan, rnd.scan) == (("ordered", "hashed") if scan == "keys" else ("mirrored", "mirrored"))
             for table in (seq, rnd):
                 kinds = [d.kind for d in table.differences]
                 assert table.difference_count == 42, (table.table, chunk)
@@ -258,9 +263,10 @@ async def test_both_scans_find_rows_moved_by_updates_on_a_real_heap(pg_pair: PgP
         db.drop()
 
 
-async def test_rows_moved_by_concurrent_updates_are_counted_once(pg_pair: PgPair) -> None:
+@pytest.mark.parametrize("scan", ["keys", "auto"])
+async def test_rows_moved_by_concurrent_updates_are_counted_once(pg_pair: PgPair, scan: str) -> None:
     """A writer moving rows in both heaps (updates that change nothing) while the walk runs: every row is
-    counted exactly once on each side, in both scans (each side's walk reads one snapshot)."""
+    counted exactly once on each side, in every scan (each side's walk reads one snapshot)."""
     schema = ("CREATE TABLE seq_moving (id bigint PRIMARY KEY, v int NOT NULL, pad text NOT NULL);"
               "CREATE TABLE rnd_moving (id uuid PRIMARY KEY, v int NOT NULL, pad text NOT NULL);")
     db = pg_pair.replicate(schema=schema, tables=("seq_moving", "rnd_moving"))
@@ -284,12 +290,15 @@ async def test_rows_moved_by_concurrent_updates_are_counted_once(pg_pair: PgPair
         thread = threading.Thread(target=writer)
         thread.start()
         try:
-            config = DatabaseConfig.model_validate(db.database_config(reconcile={
+            config = DatabaseConfig.model_validate(db.database_config(reconcile={"scan": scan,
                 "tables": [{"name": "seq_moving", "chunk_rows": 4000}, {"name": "rnd_moving", "chunk_rows": 4000}]}))
             for _ in range(3):
                 result = await run(config, watermark=None)
-                assert [(t.scan, t.rows_primary, t.rows_standby) for t in result.tables] == [
-                    ("ordered", 60000, 60000), ("hashed", 60000, 60000)], result.sentence
+                assert [(t.rows_primary, t.rows_standby) for t in result.tables] == [(60000, 60000)] * 2, \
+                    result.sentence
+                by_key = ("ordered", "hashed")
+                assert all(t.scan in (by_key[i], "mirrored" if scan == "auto" else by_key[i])
+                           for i, t in enumerate(result.tables)), result.sentence
                 assert [t.status for t in result.tables] == ["identical", "identical"], result.sentence
         finally:
             stop.set()
@@ -413,3 +422,40 @@ async def test_after_a_failover_each_difference_is_lost_written_after_promotion_
         assert result.to_dict()["promotion"]["xid"] == point.xid
     finally:
         db.drop()
+
+
+async def test_a_replicas_first_copy_is_compared_by_block_and_a_rewritten_heap_by_key(pg_pair: PgPair) -> None:
+    """A table filled before it was subscribed reaches the standby by the initial ``COPY``, in the
+    primary's heap order: compared block by block (mirrored), exactly the planted update, delete and
+    insert. The standby's heap then rewritten in another order: the probe sees it and the table is
+    compared by key (hashed), with the same differences."""
+    db = pg_pair.replicate(schema="CREATE TABLE seed (id int PRIMARY KEY);"
+                                  "CREATE TABLE copied (id uuid PRIMARY KEY, v int NOT NULL, pad text NOT NULL);",
+                           tables=("seed",))
+    try:
+        db.on_primary("INSERT INTO copied SELECT md5(g::text)::uuid, g, repeat('x', 30) "
+                      "FROM generate_series(1, 30000) g;"
+                      f"ALTER PUBLICATION {db.publication} ADD TABLE copied")
+        db.on_standby(f"ALTER SUBSCRIPTION {db.subscription} REFRESH PUBLICATION")
+        db.wait_synced()
+        db.on_standby("UPDATE copied SET v = -v WHERE v = 100; DELETE FROM copied WHERE v = 20000;"
+                      "INSERT INTO copied VALUES (md5('new')::uuid, 1, 'new')")
+        expected = sorted(_md5_uuid(text) for text in ("100", "20000", "new"))
+        config = DatabaseConfig.model_validate(db.database_config(reconcile={
+            "tables": [{"name": "copied", "chunk_rows": 4000}]}))
+        for scan in ("mirrored", "hashed"):
+            if scan == "hashed":
+                db.on_standby("CREATE TEMP TABLE k AS SELECT * FROM copied ORDER BY md5(v::text); TRUNCATE copied;"
+                              "INSERT INTO copied SELECT * FROM k; ANALYZE copied")
+            result = await run(config, watermark=None)
+            (table,) = result.tables
+            assert table.scan == scan, result.sentence
+            assert sorted(str(d.key[0]) for d in table.differences) == expected, result.sentence
+            assert (table.rows_primary, table.rows_standby) == (30000, 30000)
+    finally:
+        db.drop()
+
+
+def _md5_uuid(text: str) -> str:
+    """PostgreSQL's ``md5(text)::uuid``."""
+    return str(uuid.UUID(hashlib.md5(text.encode()).hexdigest()))

@@ -1,4 +1,4 @@
-"""Reconciliation planning and the walk, on in-memory sides: every difference found, nothing else.
+"""Reconciliation planning and the scans by key, on in-memory sides: every difference found, nothing else.
 
 The sides compute the same digests the SQL does (count + sum of a 64-bit non-linear row hash), so
 the walk's bisection and classification are tested here without a database.
@@ -6,9 +6,8 @@ the walk's bisection and classification are tested here without a database.
 
 from __future__ import annotations
 
-import hashlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from actions.reconcile.plan import (
     BlockChunks,
     Blocks,
     Bounds,
-    Digest,
     Key,
     Layout,
     RowDiff,
@@ -40,123 +38,12 @@ from actions.reconcile.plan import (
     split,
     sub_blocks,
 )
+from tests.support.memory_side import MemorySide, ints, no_sleep
 
 
-def row_hash(key: Key, value: object) -> int:
-    digest = hashlib.blake2b(repr((key, value)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-ROWS_PER_BLOCK = 4
-
-
-def key_hash(key: Key, salt: str = "") -> int:
-    return int.from_bytes(hashlib.blake2b((salt + repr(key)).encode(), digest_size=8).digest(), "big", signed=True)
-
-
-class MemorySide:
-    """A table in a dict keyed by tuples, answering like :class:`actions.reconcile.pg_side.PgSide`.
-
-    The dict's order is the heap order (:data:`ROWS_PER_BLOCK` rows per block); ``order`` is this
-    server's key order (two servers may collate differently); ``ordered`` is what the catalog would
-    say about the key following the heap order (default: one integer column, heap in key order)."""
-
-    def __init__(self, rows: Mapping[Key, object], updated: dict[Key, float] | None = None, *,
-                 order: Callable[[Key], Any] = lambda k: k, ordered: bool | None = None, salt: str = "") -> None:
-        self.data = dict(rows)
-        self.salt = salt  # another server hashing keys otherwise (a nondeterministic collation on one side)
-        self.updated = updated or {}
-        self.order = order
-        keys = list(self.data)
-        self.ordered = (bool(keys) and all(len(k) == 1 and isinstance(k[0], int) for k in keys)
-                        and keys == sorted(keys, key=order)) if ordered is None else ordered
-        self.calls = 0
-
-    def _inside(self, key: Key, r: Bounds) -> bool:
-        o = self.order
-        return (r.lo is None or o(key) > o(r.lo)) and (r.hi is None or o(key) <= o(r.hi))
-
-    def _keys(self, r: Bounds) -> list[Key]:
-        self.calls += 1
-        return sorted((k for k in self.data if self._inside(k, r)), key=self.order)
-
-    def _blocks(self, blocks: Blocks) -> list[Key]:
-        self.calls += 1
-        if blocks.whole:
-            return list(self.data)
-        return [k for i, k in enumerate(self.data) if i // ROWS_PER_BLOCK >= blocks.start
-                and (blocks.end is None or i // ROWS_PER_BLOCK < blocks.end)]
-
-    def _state(self, key: Key) -> RowState:
-        return RowState(row_hash(key, self.data[key]), self.updated.get(key))
-
-    async def layout(self) -> Layout:
-        return Layout(float(len(self.data)), -(-len(self.data) // ROWS_PER_BLOCK), True, self.ordered)
-
-    async def sample_cuts(self, rows_per_slice: int) -> list[Key]:
-        ordered = sorted(self.data, key=self.order)
-        return ordered[rows_per_slice - 1:-1:rows_per_slice] if len(ordered) >= 2 * rows_per_slice else []
-
-    async def block_starts(self, cuts: list[Key]) -> list[int | None]:
-        position = {k: i for i, k in enumerate(self.data)}
-        out: list[int | None] = []
-        for cut in cuts:
-            after = [k for k in self.data if self.order(k) > self.order(cut)]
-            out.append(position[min(after, key=self.order)] // ROWS_PER_BLOCK if after else None)
-        return out
-
-    async def block_keys(self, blocks: list[int], bounds: Bounds) -> list[Key | None]:
-        out: list[Key | None] = []
-        for block in blocks:
-            inside = [k for k in self._blocks(Blocks(block, block + 1)) if self._inside(k, bounds)]
-            out.append(min(inside, key=self.order) if inside else None)
-        return out
-
-    async def slice_scans(self, slices: list[tuple[Blocks, Bounds]]) -> list[tuple[Digest, list[tuple[Key, int]]]]:
-        out = []
-        for blocks, bounds in slices:
-            keys = self._blocks(blocks)
-            inside = [k for k in keys if self._inside(k, bounds)]
-            strays = [(k, row_hash(k, self.data[k])) for k in keys if not self._inside(k, bounds)]
-            out.append((Digest(len(inside), sum(row_hash(k, self.data[k]) for k in inside)), strays))
-        return out
-
-    async def class_digests(self, blocks: Blocks, classes: int, within: tuple[int, list[int]] | None = None,
-                            ) -> dict[int, Digest]:
-        out: dict[int, Digest] = {}
-        for k in self._blocks(blocks):
-            h = key_hash(k, self.salt)
-            if within is None or h & (within[0] - 1) in within[1]:
-                old = out.get(h & (classes - 1), Digest(0, 0))
-                out[h & (classes - 1)] = Digest(old.count + 1, old.total + row_hash(k, self.data[k]))
-        return out
-
-    async def class_rows(self, blocks: Blocks, classes: int, wanted: list[int]) -> dict[Key, RowState]:
-        return {k: self._state(k) for k in self._blocks(blocks) if key_hash(k, self.salt) & (classes - 1) in wanted}
-
-    async def cuts(self, bounds: Bounds, every: int) -> list[Key]:
-        return self._keys(bounds)[every - 1::every]
-
-    async def digests(self, ranges: list[Bounds]) -> list[Digest]:
-        out = []
-        for r in ranges:
-            keys = self._keys(r)
-            out.append(Digest(len(keys), sum(row_hash(k, self.data[k]) for k in keys)))
-        return out
-
-    async def rows(self, r: Bounds) -> dict[Key, RowState]:
-        return {k: self._state(k) for k in self._keys(r)}
-
-    async def rows_for(self, keys: list[Key]) -> dict[Key, RowState]:
-        return {k: self._state(k) for k in keys if k in self.data}
-
-
-def ints(rows: Mapping[int, object]) -> dict[Key, object]:
-    return {(k,): v for k, v in rows.items()}
-
-
-async def no_sleep(_seconds: float) -> None:
-    return None
+def keys(**pacing: Any) -> Pacing:
+    """The scans by key (ordered, hashed); the mirrored scan has its own tests (test_reconcile_mirror)."""
+    return Pacing(mirror=False, **pacing)
 
 
 @st.composite
@@ -218,7 +105,7 @@ async def test_walk_finds_exactly_the_differences(pair: tuple[dict[Key, object],
     ordered = not hashed and not reverse and ints_only  # the catalog's claim; rows may still be out of place
     left = MemorySide(primary, ordered=ordered)
     right = MemorySide(physical(standby, moved), order=order, ordered=ordered, salt="other" if salted else "")
-    stats = await walk(left, right, pacing=Pacing(chunk_rows=chunk, fanout=fanout, row_threshold=threshold,
+    stats = await walk(left, right, pacing=keys(chunk_rows=chunk, fanout=fanout, row_threshold=threshold,
                                                   fetch_rows=fetch), sleep=no_sleep)
     found = [(d.key, d.kind) for d in stats.diffs]
     assert sorted(found, key=repr) == sorted(expected, key=repr)
@@ -264,7 +151,7 @@ async def test_a_differing_slice_is_cut_by_its_blocks_with_strays_on_both_sides(
         standby[(k,)] = -k - 1
     left = CountingSide(moved_to_end(primary, [(k,) for k in moves[0]]), ordered=True)
     right = CountingSide(moved_to_end(standby, [(k,) for k in moves[1]]), ordered=True)
-    stats = await walk(left, right, pacing=Pacing(chunk_rows=800, fanout=fanout, row_threshold=threshold),
+    stats = await walk(left, right, pacing=keys(chunk_rows=800, fanout=fanout, row_threshold=threshold),
                        sleep=no_sleep)
     assert sorted(d.key for d in stats.diffs) == sorted((k,) for k in changed)
     assert {d.kind for d in stats.diffs} == {"changed"} and stats.mode == "ordered"
@@ -277,7 +164,7 @@ async def test_a_differing_slice_is_not_cut_by_walking_the_index() -> None:
     primary = {(k,): k for k in range(4000)}
     standby = {**primary, (1234,): -1, (3999,): -2}
     left, right = CountingSide(primary), CountingSide(standby)
-    stats = await walk(left, right, pacing=Pacing(chunk_rows=4000, fanout=4, row_threshold=16), sleep=no_sleep)
+    stats = await walk(left, right, pacing=keys(chunk_rows=4000, fanout=4, row_threshold=16), sleep=no_sleep)
     assert sorted(d.key for d in stats.diffs) == [(1234,), (3999,)]
     assert left.index_walks + right.index_walks == 0
     assert left.block_probes + right.block_probes >= 4
@@ -295,19 +182,19 @@ async def test_swapped_values_between_two_rows_are_two_changes(ordered: bool) ->
     standby = dict(primary)
     standby[(10,)], standby[(20,)] = primary[(20,)], primary[(10,)]
     stats = await walk(MemorySide(primary, ordered=ordered), MemorySide(standby, ordered=ordered),
-                       pacing=Pacing(chunk_rows=100), sleep=no_sleep)
+                       pacing=keys(chunk_rows=100), sleep=no_sleep)
     assert stats.diffs == [RowDiff((10,), "changed"), RowDiff((20,), "changed")]
 
 
 async def test_identical_tables_are_read_once_per_side() -> None:
     """Equal tables are proven by one pass over each heap: no descent, no row fetched, in either scan."""
     rows = ints(dict.fromkeys(range(10000), "v"))
-    ordered = await walk(MemorySide(rows), MemorySide(rows), pacing=Pacing(chunk_rows=2500, slices_per_chunk=1),
+    ordered = await walk(MemorySide(rows), MemorySide(rows), pacing=keys(chunk_rows=2500, slices_per_chunk=1),
                          sleep=no_sleep)
     assert ordered.mode == "ordered" and ordered.diffs == [] and ordered.bisected_ranges == 0
     assert ordered.queries == 2 + 3 + 2 * 4  # layouts, sample + block starts, 4 slices a side
     left, right = MemorySide(rows, ordered=False), MemorySide(rows, ordered=False)
-    hashed = await walk(left, right, pacing=Pacing(chunk_rows=100_000), sleep=no_sleep)
+    hashed = await walk(left, right, pacing=keys(chunk_rows=100_000), sleep=no_sleep)
     assert hashed.mode == "hashed" and hashed.diffs == [] and hashed.bisected_ranges == 0
     assert left.calls == right.calls == 1
 
@@ -323,7 +210,7 @@ async def test_sparse_keys_cost_what_dense_keys_cost() -> None:
             first = next(iter(rows))
             standby[first] = "changed"
             runs.append(await walk(MemorySide(rows, ordered=ordered), MemorySide(standby, ordered=ordered),
-                                   pacing=Pacing(chunk_rows=500), sleep=no_sleep))
+                                   pacing=keys(chunk_rows=500), sleep=no_sleep))
         assert runs[0].chunks == runs[1].chunks <= 12
         assert runs[0].queries == runs[1].queries and len(runs[1].diffs) == 1
 
@@ -334,7 +221,7 @@ async def test_many_differences_split_classes_before_fetching_rows() -> None:
     primary = ints(dict.fromkeys(range(20000), "v"))
     standby = {k: ("x" if k[0] % 1000 == 0 else v) for k, v in primary.items()}
     left, right = MemorySide(primary, ordered=False), MemorySide(standby, ordered=False)
-    stats = await walk(left, right, pacing=Pacing(chunk_rows=100_000, fetch_rows=1000), sleep=no_sleep)
+    stats = await walk(left, right, pacing=keys(chunk_rows=100_000, fetch_rows=1000), sleep=no_sleep)
     assert sorted(d.key for d in stats.diffs) == [(k,) for k in range(0, 20000, 1000)]
     assert left.calls == 3  # classes, finer classes within the differing ones, rows
 
@@ -347,12 +234,12 @@ async def test_pause_between_chunks_goes_through_the_injected_sleep() -> None:
         slept.append(seconds)
 
     rows = ints(dict.fromkeys(range(100), 1))
-    await walk(MemorySide(rows), MemorySide(rows), pacing=Pacing(chunk_rows=25, pause=0.5, slices_per_chunk=1),
+    await walk(MemorySide(rows), MemorySide(rows), pacing=keys(chunk_rows=25, pause=0.5, slices_per_chunk=1),
                sleep=record)
     assert slept == [0.5] * 6
     slept.clear()
     await walk(MemorySide(rows, ordered=False), MemorySide(rows, ordered=False),
-               pacing=Pacing(chunk_rows=25, pause=0.5), sleep=record)
+               pacing=keys(chunk_rows=25, pause=0.5), sleep=record)
     assert slept and set(slept) == {0.5}
 
 
@@ -361,7 +248,7 @@ async def test_rows_newer_than_the_watermark_are_in_flight() -> None:
     primary = ints({1: "a", 2: "b-new", 3: "c"})
     standby = ints({1: "a", 2: "b", 4: "d"})
     stats = await walk(MemorySide(primary, {(1,): 10.0, (2,): 200.0, (3,): 300.0}), MemorySide(standby),
-                       pacing=Pacing(), watermark=100.0, sleep=no_sleep)
+                       pacing=keys(), watermark=100.0, sleep=no_sleep)
     assert stats.diffs == [RowDiff((2,), "changed", True), RowDiff((3,), "missing_on_standby", True),
                            RowDiff((4,), "missing_on_primary", False)]
 
@@ -400,7 +287,7 @@ def test_block_chunks_follow_the_budget_and_end_open() -> None:
 
 async def test_empty_tables_compare_equal_at_once() -> None:
     """Two empty tables need only the layouts and one pass each."""
-    stats = await walk(MemorySide({}), MemorySide({}), pacing=Pacing(), sleep=no_sleep)
+    stats = await walk(MemorySide({}), MemorySide({}), pacing=keys(), sleep=no_sleep)
     assert stats.diffs == [] and stats.queries == 4
 
 
@@ -452,7 +339,7 @@ async def test_descent_is_paced_and_keeps_only_a_bounded_number_of_rows() -> Non
     primary = ints(dict.fromkeys(range(1000), 1))
     standby = ints({k: (2 if k % 100 == 0 else 1) for k in range(1000)} | {5000: 1})
     stats = await walk(MemorySide(primary), MemorySide(standby),
-                       pacing=Pacing(chunk_rows=10_000, pause=0.25, row_threshold=50), sleep=record, keep=3)
+                       pacing=keys(chunk_rows=10_000, pause=0.25, row_threshold=50), sleep=record, keep=3)
     assert (stats.real_count, stats.standby_only_count, len(stats.diffs)) == (11, 1, 3)
     assert [d.key for d in stats.diffs] == [(0,), (100,), (200,)]
     assert len(slept) >= stats.bisected_ranges > 1 and set(slept) == {0.25}
