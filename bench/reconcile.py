@@ -1,14 +1,14 @@
 """Benchmark: reconciliation between two real PostgreSQL 15 clusters, per key shape and at scale.
 
-Two clusters (``tests.support.postgres``); each table is generated on both servers
-(``generate_series``, key built after the load, ``VACUUM ANALYZE``), then 3 differences are made
-on the standby: a row updated, a row deleted, a row inserted. Measured in the same run, warm cache,
+Two clusters (``tests.support.postgres``); each table is generated on the primary
+(``generate_series``) and copied to the standby as a logical replica's first copy is (``COPY`` of
+the table, in its heap order); keys built after the load, ``VACUUM ANALYZE``; then 3 differences
+are made on the standby: a row updated, a row deleted, a row inserted. Measured in the same run, warm cache,
 both servers queried at the same time by each method:
 
 - ``seconds``: our reconciliation to the full classified result (every run must find exactly the
   3), the median of three runs interleaved with the native scan's (``best_seconds``: the fastest;
-  ``scan``: which top-level scan it chose). Both heaps are written in the same order, as a logical
-  replica's first copy is, so it chooses the ``mirrored`` scan (block by block);
+  ``scan``: which top-level scan it chose: ``mirrored``, block by block, on heaps laid out alike);
 - ``by_key``: the same figures with ``reconcile.scan: keys`` (``ordered`` or ``hashed`` scan): what
   a table whose two heaps drifted apart gets (after the probe that finds it out, a few ms);
 - ``native_scan_seconds``: the bare floor, best of three, one ``count(*), sum(row hash)`` scan of each side with the
@@ -30,7 +30,6 @@ import asyncio
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +65,24 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def load(cluster: PgCluster, shape: str, rows: int) -> None:
+def load(pair: PgPair, shape: str, rows: int) -> None:
+    """The primary's table from ``generate_series``; the standby's copied from it the way a logical
+    replica's first copy is made (the table sync worker's ``COPY`` of the table, in its heap order)."""
     ddl, key_sql, key = SHAPES[shape]
-    with psycopg.connect(cluster.dsn(DB), autocommit=True) as conn:
-        conn.execute(f"CREATE UNLOGGED TABLE t_{shape} ({ddl}, {PAYLOAD_DDL})".encode())
-        conn.execute("SET maintenance_work_mem = '512MB'")
-        conn.execute(f"INSERT INTO t_{shape} SELECT {key_sql}, {PAYLOAD_SQL} "
-                     f"FROM generate_series(1::bigint, {rows}) g".encode())
-        conn.execute(f"ALTER TABLE t_{shape} ADD PRIMARY KEY ({', '.join(key)})".encode())
-        conn.execute(f"VACUUM ANALYZE t_{shape}".encode())
+    with (psycopg.connect(pair.publisher.dsn(DB), autocommit=True) as primary,
+          psycopg.connect(pair.subscriber.dsn(DB), autocommit=True) as standby):
+        for conn in (primary, standby):
+            conn.execute(f"CREATE UNLOGGED TABLE t_{shape} ({ddl}, {PAYLOAD_DDL})".encode())
+            conn.execute("SET maintenance_work_mem = '512MB'")
+        primary.execute(f"INSERT INTO t_{shape} SELECT {key_sql}, {PAYLOAD_SQL} "
+                        f"FROM generate_series(1::bigint, {rows}) g".encode())
+        with (primary.cursor().copy(f"COPY t_{shape} TO STDOUT (FORMAT binary)".encode()) as source,
+              standby.cursor().copy(f"COPY t_{shape} FROM STDIN (FORMAT binary)".encode()) as target):
+            for data in source:
+                target.write(data)
+        for conn in (primary, standby):
+            conn.execute(f"ALTER TABLE t_{shape} ADD PRIMARY KEY ({', '.join(key)})".encode())
+            conn.execute(f"VACUUM ANALYZE t_{shape}".encode())
 
 
 def plant(pair: PgPair, shape: str, rows: int) -> None:
@@ -149,8 +157,7 @@ def reladiff_run(pair: PgPair, shape: str) -> float | None:
 
 def measure(pair: PgPair, shape: str, rows: int, skip_reladiff: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda c: load(c, shape, rows), (pair.publisher, pair.subscriber)))
+    load(pair, shape, rows)
     log(f"{shape}: loaded {rows} rows per side in {time.perf_counter() - t0:.1f} s")
     plant(pair, shape, rows)
     scans: list[float] = []
